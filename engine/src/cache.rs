@@ -1,0 +1,150 @@
+//! The batch cache: recent batches of every partition of a shard, bounded in bytes.
+//!
+//! Tail reads (consumers keeping up with producers) are served from here without touching
+//! the disk. Entries hold the very `Bytes` the producer's payload arrived in, so a hit copies
+//! no payload byte: it clones reference-counted handles. One cache per shard, used from that
+//! shard only; eviction is oldest-first across all its partitions.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::ReadBatch;
+
+pub struct BatchCache {
+    capacity_bytes: usize,
+    used_bytes: usize,
+    partitions: HashMap<u64, VecDeque<ReadBatch>>,
+    /// Insertion order across partitions: (partition key, base offset).
+    order: VecDeque<(u64, u64)>,
+}
+
+impl BatchCache {
+    pub fn new(capacity_bytes: usize) -> Self {
+        Self { capacity_bytes, used_bytes: 0, partitions: HashMap::new(), order: VecDeque::new() }
+    }
+
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes
+    }
+
+    /// Adds the newest batch of a partition. Batches of a partition must be contiguous; a
+    /// batch that does not follow the cached ones replaces them.
+    pub fn insert(&mut self, key: u64, batch: ReadBatch) {
+        let size = batch.payload.len();
+        if size > self.capacity_bytes {
+            self.invalidate(key);
+            return;
+        }
+        let entries = self.partitions.entry(key).or_default();
+        if let Some(last) = entries.back() {
+            if last.next_offset() != batch.base_offset {
+                let dropped: usize = entries.iter().map(|b| b.payload.len()).sum();
+                entries.clear();
+                self.used_bytes -= dropped;
+            }
+        }
+        self.order.push_back((key, batch.base_offset));
+        entries.push_back(batch);
+        self.used_bytes += size;
+        while self.used_bytes > self.capacity_bytes {
+            let Some((k, base)) = self.order.pop_front() else { break };
+            if let Some(entries) = self.partitions.get_mut(&k) {
+                if entries.front().map(|b| b.base_offset) == Some(base) {
+                    if let Some(b) = entries.pop_front() {
+                        self.used_bytes -= b.payload.len();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Batches from the one containing `offset`, up to `max_bytes` (at least one batch), if
+    /// that batch is cached.
+    pub fn read(&self, key: u64, offset: u64, max_bytes: usize) -> Option<Vec<ReadBatch>> {
+        let entries = self.partitions.get(&key)?;
+        let front = entries.front()?;
+        if offset < front.base_offset {
+            return None;
+        }
+        let idx = entries.partition_point(|b| b.next_offset() <= offset);
+        if idx >= entries.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for b in entries.range(idx..) {
+            if !out.is_empty() && bytes + b.payload.len() > max_bytes {
+                break;
+            }
+            bytes += b.payload.len();
+            out.push(b.clone());
+        }
+        Some(out)
+    }
+
+    /// Forgets a partition's batches (truncation, deletion).
+    pub fn invalidate(&mut self, key: u64) {
+        if let Some(entries) = self.partitions.remove(&key) {
+            self.used_bytes -= entries.iter().map(|b| b.payload.len()).sum::<usize>();
+        }
+    }
+
+    /// Forgets batches that end at or below `offset` (retention moved the log start).
+    pub fn evict_below(&mut self, key: u64, offset: u64) {
+        if let Some(entries) = self.partitions.get_mut(&key) {
+            while entries.front().is_some_and(|b| b.next_offset() <= offset) {
+                if let Some(b) = entries.pop_front() {
+                    self.used_bytes -= b.payload.len();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn batch(base: u64, count: u32, len: usize) -> ReadBatch {
+        ReadBatch {
+            base_offset: base,
+            record_count: count,
+            first_timestamp_ms: 0,
+            max_timestamp_ms: 0,
+            leader_epoch: 0,
+            payload: Bytes::from(vec![7u8; len]),
+        }
+    }
+
+    #[test]
+    fn hit_shares_the_payload_and_eviction_bounds_memory() {
+        let mut cache = BatchCache::new(300);
+        let b0 = batch(0, 2, 100);
+        let ptr = b0.payload.as_ptr();
+        cache.insert(1, b0);
+        cache.insert(1, batch(2, 2, 100));
+        cache.insert(2, batch(0, 1, 100));
+        let hit = cache.read(1, 1, 1000).unwrap();
+        assert_eq!(hit.len(), 2);
+        assert_eq!(hit[0].payload.as_ptr(), ptr, "a hit must not copy the payload");
+        cache.insert(2, batch(1, 1, 100));
+        assert_eq!(cache.used_bytes(), 300);
+        assert!(cache.read(1, 0, 1000).is_none(), "oldest batch evicted first");
+        assert_eq!(cache.read(1, 2, 1000).unwrap().len(), 1);
+        assert!(cache.read(1, 4, 1000).is_none());
+    }
+
+    #[test]
+    fn non_contiguous_insert_replaces_and_max_bytes_limits() {
+        let mut cache = BatchCache::new(10_000);
+        cache.insert(1, batch(0, 1, 10));
+        cache.insert(1, batch(1, 1, 10));
+        cache.insert(1, batch(5, 1, 10));
+        assert!(cache.read(1, 0, 100).is_none());
+        assert_eq!(cache.used_bytes(), 10);
+        cache.insert(1, batch(6, 1, 10));
+        assert_eq!(cache.read(1, 5, 5).unwrap().len(), 1, "at least one batch, then the limit");
+        cache.evict_below(1, 6);
+        assert_eq!(cache.used_bytes(), 10);
+    }
+}

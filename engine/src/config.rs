@@ -1,0 +1,79 @@
+//! Tunables of the log engine, with their defaults. Loaded from the `[log]` table of the
+//! broker's TOML file; a topic may override the retention and segment settings.
+
+use serde::{Deserialize, Serialize};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+
+/// Settings of every partition log on a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A segment is rolled when appending a frame would take it past this size.
+    pub segment_bytes: u64,
+    /// A segment is rolled when it is older than this, at the next append.
+    pub segment_ms: u64,
+    /// Oldest segments are deleted while the partition is larger than this; -1: no limit.
+    pub retention_bytes: i64,
+    /// Segments whose newest record is older than this are deleted; -1: no limit.
+    pub retention_ms: i64,
+    /// One sparse index entry per this many bytes of log.
+    pub index_interval_bytes: u64,
+    /// Segment files grow by preallocation steps of this size.
+    pub preallocate_bytes: u64,
+    /// Appends waiting to be written, per partition; further appends wait (backpressure).
+    pub max_pending_bytes: u64,
+    /// Largest single write of the group commit.
+    pub max_write_bytes: u64,
+    /// Data appended without a durable ack is fdatasynced at the latest after this long.
+    pub flush_interval_ms: u64,
+    /// How often each shard applies retention.
+    pub retention_check_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: GIB,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4 * KIB,
+            preallocate_bytes: 32 * MIB,
+            max_pending_bytes: 64 * MIB,
+            max_write_bytes: 16 * MIB,
+            flush_interval_ms: 1000,
+            retention_check_ms: 60_000,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Rejects settings the engine cannot work with, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 64 * KIB {
+            return Err(format!("log.segment_bytes = {} is below the minimum of 65536", self.segment_bytes));
+        }
+        if self.segment_bytes > u32::MAX as u64 {
+            return Err(format!("log.segment_bytes = {} is above the maximum of 4294967295", self.segment_bytes));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err("log.index_interval_bytes must be at least 1".into());
+        }
+        if self.max_pending_bytes < MIB {
+            return Err("log.max_pending_bytes must be at least 1048576".into());
+        }
+        if self.max_write_bytes < 64 * KIB {
+            return Err("log.max_write_bytes must be at least 65536".into());
+        }
+        if self.retention_bytes < -1 || self.retention_ms < -1 {
+            return Err("log.retention_bytes and log.retention_ms must be -1 (no limit) or positive".into());
+        }
+        if self.flush_interval_ms == 0 || self.retention_check_ms == 0 {
+            return Err("log.flush_interval_ms and log.retention_check_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Storage I/O: the one narrow interface through which the engine touches files.
+//!
+//! Everything the log does to disk goes through [`Storage`] and [`StorageFile`]: open,
+//! read_at, write_at, fdatasync, allocate, truncate, remove (plus rename and directory sync
+//! for atomic replacement). [`dma::DmaStorage`] is the real implementation on glommio's
+//! O_DIRECT files; [`fault::FaultyStorage`] wraps any storage and injects EIO, ENOSPC, torn
+//! writes and crashes, so the layers above are tested against the failures disks really have.
+//!
+//! This module and `dma.rs` are the only places in the engine that name glommio's file types.
+
+pub mod dma;
+pub mod fault;
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+/// Alignment (and granularity) of every O_DIRECT write position and length.
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// An aligned buffer that a write hands to the kernel.
+pub type IoBuffer = glommio::io::DmaBuffer;
+
+/// A boxed future of an I/O result; storage is used from one shard, so nothing is `Send`.
+pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    ReadWrite,
+    /// Create (or open) for read and write.
+    Create,
+}
+
+/// A filesystem as the engine sees it.
+pub trait Storage {
+    fn open<'a>(&'a self, path: &'a Path, mode: OpenMode) -> IoFuture<'a, Rc<dyn StorageFile>>;
+    fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;
+    /// Makes entries created, renamed or removed in `dir` durable.
+    fn sync_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+}
+
+/// An open file. Positions and lengths of writes must be multiples of [`BLOCK_SIZE`].
+pub trait StorageFile {
+    fn path(&self) -> &Path;
+    /// An aligned, zero-filled buffer of `len` bytes (rounded up to the block size).
+    fn alloc_buffer(&self, len: usize) -> IoBuffer;
+    /// Reads up to `len` bytes at `pos`; fewer only at the end of the file.
+    fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes>;
+    /// Writes the whole buffer at `pos`; returns the bytes written.
+    fn write_at(&self, buf: IoBuffer, pos: u64) -> IoFuture<'_, usize>;
+    fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// Preallocates blocks up to `size` bytes; the file size becomes at least `size`.
+    fn allocate(&self, size: u64) -> IoFuture<'_, ()>;
+    fn truncate(&self, size: u64) -> IoFuture<'_, ()>;
+    fn size(&self) -> IoFuture<'_, u64>;
+}
+
+/// Rounds `v` up to a multiple of [`BLOCK_SIZE`].
+pub fn align_up(v: u64) -> u64 {
+    v.div_ceil(BLOCK_SIZE) * BLOCK_SIZE
+}
+
+/// Rounds `v` down to a multiple of [`BLOCK_SIZE`].
+pub fn align_down(v: u64) -> u64 {
+    v - v % BLOCK_SIZE
+}
+
+/// An I/O error with the path it happened on, keeping the OS error code.
+pub fn with_path(err: io::Error, op: &str, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), PathError { op: op.to_string(), path: path.to_path_buf(), source: err })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+struct PathError {
+    op: String,
+    path: PathBuf,
+    source: io::Error,
+}
+
+/// The OS error code of `err`, looking through the path context added by [`with_path`].
+pub fn raw_os_error(err: &io::Error) -> Option<i32> {
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<PathError>())
+        .and_then(|p| raw_os_error(&p.source))
+}

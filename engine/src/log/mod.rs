@@ -1,0 +1,11 @@
+//! The partition log and its parts, one concept a file.
+
+pub mod appender;
+pub mod checkpoint;
+pub mod index;
+pub mod index_file;
+pub mod partition;
+pub mod recovery;
+pub mod scan;
+pub mod segment;
+pub mod time_index;

@@ -1,0 +1,808 @@
+//! The log of one partition: its segments, the append path with group commit, reads,
+//! lookups by time, roll, retention, recovery at open and a clean close.
+//!
+//! Concurrency contract: a `PartitionLog` lives on one shard and is used from that shard's
+//! tasks only (it is `!Send`). Offsets are assigned synchronously when `append` enqueues, so
+//! the order of appends is the order of calls. One flush task at a time takes every pending
+//! frame, writes them in one O_DIRECT write, fdatasyncs if any of them asked for durability,
+//! and resolves them; appends arriving meanwhile gather for the next round (group commit).
+//! Flushes of different partitions are independent tasks, so their I/O overlaps.
+//! After a write or sync error the partition fails every pending append and refuses writes
+//! until it is reopened: nothing that was not durable is ever acknowledged as durable.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+use glommio::sync::{Semaphore, StaticPermit};
+
+use crate::cache::BatchCache;
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::frame::{FrameHeader, FrameMeta, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
+use crate::io::Storage;
+use crate::log::checkpoint::{self, RecoveryCheckpoint};
+use crate::log::recovery::{self, RecoveryReport};
+use crate::log::segment::{self, Segment};
+use crate::{Durability, ReadBatch};
+
+/// One batch to append.
+#[derive(Debug)]
+pub struct AppendBatch {
+    pub payload: BytesMut,
+    pub record_count: u32,
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub leader_epoch: i32,
+    /// If set, the assigned base offset is written big-endian (i64) at this payload position
+    /// before the payload is stored (Kafka's RecordBatch keeps its base offset there).
+    pub base_offset_field: Option<usize>,
+}
+
+impl AppendBatch {
+    /// A batch of `record_count` records with no timestamps and no offset field.
+    pub fn opaque(payload: BytesMut, record_count: u32) -> Self {
+        Self { payload, record_count, first_timestamp_ms: -1, max_timestamp_ms: -1, leader_epoch: 0, base_offset_field: None }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: u64,
+    /// Offset of the last record appended.
+    pub last_offset: u64,
+}
+
+struct Pending {
+    header: FrameHeader,
+    payload: Bytes,
+    durability: Durability,
+    /// Set on the last frame of an append call; resolved when that frame is done.
+    waiter: Option<oneshot::Sender<Result<()>>>,
+    _permit: StaticPermit,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        self.header.frame_len()
+    }
+}
+
+struct State {
+    segments: BTreeMap<u64, Segment>,
+    /// Next offset to assign.
+    next_offset: u64,
+    /// Offsets below this are written (visible to readers).
+    written_offset: u64,
+    /// Offsets below this are durable (fdatasynced).
+    durable_offset: u64,
+    pending: VecDeque<Pending>,
+    flushing: bool,
+    sync_timer_armed: bool,
+    failed: Option<String>,
+    closed: bool,
+    idle_waiters: Vec<oneshot::Sender<()>>,
+}
+
+struct Inner {
+    name: String,
+    dir: PathBuf,
+    cache_key: u64,
+    config: LogConfig,
+    storage: Rc<dyn Storage>,
+    cache: Rc<RefCell<BatchCache>>,
+    pending_budget: Rc<Semaphore>,
+    state: RefCell<State>,
+}
+
+/// A partition's log. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+}
+
+/// Figures about a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    pub log_start_offset: u64,
+    /// Next offset a reader can wait for: every offset below is readable.
+    pub log_end_offset: u64,
+    pub durable_offset: u64,
+    pub segments: usize,
+    pub size_bytes: u64,
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub async fn open(
+        storage: Rc<dyn Storage>,
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        cache: Rc<RefCell<BatchCache>>,
+        cache_key: u64,
+    ) -> Result<(PartitionLog, RecoveryReport)> {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::from_io(e, dir))?;
+        let (segments, report) = recovery::recover(&*storage, dir, name, &config).await?;
+        let next = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
+        let log = PartitionLog {
+            inner: Rc::new(Inner {
+                name: name.to_string(),
+                dir: dir.to_path_buf(),
+                cache_key,
+                config,
+                storage,
+                cache,
+                pending_budget: budget,
+                state: RefCell::new(State {
+                    segments,
+                    next_offset: next,
+                    written_offset: next,
+                    durable_offset: next,
+                    pending: VecDeque::new(),
+                    flushing: false,
+                    sync_timer_armed: false,
+                    failed: None,
+                    closed: false,
+                    idle_waiters: Vec::new(),
+                }),
+            }),
+        };
+        Ok((log, report))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let st = self.inner.state.borrow();
+        LogStats {
+            log_start_offset: log_start(&st),
+            log_end_offset: st.written_offset,
+            durable_offset: st.durable_offset,
+            segments: st.segments.len(),
+            size_bytes: st.segments.values().map(|s| s.size_bytes).sum(),
+        }
+    }
+
+    /// Why the partition refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.state.borrow().failed.clone()
+    }
+
+    /// Appends `batches` in order; resolves per `durability`. The batches get consecutive
+    /// offsets unless another append interleaves while this one waits for buffer space.
+    pub async fn append(&self, batches: Vec<AppendBatch>, durability: Durability) -> Result<AppendResult> {
+        if batches.is_empty() {
+            return Err(EngineError::InvalidAppend("no batches".into()));
+        }
+        let max_frame = self.inner.config.segment_bytes.min(u64::from(FRAME_PAYLOAD_MAX_BYTES));
+        for b in &batches {
+            if b.record_count == 0 {
+                return Err(EngineError::InvalidAppend("a batch must hold at least one record".into()));
+            }
+            if (b.payload.len() + FRAME_HEADER_LEN) as u64 > max_frame {
+                return Err(EngineError::InvalidAppend(format!(
+                    "batch of {} bytes is larger than the segment size limit of {} bytes",
+                    b.payload.len(),
+                    max_frame
+                )));
+            }
+            if let Some(at) = b.base_offset_field {
+                if at + 8 > b.payload.len() {
+                    return Err(EngineError::InvalidAppend("base offset field lies outside the payload".into()));
+                }
+            }
+        }
+        self.check_writable()?;
+        let mut permits = Vec::with_capacity(batches.len());
+        for b in &batches {
+            let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64).min(self.inner.config.max_pending_bytes);
+            let permit = self.inner.pending_budget.acquire_static_permit(units).await.map_err(|_| EngineError::Closed)?;
+            permits.push(permit);
+        }
+        self.check_writable()?;
+        let (tx, rx) = oneshot::channel();
+        let result = {
+            let mut st = self.inner.state.borrow_mut();
+            let base = st.next_offset;
+            let count = batches.len();
+            let mut tx = Some(tx);
+            for (i, (mut b, permit)) in batches.into_iter().zip(permits).enumerate() {
+                let offset = st.next_offset;
+                if let Some(at) = b.base_offset_field {
+                    b.payload[at..at + 8].copy_from_slice(&(offset as i64).to_be_bytes());
+                }
+                let payload = b.payload.freeze();
+                let header = FrameHeader::new(
+                    FrameMeta {
+                        base_offset: offset,
+                        record_count: b.record_count,
+                        first_timestamp_ms: b.first_timestamp_ms,
+                        max_timestamp_ms: b.max_timestamp_ms,
+                        leader_epoch: b.leader_epoch,
+                    },
+                    &payload,
+                );
+                st.next_offset = header.next_offset();
+                st.pending.push_back(Pending {
+                    header,
+                    payload,
+                    durability,
+                    waiter: if i + 1 == count { tx.take() } else { None },
+                    _permit: permit,
+                });
+            }
+            AppendResult { base_offset: base, last_offset: st.next_offset - 1 }
+        };
+        self.start_flush();
+        match rx.await {
+            Ok(Ok(())) => Ok(result),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(self.failed_error()),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        let st = self.inner.state.borrow();
+        if st.closed {
+            return Err(EngineError::Closed);
+        }
+        if let Some(reason) = &st.failed {
+            return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: reason.clone() });
+        }
+        Ok(())
+    }
+
+    fn failed_error(&self) -> EngineError {
+        let reason = self.inner.state.borrow().failed.clone().unwrap_or_else(|| "append abandoned".into());
+        EngineError::PartitionFailed { partition: self.inner.name.clone(), reason }
+    }
+
+    fn start_flush(&self) {
+        let mut st = self.inner.state.borrow_mut();
+        if !st.flushing {
+            st.flushing = true;
+            drop(st);
+            let log = self.clone();
+            glommio::spawn_local(async move { log.flush_loop(false).await }).detach();
+        }
+    }
+
+    /// The group-commit loop: runs while there is pending work.
+    async fn flush_loop(self, mut force_sync: bool) {
+        loop {
+            let roll_needed = {
+                let mut st = self.inner.state.borrow_mut();
+                if st.failed.is_some() {
+                    let reason = st.failed.clone().unwrap_or_default();
+                    let pending: Vec<Pending> = st.pending.drain(..).collect();
+                    drop(st);
+                    self.fail_waiters(pending, &reason);
+                    break;
+                }
+                if st.pending.is_empty() && !force_sync {
+                    break;
+                }
+                self.roll_needed(&st)
+            };
+            if roll_needed {
+                if let Err(e) = self.roll().await {
+                    self.fail(e, Vec::new());
+                    continue;
+                }
+            }
+            let round = self.take_round();
+            let sync = force_sync || round.iter().any(|p| p.durability == Durability::Durable);
+            force_sync = false;
+            if let Err(e) = self.flush_round(round, sync).await {
+                tracing::error!(partition = %self.inner.name, "{e}");
+            }
+        }
+        let mut st = self.inner.state.borrow_mut();
+        st.flushing = false;
+        let unsynced = st.durable_offset < st.written_offset && st.failed.is_none() && !st.closed;
+        for w in st.idle_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if unsynced && !st.sync_timer_armed {
+            st.sync_timer_armed = true;
+            drop(st);
+            let log = self.clone();
+            let delay = Duration::from_millis(self.inner.config.flush_interval_ms);
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(delay).await;
+                log.inner.state.borrow_mut().sync_timer_armed = false;
+                log.sync_now().await;
+            })
+            .detach();
+        }
+    }
+
+    /// fdatasyncs written data now (the periodic flush of data appended without durability).
+    async fn sync_now(&self) {
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if st.flushing || st.failed.is_some() || st.durable_offset >= st.written_offset {
+                return;
+            }
+            st.flushing = true;
+        }
+        self.clone().flush_loop(true).await;
+    }
+
+    fn roll_needed(&self, st: &State) -> bool {
+        let Some(active) = st.segments.values().next_back() else { return true };
+        if active.size_bytes == 0 {
+            return false;
+        }
+        let next = st.pending.front().map_or(0, |p| p.len());
+        active.size_bytes + next > self.inner.config.segment_bytes
+            || active.created_at.elapsed() >= Duration::from_millis(self.inner.config.segment_ms)
+    }
+
+    /// Takes the frames of the next write: as many pending frames as fit in one write and in
+    /// the active segment (at least one).
+    fn take_round(&self) -> Vec<Pending> {
+        let mut st = self.inner.state.borrow_mut();
+        let room = st.segments.values().next_back().map_or(0, |s| self.inner.config.segment_bytes.saturating_sub(s.size_bytes));
+        let limit = room.min(self.inner.config.max_write_bytes);
+        let mut round = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(p) = st.pending.front() {
+            if !round.is_empty() && bytes + p.len() > limit {
+                break;
+            }
+            bytes += p.len();
+            if let Some(p) = st.pending.pop_front() {
+                round.push(p);
+            }
+        }
+        round
+    }
+
+    async fn flush_round(&self, round: Vec<Pending>, sync: bool) -> Result<()> {
+        if round.is_empty() && !sync {
+            return Ok(());
+        }
+        let (mut appender, file) = {
+            let mut st = self.inner.state.borrow_mut();
+            let Some(active) = st.segments.values_mut().next_back() else {
+                drop(st);
+                self.fail(EngineError::Closed, round);
+                return Err(EngineError::Closed);
+            };
+            let mut position = active.size_bytes;
+            for p in &round {
+                active.index_frame(&p.header, position);
+                position += p.len();
+            }
+            let appender = active.active.as_mut().and_then(|a| a.appender.take());
+            (appender, active.file.clone())
+        };
+        let Some(app) = appender.as_mut() else {
+            let e = EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: "active segment has no appender".into() };
+            self.fail(e, round);
+            return Err(EngineError::Closed);
+        };
+        let headers: Vec<[u8; FRAME_HEADER_LEN]> = round.iter().map(|p| p.header.encode()).collect();
+        let mut chunks: Vec<&[u8]> = Vec::with_capacity(round.len() * 2);
+        for (h, p) in headers.iter().zip(&round) {
+            chunks.push(h);
+            chunks.push(&p.payload);
+        }
+        let written = app.append(&chunks).await;
+        let end = app.end();
+        self.put_back_appender(appender);
+        if let Err(e) = written {
+            let e = EngineError::from_io(e, file.path());
+            let msg = e.to_string();
+            self.fail(e, round);
+            return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: msg });
+        }
+        // Written: visible to readers, cached, and acked at "appended" durability.
+        let mut round = round;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if let Some(last) = round.last() {
+                st.written_offset = last.header.next_offset();
+            }
+            let written = st.written_offset;
+            if let Some(active) = st.segments.values_mut().next_back() {
+                active.size_bytes = end;
+                active.next_offset = written;
+            }
+            let mut cache = self.inner.cache.borrow_mut();
+            for p in &round {
+                cache.insert(self.inner.cache_key, ReadBatch::from_frame(&p.header, p.payload.clone()));
+            }
+        }
+        for p in round.iter_mut() {
+            if p.durability == Durability::Appended {
+                if let Some(w) = p.waiter.take() {
+                    let _ = w.send(Ok(()));
+                }
+            }
+        }
+        if sync {
+            if let Err(e) = file.fdatasync().await {
+                let e = EngineError::from_io(e, file.path());
+                let msg = e.to_string();
+                self.fail(e, round);
+                return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: msg });
+            }
+            let mut st = self.inner.state.borrow_mut();
+            st.durable_offset = st.written_offset;
+        }
+        for p in round.iter_mut() {
+            if let Some(w) = p.waiter.take() {
+                let _ = w.send(Ok(()));
+            }
+        }
+        Ok(())
+    }
+
+    fn put_back_appender(&self, appender: Option<crate::log::appender::Appender>) {
+        let mut st = self.inner.state.borrow_mut();
+        if let Some(active) = st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()) {
+            active.appender = appender;
+        }
+    }
+
+    /// Marks the partition failed and fails `round` and everything pending.
+    fn fail(&self, err: EngineError, round: Vec<Pending>) {
+        let reason = err.to_string();
+        tracing::error!(partition = %self.inner.name, "partition refuses writes until restart: {reason}");
+        let pending: Vec<Pending> = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.failed.is_none() {
+                st.failed = Some(reason.clone());
+            }
+            st.pending.drain(..).collect()
+        };
+        self.fail_waiters(round.into_iter().chain(pending).collect(), &reason);
+    }
+
+    fn fail_waiters(&self, pending: Vec<Pending>, reason: &str) {
+        for mut p in pending {
+            if let Some(w) = p.waiter.take() {
+                let _ = w.send(Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: reason.to_string() }));
+            }
+        }
+    }
+
+    /// Closes the active segment and starts a new one at the next offset to write.
+    async fn roll(&self) -> Result<()> {
+        let (appender, base) = {
+            let mut st = self.inner.state.borrow_mut();
+            let base = st.written_offset;
+            let app = st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()).and_then(|a| a.appender.take());
+            (app, base)
+        };
+        if let Some(mut app) = appender {
+            let path = app.file().path().to_path_buf();
+            let closed = async {
+                app.file().fdatasync().await?;
+                app.trim().await?;
+                app.file().fdatasync().await
+            }
+            .await;
+            if let Err(e) = closed {
+                self.put_back_appender(Some(app));
+                return Err(EngineError::from_io(e, &path));
+            }
+        }
+        let mut old = {
+            let mut st = self.inner.state.borrow_mut();
+            match st.segments.pop_last() {
+                Some((_, seg)) => seg,
+                None => return Err(EngineError::Closed),
+            }
+        };
+        let persisted = async {
+            old.persist_indexes().await?;
+            if let Some(active) = old.active.as_mut() {
+                active.index_file.trim().await?;
+                active.time_index_file.trim().await?;
+            }
+            Ok::<_, EngineError>(())
+        }
+        .await;
+        old.active = None;
+        old.size_bytes = old.size_bytes.max(0);
+        self.inner.state.borrow_mut().segments.insert(old.base_offset, old);
+        persisted?;
+        let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &self.inner.config).await?;
+        tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
+        self.inner.state.borrow_mut().segments.insert(base, new);
+        self.write_checkpoint().await
+    }
+
+    async fn write_checkpoint(&self) -> Result<()> {
+        let cp = {
+            let st = self.inner.state.borrow();
+            let Some(active) = st.segments.values().next_back() else { return Ok(()) };
+            RecoveryCheckpoint {
+                active_base_offset: active.base_offset,
+                position: active.size_bytes,
+                next_offset: active.next_offset,
+                index_entries: active.index.entries().len() as u64,
+                time_index_entries: active.time_index.entries().len() as u64,
+                log_start_offset: log_start(&st),
+            }
+        };
+        checkpoint::write(&*self.inner.storage, &self.inner.dir, &cp)
+            .await
+            .map_err(|e| EngineError::Metadata(e.to_string()))
+    }
+
+    /// Waits until no flush is running.
+    async fn wait_idle(&self) {
+        loop {
+            let rx = {
+                let mut st = self.inner.state.borrow_mut();
+                if !st.flushing {
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                st.idle_waiters.push(tx);
+                rx
+            };
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes everything, makes it durable, trims preallocation and writes the recovery
+    /// checkpoint, so the next open starts without scanning. Later appends are refused.
+    pub async fn close(&self) -> Result<()> {
+        self.wait_idle().await;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if st.closed {
+                return Ok(());
+            }
+            st.closed = true;
+        }
+        self.inner.pending_budget.close();
+        if self.failure().is_some() {
+            return Ok(());
+        }
+        let appender = {
+            let mut st = self.inner.state.borrow_mut();
+            st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()).and_then(|a| a.appender.take())
+        };
+        if let Some(mut app) = appender {
+            let path = app.file().path().to_path_buf();
+            let r = async {
+                app.file().fdatasync().await?;
+                app.trim().await?;
+                app.file().fdatasync().await
+            }
+            .await;
+            self.put_back_appender(Some(app));
+            r.map_err(|e| EngineError::from_io(e, &path))?;
+        }
+        let mut active = {
+            let mut st = self.inner.state.borrow_mut();
+            st.durable_offset = st.written_offset;
+            match st.segments.pop_last() {
+                Some((_, seg)) => seg,
+                None => return Ok(()),
+            }
+        };
+        let persisted = active.persist_indexes().await;
+        self.inner.state.borrow_mut().segments.insert(active.base_offset, active);
+        persisted?;
+        self.write_checkpoint().await
+    }
+
+    /// Reads batches from the one containing `offset`, up to about `max_bytes` (always at
+    /// least one batch if any is readable). Empty at the log end.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<ReadBatch>> {
+        let (start, end) = {
+            let st = self.inner.state.borrow();
+            (log_start(&st), st.written_offset)
+        };
+        if offset == end {
+            return Ok(Vec::new());
+        }
+        if offset < start || offset > end {
+            return Err(EngineError::OffsetOutOfRange { offset, log_start: start, log_end: end });
+        }
+        if let Some(hit) = self.inner.cache.borrow().read(self.inner.cache_key, offset, max_bytes) {
+            return Ok(hit);
+        }
+        let mut target = offset;
+        loop {
+            let found = {
+                let st = self.inner.state.borrow();
+                st.segments.range(..=target).next_back().map(|(_, s)| {
+                    let (rel, pos) = s.index.lookup(s.relative(target.max(s.base_offset)));
+                    (s.file.clone(), s.base_offset + u64::from(rel), pos, s.size_bytes, s.next_offset)
+                })
+            };
+            let Some((file, scan_offset, pos, size, seg_next)) = found else { return Ok(Vec::new()) };
+            if target < seg_next {
+                let batches = read_frames(&*file, pos, scan_offset, size, target, max_bytes).await?;
+                if !batches.is_empty() {
+                    return Ok(batches);
+                }
+            }
+            // Nothing at or after `target` in that segment: continue in the next one.
+            let next_base = {
+                let st = self.inner.state.borrow();
+                st.segments.range(target + 1..).next().map(|(b, _)| *b)
+            };
+            match next_base {
+                Some(b) if b < end => target = b,
+                _ => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// The first offset whose batch has a max timestamp at or after `timestamp_ms`, with that
+    /// batch's max timestamp; `None` if every batch is older.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>> {
+        let candidates: Vec<_> = {
+            let st = self.inner.state.borrow();
+            st.segments
+                .values()
+                .filter(|s| s.max_timestamp_ms >= timestamp_ms && s.size_bytes > 0)
+                .map(|s| {
+                    let rel = s.time_index.scan_start(timestamp_ms);
+                    let (irel, pos) = s.index.lookup(rel);
+                    (s.file.clone(), s.base_offset + u64::from(irel), pos, s.size_bytes)
+                })
+                .collect()
+        };
+        for (file, offset, pos, size) in candidates {
+            let mut found = None;
+            crate::log::scan::scan_frames(&*file, pos, offset, size, |h, _| {
+                if found.is_none() && h.max_timestamp_ms >= timestamp_ms {
+                    found = Some((h.base_offset, h.max_timestamp_ms));
+                }
+            })
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes closed segments beyond the size and age limits. Returns how many it deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let cfg = &self.inner.config;
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let st = self.inner.state.borrow();
+                if st.segments.len() < 2 {
+                    None
+                } else {
+                    let total: u64 = st.segments.values().map(|s| s.size_bytes).sum();
+                    st.segments.values().next().and_then(|oldest| {
+                        let by_size = cfg.retention_bytes >= 0 && total.saturating_sub(oldest.size_bytes) >= cfg.retention_bytes as u64;
+                        let by_age = cfg.retention_ms >= 0 && oldest.max_timestamp_ms >= 0 && oldest.max_timestamp_ms < now_ms.saturating_sub(cfg.retention_ms);
+                        (by_size || by_age).then_some(oldest.base_offset)
+                    })
+                }
+            };
+            let Some(base) = victim else { break };
+            self.delete_segment(base).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_segment(&self, base: u64) -> Result<()> {
+        let seg = self.inner.state.borrow_mut().segments.remove(&base);
+        let Some(seg) = seg else { return Ok(()) };
+        let new_start = {
+            let st = self.inner.state.borrow();
+            log_start(&st)
+        };
+        self.inner.cache.borrow_mut().evict_below(self.inner.cache_key, new_start);
+        drop(seg);
+        let dir = &self.inner.dir;
+        for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+            if let Err(e) = self.inner.storage.remove(&path).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(EngineError::from_io(e, &path));
+                }
+            }
+        }
+        tracing::info!(partition = %self.inner.name, base, "retention deleted segment");
+        Ok(())
+    }
+
+    /// Time since the active segment was created (for tests and figures).
+    pub fn active_segment_age(&self) -> Duration {
+        self.inner.state.borrow().segments.values().next_back().map_or(Duration::ZERO, |s| s.created_at.elapsed())
+    }
+
+    #[doc(hidden)]
+    pub fn set_active_segment_created_at(&self, at: Instant) {
+        if let Some(s) = self.inner.state.borrow_mut().segments.values_mut().next_back() {
+            s.created_at = at;
+        }
+    }
+}
+
+fn log_start(st: &State) -> u64 {
+    st.segments.values().next().map_or(st.written_offset, |s| s.base_offset)
+}
+
+/// Reads frames from `position` (a frame holding `scan_offset`) and returns those at or after
+/// `target`, checking every frame's checksums. One read of the file; payloads are slices of it.
+async fn read_frames(
+    file: &dyn crate::io::StorageFile,
+    position: u64,
+    scan_offset: u64,
+    size: u64,
+    target: u64,
+    max_bytes: usize,
+) -> Result<Vec<ReadBatch>> {
+    const MIN_READ_BYTES: usize = 64 * 1024;
+    let mut out = Vec::new();
+    let mut bytes_out = 0usize;
+    let mut pos = position;
+    let mut expected = scan_offset;
+    let corrupt = |position: u64, reason: String| EngineError::Corrupt { path: file.path().to_path_buf(), position, reason };
+    while pos < size && (out.is_empty() || bytes_out < max_bytes) {
+        let want = ((size - pos) as usize).min(max_bytes.saturating_add(FRAME_HEADER_LEN).max(MIN_READ_BYTES));
+        let mut chunk = file.read_at(pos, want).await?;
+        let header = FrameHeader::decode(&chunk).map_err(|e| corrupt(pos, e.to_string()))?;
+        if header.base_offset != expected {
+            return Err(corrupt(pos, format!("expected offset {expected}, found {}", header.base_offset)));
+        }
+        if (chunk.len() as u64) < header.frame_len() {
+            if pos + header.frame_len() > size {
+                return Err(corrupt(pos, "frame extends past the segment end".into()));
+            }
+            chunk = file.read_at(pos, header.frame_len() as usize).await?;
+        }
+        let mut at = 0usize;
+        while at + FRAME_HEADER_LEN <= chunk.len() {
+            let h = match FrameHeader::decode(&chunk[at..]) {
+                Ok(h) => h,
+                Err(e) if at == 0 => return Err(corrupt(pos, e.to_string())),
+                Err(_) => break,
+            };
+            let len = h.frame_len() as usize;
+            if at + len > chunk.len() || h.base_offset != expected {
+                break;
+            }
+            let payload = chunk.slice(at + FRAME_HEADER_LEN..at + len);
+            h.check_payload(&payload).map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
+            expected = h.next_offset();
+            at += len;
+            if h.next_offset() > target {
+                if !out.is_empty() && bytes_out + payload.len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes_out += payload.len();
+                out.push(ReadBatch::from_frame(&h, payload));
+            }
+            if pos + at as u64 >= size {
+                break;
+            }
+        }
+        if at == 0 {
+            break;
+        }
+        pos += at as u64;
+    }
+    Ok(out)
+}

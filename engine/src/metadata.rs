@@ -1,0 +1,234 @@
+//! Topic metadata: names, partition counts, owning shards and per-topic settings, persisted
+//! as one rkyv file (`DATA/metadata.spate`) replaced atomically on every change.
+//!
+//! Loaded once at start, before the shards; changed rarely (create, delete, alter). A file
+//! that fails its checks stops the broker with a message saying so: starting empty instead
+//! would orphan the data of every topic.
+
+use std::path::{Path, PathBuf};
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::config::LogConfig;
+use crate::error::{EngineError, Result};
+use crate::placement;
+
+pub const METADATA_FILE: &str = "metadata.spate";
+
+/// Per-topic overrides of the broker's log settings; `None` inherits.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_bytes: Option<i64>,
+    pub retention_ms: Option<i64>,
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<u64>,
+}
+
+impl TopicConfig {
+    /// The broker settings with this topic's overrides applied.
+    pub fn apply(&self, base: &LogConfig) -> LogConfig {
+        let mut c = base.clone();
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = v;
+        }
+        if let Some(v) = self.retention_ms {
+            c.retention_ms = v;
+        }
+        if let Some(v) = self.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = self.segment_ms {
+            c.segment_ms = v;
+        }
+        c
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Owning shard of each partition, recorded at creation.
+    pub partition_shards: Vec<u32>,
+    pub config: TopicConfig,
+}
+
+impl TopicMeta {
+    pub fn partitions(&self) -> u32 {
+        self.partition_shards.len() as u32
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub topics: Vec<TopicMeta>,
+}
+
+/// The metadata file of a data directory.
+pub struct MetadataStore {
+    path: PathBuf,
+    metadata: Metadata,
+}
+
+/// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidTopic(format!(
+            "{name:?}: a topic name is 1 to 249 characters of a-z A-Z 0-9 . _ - and not '.' or '..'"
+        )))
+    }
+}
+
+impl MetadataStore {
+    /// Loads `data_dir/metadata.spate`, or starts empty if there is none.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(METADATA_FILE);
+        let metadata = match atomic_file::read_sync(&path).map_err(|e| EngineError::Metadata(format!("{e}; restore it from a backup, or move it aside to start with no topics")))? {
+            None => Metadata::default(),
+            Some(bytes) => {
+                let mut aligned = rkyv::util::AlignedVec::<16>::new();
+                aligned.extend_from_slice(&bytes);
+                rkyv::from_bytes::<Metadata, rkyv::rancor::Error>(&aligned).map_err(|e| {
+                    EngineError::Metadata(format!("{} does not decode ({e}); restore it from a backup, or move it aside to start with no topics", path.display()))
+                })?
+            }
+        };
+        Ok(Self { path, metadata })
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.metadata.topics.iter().find(|t| t.name == name)
+    }
+
+    fn save(&self) -> Result<()> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata).map_err(|e| EngineError::Metadata(e.to_string()))?;
+        atomic_file::write_sync(&self.path, &bytes).map_err(|e| EngineError::Metadata(e.to_string()))
+    }
+
+    /// Records a new topic, placing its partitions on `shards` shards, and persists it.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, config: TopicConfig, shards: usize) -> Result<TopicMeta> {
+        validate_topic_name(name)?;
+        if partitions == 0 || partitions > 100_000 {
+            return Err(EngineError::InvalidTopic(format!("{name}: partition count must be between 1 and 100000, got {partitions}")));
+        }
+        if self.topic(name).is_some() {
+            return Err(EngineError::TopicExists(name.to_string()));
+        }
+        let topic = TopicMeta {
+            name: name.to_string(),
+            partition_shards: (0..partitions).map(|p| placement::shard_for(name, p, shards) as u32).collect(),
+            config,
+        };
+        self.metadata.topics.push(topic.clone());
+        if let Err(e) = self.save() {
+            self.metadata.topics.pop();
+            return Err(e);
+        }
+        Ok(topic)
+    }
+
+    /// Forgets a topic (its files are removed by the caller) and persists.
+    pub fn delete_topic(&mut self, name: &str) -> Result<TopicMeta> {
+        let idx = self.metadata.topics.iter().position(|t| t.name == name).ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
+        let removed = self.metadata.topics.remove(idx);
+        if let Err(e) = self.save() {
+            self.metadata.topics.insert(idx, removed);
+            return Err(e);
+        }
+        Ok(removed)
+    }
+
+    /// Replaces a topic's settings and persists.
+    pub fn set_topic_config(&mut self, name: &str, config: TopicConfig) -> Result<()> {
+        let topic = self.metadata.topics.iter_mut().find(|t| t.name == name).ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
+        let old = std::mem::replace(&mut topic.config, config);
+        if let Err(e) = self.save() {
+            if let Some(t) = self.metadata.topics.iter_mut().find(|t| t.name == name) {
+                t.config = old;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Moves partitions whose recorded shard no longer exists (fewer cores than before) to
+    /// the shard the placement function gives, and persists if anything moved.
+    pub fn fit_to_shards(&mut self, shards: usize) -> Result<usize> {
+        let mut moved = 0;
+        for t in &mut self.metadata.topics {
+            for (p, shard) in t.partition_shards.iter_mut().enumerate() {
+                if *shard as usize >= shards {
+                    *shard = placement::shard_for(&t.name, p as u32, shards) as u32;
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 {
+            self.save()?;
+        }
+        Ok(moved)
+    }
+}
+
+/// Directory of a partition's log.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join("topics").join(topic).join(partition.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persists_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        let cfg = TopicConfig { retention_bytes: Some(1 << 30), ..Default::default() };
+        store.create_topic("orders", 4, cfg.clone(), 2).unwrap();
+        assert!(matches!(store.create_topic("orders", 1, TopicConfig::default(), 2), Err(EngineError::TopicExists(_))));
+        assert!(store.create_topic("bad/name", 1, TopicConfig::default(), 2).is_err());
+        assert!(store.create_topic("zero", 0, TopicConfig::default(), 2).is_err());
+        let reloaded = MetadataStore::open(dir.path()).unwrap();
+        let t = reloaded.topic("orders").unwrap();
+        assert_eq!(t.partitions(), 4);
+        assert_eq!(t.config, cfg);
+        assert!(t.partition_shards.iter().all(|s| *s < 2));
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        store.create_topic("a", 1, TopicConfig::default(), 1).unwrap();
+        let path = dir.path().join(METADATA_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = MetadataStore::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("corrupt") && err.contains("move it aside"), "{err}");
+        std::fs::write(&path, b"").unwrap();
+        assert!(MetadataStore::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn fewer_shards_moves_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        store.create_topic("t", 8, TopicConfig::default(), 8).unwrap();
+        let moved = store.fit_to_shards(2).unwrap();
+        assert!(moved > 0);
+        assert!(MetadataStore::open(dir.path()).unwrap().topic("t").unwrap().partition_shards.iter().all(|s| *s < 2));
+    }
+}

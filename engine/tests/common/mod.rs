@@ -1,0 +1,100 @@
+//! Helpers for the engine's integration tests: a glommio executor on a temp data dir with the
+//! probe file read first (as a shard does), and payload builders.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use glommio::{LocalExecutorBuilder, Placement};
+use spate_engine::cache::BatchCache;
+use spate_engine::io::dma::DmaStorage;
+use spate_engine::io::fault::{FaultPlan, FaultyStorage};
+use spate_engine::io::Storage;
+use spate_engine::{AppendBatch, LogConfig, PartitionLog, RecoveryReport};
+
+/// Runs `f` on a fresh glommio executor (small io_memory so parallel tests fit the memlock
+/// limit) after the probe-file read.
+pub fn run<F, Fut, T>(dir: &Path, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    spate_engine::shard::write_probe_file(dir).unwrap();
+    let dir = dir.to_path_buf();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 * 1024)
+        .spawn(move || async move {
+            spate_engine::shard::read_probe_file(&DmaStorage, &dir).await.unwrap();
+            f().await
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024 * 1024,
+        preallocate_bytes: 256 * 1024,
+        index_interval_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+pub fn partition_dir(root: &Path) -> PathBuf {
+    root.join("topics").join("t").join("0")
+}
+
+pub async fn open(root: &Path, config: LogConfig) -> (PartitionLog, RecoveryReport) {
+    open_with(Rc::new(DmaStorage), root, config, 64 * 1024 * 1024).await
+}
+
+pub async fn open_with(storage: Rc<dyn Storage>, root: &Path, config: LogConfig, cache_bytes: usize) -> (PartitionLog, RecoveryReport) {
+    let cache = Rc::new(RefCell::new(BatchCache::new(cache_bytes)));
+    PartitionLog::open(storage, &partition_dir(root), "t-0", config, cache, 1).await.unwrap()
+}
+
+pub fn faulty(plan: &Rc<FaultPlan>) -> Rc<dyn Storage> {
+    Rc::new(FaultyStorage::new(Rc::new(DmaStorage), plan.clone()))
+}
+
+/// A self-describing payload: `seq` repeated, so a reader can check it without a model.
+pub fn payload(seq: u64, len: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(len);
+    let pattern = seq.to_le_bytes();
+    for i in 0..len {
+        b.extend_from_slice(&[pattern[i % 8] ^ (i as u8)]);
+    }
+    b
+}
+
+pub fn batch(seq: u64, len: usize, ts: i64) -> AppendBatch {
+    AppendBatch {
+        payload: payload(seq, len),
+        record_count: 1 + (seq % 3) as u32,
+        first_timestamp_ms: ts,
+        max_timestamp_ms: ts,
+        leader_epoch: 0,
+        base_offset_field: None,
+    }
+}
+
+/// Reads the whole log from `from` as (base offset, payload) pairs.
+pub async fn read_all(log: &PartitionLog, from: u64) -> Vec<spate_engine::ReadBatch> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let batches = log.read(offset, 256 * 1024).await.unwrap();
+        if batches.is_empty() {
+            return out;
+        }
+        for b in batches {
+            offset = b.next_offset();
+            out.push(b);
+        }
+    }
+}
