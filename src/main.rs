@@ -1,1 +1,83 @@
-fn main(){}
+//! `spate`: the broker and its command line.
+
+mod config;
+mod lock;
+mod serve;
+mod shard;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "spate", version, about = "Spate: a Kafka-compatible event log, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory [default: ./spate-data, or `data_dir` in the config file]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092, or `listen` in the config file]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Number of shards, one per core [default: every available core]
+    #[arg(long)]
+    shards: Option<usize>,
+    /// TOML configuration file; every key is documented in docs/OPERATIONS.md
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve_command(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => config::BrokerConfig::load(path)?,
+        None => config::BrokerConfig::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(s) = args.shards {
+        if s == 0 {
+            return Err("--shards must be at least 1 (leave it out to use every core)".into());
+        }
+        config.shards = s;
+    }
+    config.validate()?;
+    serve::serve(config)
+}

@@ -14,6 +14,7 @@ pub mod io;
 pub mod log;
 pub mod metadata;
 pub mod placement;
+pub mod registry;
 pub mod shard;
 
 use bytes::Bytes;

@@ -1,0 +1,108 @@
+//! The partitions a shard owns: opened (with recovery) at start, looked up by the network
+//! layer, retention applied on a timer, all closed cleanly at shutdown.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cache::BatchCache;
+use crate::config::LogConfig;
+use crate::error::Result;
+use crate::io::Storage;
+use crate::metadata::{partition_dir, Metadata};
+use crate::{PartitionLog, RecoveryReport};
+
+pub struct ShardLogs {
+    shard_id: usize,
+    data_dir: PathBuf,
+    storage: Rc<dyn Storage>,
+    cache: Rc<RefCell<BatchCache>>,
+    config: LogConfig,
+    partitions: RefCell<HashMap<(String, u32), PartitionLog>>,
+    next_cache_key: std::cell::Cell<u64>,
+}
+
+impl ShardLogs {
+    pub fn new(shard_id: usize, data_dir: &Path, storage: Rc<dyn Storage>, config: LogConfig, cache_bytes: usize) -> Self {
+        Self {
+            shard_id,
+            data_dir: data_dir.to_path_buf(),
+            storage,
+            cache: Rc::new(RefCell::new(BatchCache::new(cache_bytes))),
+            config,
+            partitions: RefCell::new(HashMap::new()),
+            next_cache_key: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn shard_id(&self) -> usize {
+        self.shard_id
+    }
+
+    /// Opens every partition of `metadata` placed on this shard, recovering each.
+    pub async fn open_assigned(&self, metadata: &Metadata) -> Result<Vec<RecoveryReport>> {
+        let mut reports = Vec::new();
+        for topic in &metadata.topics {
+            let config = topic.config.apply(&self.config);
+            for (p, shard) in topic.partition_shards.iter().enumerate() {
+                if *shard as usize == self.shard_id {
+                    reports.push(self.open_partition(&topic.name, p as u32, config.clone()).await?);
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    pub async fn open_partition(&self, topic: &str, partition: u32, config: LogConfig) -> Result<RecoveryReport> {
+        let key = self.next_cache_key.get();
+        self.next_cache_key.set(key + 1);
+        let dir = partition_dir(&self.data_dir, topic, partition);
+        let name = format!("{topic}-{partition}");
+        let (log, report) = PartitionLog::open(self.storage.clone(), &dir, &name, config, self.cache.clone(), key).await?;
+        self.partitions.borrow_mut().insert((topic.to_string(), partition), log);
+        Ok(report)
+    }
+
+    pub fn get(&self, topic: &str, partition: u32) -> Option<PartitionLog> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies retention to every partition once.
+    pub async fn apply_retention(&self) {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let logs: Vec<PartitionLog> = self.partitions.borrow().values().cloned().collect();
+        for log in logs {
+            if let Err(e) = log.apply_retention(now_ms).await {
+                tracing::warn!(partition = log.name(), "retention failed: {e}");
+            }
+        }
+    }
+
+    /// Runs retention every `retention_check_ms` until the returned task is dropped.
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_millis(self.config.retention_check_ms)
+    }
+
+    /// Closes every partition (flush, sync, checkpoint). Returns how many failed to close.
+    pub async fn close_all(&self) -> usize {
+        let logs: Vec<PartitionLog> = self.partitions.borrow_mut().drain().map(|(_, l)| l).collect();
+        let mut failed = 0;
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::error!(partition = log.name(), "close failed: {e}");
+                failed += 1;
+            }
+        }
+        failed
+    }
+}

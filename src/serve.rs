@@ -1,0 +1,144 @@
+//! `spate serve`: lock the data directory, load metadata, start one pinned shard per core,
+//! wait for SIGINT/SIGTERM, then shut every shard down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use spate_engine::metadata::MetadataStore;
+use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
+
+use crate::config::BrokerConfig;
+use crate::lock::lock_data_dir;
+use crate::shard::{run_shard, ShardSpec};
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+    }
+}
+
+/// Checks that nothing else listens on `addr` (SO_REUSEPORT would otherwise let a second
+/// broker share the port silently) and resolves port 0 to a real port.
+fn claim_listen_address(addr: SocketAddr) -> Result<SocketAddr, String> {
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| {
+        format!("cannot listen on {addr}: {e}; another process (perhaps another broker) uses it; pick another with --listen")
+    })?;
+    probe.local_addr().map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+pub fn serve(config: BrokerConfig) -> Result<(), String> {
+    let started = Instant::now();
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+
+    let cpus = allowed_cpus();
+    let shards = if config.shards == 0 { cpus.len().max(1) } else { config.shards };
+    if shards > cpus.len() {
+        return Err(format!("--shards {shards} is more than the {} cores this process may use; use at most {}", cpus.len(), cpus.len()));
+    }
+
+    let mut store = MetadataStore::open(&data_dir).map_err(|e| e.to_string())?;
+    let moved = store.fit_to_shards(shards).map_err(|e| e.to_string())?;
+    if moved > 0 {
+        tracing::warn!(moved, shards, "partitions placed on shards that no longer exist were moved");
+    }
+    let metadata = Arc::new(store.metadata().clone());
+
+    let listen = claim_listen_address(config.listen)?;
+    write_probe_file(&data_dir).map_err(|e| format!("cannot write the shard probe file in {}: {e}", data_dir.display()))?;
+    let io_plan = plan_io_memory(memlock_limit(), shards);
+    if let Some(w) = &io_plan.warning {
+        tracing::warn!("{w}");
+    }
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (shard_id, cpu) in cpus.iter().take(shards).enumerate() {
+        let spec = ShardSpec {
+            shard_id,
+            shard_count: shards,
+            cpu: *cpu,
+            data_dir: data_dir.clone(),
+            listen,
+            io_memory_bytes: io_plan.io_memory_bytes as usize,
+            cache_bytes: config.batch_cache_bytes as usize,
+            log: config.log.clone(),
+            metadata: metadata.clone(),
+            shutdown: shutdown.clone(),
+            ready: ready_tx.clone(),
+        };
+        match run_shard(spec) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shutdown.store(true, Ordering::SeqCst);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    drop(ready_tx);
+
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert_with(|| "a shard stopped during start-up".to_string());
+            }
+        }
+    }
+    if failure.is_none() {
+        tracing::info!(
+            shards,
+            listen = %listen,
+            data_dir = %data_dir.display(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "spate is ready"
+        );
+        wait_for_signal(&shutdown)?;
+        tracing::info!("shutting down: flushing and checkpointing every partition");
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    let mut unclean = 0;
+    for h in handles {
+        match h.join() {
+            Ok(n) => unclean += n,
+            Err(e) => {
+                failure.get_or_insert_with(|| format!("a shard failed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if unclean > 0 {
+        return Err(format!("{unclean} partition(s) could not be closed cleanly; they will be recovered at the next start"));
+    }
+    tracing::info!("clean shutdown");
+    Ok(())
+}
+
+fn wait_for_signal(shutdown: &Arc<AtomicBool>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "signal received");
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    Ok(())
+}
