@@ -36,7 +36,8 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Reads a TOML file; unknown keys are errors that name the key.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
     }
 
@@ -57,19 +58,29 @@ mod tests {
     fn defaults_and_unknown_keys() {
         let c: BrokerConfig = toml::from_str("").unwrap();
         assert_eq!(c, BrokerConfig::default());
-        let c: BrokerConfig = toml::from_str("shards = 2\n[log]\nsegment_bytes = 1048576\n").unwrap();
+        let c: BrokerConfig =
+            toml::from_str("shards = 2\n[log]\nsegment_bytes = 1048576\n").unwrap();
         assert_eq!(c.shards, 2);
         assert_eq!(c.log.segment_bytes, 1 << 20);
-        let err = toml::from_str::<BrokerConfig>("shardz = 2").unwrap_err().to_string();
+        let err = toml::from_str::<BrokerConfig>("shardz = 2")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shardz"), "{err}");
     }
 
     #[test]
     fn the_documented_example_parses() {
         let doc = include_str!("../docs/OPERATIONS.md");
-        let start = doc.find("```toml").expect("OPERATIONS.md has a toml example") + 7;
+        let start = doc
+            .find("```toml")
+            .expect("OPERATIONS.md has a toml example")
+            + 7;
         let end = start + doc[start..].find("```").unwrap();
         let c: BrokerConfig = toml::from_str(&doc[start..end]).expect("documented example parses");
-        assert_eq!(c, BrokerConfig::default(), "the documented example lists the defaults");
+        assert_eq!(
+            c,
+            BrokerConfig::default(),
+            "the documented example lists the defaults"
+        );
     }
 }

@@ -28,7 +28,11 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
         let mut owner = String::new();
         let _ = file.read_to_string(&mut owner);
         let owner = owner.trim();
-        let who = if owner.is_empty() { String::new() } else { format!(" (pid {owner})") };
+        let who = if owner.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {owner})")
+        };
         return Err(format!(
             "data directory {} is in use by another running spate broker{who}; stop it, or start this one with a different --data-dir",
             dir.display()

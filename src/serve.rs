@@ -21,7 +21,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
     }
 }
 
@@ -31,30 +33,50 @@ fn claim_listen_address(addr: SocketAddr) -> Result<SocketAddr, String> {
     let probe = std::net::TcpListener::bind(addr).map_err(|e| {
         format!("cannot listen on {addr}: {e}; another process (perhaps another broker) uses it; pick another with --listen")
     })?;
-    probe.local_addr().map_err(|e| format!("cannot listen on {addr}: {e}"))
+    probe
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let started = Instant::now();
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
 
     let cpus = allowed_cpus();
-    let shards = if config.shards == 0 { cpus.len().max(1) } else { config.shards };
+    let shards = if config.shards == 0 {
+        cpus.len().max(1)
+    } else {
+        config.shards
+    };
     if shards > cpus.len() {
-        return Err(format!("--shards {shards} is more than the {} cores this process may use; use at most {}", cpus.len(), cpus.len()));
+        return Err(format!(
+            "--shards {shards} is more than the {} cores this process may use; use at most {}",
+            cpus.len(),
+            cpus.len()
+        ));
     }
 
     let mut store = MetadataStore::open(&data_dir).map_err(|e| e.to_string())?;
     let moved = store.fit_to_shards(shards).map_err(|e| e.to_string())?;
     if moved > 0 {
-        tracing::warn!(moved, shards, "partitions placed on shards that no longer exist were moved");
+        tracing::warn!(
+            moved,
+            shards,
+            "partitions placed on shards that no longer exist were moved"
+        );
     }
     let metadata = Arc::new(store.metadata().clone());
 
     let listen = claim_listen_address(config.listen)?;
-    write_probe_file(&data_dir).map_err(|e| format!("cannot write the shard probe file in {}: {e}", data_dir.display()))?;
+    write_probe_file(&data_dir).map_err(|e| {
+        format!(
+            "cannot write the shard probe file in {}: {e}",
+            data_dir.display()
+        )
+    })?;
     let io_plan = plan_io_memory(memlock_limit(), shards);
     if let Some(w) = &io_plan.warning {
         tracing::warn!("{w}");
@@ -135,7 +157,8 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
 
 fn wait_for_signal(shutdown: &Arc<AtomicBool>) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "signal received");
     }

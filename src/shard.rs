@@ -61,21 +61,34 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener
 async fn shard_main(spec: ShardSpec) -> usize {
     let storage = Rc::new(DmaStorage);
     if let Err(e) = spate_engine::shard::read_probe_file(&*storage, &spec.data_dir).await {
-        let _ = spec.ready.send(Err(format!("shard {}: probe file: {e}", spec.shard_id)));
+        let _ = spec
+            .ready
+            .send(Err(format!("shard {}: probe file: {e}", spec.shard_id)));
         return 0;
     }
-    let logs = Rc::new(ShardLogs::new(spec.shard_id, &spec.data_dir, storage, spec.log.clone(), spec.cache_bytes));
+    let logs = Rc::new(ShardLogs::new(
+        spec.shard_id,
+        &spec.data_dir,
+        storage,
+        spec.log.clone(),
+        spec.cache_bytes,
+    ));
     let reports = match logs.open_assigned(&spec.metadata).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = spec.ready.send(Err(format!("shard {}: {e}", spec.shard_id)));
+            let _ = spec
+                .ready
+                .send(Err(format!("shard {}: {e}", spec.shard_id)));
             return logs.close_all().await;
         }
     };
     let listener = match bind_reuseport(spec.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = spec.ready.send(Err(format!("shard {}: cannot listen on {}: {e}", spec.shard_id, spec.listen)));
+            let _ = spec.ready.send(Err(format!(
+                "shard {}: cannot listen on {}: {e}",
+                spec.shard_id, spec.listen
+            )));
             return logs.close_all().await;
         }
     };

@@ -19,7 +19,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicFileError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is corrupt: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -36,14 +39,18 @@ pub fn encode(payload: &[u8]) -> Vec<u8> {
 
 /// Checks a whole file image and returns its payload.
 pub fn decode<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8], AtomicFileError> {
-    let corrupt = |reason: &str| AtomicFileError::Corrupt { path: path.to_path_buf(), reason: reason.to_string() };
+    let corrupt = |reason: &str| AtomicFileError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     if bytes.len() < HEADER_LEN {
         return Err(corrupt("shorter than its header"));
     }
     if &bytes[..4] != MAGIC {
         return Err(corrupt("not a Spate file (bad magic)"));
     }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     if word(4) != VERSION {
         return Err(corrupt(&format!("unsupported format version {}", word(4))));
     }
@@ -59,25 +66,35 @@ pub fn decode<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8], AtomicFileEr
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
 
 fn parent(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Writes `payload` to `path` atomically with blocking std I/O (used off the data path).
 pub fn write_sync(path: &Path, payload: &[u8]) -> Result<(), AtomicFileError> {
-    let io = |source| AtomicFileError::Io { path: path.to_path_buf(), source };
+    let io = |source| AtomicFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = tmp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&encode(payload)).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(parent(path)).and_then(|d| d.sync_all()).map_err(io)?;
+    std::fs::File::open(parent(path))
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }
 
@@ -86,13 +103,23 @@ pub fn read_sync(path: &Path) -> Result<Option<Vec<u8>>, AtomicFileError> {
     match std::fs::read(path) {
         Ok(bytes) => decode(&bytes, path).map(|p| Some(p.to_vec())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(AtomicFileError::Io { path: path.to_path_buf(), source }),
+        Err(source) => Err(AtomicFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// Writes `payload` to `path` atomically through the engine's storage (O_DIRECT).
-pub async fn write(storage: &dyn Storage, path: &Path, payload: &[u8]) -> Result<(), AtomicFileError> {
-    let io = |source| AtomicFileError::Io { path: path.to_path_buf(), source };
+pub async fn write(
+    storage: &dyn Storage,
+    path: &Path,
+    payload: &[u8],
+) -> Result<(), AtomicFileError> {
+    let io = |source| AtomicFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = tmp_path(path);
     let image = encode(payload);
     let file = storage.open(&tmp, OpenMode::Create).await.map_err(io)?;
@@ -113,11 +140,17 @@ pub async fn read(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>,
     if !path.exists() {
         return Ok(None);
     }
-    let io = |source| AtomicFileError::Io { path: path.to_path_buf(), source };
+    let io = |source| AtomicFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = storage.open(path, OpenMode::Read).await.map_err(io)?;
     let size = file.size().await.map_err(io)? as usize;
     if size > MAX_PAYLOAD_BYTES + HEADER_LEN {
-        return Err(AtomicFileError::Corrupt { path: path.to_path_buf(), reason: "too large".into() });
+        return Err(AtomicFileError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "too large".into(),
+        });
     }
     let bytes = file.read_at(0, size).await.map_err(io)?;
     decode(&bytes, path).map(|p| Some(p.to_vec()))
@@ -138,10 +171,19 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read_sync(&path), Err(AtomicFileError::Corrupt { .. })));
+        assert!(matches!(
+            read_sync(&path),
+            Err(AtomicFileError::Corrupt { .. })
+        ));
         std::fs::write(&path, &bytes[..10]).unwrap();
-        assert!(matches!(read_sync(&path), Err(AtomicFileError::Corrupt { .. })));
+        assert!(matches!(
+            read_sync(&path),
+            Err(AtomicFileError::Corrupt { .. })
+        ));
         std::fs::write(&path, b"something else entirely").unwrap();
-        assert!(matches!(read_sync(&path), Err(AtomicFileError::Corrupt { .. })));
+        assert!(matches!(
+            read_sync(&path),
+            Err(AtomicFileError::Corrupt { .. })
+        ));
     }
 }

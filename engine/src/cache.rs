@@ -19,7 +19,12 @@ pub struct BatchCache {
 
 impl BatchCache {
     pub fn new(capacity_bytes: usize) -> Self {
-        Self { capacity_bytes, used_bytes: 0, partitions: HashMap::new(), order: VecDeque::new() }
+        Self {
+            capacity_bytes,
+            used_bytes: 0,
+            partitions: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     pub fn used_bytes(&self) -> usize {
@@ -46,7 +51,9 @@ impl BatchCache {
         entries.push_back(batch);
         self.used_bytes += size;
         while self.used_bytes > self.capacity_bytes {
-            let Some((k, base)) = self.order.pop_front() else { break };
+            let Some((k, base)) = self.order.pop_front() else {
+                break;
+            };
             if let Some(entries) = self.partitions.get_mut(&k) {
                 if entries.front().map(|b| b.base_offset) == Some(base) {
                     if let Some(b) = entries.pop_front() {
@@ -126,10 +133,17 @@ mod tests {
         cache.insert(2, batch(0, 1, 100));
         let hit = cache.read(1, 1, 1000).unwrap();
         assert_eq!(hit.len(), 2);
-        assert_eq!(hit[0].payload.as_ptr(), ptr, "a hit must not copy the payload");
+        assert_eq!(
+            hit[0].payload.as_ptr(),
+            ptr,
+            "a hit must not copy the payload"
+        );
         cache.insert(2, batch(1, 1, 100));
         assert_eq!(cache.used_bytes(), 300);
-        assert!(cache.read(1, 0, 1000).is_none(), "oldest batch evicted first");
+        assert!(
+            cache.read(1, 0, 1000).is_none(),
+            "oldest batch evicted first"
+        );
         assert_eq!(cache.read(1, 2, 1000).unwrap().len(), 1);
         assert!(cache.read(1, 4, 1000).is_none());
     }
@@ -143,7 +157,11 @@ mod tests {
         assert!(cache.read(1, 0, 100).is_none());
         assert_eq!(cache.used_bytes(), 10);
         cache.insert(1, batch(6, 1, 10));
-        assert_eq!(cache.read(1, 5, 5).unwrap().len(), 1, "at least one batch, then the limit");
+        assert_eq!(
+            cache.read(1, 5, 5).unwrap().len(),
+            1,
+            "at least one batch, then the limit"
+        );
         cache.evict_below(1, 6);
         assert_eq!(cache.used_bytes(), 10);
     }

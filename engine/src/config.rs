@@ -54,10 +54,16 @@ impl LogConfig {
     /// Rejects settings the engine cannot work with, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_bytes < 64 * KIB {
-            return Err(format!("log.segment_bytes = {} is below the minimum of 65536", self.segment_bytes));
+            return Err(format!(
+                "log.segment_bytes = {} is below the minimum of 65536",
+                self.segment_bytes
+            ));
         }
         if self.segment_bytes > u32::MAX as u64 {
-            return Err(format!("log.segment_bytes = {} is above the maximum of 4294967295", self.segment_bytes));
+            return Err(format!(
+                "log.segment_bytes = {} is above the maximum of 4294967295",
+                self.segment_bytes
+            ));
         }
         if self.index_interval_bytes == 0 {
             return Err("log.index_interval_bytes must be at least 1".into());
@@ -69,10 +75,14 @@ impl LogConfig {
             return Err("log.max_write_bytes must be at least 65536".into());
         }
         if self.retention_bytes < -1 || self.retention_ms < -1 {
-            return Err("log.retention_bytes and log.retention_ms must be -1 (no limit) or positive".into());
+            return Err(
+                "log.retention_bytes and log.retention_ms must be -1 (no limit) or positive".into(),
+            );
         }
         if self.flush_interval_ms == 0 || self.retention_check_ms == 0 {
-            return Err("log.flush_interval_ms and log.retention_check_ms must be at least 1".into());
+            return Err(
+                "log.flush_interval_ms and log.retention_check_ms must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -14,9 +14,17 @@ pub enum EngineError {
     #[error("partition {partition} is failed and refuses writes until restart: {reason}")]
     PartitionFailed { partition: String, reason: String },
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
     #[error("corrupt data in {path} at position {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
     #[error("invalid append: {0}")]
     InvalidAppend(String),
     #[error("metadata: {0}")]
@@ -36,8 +44,12 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 impl EngineError {
     /// Wraps an I/O error, recognising a full disk so the message can say which one.
     pub fn from_io(err: io::Error, path: &std::path::Path) -> Self {
-        if crate::io::raw_os_error(&err) == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull {
-            EngineError::DiskFull { path: path.to_path_buf() }
+        if crate::io::raw_os_error(&err) == Some(libc::ENOSPC)
+            || err.kind() == io::ErrorKind::StorageFull
+        {
+            EngineError::DiskFull {
+                path: path.to_path_buf(),
+            }
         } else {
             EngineError::Io(err)
         }

@@ -112,7 +112,10 @@ impl FrameHeader {
     /// Reads and checks a header (not the payload) from the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
         if bytes.len() < FRAME_HEADER_LEN {
-            return Err(FrameError::Short { needed: FRAME_HEADER_LEN, available: bytes.len() });
+            return Err(FrameError::Short {
+                needed: FRAME_HEADER_LEN,
+                available: bytes.len(),
+            });
         }
         let raw = &bytes[..FRAME_HEADER_LEN];
         if raw.iter().all(|b| *b == 0) {
@@ -150,7 +153,11 @@ impl FrameHeader {
         if header.payload_len > FRAME_PAYLOAD_MAX_BYTES {
             return Err(FrameError::Invalid("payload_len over the maximum"));
         }
-        if header.base_offset.checked_add(u64::from(header.record_count)).is_none() {
+        if header
+            .base_offset
+            .checked_add(u64::from(header.record_count))
+            .is_none()
+        {
             return Err(FrameError::Invalid("offset overflow"));
         }
         Ok(header)
@@ -176,7 +183,10 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, &[u8]), FrameError> {
     let header = FrameHeader::decode(bytes)?;
     let end = FRAME_HEADER_LEN + header.payload_len as usize;
     if bytes.len() < end {
-        return Err(FrameError::Short { needed: end, available: bytes.len() });
+        return Err(FrameError::Short {
+            needed: end,
+            available: bytes.len(),
+        });
     }
     let payload = &bytes[FRAME_HEADER_LEN..end];
     header.check_payload(payload)?;

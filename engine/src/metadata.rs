@@ -76,7 +76,9 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -90,7 +92,11 @@ impl MetadataStore {
     /// Loads `data_dir/metadata.spate`, or starts empty if there is none.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(METADATA_FILE);
-        let metadata = match atomic_file::read_sync(&path).map_err(|e| EngineError::Metadata(format!("{e}; restore it from a backup, or move it aside to start with no topics")))? {
+        let metadata = match atomic_file::read_sync(&path).map_err(|e| {
+            EngineError::Metadata(format!(
+                "{e}; restore it from a backup, or move it aside to start with no topics"
+            ))
+        })? {
             None => Metadata::default(),
             Some(bytes) => {
                 let mut aligned = rkyv::util::AlignedVec::<16>::new();
@@ -112,22 +118,34 @@ impl MetadataStore {
     }
 
     fn save(&self) -> Result<()> {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata).map_err(|e| EngineError::Metadata(e.to_string()))?;
-        atomic_file::write_sync(&self.path, &bytes).map_err(|e| EngineError::Metadata(e.to_string()))
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
+            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        atomic_file::write_sync(&self.path, &bytes)
+            .map_err(|e| EngineError::Metadata(e.to_string()))
     }
 
     /// Records a new topic, placing its partitions on `shards` shards, and persists it.
-    pub fn create_topic(&mut self, name: &str, partitions: u32, config: TopicConfig, shards: usize) -> Result<TopicMeta> {
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        shards: usize,
+    ) -> Result<TopicMeta> {
         validate_topic_name(name)?;
         if partitions == 0 || partitions > 100_000 {
-            return Err(EngineError::InvalidTopic(format!("{name}: partition count must be between 1 and 100000, got {partitions}")));
+            return Err(EngineError::InvalidTopic(format!(
+                "{name}: partition count must be between 1 and 100000, got {partitions}"
+            )));
         }
         if self.topic(name).is_some() {
             return Err(EngineError::TopicExists(name.to_string()));
         }
         let topic = TopicMeta {
             name: name.to_string(),
-            partition_shards: (0..partitions).map(|p| placement::shard_for(name, p, shards) as u32).collect(),
+            partition_shards: (0..partitions)
+                .map(|p| placement::shard_for(name, p, shards) as u32)
+                .collect(),
             config,
         };
         self.metadata.topics.push(topic.clone());
@@ -140,7 +158,12 @@ impl MetadataStore {
 
     /// Forgets a topic (its files are removed by the caller) and persists.
     pub fn delete_topic(&mut self, name: &str) -> Result<TopicMeta> {
-        let idx = self.metadata.topics.iter().position(|t| t.name == name).ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
+        let idx = self
+            .metadata
+            .topics
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
         let removed = self.metadata.topics.remove(idx);
         if let Err(e) = self.save() {
             self.metadata.topics.insert(idx, removed);
@@ -151,7 +174,12 @@ impl MetadataStore {
 
     /// Replaces a topic's settings and persists.
     pub fn set_topic_config(&mut self, name: &str, config: TopicConfig) -> Result<()> {
-        let topic = self.metadata.topics.iter_mut().find(|t| t.name == name).ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
+        let topic = self
+            .metadata
+            .topics
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
         let old = std::mem::replace(&mut topic.config, config);
         if let Err(e) = self.save() {
             if let Some(t) = self.metadata.topics.iter_mut().find(|t| t.name == name) {
@@ -183,7 +211,10 @@ impl MetadataStore {
 
 /// Directory of a partition's log.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
-    data_dir.join("topics").join(topic).join(partition.to_string())
+    data_dir
+        .join("topics")
+        .join(topic)
+        .join(partition.to_string())
 }
 
 #[cfg(test)]
@@ -194,11 +225,21 @@ mod tests {
     fn persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
-        let cfg = TopicConfig { retention_bytes: Some(1 << 30), ..Default::default() };
+        let cfg = TopicConfig {
+            retention_bytes: Some(1 << 30),
+            ..Default::default()
+        };
         store.create_topic("orders", 4, cfg.clone(), 2).unwrap();
-        assert!(matches!(store.create_topic("orders", 1, TopicConfig::default(), 2), Err(EngineError::TopicExists(_))));
-        assert!(store.create_topic("bad/name", 1, TopicConfig::default(), 2).is_err());
-        assert!(store.create_topic("zero", 0, TopicConfig::default(), 2).is_err());
+        assert!(matches!(
+            store.create_topic("orders", 1, TopicConfig::default(), 2),
+            Err(EngineError::TopicExists(_))
+        ));
+        assert!(store
+            .create_topic("bad/name", 1, TopicConfig::default(), 2)
+            .is_err());
+        assert!(store
+            .create_topic("zero", 0, TopicConfig::default(), 2)
+            .is_err());
         let reloaded = MetadataStore::open(dir.path()).unwrap();
         let t = reloaded.topic("orders").unwrap();
         assert_eq!(t.partitions(), 4);
@@ -210,14 +251,19 @@ mod tests {
     fn corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
-        store.create_topic("a", 1, TopicConfig::default(), 1).unwrap();
+        store
+            .create_topic("a", 1, TopicConfig::default(), 1)
+            .unwrap();
         let path = dir.path().join(METADATA_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n - 3] ^= 0x55;
         std::fs::write(&path, &bytes).unwrap();
         let err = MetadataStore::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("corrupt") && err.contains("move it aside"), "{err}");
+        assert!(
+            err.contains("corrupt") && err.contains("move it aside"),
+            "{err}"
+        );
         std::fs::write(&path, b"").unwrap();
         assert!(MetadataStore::open(dir.path()).is_err());
     }
@@ -226,9 +272,17 @@ mod tests {
     fn fewer_shards_moves_partitions() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
-        store.create_topic("t", 8, TopicConfig::default(), 8).unwrap();
+        store
+            .create_topic("t", 8, TopicConfig::default(), 8)
+            .unwrap();
         let moved = store.fit_to_shards(2).unwrap();
         assert!(moved > 0);
-        assert!(MetadataStore::open(dir.path()).unwrap().topic("t").unwrap().partition_shards.iter().all(|s| *s < 2));
+        assert!(MetadataStore::open(dir.path())
+            .unwrap()
+            .topic("t")
+            .unwrap()
+            .partition_shards
+            .iter()
+            .all(|s| *s < 2));
     }
 }

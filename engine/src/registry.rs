@@ -25,7 +25,13 @@ pub struct ShardLogs {
 }
 
 impl ShardLogs {
-    pub fn new(shard_id: usize, data_dir: &Path, storage: Rc<dyn Storage>, config: LogConfig, cache_bytes: usize) -> Self {
+    pub fn new(
+        shard_id: usize,
+        data_dir: &Path,
+        storage: Rc<dyn Storage>,
+        config: LogConfig,
+        cache_bytes: usize,
+    ) -> Self {
         Self {
             shard_id,
             data_dir: data_dir.to_path_buf(),
@@ -48,25 +54,46 @@ impl ShardLogs {
             let config = topic.config.apply(&self.config);
             for (p, shard) in topic.partition_shards.iter().enumerate() {
                 if *shard as usize == self.shard_id {
-                    reports.push(self.open_partition(&topic.name, p as u32, config.clone()).await?);
+                    reports.push(
+                        self.open_partition(&topic.name, p as u32, config.clone())
+                            .await?,
+                    );
                 }
             }
         }
         Ok(reports)
     }
 
-    pub async fn open_partition(&self, topic: &str, partition: u32, config: LogConfig) -> Result<RecoveryReport> {
+    pub async fn open_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+    ) -> Result<RecoveryReport> {
         let key = self.next_cache_key.get();
         self.next_cache_key.set(key + 1);
         let dir = partition_dir(&self.data_dir, topic, partition);
         let name = format!("{topic}-{partition}");
-        let (log, report) = PartitionLog::open(self.storage.clone(), &dir, &name, config, self.cache.clone(), key).await?;
-        self.partitions.borrow_mut().insert((topic.to_string(), partition), log);
+        let (log, report) = PartitionLog::open(
+            self.storage.clone(),
+            &dir,
+            &name,
+            config,
+            self.cache.clone(),
+            key,
+        )
+        .await?;
+        self.partitions
+            .borrow_mut()
+            .insert((topic.to_string(), partition), log);
         Ok(report)
     }
 
     pub fn get(&self, topic: &str, partition: u32) -> Option<PartitionLog> {
-        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -79,7 +106,9 @@ impl ShardLogs {
 
     /// Applies retention to every partition once.
     pub async fn apply_retention(&self) {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let logs: Vec<PartitionLog> = self.partitions.borrow().values().cloned().collect();
         for log in logs {
             if let Err(e) = log.apply_retention(now_ms).await {
@@ -95,7 +124,12 @@ impl ShardLogs {
 
     /// Closes every partition (flush, sync, checkpoint). Returns how many failed to close.
     pub async fn close_all(&self) -> usize {
-        let logs: Vec<PartitionLog> = self.partitions.borrow_mut().drain().map(|(_, l)| l).collect();
+        let logs: Vec<PartitionLog> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
         let mut failed = 0;
         for log in logs {
             if let Err(e) = log.close().await {

@@ -32,14 +32,20 @@ pub async fn read_probe_file(storage: &dyn Storage, data_dir: &Path) -> std::io:
     let file = storage.open(&path, OpenMode::Read).await?;
     let bytes = file.read_at(0, BLOCK_SIZE as usize).await?;
     if bytes.is_empty() {
-        return Err(std::io::Error::other(format!("probe file {} reads empty", path.display())));
+        return Err(std::io::Error::other(format!(
+            "probe file {} reads empty",
+            path.display()
+        )));
     }
     Ok(())
 }
 
 /// The soft RLIMIT_MEMLOCK in bytes (`None`: unlimited).
 pub fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
@@ -61,8 +67,14 @@ pub fn plan_io_memory(memlock_bytes: Option<u64>, shards: usize) -> IoMemoryPlan
     let shards = shards.max(1) as u64;
     let wanted = IO_MEMORY_DEFAULT_BYTES * RINGS_PER_SHARD * shards;
     match memlock_bytes {
-        None => IoMemoryPlan { io_memory_bytes: IO_MEMORY_DEFAULT_BYTES, warning: None },
-        Some(limit) if limit >= wanted => IoMemoryPlan { io_memory_bytes: IO_MEMORY_DEFAULT_BYTES, warning: None },
+        None => IoMemoryPlan {
+            io_memory_bytes: IO_MEMORY_DEFAULT_BYTES,
+            warning: None,
+        },
+        Some(limit) if limit >= wanted => IoMemoryPlan {
+            io_memory_bytes: IO_MEMORY_DEFAULT_BYTES,
+            warning: None,
+        },
         Some(limit) => {
             // Leave a quarter of the limit for everything else that locks memory.
             let share = (limit / 4 * 3) / (RINGS_PER_SHARD * shards);
@@ -95,7 +107,10 @@ mod tests {
 
     #[test]
     fn io_memory_fits_the_limit() {
-        assert_eq!(plan_io_memory(None, 8).io_memory_bytes, IO_MEMORY_DEFAULT_BYTES);
+        assert_eq!(
+            plan_io_memory(None, 8).io_memory_bytes,
+            IO_MEMORY_DEFAULT_BYTES
+        );
         assert!(plan_io_memory(Some(1 << 40), 8).warning.is_none());
         let p = plan_io_memory(Some(8 << 20), 2);
         assert!(p.io_memory_bytes * 3 * 2 <= 8 << 20);

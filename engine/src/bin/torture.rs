@@ -45,13 +45,22 @@ fn check_payload(p: &[u8]) -> Option<(u64, u64, usize, bool)> {
 }
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 1024 * 1024, preallocate_bytes: 256 * 1024, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 1024 * 1024,
+        preallocate_bytes: 256 * 1024,
+        ..LogConfig::default()
+    }
 }
 
 async fn open(dir: &std::path::Path) -> PartitionLog {
-    spate_engine::shard::read_probe_file(&DmaStorage, dir.parent().unwrap_or(dir)).await.expect("probe file");
+    spate_engine::shard::read_probe_file(&DmaStorage, dir.parent().unwrap_or(dir))
+        .await
+        .expect("probe file");
     let cache = Rc::new(RefCell::new(BatchCache::new(4 * 1024 * 1024)));
-    let (log, report) = PartitionLog::open(Rc::new(DmaStorage), dir, "torture-0", config(), cache, 0).await.expect("open log");
+    let (log, report) =
+        PartitionLog::open(Rc::new(DmaStorage), dir, "torture-0", config(), cache, 0)
+            .await
+            .expect("open log");
     eprintln!("recovered: {report:?}");
     log
 }
@@ -95,7 +104,8 @@ async fn append(log: PartitionLog, round: u64) {
                 for i in 0..MAX_APPENDS_PER_TASK {
                     let seq = i * APPENDERS + task;
                     let len = 24 + ((seq * 7919) % 20_000) as usize;
-                    let batch = AppendBatch::opaque(make_payload(round, seq, len), 1 + (seq % 4) as u32);
+                    let batch =
+                        AppendBatch::opaque(make_payload(round, seq, len), 1 + (seq % 4) as u32);
                     match log.append(vec![batch], Durability::Durable).await {
                         Ok(r) => {
                             let mut o = out.borrow_mut();
@@ -133,7 +143,13 @@ async fn dump(log: PartitionLog) {
         }
         for b in batches {
             let (round, seq, len, intact) = check_payload(&b.payload).unwrap_or((0, 0, 0, false));
-            let _ = writeln!(out, "batch {} {} {round} {seq} {len} {}", b.base_offset, b.record_count, if intact { "ok" } else { "bad" });
+            let _ = writeln!(
+                out,
+                "batch {} {} {round} {seq} {len} {}",
+                b.base_offset,
+                b.record_count,
+                if intact { "ok" } else { "bad" }
+            );
             offset = b.next_offset();
         }
     }

@@ -38,17 +38,22 @@ impl Storage for DmaStorage {
                 OpenMode::ReadWrite => options.read(true).write(true),
                 OpenMode::Create => options.read(true).write(true).create(true),
             };
-            let file = options.dma_open(path).await.map_err(|e| to_io(e, "open", path))?;
-            let file: Rc<dyn StorageFile> =
-                Rc::new(DmaStorageFile { file, path: path.to_path_buf() });
+            let file = options
+                .dma_open(path)
+                .await
+                .map_err(|e| to_io(e, "open", path))?;
+            let file: Rc<dyn StorageFile> = Rc::new(DmaStorageFile {
+                file,
+                path: path.to_path_buf(),
+            });
             Ok(file)
         })
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
-        Box::pin(async move {
-            std::fs::remove_file(path).map_err(|e| with_path(e, "remove", path))
-        })
+        Box::pin(
+            async move { std::fs::remove_file(path).map_err(|e| with_path(e, "remove", path)) },
+        )
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
@@ -69,16 +74,17 @@ impl StorageFile for DmaStorageFile {
     }
 
     fn alloc_buffer(&self, len: usize) -> IoBuffer {
-        let len = super::align_up(len as u64) as usize;
-        let mut buf = self.file.alloc_dma_buffer(len);
-        buf.as_bytes_mut().fill(0);
-        buf
+        self.file
+            .alloc_dma_buffer(super::align_up(len as u64) as usize)
     }
 
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes> {
         Box::pin(async move {
-            let result =
-                self.file.read_at(pos, len).await.map_err(|e| to_io(e, "read", &self.path))?;
+            let result = self
+                .file
+                .read_at(pos, len)
+                .await
+                .map_err(|e| to_io(e, "read", &self.path))?;
             // The one copy of the read path: out of the DMA buffer into shareable memory.
             Ok(Bytes::copy_from_slice(&result))
         })
@@ -87,11 +93,17 @@ impl StorageFile for DmaStorageFile {
     fn write_at(&self, buf: IoBuffer, pos: u64) -> IoFuture<'_, usize> {
         Box::pin(async move {
             let len = buf.len();
-            let written =
-                self.file.write_at(buf, pos).await.map_err(|e| to_io(e, "write", &self.path))?;
+            let written = self
+                .file
+                .write_at(buf, pos)
+                .await
+                .map_err(|e| to_io(e, "write", &self.path))?;
             if written != len {
                 return Err(with_path(
-                    io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {len} bytes")),
+                    io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {written} of {len} bytes"),
+                    ),
                     "write",
                     &self.path,
                 ));
@@ -101,20 +113,38 @@ impl StorageFile for DmaStorageFile {
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.file.fdatasync().await.map_err(|e| to_io(e, "fdatasync", &self.path)) })
+        Box::pin(async move {
+            self.file
+                .fdatasync()
+                .await
+                .map_err(|e| to_io(e, "fdatasync", &self.path))
+        })
     }
 
     fn allocate(&self, size: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
-            self.file.pre_allocate(size, false).await.map_err(|e| to_io(e, "fallocate", &self.path))
+            self.file
+                .pre_allocate(size, false)
+                .await
+                .map_err(|e| to_io(e, "fallocate", &self.path))
         })
     }
 
     fn truncate(&self, size: u64) -> IoFuture<'_, ()> {
-        Box::pin(async move { self.file.truncate(size).await.map_err(|e| to_io(e, "truncate", &self.path)) })
+        Box::pin(async move {
+            self.file
+                .truncate(size)
+                .await
+                .map_err(|e| to_io(e, "truncate", &self.path))
+        })
     }
 
     fn size(&self) -> IoFuture<'_, u64> {
-        Box::pin(async move { self.file.file_size().await.map_err(|e| to_io(e, "stat", &self.path)) })
+        Box::pin(async move {
+            self.file
+                .file_size()
+                .await
+                .map_err(|e| to_io(e, "stat", &self.path))
+        })
     }
 }

@@ -78,7 +78,10 @@ impl FaultPlan {
     pub fn heal(&self) {
         let mut s = self.state.borrow_mut();
         let suffix = s.path_suffix.take();
-        *s = PlanState { path_suffix: suffix, ..PlanState::default() };
+        *s = PlanState {
+            path_suffix: suffix,
+            ..PlanState::default()
+        };
     }
 
     pub fn writes(&self) -> u64 {

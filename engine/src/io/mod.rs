@@ -51,7 +51,8 @@ pub trait Storage {
 /// An open file. Positions and lengths of writes must be multiples of [`BLOCK_SIZE`].
 pub trait StorageFile {
     fn path(&self) -> &Path;
-    /// An aligned, zero-filled buffer of `len` bytes (rounded up to the block size).
+    /// An aligned buffer of `len` bytes rounded up to the block size; its contents are
+    /// undefined (callers fill every byte they write).
     fn alloc_buffer(&self, len: usize) -> IoBuffer;
     /// Reads up to `len` bytes at `pos`; fewer only at the end of the file.
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes>;
@@ -76,7 +77,14 @@ pub fn align_down(v: u64) -> u64 {
 
 /// An I/O error with the path it happened on, keeping the OS error code.
 pub fn with_path(err: io::Error, op: &str, path: &Path) -> io::Error {
-    io::Error::new(err.kind(), PathError { op: op.to_string(), path: path.to_path_buf(), source: err })
+    io::Error::new(
+        err.kind(),
+        PathError {
+            op: op.to_string(),
+            path: path.to_path_buf(),
+            source: err,
+        },
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

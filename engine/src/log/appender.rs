@@ -35,7 +35,13 @@ impl Appender {
         preallocate_bytes: u64,
     ) -> Self {
         debug_assert_eq!(tail.len() as u64, end % BLOCK_SIZE);
-        Self { file, tail, tail_pos: align_down(end), allocated_bytes, preallocate_bytes }
+        Self {
+            file,
+            tail,
+            tail_pos: align_down(end),
+            allocated_bytes,
+            preallocate_bytes,
+        }
     }
 
     /// Opens an appender at `end`, reading the partial tail block from the file.
@@ -49,13 +55,22 @@ impl Appender {
         let tail = if tail_len > 0 {
             let bytes = file.read_at(align_down(end), tail_len).await?;
             if bytes.len() < tail_len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "tail block shorter than the log end"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "tail block shorter than the log end",
+                ));
             }
             bytes[..tail_len].to_vec()
         } else {
             Vec::new()
         };
-        Ok(Self::new(file, end, tail, allocated_bytes, preallocate_bytes))
+        Ok(Self::new(
+            file,
+            end,
+            tail,
+            allocated_bytes,
+            preallocate_bytes,
+        ))
     }
 
     /// Logical end of the file: every byte before it was appended.
@@ -90,8 +105,8 @@ impl Appender {
                 at += chunk.len();
             }
             debug_assert_eq!(at, total);
-            // Padding beyond `total` is zero (alloc_buffer zero-fills), so a reader scanning
-            // frames finds a clean end.
+            // Zero padding after the data, so a reader scanning frames finds a clean end.
+            out[at..].fill(0);
         }
         let new_tail_pos = align_down(end);
         let new_tail_len = (end - new_tail_pos) as usize;

@@ -30,8 +30,13 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
-pub async fn write(storage: &dyn Storage, dir: &Path, cp: &RecoveryCheckpoint) -> Result<(), atomic_file::AtomicFileError> {
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(cp).expect("serializing a checkpoint cannot fail");
+pub async fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    cp: &RecoveryCheckpoint,
+) -> Result<(), atomic_file::AtomicFileError> {
+    let bytes =
+        rkyv::to_bytes::<rkyv::rancor::Error>(cp).expect("serializing a checkpoint cannot fail");
     atomic_file::write(storage, &path(dir), &bytes).await
 }
 

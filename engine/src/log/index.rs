@@ -24,7 +24,10 @@ impl Entry for OffsetEntry {
         let mut b = [0u8; 4];
         a.copy_from_slice(&bytes[..4]);
         b.copy_from_slice(&bytes[4..8]);
-        OffsetEntry { relative_offset: u32::from_le_bytes(a), position: u32::from_le_bytes(b) }
+        OffsetEntry {
+            relative_offset: u32::from_le_bytes(a),
+            position: u32::from_le_bytes(b),
+        }
     }
 }
 
@@ -47,12 +50,20 @@ pub struct OffsetIndex {
 
 impl OffsetIndex {
     pub fn new(interval_bytes: u64) -> Self {
-        Self { entries: Vec::new(), last_indexed_position: 0, interval_bytes }
+        Self {
+            entries: Vec::new(),
+            last_indexed_position: 0,
+            interval_bytes,
+        }
     }
 
     pub fn from_entries(entries: Vec<OffsetEntry>, interval_bytes: u64) -> Self {
         let last = entries.last().map_or(0, |e| u64::from(e.position));
-        Self { entries, last_indexed_position: last, interval_bytes }
+        Self {
+            entries,
+            last_indexed_position: last,
+            interval_bytes,
+        }
     }
 
     pub fn entries(&self) -> &[OffsetEntry] {
@@ -70,7 +81,10 @@ impl OffsetIndex {
                 return false;
             }
         }
-        self.entries.push(OffsetEntry { relative_offset, position: position as u32 });
+        self.entries.push(OffsetEntry {
+            relative_offset,
+            position: position as u32,
+        });
         self.last_indexed_position = position;
         true
     }
@@ -78,7 +92,9 @@ impl OffsetIndex {
     /// The indexed frame to start scanning from for `relative_offset`: (relative offset of
     /// that frame's base, its position). `(0, 0)` when no entry is at or below the target.
     pub fn lookup(&self, relative_offset: u32) -> (u32, u64) {
-        let idx = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let idx = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         if idx == 0 {
             (0, 0)
         } else {
@@ -89,7 +105,9 @@ impl OffsetIndex {
 
     /// Drops entries at or after `position` (the log was cut there).
     pub fn truncate_at_position(&mut self, position: u64) {
-        let keep = self.entries.partition_point(|e| u64::from(e.position) < position);
+        let keep = self
+            .entries
+            .partition_point(|e| u64::from(e.position) < position);
         self.entries.truncate(keep);
         self.last_indexed_position = self.entries.last().map_or(0, |e| u64::from(e.position));
     }
@@ -167,7 +185,13 @@ mod tests {
             index.maybe_add(i * 10, u64::from(i) * 100);
         }
         index.truncate_at_position(500);
-        assert_eq!(index.last(), Some(OffsetEntry { relative_offset: 40, position: 400 }));
+        assert_eq!(
+            index.last(),
+            Some(OffsetEntry {
+                relative_offset: 40,
+                position: 400
+            })
+        );
         assert!(!index.maybe_add(45, 450));
         assert!(index.maybe_add(50, 500));
     }

@@ -42,7 +42,10 @@ impl IndexFile {
         // Anything after the valid entries is dropped so that it can never be read back.
         file.truncate(end).await?;
         let appender = Appender::open(file, end, end, 0).await?;
-        Ok(Self { appender, persisted })
+        Ok(Self {
+            appender,
+            persisted,
+        })
     }
 
     /// Appends the entries not yet on disk and fdatasyncs.

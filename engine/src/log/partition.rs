@@ -46,7 +46,14 @@ pub struct AppendBatch {
 impl AppendBatch {
     /// A batch of `record_count` records with no timestamps and no offset field.
     pub fn opaque(payload: BytesMut, record_count: u32) -> Self {
-        Self { payload, record_count, first_timestamp_ms: -1, max_timestamp_ms: -1, leader_epoch: 0, base_offset_field: None }
+        Self {
+            payload,
+            record_count,
+            first_timestamp_ms: -1,
+            max_timestamp_ms: -1,
+            leader_epoch: 0,
+            base_offset_field: None,
+        }
     }
 }
 
@@ -183,14 +190,24 @@ impl PartitionLog {
 
     /// Appends `batches` in order; resolves per `durability`. The batches get consecutive
     /// offsets unless another append interleaves while this one waits for buffer space.
-    pub async fn append(&self, batches: Vec<AppendBatch>, durability: Durability) -> Result<AppendResult> {
+    pub async fn append(
+        &self,
+        batches: Vec<AppendBatch>,
+        durability: Durability,
+    ) -> Result<AppendResult> {
         if batches.is_empty() {
             return Err(EngineError::InvalidAppend("no batches".into()));
         }
-        let max_frame = self.inner.config.segment_bytes.min(u64::from(FRAME_PAYLOAD_MAX_BYTES));
+        let max_frame = self
+            .inner
+            .config
+            .segment_bytes
+            .min(u64::from(FRAME_PAYLOAD_MAX_BYTES));
         for b in &batches {
             if b.record_count == 0 {
-                return Err(EngineError::InvalidAppend("a batch must hold at least one record".into()));
+                return Err(EngineError::InvalidAppend(
+                    "a batch must hold at least one record".into(),
+                ));
             }
             if (b.payload.len() + FRAME_HEADER_LEN) as u64 > max_frame {
                 return Err(EngineError::InvalidAppend(format!(
@@ -201,15 +218,23 @@ impl PartitionLog {
             }
             if let Some(at) = b.base_offset_field {
                 if at + 8 > b.payload.len() {
-                    return Err(EngineError::InvalidAppend("base offset field lies outside the payload".into()));
+                    return Err(EngineError::InvalidAppend(
+                        "base offset field lies outside the payload".into(),
+                    ));
                 }
             }
         }
         self.check_writable()?;
         let mut permits = Vec::with_capacity(batches.len());
         for b in &batches {
-            let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64).min(self.inner.config.max_pending_bytes);
-            let permit = self.inner.pending_budget.acquire_static_permit(units).await.map_err(|_| EngineError::Closed)?;
+            let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64)
+                .min(self.inner.config.max_pending_bytes);
+            let permit = self
+                .inner
+                .pending_budget
+                .acquire_static_permit(units)
+                .await
+                .map_err(|_| EngineError::Closed)?;
             permits.push(permit);
         }
         self.check_writable()?;
@@ -244,7 +269,10 @@ impl PartitionLog {
                     _permit: permit,
                 });
             }
-            AppendResult { base_offset: base, last_offset: st.next_offset - 1 }
+            AppendResult {
+                base_offset: base,
+                last_offset: st.next_offset - 1,
+            }
         };
         self.start_flush();
         match rx.await {
@@ -260,14 +288,26 @@ impl PartitionLog {
             return Err(EngineError::Closed);
         }
         if let Some(reason) = &st.failed {
-            return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: reason.clone() });
+            return Err(EngineError::PartitionFailed {
+                partition: self.inner.name.clone(),
+                reason: reason.clone(),
+            });
         }
         Ok(())
     }
 
     fn failed_error(&self) -> EngineError {
-        let reason = self.inner.state.borrow().failed.clone().unwrap_or_else(|| "append abandoned".into());
-        EngineError::PartitionFailed { partition: self.inner.name.clone(), reason }
+        let reason = self
+            .inner
+            .state
+            .borrow()
+            .failed
+            .clone()
+            .unwrap_or_else(|| "append abandoned".into());
+        EngineError::PartitionFailed {
+            partition: self.inner.name.clone(),
+            reason,
+        }
     }
 
     fn start_flush(&self) {
@@ -343,7 +383,9 @@ impl PartitionLog {
     }
 
     fn roll_needed(&self, st: &State) -> bool {
-        let Some(active) = st.segments.values().next_back() else { return true };
+        let Some(active) = st.segments.values().next_back() else {
+            return true;
+        };
         if active.size_bytes == 0 {
             return false;
         }
@@ -356,7 +398,9 @@ impl PartitionLog {
     /// the active segment (at least one).
     fn take_round(&self) -> Vec<Pending> {
         let mut st = self.inner.state.borrow_mut();
-        let room = st.segments.values().next_back().map_or(0, |s| self.inner.config.segment_bytes.saturating_sub(s.size_bytes));
+        let room = st.segments.values().next_back().map_or(0, |s| {
+            self.inner.config.segment_bytes.saturating_sub(s.size_bytes)
+        });
         let limit = room.min(self.inner.config.max_write_bytes);
         let mut round = Vec::new();
         let mut bytes = 0u64;
@@ -392,11 +436,15 @@ impl PartitionLog {
             (appender, active.file.clone())
         };
         let Some(app) = appender.as_mut() else {
-            let e = EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: "active segment has no appender".into() };
+            let e = EngineError::PartitionFailed {
+                partition: self.inner.name.clone(),
+                reason: "active segment has no appender".into(),
+            };
             self.fail(e, round);
             return Err(EngineError::Closed);
         };
-        let headers: Vec<[u8; FRAME_HEADER_LEN]> = round.iter().map(|p| p.header.encode()).collect();
+        let headers: Vec<[u8; FRAME_HEADER_LEN]> =
+            round.iter().map(|p| p.header.encode()).collect();
         let mut chunks: Vec<&[u8]> = Vec::with_capacity(round.len() * 2);
         for (h, p) in headers.iter().zip(&round) {
             chunks.push(h);
@@ -409,7 +457,10 @@ impl PartitionLog {
             let e = EngineError::from_io(e, file.path());
             let msg = e.to_string();
             self.fail(e, round);
-            return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: msg });
+            return Err(EngineError::PartitionFailed {
+                partition: self.inner.name.clone(),
+                reason: msg,
+            });
         }
         // Written: visible to readers, cached, and acked at "appended" durability.
         let mut round = round;
@@ -425,7 +476,10 @@ impl PartitionLog {
             }
             let mut cache = self.inner.cache.borrow_mut();
             for p in &round {
-                cache.insert(self.inner.cache_key, ReadBatch::from_frame(&p.header, p.payload.clone()));
+                cache.insert(
+                    self.inner.cache_key,
+                    ReadBatch::from_frame(&p.header, p.payload.clone()),
+                );
             }
         }
         for p in round.iter_mut() {
@@ -440,7 +494,10 @@ impl PartitionLog {
                 let e = EngineError::from_io(e, file.path());
                 let msg = e.to_string();
                 self.fail(e, round);
-                return Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: msg });
+                return Err(EngineError::PartitionFailed {
+                    partition: self.inner.name.clone(),
+                    reason: msg,
+                });
             }
             let mut st = self.inner.state.borrow_mut();
             st.durable_offset = st.written_offset;
@@ -455,7 +512,12 @@ impl PartitionLog {
 
     fn put_back_appender(&self, appender: Option<crate::log::appender::Appender>) {
         let mut st = self.inner.state.borrow_mut();
-        if let Some(active) = st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()) {
+        if let Some(active) = st
+            .segments
+            .values_mut()
+            .next_back()
+            .and_then(|s| s.active.as_mut())
+        {
             active.appender = appender;
         }
     }
@@ -477,7 +539,10 @@ impl PartitionLog {
     fn fail_waiters(&self, pending: Vec<Pending>, reason: &str) {
         for mut p in pending {
             if let Some(w) = p.waiter.take() {
-                let _ = w.send(Err(EngineError::PartitionFailed { partition: self.inner.name.clone(), reason: reason.to_string() }));
+                let _ = w.send(Err(EngineError::PartitionFailed {
+                    partition: self.inner.name.clone(),
+                    reason: reason.to_string(),
+                }));
             }
         }
     }
@@ -487,7 +552,12 @@ impl PartitionLog {
         let (appender, base) = {
             let mut st = self.inner.state.borrow_mut();
             let base = st.written_offset;
-            let app = st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()).and_then(|a| a.appender.take());
+            let app = st
+                .segments
+                .values_mut()
+                .next_back()
+                .and_then(|s| s.active.as_mut())
+                .and_then(|a| a.appender.take());
             (app, base)
         };
         if let Some(mut app) = appender {
@@ -520,10 +590,19 @@ impl PartitionLog {
         }
         .await;
         old.active = None;
-        old.size_bytes = old.size_bytes.max(0);
-        self.inner.state.borrow_mut().segments.insert(old.base_offset, old);
+        self.inner
+            .state
+            .borrow_mut()
+            .segments
+            .insert(old.base_offset, old);
         persisted?;
-        let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &self.inner.config).await?;
+        let new = Segment::create(
+            &*self.inner.storage,
+            &self.inner.dir,
+            base,
+            &self.inner.config,
+        )
+        .await?;
         tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
         self.inner.state.borrow_mut().segments.insert(base, new);
         self.write_checkpoint().await
@@ -532,7 +611,9 @@ impl PartitionLog {
     async fn write_checkpoint(&self) -> Result<()> {
         let cp = {
             let st = self.inner.state.borrow();
-            let Some(active) = st.segments.values().next_back() else { return Ok(()) };
+            let Some(active) = st.segments.values().next_back() else {
+                return Ok(());
+            };
             RecoveryCheckpoint {
                 active_base_offset: active.base_offset,
                 position: active.size_bytes,
@@ -580,7 +661,11 @@ impl PartitionLog {
         }
         let appender = {
             let mut st = self.inner.state.borrow_mut();
-            st.segments.values_mut().next_back().and_then(|s| s.active.as_mut()).and_then(|a| a.appender.take())
+            st.segments
+                .values_mut()
+                .next_back()
+                .and_then(|s| s.active.as_mut())
+                .and_then(|a| a.appender.take())
         };
         if let Some(mut app) = appender {
             let path = app.file().path().to_path_buf();
@@ -602,7 +687,11 @@ impl PartitionLog {
             }
         };
         let persisted = active.persist_indexes().await;
-        self.inner.state.borrow_mut().segments.insert(active.base_offset, active);
+        self.inner
+            .state
+            .borrow_mut()
+            .segments
+            .insert(active.base_offset, active);
         persisted?;
         self.write_checkpoint().await
     }
@@ -618,9 +707,18 @@ impl PartitionLog {
             return Ok(Vec::new());
         }
         if offset < start || offset > end {
-            return Err(EngineError::OffsetOutOfRange { offset, log_start: start, log_end: end });
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
         }
-        if let Some(hit) = self.inner.cache.borrow().read(self.inner.cache_key, offset, max_bytes) {
+        if let Some(hit) = self
+            .inner
+            .cache
+            .borrow()
+            .read(self.inner.cache_key, offset, max_bytes)
+        {
             return Ok(hit);
         }
         let mut target = offset;
@@ -629,12 +727,21 @@ impl PartitionLog {
                 let st = self.inner.state.borrow();
                 st.segments.range(..=target).next_back().map(|(_, s)| {
                     let (rel, pos) = s.index.lookup(s.relative(target.max(s.base_offset)));
-                    (s.file.clone(), s.base_offset + u64::from(rel), pos, s.size_bytes, s.next_offset)
+                    (
+                        s.file.clone(),
+                        s.base_offset + u64::from(rel),
+                        pos,
+                        s.size_bytes,
+                        s.next_offset,
+                    )
                 })
             };
-            let Some((file, scan_offset, pos, size, seg_next)) = found else { return Ok(Vec::new()) };
+            let Some((file, scan_offset, pos, size, seg_next)) = found else {
+                return Ok(Vec::new());
+            };
             if target < seg_next {
-                let batches = read_frames(&*file, pos, scan_offset, size, target, max_bytes).await?;
+                let batches =
+                    read_frames(&*file, pos, scan_offset, size, target, max_bytes).await?;
                 if !batches.is_empty() {
                     return Ok(batches);
                 }
@@ -662,7 +769,12 @@ impl PartitionLog {
                 .map(|s| {
                     let rel = s.time_index.scan_start(timestamp_ms);
                     let (irel, pos) = s.index.lookup(rel);
-                    (s.file.clone(), s.base_offset + u64::from(irel), pos, s.size_bytes)
+                    (
+                        s.file.clone(),
+                        s.base_offset + u64::from(irel),
+                        pos,
+                        s.size_bytes,
+                    )
                 })
                 .collect()
         };
@@ -693,8 +805,12 @@ impl PartitionLog {
                 } else {
                     let total: u64 = st.segments.values().map(|s| s.size_bytes).sum();
                     st.segments.values().next().and_then(|oldest| {
-                        let by_size = cfg.retention_bytes >= 0 && total.saturating_sub(oldest.size_bytes) >= cfg.retention_bytes as u64;
-                        let by_age = cfg.retention_ms >= 0 && oldest.max_timestamp_ms >= 0 && oldest.max_timestamp_ms < now_ms.saturating_sub(cfg.retention_ms);
+                        let by_size = cfg.retention_bytes >= 0
+                            && total.saturating_sub(oldest.size_bytes)
+                                >= cfg.retention_bytes as u64;
+                        let by_age = cfg.retention_ms >= 0
+                            && oldest.max_timestamp_ms >= 0
+                            && oldest.max_timestamp_ms < now_ms.saturating_sub(cfg.retention_ms);
                         (by_size || by_age).then_some(oldest.base_offset)
                     })
                 }
@@ -713,10 +829,17 @@ impl PartitionLog {
             let st = self.inner.state.borrow();
             log_start(&st)
         };
-        self.inner.cache.borrow_mut().evict_below(self.inner.cache_key, new_start);
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, new_start);
         drop(seg);
         let dir = &self.inner.dir;
-        for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+        for path in [
+            segment::log_path(dir, base),
+            segment::index_path(dir, base),
+            segment::time_index_path(dir, base),
+        ] {
             if let Err(e) = self.inner.storage.remove(&path).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(EngineError::from_io(e, &path));
@@ -729,19 +852,35 @@ impl PartitionLog {
 
     /// Time since the active segment was created (for tests and figures).
     pub fn active_segment_age(&self) -> Duration {
-        self.inner.state.borrow().segments.values().next_back().map_or(Duration::ZERO, |s| s.created_at.elapsed())
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .values()
+            .next_back()
+            .map_or(Duration::ZERO, |s| s.created_at.elapsed())
     }
 
     #[doc(hidden)]
     pub fn set_active_segment_created_at(&self, at: Instant) {
-        if let Some(s) = self.inner.state.borrow_mut().segments.values_mut().next_back() {
+        if let Some(s) = self
+            .inner
+            .state
+            .borrow_mut()
+            .segments
+            .values_mut()
+            .next_back()
+        {
             s.created_at = at;
         }
     }
 }
 
 fn log_start(st: &State) -> u64 {
-    st.segments.values().next().map_or(st.written_offset, |s| s.base_offset)
+    st.segments
+        .values()
+        .next()
+        .map_or(st.written_offset, |s| s.base_offset)
 }
 
 /// Reads frames from `position` (a frame holding `scan_offset`) and returns those at or after
@@ -759,13 +898,24 @@ async fn read_frames(
     let mut bytes_out = 0usize;
     let mut pos = position;
     let mut expected = scan_offset;
-    let corrupt = |position: u64, reason: String| EngineError::Corrupt { path: file.path().to_path_buf(), position, reason };
+    let corrupt = |position: u64, reason: String| EngineError::Corrupt {
+        path: file.path().to_path_buf(),
+        position,
+        reason,
+    };
     while pos < size && (out.is_empty() || bytes_out < max_bytes) {
-        let want = ((size - pos) as usize).min(max_bytes.saturating_add(FRAME_HEADER_LEN).max(MIN_READ_BYTES));
+        let want = ((size - pos) as usize).min(
+            max_bytes
+                .saturating_add(FRAME_HEADER_LEN)
+                .max(MIN_READ_BYTES),
+        );
         let mut chunk = file.read_at(pos, want).await?;
         let header = FrameHeader::decode(&chunk).map_err(|e| corrupt(pos, e.to_string()))?;
         if header.base_offset != expected {
-            return Err(corrupt(pos, format!("expected offset {expected}, found {}", header.base_offset)));
+            return Err(corrupt(
+                pos,
+                format!("expected offset {expected}, found {}", header.base_offset),
+            ));
         }
         if (chunk.len() as u64) < header.frame_len() {
             if pos + header.frame_len() > size {
@@ -785,7 +935,8 @@ async fn read_frames(
                 break;
             }
             let payload = chunk.slice(at + FRAME_HEADER_LEN..at + len);
-            h.check_payload(&payload).map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
+            h.check_payload(&payload)
+                .map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
             expected = h.next_offset();
             at += len;
             if h.next_offset() > target {

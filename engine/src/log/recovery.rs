@@ -34,8 +34,16 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: usize,
 }
 
-pub async fn recover(storage: &dyn Storage, dir: &Path, name: &str, config: &LogConfig) -> Result<(BTreeMap<u64, Segment>, RecoveryReport)> {
-    let mut report = RecoveryReport { partition: name.to_string(), ..Default::default() };
+pub async fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    config: &LogConfig,
+) -> Result<(BTreeMap<u64, Segment>, RecoveryReport)> {
+    let mut report = RecoveryReport {
+        partition: name.to_string(),
+        ..Default::default()
+    };
     let bases = list_segments(dir, name)?;
     let mut segments = BTreeMap::new();
     let Some((&last_base, closed)) = bases.split_last() else {
@@ -47,7 +55,12 @@ pub async fn recover(storage: &dyn Storage, dir: &Path, name: &str, config: &Log
     for &base in closed {
         let (seg, outcome, rebuilt) = Segment::load_closed(storage, dir, base, config).await?;
         if let Some((pos, why)) = &outcome.stop {
-            tracing::error!(partition = name, segment = base, position = pos, "closed segment has an invalid frame ({why}); data after it is not served");
+            tracing::error!(
+                partition = name,
+                segment = base,
+                position = pos,
+                "closed segment has an invalid frame ({why}); data after it is not served"
+            );
         }
         report.indexes_rebuilt += usize::from(rebuilt);
         segments.insert(base, seg);
@@ -80,7 +93,10 @@ fn list_segments(dir: &Path, name: &str) -> Result<Vec<u64>> {
             bases.push(base);
         } else if file_name.ends_with(".tmp") {
             let _ = std::fs::remove_file(entry.path());
-        } else if !(file_name.ends_with(".index") || file_name.ends_with(".timeindex") || file_name == checkpoint::CHECKPOINT_FILE) {
+        } else if !(file_name.ends_with(".index")
+            || file_name.ends_with(".timeindex")
+            || file_name == checkpoint::CHECKPOINT_FILE)
+        {
             tracing::warn!(partition = name, file = %entry.path().display(), "ignoring a file that is not part of the log");
         }
     }
@@ -88,9 +104,18 @@ fn list_segments(dir: &Path, name: &str) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
-async fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, config: &LogConfig, report: &mut RecoveryReport) -> Result<Segment> {
+async fn recover_active(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<Segment> {
     let path = segment::log_path(dir, base);
-    let file = storage.open(&path, OpenMode::ReadWrite).await.map_err(|e| EngineError::from_io(e, &path))?;
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
+        .await
+        .map_err(|e| EngineError::from_io(e, &path))?;
     let file_size = file.size().await?;
     let (mut index, mut time_index) = read_indexes(storage, dir, base, config).await;
     let cp = checkpoint::read(storage, dir).await.filter(|cp| {
@@ -108,7 +133,14 @@ async fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, config: &L
             index.truncate_at_position(file_size);
             loop {
                 match index.last() {
-                    Some(e) if frame_at(&*file, u64::from(e.position), base + u64::from(e.relative_offset)).await => {
+                    Some(e)
+                        if frame_at(
+                            &*file,
+                            u64::from(e.position),
+                            base + u64::from(e.relative_offset),
+                        )
+                        .await =>
+                    {
                         break (u64::from(e.position), base + u64::from(e.relative_offset));
                     }
                     Some(e) => {
@@ -134,7 +166,11 @@ async fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, config: &L
         created_at: std::time::Instant::now(),
         active: None,
     };
-    seg.max_timestamp_ms = seg.time_index.entries().last().map_or(i64::MIN, |e| e.timestamp_ms);
+    seg.max_timestamp_ms = seg
+        .time_index
+        .entries()
+        .last()
+        .map_or(i64::MIN, |e| e.timestamp_ms);
     let outcome = seg.scan_from(start_pos, start_offset, file_size).await?;
     if start_pos == 0 && seg.size_bytes == 0 {
         if let Some((_, FrameError::BadMagic(_) | FrameError::BadVersion(_))) = &outcome.stop {
@@ -147,14 +183,28 @@ async fn recover_active(storage: &dyn Storage, dir: &Path, base: u64, config: &L
     }
     report.bytes_scanned = outcome.end_position - start_pos;
     report.bytes_cut = nonzero_bytes_after(&*file, outcome.end_position, file_size).await?;
-    report.cut_reason = outcome.stop.as_ref().map(|(pos, why)| format!("invalid frame at position {pos}: {why}"));
+    report.cut_reason = outcome
+        .stop
+        .as_ref()
+        .map(|(pos, why)| format!("invalid frame at position {pos}: {why}"));
     // Cut: nothing beyond the last valid frame may survive, not even preallocated zeros that a
     // torn write could have filled in part.
-    file.truncate(seg.size_bytes).await.map_err(|e| EngineError::from_io(e, &path))?;
+    file.truncate(seg.size_bytes)
+        .await
+        .map_err(|e| EngineError::from_io(e, &path))?;
     if report.bytes_cut > 0 || outcome.stop.is_some() {
-        file.fdatasync().await.map_err(|e| EngineError::from_io(e, &path))?;
+        file.fdatasync()
+            .await
+            .map_err(|e| EngineError::from_io(e, &path))?;
     }
-    seg.open_active_files(storage, dir, trusted_index, trusted_time, config.preallocate_bytes).await?;
+    seg.open_active_files(
+        storage,
+        dir,
+        trusted_index,
+        trusted_time,
+        config.preallocate_bytes,
+    )
+    .await?;
     seg.persist_indexes().await?;
     Ok(seg)
 }

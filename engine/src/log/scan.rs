@@ -51,10 +51,13 @@ pub async fn scan_frames(
                 if position + (at as u64) + rest.len() as u64 >= file_size {
                     // The file ends inside a header: zeros are a clean end, anything else torn.
                     if rest.iter().any(|b| *b != 0) {
-                        outcome.stop = Some((position + at as u64, FrameError::Short {
-                            needed: FRAME_HEADER_LEN,
-                            available: rest.len(),
-                        }));
+                        outcome.stop = Some((
+                            position + at as u64,
+                            FrameError::Short {
+                                needed: FRAME_HEADER_LEN,
+                                available: rest.len(),
+                            },
+                        ));
                     }
                     return Ok(outcome);
                 }
@@ -69,13 +72,22 @@ pub async fn scan_frames(
                 }
             };
             if header.base_offset != outcome.next_offset {
-                outcome.stop = Some((position + at as u64, FrameError::Invalid("offset does not follow the previous frame")));
+                outcome.stop = Some((
+                    position + at as u64,
+                    FrameError::Invalid("offset does not follow the previous frame"),
+                ));
                 return Ok(outcome);
             }
             let frame_len = header.frame_len() as usize;
             let frame_pos = position + at as u64;
             if frame_pos + frame_len as u64 > file_size {
-                outcome.stop = Some((frame_pos, FrameError::Short { needed: frame_len, available: (file_size - frame_pos) as usize }));
+                outcome.stop = Some((
+                    frame_pos,
+                    FrameError::Short {
+                        needed: frame_len,
+                        available: (file_size - frame_pos) as usize,
+                    },
+                ));
                 return Ok(outcome);
             }
             let payload_ok = if rest.len() >= frame_len {
@@ -84,7 +96,10 @@ pub async fn scan_frames(
                 // A frame larger than the chunk: read it whole.
                 let whole = file.read_at(frame_pos, frame_len).await?;
                 if whole.len() < frame_len {
-                    Err(FrameError::Short { needed: frame_len, available: whole.len() })
+                    Err(FrameError::Short {
+                        needed: frame_len,
+                        available: whole.len(),
+                    })
                 } else {
                     header.check_payload(&whole[FRAME_HEADER_LEN..frame_len])
                 }
@@ -116,7 +131,11 @@ pub async fn scan_frames(
 
 /// How many bytes after `from` hold anything but zeros, reading until a zeroed chunk or the
 /// end of the file. Used to report how much a recovery cut.
-pub async fn nonzero_bytes_after(file: &dyn StorageFile, from: u64, file_size: u64) -> io::Result<u64> {
+pub async fn nonzero_bytes_after(
+    file: &dyn StorageFile,
+    from: u64,
+    file_size: u64,
+) -> io::Result<u64> {
     let mut position = from;
     let mut last_nonzero_end = from;
     while position < file_size {

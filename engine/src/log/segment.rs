@@ -74,13 +74,27 @@ impl Segment {
     }
 
     /// Creates a new, empty active segment.
-    pub async fn create(storage: &dyn Storage, dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
+    pub async fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        config: &LogConfig,
+    ) -> Result<Segment> {
         let path = log_path(dir, base);
-        let file = storage.open(&path, OpenMode::Create).await.map_err(|e| EngineError::from_io(e, &path))?;
-        file.truncate(0).await.map_err(|e| EngineError::from_io(e, &path))?;
+        let file = storage
+            .open(&path, OpenMode::Create)
+            .await
+            .map_err(|e| EngineError::from_io(e, &path))?;
+        file.truncate(0)
+            .await
+            .map_err(|e| EngineError::from_io(e, &path))?;
         let index = open_index_file::<OffsetEntry>(storage, &index_path(dir, base), 0).await?;
-        let time_index = open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
-        storage.sync_dir(dir).await.map_err(|e| EngineError::from_io(e, dir))?;
+        let time_index =
+            open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
+        storage
+            .sync_dir(dir)
+            .await
+            .map_err(|e| EngineError::from_io(e, dir))?;
         let appender = Appender::new(file.clone(), 0, Vec::new(), 0, config.preallocate_bytes);
         Ok(Segment {
             base_offset: base,
@@ -91,26 +105,42 @@ impl Segment {
             next_offset: base,
             max_timestamp_ms: i64::MIN,
             created_at: Instant::now(),
-            active: Some(ActiveFiles { appender: Some(appender), index_file: index, time_index_file: time_index }),
+            active: Some(ActiveFiles {
+                appender: Some(appender),
+                index_file: index,
+                time_index_file: time_index,
+            }),
         })
     }
 
     /// Loads a closed segment: reads its indexes (rebuilding them if they are missing or do
     /// not match the log) and scans its tail from the last index entry.
-    pub async fn load_closed(storage: &dyn Storage, dir: &Path, base: u64, config: &LogConfig) -> Result<(Segment, ScanOutcome, bool)> {
+    pub async fn load_closed(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        config: &LogConfig,
+    ) -> Result<(Segment, ScanOutcome, bool)> {
         let path = log_path(dir, base);
-        let file = storage.open(&path, OpenMode::Read).await.map_err(|e| EngineError::from_io(e, &path))?;
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .await
+            .map_err(|e| EngineError::from_io(e, &path))?;
         let size = file.size().await?;
         let (mut index, mut time_index) = read_indexes(storage, dir, base, config).await;
         index.truncate_at_position(size);
         let mut rebuilt = false;
-        let (start_rel, start_pos) = index.last().map_or((0, 0), |e| (e.relative_offset, u64::from(e.position)));
+        let (start_rel, start_pos) = index
+            .last()
+            .map_or((0, 0), |e| (e.relative_offset, u64::from(e.position)));
         if start_pos > 0 && !frame_at(&*file, start_pos, base + u64::from(start_rel)).await {
             index = OffsetIndex::new(config.index_interval_bytes);
             time_index = TimeIndex::default();
             rebuilt = true;
         }
-        let (start_rel, start_pos) = index.last().map_or((0, 0), |e| (e.relative_offset, u64::from(e.position)));
+        let (start_rel, start_pos) = index
+            .last()
+            .map_or((0, 0), |e| (e.relative_offset, u64::from(e.position)));
         let mut seg = Segment {
             base_offset: base,
             file: file.clone(),
@@ -122,8 +152,15 @@ impl Segment {
             created_at: Instant::now(),
             active: None,
         };
-        let outcome = seg.scan_from(start_pos, base + u64::from(start_rel), size).await?;
-        seg.max_timestamp_ms = seg.max_timestamp_ms.max(seg.time_index.entries().last().map_or(i64::MIN, |e| e.timestamp_ms));
+        let outcome = seg
+            .scan_from(start_pos, base + u64::from(start_rel), size)
+            .await?;
+        seg.max_timestamp_ms = seg.max_timestamp_ms.max(
+            seg.time_index
+                .entries()
+                .last()
+                .map_or(i64::MIN, |e| e.timestamp_ms),
+        );
         if rebuilt {
             persist_rebuilt(storage, dir, base, &seg).await?;
         }
@@ -132,10 +169,18 @@ impl Segment {
 
     /// Scans frames from `position`, indexing them, and sets the readable end to where valid
     /// frames stop.
-    pub async fn scan_from(&mut self, position: u64, offset: u64, file_size: u64) -> Result<ScanOutcome> {
+    pub async fn scan_from(
+        &mut self,
+        position: u64,
+        offset: u64,
+        file_size: u64,
+    ) -> Result<ScanOutcome> {
         let file = self.file.clone();
         let mut frames = Vec::new();
-        let outcome = scan_frames(&*file, position, offset, file_size, |h, pos| frames.push((*h, pos))).await?;
+        let outcome = scan_frames(&*file, position, offset, file_size, |h, pos| {
+            frames.push((*h, pos))
+        })
+        .await?;
         for (h, pos) in &frames {
             self.index_frame(h, *pos);
         }
@@ -145,12 +190,39 @@ impl Segment {
     }
 
     /// Index entries to rebuild a segment's file images from, exposed for recovery.
-    pub async fn open_active_files(&mut self, storage: &dyn Storage, dir: &Path, persisted_index: usize, persisted_time: usize, preallocate_bytes: u64) -> Result<()> {
-        let index_file = open_index_file::<OffsetEntry>(storage, &index_path(dir, self.base_offset), persisted_index).await?;
-        let time_index_file = open_index_file::<TimeEntry>(storage, &time_index_path(dir, self.base_offset), persisted_time).await?;
+    pub async fn open_active_files(
+        &mut self,
+        storage: &dyn Storage,
+        dir: &Path,
+        persisted_index: usize,
+        persisted_time: usize,
+        preallocate_bytes: u64,
+    ) -> Result<()> {
+        let index_file = open_index_file::<OffsetEntry>(
+            storage,
+            &index_path(dir, self.base_offset),
+            persisted_index,
+        )
+        .await?;
+        let time_index_file = open_index_file::<TimeEntry>(
+            storage,
+            &time_index_path(dir, self.base_offset),
+            persisted_time,
+        )
+        .await?;
         let file_size = self.file.size().await?;
-        let appender = Appender::open(self.file.clone(), self.size_bytes, file_size, preallocate_bytes).await?;
-        self.active = Some(ActiveFiles { appender: Some(appender), index_file, time_index_file });
+        let appender = Appender::open(
+            self.file.clone(),
+            self.size_bytes,
+            file_size,
+            preallocate_bytes,
+        )
+        .await?;
+        self.active = Some(ActiveFiles {
+            appender: Some(appender),
+            index_file,
+            time_index_file,
+        });
         Ok(())
     }
 
@@ -158,22 +230,40 @@ impl Segment {
     pub async fn persist_indexes(&mut self) -> Result<()> {
         if let Some(active) = self.active.as_mut() {
             active.index_file.persist(self.index.entries()).await?;
-            active.time_index_file.persist(self.time_index.entries()).await?;
+            active
+                .time_index_file
+                .persist(self.time_index.entries())
+                .await?;
         }
         Ok(())
     }
 }
 
-async fn open_index_file<E: Entry>(storage: &dyn Storage, path: &Path, persisted: usize) -> Result<IndexFile> {
-    let file = storage.open(path, OpenMode::Create).await.map_err(|e| EngineError::from_io(e, path))?;
+async fn open_index_file<E: Entry>(
+    storage: &dyn Storage,
+    path: &Path,
+    persisted: usize,
+) -> Result<IndexFile> {
+    let file = storage
+        .open(path, OpenMode::Create)
+        .await
+        .map_err(|e| EngineError::from_io(e, path))?;
     Ok(IndexFile::open::<E>(file, persisted).await?)
 }
 
 /// Reads a segment's index files; missing or unreadable files give empty indexes.
-pub async fn read_indexes(storage: &dyn Storage, dir: &Path, base: u64, config: &LogConfig) -> (OffsetIndex, TimeIndex) {
+pub async fn read_indexes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+) -> (OffsetIndex, TimeIndex) {
     let index_bytes = read_whole(storage, &index_path(dir, base)).await;
     let time_bytes = read_whole(storage, &time_index_path(dir, base)).await;
-    let index = OffsetIndex::from_entries(decode_entries(&index_bytes, offset_entry_follows), config.index_interval_bytes);
+    let index = OffsetIndex::from_entries(
+        decode_entries(&index_bytes, offset_entry_follows),
+        config.index_interval_bytes,
+    );
     let time_index = TimeIndex::from_entries(decode_entries(&time_bytes, time_entry_follows));
     (index, time_index)
 }
@@ -182,9 +272,16 @@ async fn read_whole(storage: &dyn Storage, path: &Path) -> Vec<u8> {
     if !path.exists() {
         return Vec::new();
     }
-    let Ok(file) = storage.open(path, OpenMode::Read).await else { return Vec::new() };
-    let Ok(size) = file.size().await else { return Vec::new() };
-    file.read_at(0, size as usize).await.map(|b| b.to_vec()).unwrap_or_default()
+    let Ok(file) = storage.open(path, OpenMode::Read).await else {
+        return Vec::new();
+    };
+    let Ok(size) = file.size().await else {
+        return Vec::new();
+    };
+    file.read_at(0, size as usize)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
 }
 
 /// Whether a valid frame header holding `offset` starts at `position`.
@@ -195,11 +292,17 @@ pub async fn frame_at(file: &dyn StorageFile, position: u64, offset: u64) -> boo
     }
 }
 
-async fn persist_rebuilt(storage: &dyn Storage, dir: &Path, base: u64, seg: &Segment) -> Result<()> {
+async fn persist_rebuilt(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    seg: &Segment,
+) -> Result<()> {
     let mut index_file = open_index_file::<OffsetEntry>(storage, &index_path(dir, base), 0).await?;
     index_file.persist(seg.index.entries()).await?;
     index_file.trim().await?;
-    let mut time_file = open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
+    let mut time_file =
+        open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
     time_file.persist(seg.time_index.entries()).await?;
     time_file.trim().await?;
     Ok(())

@@ -21,7 +21,10 @@ impl Entry for TimeEntry {
         let mut b = [0u8; 4];
         a.copy_from_slice(&bytes[..8]);
         b.copy_from_slice(&bytes[8..12]);
-        TimeEntry { timestamp_ms: i64::from_le_bytes(a), relative_offset: u32::from_le_bytes(b) }
+        TimeEntry {
+            timestamp_ms: i64::from_le_bytes(a),
+            relative_offset: u32::from_le_bytes(b),
+        }
     }
 }
 
@@ -55,10 +58,15 @@ impl TimeIndex {
     pub fn maybe_add(&mut self, timestamp_ms: i64, relative_offset: u32) {
         let follows = match self.entries.last() {
             None => true,
-            Some(last) => timestamp_ms > last.timestamp_ms && relative_offset > last.relative_offset,
+            Some(last) => {
+                timestamp_ms > last.timestamp_ms && relative_offset > last.relative_offset
+            }
         };
         if follows {
-            self.entries.push(TimeEntry { timestamp_ms, relative_offset });
+            self.entries.push(TimeEntry {
+                timestamp_ms,
+                relative_offset,
+            });
         }
     }
 
@@ -74,7 +82,9 @@ impl TimeIndex {
     }
 
     pub fn truncate_at_offset(&mut self, relative_offset: u32) {
-        let keep = self.entries.partition_point(|e| e.relative_offset < relative_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
     }
 }
