@@ -29,7 +29,13 @@ fn spate() -> Command {
 
 fn start(data_dir: &Path, extra: &[&str]) -> Broker {
     let mut child = spate()
-        .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -44,7 +50,11 @@ fn start(data_dir: &Path, extra: &[&str]) -> Broker {
             }
         }
     });
-    Broker { child, lines: rx, seen: Vec::new() }
+    Broker {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+    }
 }
 
 impl Broker {
@@ -60,14 +70,20 @@ impl Broker {
                         return line;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no log line with {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
 
     fn listen_addr(&mut self) -> String {
         let line = self.wait_for("spate is ready");
-        line.split_whitespace().find_map(|w| w.strip_prefix("listen=")).unwrap().to_string()
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap()
+            .to_string()
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -77,7 +93,11 @@ impl Broker {
 }
 
 fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -85,7 +105,11 @@ fn starts_logs_one_line_per_shard_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = start(dir.path(), &["--shards", "2"]);
     let addr = broker.listen_addr();
-    let shard_lines = broker.seen.iter().filter(|l| l.contains("shard ready")).count();
+    let shard_lines = broker
+        .seen
+        .iter()
+        .filter(|l| l.contains("shard ready"))
+        .count();
     assert_eq!(shard_lines, 2, "{:?}", broker.seen);
     // The listener answers on the advertised port (the Kafka protocol is a later step: it
     // accepts and closes).
@@ -104,12 +128,24 @@ fn refuses_a_data_dir_in_use() {
     let mut first = start(dir.path(), &["--shards", "1"]);
     first.listen_addr();
     let out = spate()
-        .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is in use by another running spate broker") && err.contains(&format!("pid {}", first.child.id())), "{err}");
+    assert!(
+        err.contains("is in use by another running spate broker")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
     assert!(first.terminate().success());
 }
 
@@ -118,35 +154,78 @@ fn refuses_a_port_in_use_and_bad_flags_and_config() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = spate().args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", &addr]).output().unwrap();
+    let out = spate()
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &addr,
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 
     let cfg = dir.path().join("spate.toml");
     std::fs::write(&cfg, "shardz = 3\n").unwrap();
-    let out = spate().args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = spate()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field") && err.contains("shardz"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("shardz"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "[log]\nsegment_bytes = 10\n").unwrap();
-    let out = spate().args(["serve", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = spate()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.segment_bytes"));
 
     let out = spate().args(["serve", "--shards", "0"]).output().unwrap();
     assert!(!out.status.success());
-    let out = spate().args(["serve", "--shards", "4096", "--data-dir", dir.path().to_str().unwrap()]).output().unwrap();
+    let out = spate()
+        .args([
+            "serve",
+            "--shards",
+            "4096",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than the"));
 }
 
 #[test]
 fn corrupt_metadata_stops_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("metadata.spate"), b"SPAF garbage that is not metadata").unwrap();
-    let out = spate().args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]).output().unwrap();
+    std::fs::write(
+        dir.path().join("metadata.spate"),
+        b"SPAF garbage that is not metadata",
+    )
+    .unwrap();
+    let out = spate()
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("metadata.spate") && err.contains("move it aside"), "{err}");
+    assert!(
+        err.contains("metadata.spate") && err.contains("move it aside"),
+        "{err}"
+    );
 }
 
 /// Topics written through the engine, a torn tail added by hand, then the broker: it
@@ -158,21 +237,36 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
     let data = dir.path().to_path_buf();
     {
         let mut store = spate_engine::metadata::MetadataStore::open(&data).unwrap();
-        store.create_topic("orders", 3, Default::default(), 2).unwrap();
+        store
+            .create_topic("orders", 3, Default::default(), 2)
+            .unwrap();
     }
     spate_engine::shard::write_probe_file(&data).unwrap();
     let d = data.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(256 * 1024)
         .spawn(move || async move {
-            spate_engine::shard::read_probe_file(&spate_engine::io::dma::DmaStorage, &d).await.unwrap();
-            let logs = spate_engine::registry::ShardLogs::new(0, &d, std::rc::Rc::new(spate_engine::io::dma::DmaStorage), Default::default(), 1 << 20);
+            spate_engine::shard::read_probe_file(&spate_engine::io::dma::DmaStorage, &d)
+                .await
+                .unwrap();
+            let logs = spate_engine::registry::ShardLogs::new(
+                0,
+                &d,
+                std::rc::Rc::new(spate_engine::io::dma::DmaStorage),
+                Default::default(),
+                1 << 20,
+            );
             for p in 0..3 {
-                logs.open_partition("orders", p, Default::default()).await.unwrap();
+                logs.open_partition("orders", p, Default::default())
+                    .await
+                    .unwrap();
                 let log = logs.get("orders", p).unwrap();
                 for i in 0..20u8 {
-                    let batch = spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[i; 3000][..]), 1);
-                    log.append(vec![batch], spate_engine::Durability::Durable).await.unwrap();
+                    let batch =
+                        spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[i; 3000][..]), 1);
+                    log.append(vec![batch], spate_engine::Durability::Durable)
+                        .await
+                        .unwrap();
                 }
             }
             // No close: as after a crash.
@@ -190,15 +284,49 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
 
     let mut broker = start(&data, &["--shards", "2"]);
     broker.listen_addr();
-    let shard_lines: Vec<String> = broker.seen.iter().filter(|l| l.contains("shard ready")).cloned().collect();
-    assert_eq!(shard_lines.iter().map(|l| field(l, "partitions")).sum::<u64>(), 3);
-    assert!(shard_lines.iter().map(|l| field(l, "recovered_bytes_cut")).sum::<u64>() > 0, "{shard_lines:?}");
-    assert!(broker.seen.iter().any(|l| l.contains("recovery cut a torn or corrupt tail") && l.contains("orders-1")), "{:?}", broker.seen);
+    let shard_lines: Vec<String> = broker
+        .seen
+        .iter()
+        .filter(|l| l.contains("shard ready"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        shard_lines
+            .iter()
+            .map(|l| field(l, "partitions"))
+            .sum::<u64>(),
+        3
+    );
+    assert!(
+        shard_lines
+            .iter()
+            .map(|l| field(l, "recovered_bytes_cut"))
+            .sum::<u64>()
+            > 0,
+        "{shard_lines:?}"
+    );
+    assert!(
+        broker
+            .seen
+            .iter()
+            .any(|l| l.contains("recovery cut a torn or corrupt tail") && l.contains("orders-1")),
+        "{:?}",
+        broker.seen
+    );
     assert!(broker.terminate().success());
 
     let mut broker = start(&data, &["--shards", "2"]);
     broker.listen_addr();
-    let scanned: u64 = broker.seen.iter().filter(|l| l.contains("shard ready")).map(|l| field(l, "recovered_bytes_scanned")).sum();
-    assert_eq!(scanned, 0, "a clean stop leaves nothing to scan: {:?}", broker.seen);
+    let scanned: u64 = broker
+        .seen
+        .iter()
+        .filter(|l| l.contains("shard ready"))
+        .map(|l| field(l, "recovered_bytes_scanned"))
+        .sum();
+    assert_eq!(
+        scanned, 0,
+        "a clean stop leaves nothing to scan: {:?}",
+        broker.seen
+    );
     assert!(broker.terminate().success());
 }

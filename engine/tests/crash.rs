@@ -46,14 +46,27 @@ fn acknowledged_batches_survive_sigkill_at_random_points() {
         unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) };
         let _ = child.0.wait();
         let mut out = String::new();
-        child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let mut round_acks = 0;
         for line in out.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() == 5 && f[0] == "ack" {
                 let offset: u64 = f[1].parse().unwrap();
-                let v = (f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap());
-                assert!(acked.insert(offset, v).is_none(), "offset {offset} acknowledged twice");
+                let v = (
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                    f[4].parse().unwrap(),
+                );
+                assert!(
+                    acked.insert(offset, v).is_none(),
+                    "offset {offset} acknowledged twice"
+                );
                 round_acks += 1;
             }
         }
@@ -61,8 +74,15 @@ fn acknowledged_batches_survive_sigkill_at_random_points() {
             kills_with_acks += 1;
         }
 
-        let dump = torture().args(["dump", log_dir.to_str().unwrap()]).output().unwrap();
-        assert!(dump.status.success(), "dump failed: {}", String::from_utf8_lossy(&dump.stderr));
+        let dump = torture()
+            .args(["dump", log_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "dump failed: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
         let text = String::from_utf8(dump.stdout).unwrap();
         let mut next = 0u64;
         let mut present: HashMap<u64, (u64, u64, u64)> = HashMap::new();
@@ -73,8 +93,18 @@ fn acknowledged_batches_survive_sigkill_at_random_points() {
                     let offset: u64 = f[1].parse().unwrap();
                     let count: u64 = f[2].parse().unwrap();
                     assert_eq!(offset, next, "round {round}: offsets not contiguous");
-                    assert_eq!(f[6], "ok", "round {round}: corrupt batch served at {offset}");
-                    present.insert(offset, (f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap()));
+                    assert_eq!(
+                        f[6], "ok",
+                        "round {round}: corrupt batch served at {offset}"
+                    );
+                    present.insert(
+                        offset,
+                        (
+                            f[3].parse().unwrap(),
+                            f[4].parse().unwrap(),
+                            f[5].parse().unwrap(),
+                        ),
+                    );
                     next = offset + count;
                 }
                 "end" => assert_eq!(f[1].parse::<u64>().unwrap(), next),
@@ -82,9 +112,16 @@ fn acknowledged_batches_survive_sigkill_at_random_points() {
             }
         }
         for (offset, v) in &acked {
-            assert_eq!(present.get(offset), Some(v), "round {round}: acknowledged batch at {offset} lost or changed");
+            assert_eq!(
+                present.get(offset),
+                Some(v),
+                "round {round}: acknowledged batch at {offset} lost or changed"
+            );
         }
     }
-    assert!(kills_with_acks >= ROUNDS / 2, "too few rounds acknowledged anything ({kills_with_acks}); the test would prove little");
+    assert!(
+        kills_with_acks >= ROUNDS / 2,
+        "too few rounds acknowledged anything ({kills_with_acks}); the test would prove little"
+    );
     assert!(acked.len() > 100);
 }

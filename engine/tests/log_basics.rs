@@ -12,13 +12,26 @@ fn append_then_read_from_disk_and_cache() {
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
         // A 1 KiB cache forces most reads through the index and DMA reads.
-        let (log, report) = open_with(std::rc::Rc::new(spate_engine::io::dma::DmaStorage), &root, small_config(), 1024).await;
+        let (log, report) = open_with(
+            std::rc::Rc::new(spate_engine::io::dma::DmaStorage),
+            &root,
+            small_config(),
+            1024,
+        )
+        .await;
         assert_eq!(report.next_offset, 0);
         let mut expected = Vec::new();
         for seq in 0..300u64 {
             let len = 1 + (seq as usize * 37) % 9000;
-            let durability = if seq % 2 == 0 { Durability::Durable } else { Durability::Appended };
-            let r = log.append(vec![batch(seq, len, 1000 + seq as i64)], durability).await.unwrap();
+            let durability = if seq % 2 == 0 {
+                Durability::Durable
+            } else {
+                Durability::Appended
+            };
+            let r = log
+                .append(vec![batch(seq, len, 1000 + seq as i64)], durability)
+                .await
+                .unwrap();
             expected.push((r.base_offset, payload(seq, len)));
         }
         let got = read_all(&log, 0).await;
@@ -30,7 +43,10 @@ fn append_then_read_from_disk_and_cache() {
         // Reads starting in the middle of a multi-record batch return that batch.
         let mid = got[10].base_offset + 1;
         if got[10].record_count > 1 {
-            assert_eq!(log.read(mid, 1).await.unwrap()[0].base_offset, got[10].base_offset);
+            assert_eq!(
+                log.read(mid, 1).await.unwrap()[0].base_offset,
+                got[10].base_offset
+            );
         }
         // Every offset resolves to the batch containing it.
         for b in got.iter().step_by(7) {
@@ -41,7 +57,10 @@ fn append_then_read_from_disk_and_cache() {
         }
         let end = log.stats().log_end_offset;
         assert!(log.read(end, 100).await.unwrap().is_empty());
-        assert!(matches!(log.read(end + 1, 100).await, Err(EngineError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(end + 1, 100).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
         assert!(log.stats().segments > 1, "1 MiB segments must have rolled");
         log.close().await.unwrap();
     });
@@ -54,11 +73,17 @@ fn clean_close_reopens_from_checkpoint_without_scanning() {
     run(&root.clone(), move || async move {
         let (log, _) = open(&root, small_config()).await;
         for seq in 0..50 {
-            log.append(vec![batch(seq, 3000, 5)], Durability::Durable).await.unwrap();
+            log.append(vec![batch(seq, 3000, 5)], Durability::Durable)
+                .await
+                .unwrap();
         }
         let end = log.stats().log_end_offset;
         log.close().await.unwrap();
-        assert!(matches!(log.append(vec![batch(99, 10, 0)], Durability::Durable).await, Err(EngineError::Closed)));
+        assert!(matches!(
+            log.append(vec![batch(99, 10, 0)], Durability::Durable)
+                .await,
+            Err(EngineError::Closed)
+        ));
         let (log, report) = open(&root, small_config()).await;
         assert!(report.from_checkpoint);
         assert_eq!(report.bytes_scanned, 0);
@@ -66,7 +91,10 @@ fn clean_close_reopens_from_checkpoint_without_scanning() {
         assert_eq!(report.next_offset, end);
         assert_eq!(read_all(&log, 0).await.len(), 50);
         // Appends continue after the reopened end.
-        let r = log.append(vec![batch(50, 100, 5)], Durability::Durable).await.unwrap();
+        let r = log
+            .append(vec![batch(50, 100, 5)], Durability::Durable)
+            .await
+            .unwrap();
         assert_eq!(r.base_offset, end);
         log.close().await.unwrap();
     });
@@ -79,7 +107,9 @@ fn reopen_without_close_recovers_everything_durable() {
     run(&root.clone(), move || async move {
         let (log, _) = open(&root, small_config()).await;
         for seq in 0..40 {
-            log.append(vec![batch(seq, 10_000, 5)], Durability::Durable).await.unwrap();
+            log.append(vec![batch(seq, 10_000, 5)], Durability::Durable)
+                .await
+                .unwrap();
         }
         let end = log.stats().log_end_offset;
         drop(log); // no close: like a crash after the acks
@@ -103,10 +133,20 @@ fn rolls_by_age_and_applies_retention_by_size_and_age() {
         let mut cfg = small_config();
         cfg.segment_ms = 60_000;
         let (log, _) = open(&root, cfg.clone()).await;
-        log.append(vec![batch(0, 100, 1_000)], Durability::Durable).await.unwrap();
-        log.set_active_segment_created_at(std::time::Instant::now() - std::time::Duration::from_secs(120));
-        log.append(vec![batch(1, 100, 2_000)], Durability::Durable).await.unwrap();
-        assert_eq!(log.stats().segments, 2, "an old segment rolls at the next append");
+        log.append(vec![batch(0, 100, 1_000)], Durability::Durable)
+            .await
+            .unwrap();
+        log.set_active_segment_created_at(
+            std::time::Instant::now() - std::time::Duration::from_secs(120),
+        );
+        log.append(vec![batch(1, 100, 2_000)], Durability::Durable)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.stats().segments,
+            2,
+            "an old segment rolls at the next append"
+        );
         log.close().await.unwrap();
 
         // Retention by age: segment 0's newest record (ts 1000) is older than now - 10s.
@@ -114,7 +154,10 @@ fn rolls_by_age_and_applies_retention_by_size_and_age() {
         let (log, _) = open(&root, cfg.clone()).await;
         assert_eq!(log.apply_retention(1_000 + 10_500).await.unwrap(), 1);
         assert_eq!(log.stats().log_start_offset, 1);
-        assert!(matches!(log.read(0, 10).await, Err(EngineError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(0, 10).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(log.read(1, 10).await.unwrap()[0].base_offset, 1);
         log.close().await.unwrap();
 
@@ -123,19 +166,28 @@ fn rolls_by_age_and_applies_retention_by_size_and_age() {
         cfg.retention_bytes = 2 * 1024 * 1024;
         let (log, _) = open(&root, cfg).await;
         for seq in 0..200 {
-            log.append(vec![batch(seq, 40_000, 3_000)], Durability::Appended).await.unwrap();
+            log.append(vec![batch(seq, 40_000, 3_000)], Durability::Appended)
+                .await
+                .unwrap();
         }
         let before = log.stats();
         let deleted = log.apply_retention(0).await.unwrap();
         let after = log.stats();
         assert!(deleted > 0 && after.segments < before.segments);
-        assert!(after.size_bytes <= 2 * 1024 * 1024 + 1024 * 1024, "{after:?}");
+        assert!(
+            after.size_bytes <= 2 * 1024 * 1024 + 1024 * 1024,
+            "{after:?}"
+        );
         assert!(after.log_start_offset > 0);
         let first = log.read(after.log_start_offset, 10).await.unwrap();
         assert_eq!(first[0].base_offset, after.log_start_offset);
         log.close().await.unwrap();
         let (log, _) = open(&root, small_config()).await;
-        assert_eq!(log.stats().log_start_offset, after.log_start_offset, "deleted segments stay deleted");
+        assert_eq!(
+            log.stats().log_start_offset,
+            after.log_start_offset,
+            "deleted segments stay deleted"
+        );
     });
 }
 
@@ -147,22 +199,37 @@ fn finds_offsets_by_timestamp() {
         let (log, _) = open(&root, small_config()).await;
         let mut offsets = Vec::new();
         for seq in 0..500u64 {
-            let r = log.append(vec![batch(seq, 2000, 10_000 + seq as i64 * 10)], Durability::Appended).await.unwrap();
+            let r = log
+                .append(
+                    vec![batch(seq, 2000, 10_000 + seq as i64 * 10)],
+                    Durability::Appended,
+                )
+                .await
+                .unwrap();
             offsets.push(r.base_offset);
         }
         for seq in [0u64, 1, 77, 250, 499] {
             let ts = 10_000 + seq as i64 * 10;
-            assert_eq!(log.offset_for_timestamp(ts).await.unwrap(), Some((offsets[seq as usize], ts)));
+            assert_eq!(
+                log.offset_for_timestamp(ts).await.unwrap(),
+                Some((offsets[seq as usize], ts))
+            );
             // A time between two batches gives the later one.
             if seq < 499 {
-                assert_eq!(log.offset_for_timestamp(ts + 5).await.unwrap().unwrap().0, offsets[seq as usize + 1]);
+                assert_eq!(
+                    log.offset_for_timestamp(ts + 5).await.unwrap().unwrap().0,
+                    offsets[seq as usize + 1]
+                );
             }
         }
         assert_eq!(log.offset_for_timestamp(0).await.unwrap().unwrap().0, 0);
         assert_eq!(log.offset_for_timestamp(1_000_000).await.unwrap(), None);
         log.close().await.unwrap();
         let (log, _) = open(&root, small_config()).await;
-        assert_eq!(log.offset_for_timestamp(10_000 + 2500).await.unwrap(), Some((offsets[250], 12_500)));
+        assert_eq!(
+            log.offset_for_timestamp(10_000 + 2500).await.unwrap(),
+            Some((offsets[250], 12_500))
+        );
     });
 }
 
@@ -173,22 +240,38 @@ fn multi_batch_append_patches_base_offsets() {
     run(&root.clone(), move || async move {
         let (log, _) = open(&root, small_config()).await;
         let mk = |n: u32| {
-            let mut b = spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[0xffu8; 64][..]), n);
+            let mut b =
+                spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[0xffu8; 64][..]), n);
             b.base_offset_field = Some(0);
             b
         };
-        let r = log.append(vec![mk(3), mk(2), mk(5)], Durability::Durable).await.unwrap();
+        let r = log
+            .append(vec![mk(3), mk(2), mk(5)], Durability::Durable)
+            .await
+            .unwrap();
         assert_eq!((r.base_offset, r.last_offset), (0, 9));
         let all = read_all(&log, 0).await;
         let bases: Vec<u64> = all.iter().map(|b| b.base_offset).collect();
         assert_eq!(bases, vec![0, 3, 5]);
         for b in &all {
-            assert_eq!(i64::from_be_bytes(b.payload[..8].try_into().unwrap()), b.base_offset as i64);
+            assert_eq!(
+                i64::from_be_bytes(b.payload[..8].try_into().unwrap()),
+                b.base_offset as i64
+            );
         }
-        assert!(matches!(log.append(vec![mk(0)], Durability::Durable).await, Err(EngineError::InvalidAppend(_))));
+        assert!(matches!(
+            log.append(vec![mk(0)], Durability::Durable).await,
+            Err(EngineError::InvalidAppend(_))
+        ));
         let mut bad = mk(1);
         bad.base_offset_field = Some(60);
-        assert!(matches!(log.append(vec![bad], Durability::Durable).await, Err(EngineError::InvalidAppend(_))));
-        assert!(matches!(log.append(vec![], Durability::Durable).await, Err(EngineError::InvalidAppend(_))));
+        assert!(matches!(
+            log.append(vec![bad], Durability::Durable).await,
+            Err(EngineError::InvalidAppend(_))
+        ));
+        assert!(matches!(
+            log.append(vec![], Durability::Durable).await,
+            Err(EngineError::InvalidAppend(_))
+        ));
     });
 }

@@ -28,7 +28,9 @@ where
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 * 1024)
         .spawn(move || async move {
-            spate_engine::shard::read_probe_file(&DmaStorage, &dir).await.unwrap();
+            spate_engine::shard::read_probe_file(&DmaStorage, &dir)
+                .await
+                .unwrap();
             f().await
         })
         .unwrap()
@@ -53,9 +55,16 @@ pub async fn open(root: &Path, config: LogConfig) -> (PartitionLog, RecoveryRepo
     open_with(Rc::new(DmaStorage), root, config, 64 * 1024 * 1024).await
 }
 
-pub async fn open_with(storage: Rc<dyn Storage>, root: &Path, config: LogConfig, cache_bytes: usize) -> (PartitionLog, RecoveryReport) {
+pub async fn open_with(
+    storage: Rc<dyn Storage>,
+    root: &Path,
+    config: LogConfig,
+    cache_bytes: usize,
+) -> (PartitionLog, RecoveryReport) {
     let cache = Rc::new(RefCell::new(BatchCache::new(cache_bytes)));
-    PartitionLog::open(storage, &partition_dir(root), "t-0", config, cache, 1).await.unwrap()
+    PartitionLog::open(storage, &partition_dir(root), "t-0", config, cache, 1)
+        .await
+        .unwrap()
 }
 
 pub fn faulty(plan: &Rc<FaultPlan>) -> Rc<dyn Storage> {
