@@ -24,6 +24,8 @@ pub struct RecoveryCheckpoint {
     pub index_entries: u64,
     pub time_index_entries: u64,
     pub log_start_offset: u64,
+    /// Greatest frame timestamp in the active segment below `position`.
+    pub max_timestamp_ms: i64,
 }
 
 pub fn path(dir: &Path) -> PathBuf {

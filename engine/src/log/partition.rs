@@ -621,6 +621,7 @@ impl PartitionLog {
                 index_entries: active.index.entries().len() as u64,
                 time_index_entries: active.time_index.entries().len() as u64,
                 log_start_offset: log_start(&st),
+                max_timestamp_ms: active.max_timestamp_ms,
             }
         };
         checkpoint::write(&*self.inner.storage, &self.inner.dir, &cp)
@@ -903,6 +904,8 @@ async fn read_frames(
         position,
         reason,
     };
+    // A damaged frame is an error only if nothing was read before it: the batches before it
+    // are intact and are returned; the next read, starting at the damage, reports it.
     while pos < size && (out.is_empty() || bytes_out < max_bytes) {
         let want = ((size - pos) as usize).min(
             max_bytes
@@ -910,39 +913,48 @@ async fn read_frames(
                 .max(MIN_READ_BYTES),
         );
         let mut chunk = file.read_at(pos, want).await?;
-        let header = FrameHeader::decode(&chunk).map_err(|e| corrupt(pos, e.to_string()))?;
-        if header.base_offset != expected {
-            return Err(corrupt(
-                pos,
-                format!("expected offset {expected}, found {}", header.base_offset),
-            ));
-        }
+        let header = match FrameHeader::decode(&chunk) {
+            Ok(h) if h.base_offset == expected => h,
+            Ok(h) => {
+                return fail_or_partial(
+                    out,
+                    corrupt(
+                        pos,
+                        format!("expected offset {expected}, found {}", h.base_offset),
+                    ),
+                )
+            }
+            Err(e) => return fail_or_partial(out, corrupt(pos, e.to_string())),
+        };
         if (chunk.len() as u64) < header.frame_len() {
             if pos + header.frame_len() > size {
-                return Err(corrupt(pos, "frame extends past the segment end".into()));
+                return fail_or_partial(
+                    out,
+                    corrupt(pos, "frame extends past the segment end".into()),
+                );
             }
             chunk = file.read_at(pos, header.frame_len() as usize).await?;
         }
         let mut at = 0usize;
         while at + FRAME_HEADER_LEN <= chunk.len() {
-            let h = match FrameHeader::decode(&chunk[at..]) {
-                Ok(h) => h,
-                Err(e) if at == 0 => return Err(corrupt(pos, e.to_string())),
-                Err(_) => break,
+            let Ok(h) = FrameHeader::decode(&chunk[at..]) else {
+                break;
             };
             let len = h.frame_len() as usize;
             if at + len > chunk.len() || h.base_offset != expected {
                 break;
             }
+            let wanted = h.next_offset() > target;
+            if wanted && !out.is_empty() && bytes_out + len - FRAME_HEADER_LEN > max_bytes {
+                return Ok(out);
+            }
             let payload = chunk.slice(at + FRAME_HEADER_LEN..at + len);
-            h.check_payload(&payload)
-                .map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
+            if let Err(e) = h.check_payload(&payload) {
+                return fail_or_partial(out, corrupt(pos + at as u64, e.to_string()));
+            }
             expected = h.next_offset();
             at += len;
-            if h.next_offset() > target {
-                if !out.is_empty() && bytes_out + payload.len() > max_bytes {
-                    return Ok(out);
-                }
+            if wanted {
                 bytes_out += payload.len();
                 out.push(ReadBatch::from_frame(&h, payload));
             }
@@ -951,9 +963,19 @@ async fn read_frames(
             }
         }
         if at == 0 {
-            break;
+            // The frame at `pos` did not decode on this pass: report it, or return what we have.
+            return fail_or_partial(out, corrupt(pos, "frame does not decode".into()));
         }
         pos += at as u64;
     }
     Ok(out)
+}
+
+/// The batches read so far if there are any, else the error.
+fn fail_or_partial(out: Vec<ReadBatch>, err: EngineError) -> Result<Vec<ReadBatch>> {
+    if out.is_empty() {
+        Err(err)
+    } else {
+        Ok(out)
+    }
 }

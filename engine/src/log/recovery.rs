@@ -122,11 +122,13 @@ async fn recover_active(
         cp.active_base_offset == base && cp.position <= file_size && cp.next_offset >= base
     });
     // Where to start validating: (position, offset, index entries persisted and trusted).
+    let mut checkpoint_max_ts = i64::MIN;
     let (start_pos, start_offset) = match cp {
         Some(cp) if cp.position == 0 || frame_at(&*file, 0, base).await => {
             report.from_checkpoint = true;
             index.truncate_at_position(cp.position);
             time_index.truncate_at_offset((cp.next_offset - base) as u32);
+            checkpoint_max_ts = cp.max_timestamp_ms;
             (cp.position, cp.next_offset)
         }
         _ => {
@@ -170,10 +172,18 @@ async fn recover_active(
         .time_index
         .entries()
         .last()
-        .map_or(i64::MIN, |e| e.timestamp_ms);
+        .map_or(i64::MIN, |e| e.timestamp_ms)
+        .max(checkpoint_max_ts);
     let outcome = seg.scan_from(start_pos, start_offset, file_size).await?;
     if start_pos == 0 && seg.size_bytes == 0 {
-        if let Some((_, FrameError::BadMagic(_) | FrameError::BadVersion(_))) = &outcome.stop {
+        // Bad magic at the start, or a few non-zero bytes shorter than a block (our writes are
+        // whole blocks, so a torn write never leaves that): someone else's file.
+        let foreign = match &outcome.stop {
+            Some((_, FrameError::BadMagic(_) | FrameError::BadVersion(_))) => true,
+            Some((_, FrameError::Short { .. })) => file_size < crate::io::BLOCK_SIZE,
+            _ => false,
+        };
+        if foreign {
             return Err(EngineError::Corrupt {
                 path,
                 position: 0,

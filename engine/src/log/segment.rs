@@ -264,7 +264,18 @@ pub async fn read_indexes(
         decode_entries(&index_bytes, offset_entry_follows),
         config.index_interval_bytes,
     );
-    let time_index = TimeIndex::from_entries(decode_entries(&time_bytes, time_entry_follows));
+    let mut time_entries = decode_entries(&time_bytes, time_entry_follows);
+    // Time entries are written only at offset index entries; any other entry means the file
+    // is damaged, and an empty time index (scan from the segment start) is slower but right.
+    let indexed: std::collections::HashSet<u32> =
+        index.entries().iter().map(|e| e.relative_offset).collect();
+    if time_entries
+        .iter()
+        .any(|t| !indexed.contains(&t.relative_offset))
+    {
+        time_entries.clear();
+    }
+    let time_index = TimeIndex::from_entries(time_entries);
     (index, time_index)
 }
 

@@ -1,0 +1,645 @@
+//! The partition log against a failing disk, through the fault-injecting storage: EIO and
+//! ENOSPC on writes, syncs and preallocation, torn writes, crashes at every operation, and
+//! group commit. Nothing that was not durable may be acknowledged as durable, and after a
+//! restart on a healthy disk every acknowledged batch must be there, intact.
+
+mod common;
+
+use common::*;
+use spate_engine::frame::FRAME_HEADER_LEN;
+use spate_engine::io::fault::FaultPlan;
+use spate_engine::{Durability, EngineError, LogConfig, ReadBatch};
+
+/// One batch sent to the log: the offset it got (or would have got) and what it holds.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    offset: u64,
+    seq: u64,
+    len: usize,
+}
+
+impl Sent {
+    fn next_offset(&self) -> u64 {
+        self.offset + 1 + self.seq % 3
+    }
+}
+
+fn check_batch(b: &ReadBatch, s: &Sent) {
+    assert_eq!(
+        b.base_offset, s.offset,
+        "batch seq {} is at the wrong offset",
+        s.seq
+    );
+    assert_eq!(
+        b.record_count,
+        1 + (s.seq % 3) as u32,
+        "record count of the batch at {}",
+        s.offset
+    );
+    assert!(
+        b.payload[..] == payload(s.seq, s.len)[..],
+        "payload of the batch at {} is damaged",
+        s.offset
+    );
+}
+
+/// `got` holds every acked batch in order, then at most a prefix of the unacked ones (which a
+/// failed append may or may not have left on disk), and nothing else.
+fn check_log(got: &[ReadBatch], acked: &[Sent], unacked: &[Sent]) {
+    assert!(
+        got.len() >= acked.len(),
+        "acked batches are missing: {} served, {} acked",
+        got.len(),
+        acked.len()
+    );
+    assert!(
+        got.len() <= acked.len() + unacked.len(),
+        "{} batches served but only {} were ever appended",
+        got.len(),
+        acked.len() + unacked.len()
+    );
+    for (b, s) in got.iter().zip(acked.iter().chain(unacked)) {
+        check_batch(b, s);
+    }
+}
+
+/// Appends `count` durable batches (seq from `first_seq`), all of which must succeed.
+async fn append_acked(
+    log: &spate_engine::PartitionLog,
+    first_seq: u64,
+    count: u64,
+    len: impl Fn(u64) -> usize,
+) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for seq in first_seq..first_seq + count {
+        let len = len(seq);
+        let r = log
+            .append(
+                vec![batch(seq, len, 1_000 + seq as i64)],
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let sent = Sent {
+            offset: r.base_offset,
+            seq,
+            len,
+        };
+        assert_eq!(r.last_offset + 1, sent.next_offset());
+        out.push(sent);
+    }
+    out
+}
+
+fn assert_refuses_writes(err: &EngineError, what: &str) {
+    assert!(
+        matches!(err, EngineError::PartitionFailed { partition, .. } if partition == "t-0"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("refuses writes until restart"), "{msg}");
+    assert!(
+        msg.contains(what),
+        "the refusal should say why ({what}): {msg}"
+    );
+}
+
+#[test]
+fn eio_on_write_fails_the_append_and_the_partition_and_keeps_acked_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        // A 1 KiB cache: reads of acked data go to the disk.
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 12, |seq| 1_000 + seq as usize * 700).await;
+        let end = log.stats().log_end_offset;
+        assert!(log.failure().is_none());
+
+        plan.fail_writes(libc::EIO, 0);
+        let err = log
+            .append(vec![batch(12, 5_000, 2_000)], Durability::Durable)
+            .await
+            .expect_err("an append whose write failed must not be acknowledged");
+        assert!(
+            matches!(err, EngineError::PartitionFailed { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("Input/output error"), "{err}");
+        let failure = log
+            .failure()
+            .expect("a write error must fail the partition");
+        assert!(
+            failure.contains("injected write failure") && failure.contains("Input/output error"),
+            "{failure}"
+        );
+        assert_eq!(
+            log.stats().log_end_offset,
+            end,
+            "nothing of the failed append is visible"
+        );
+
+        // Later appends are refused up front, at either durability, without touching the disk.
+        let writes = plan.writes();
+        for durability in [Durability::Durable, Durability::Appended] {
+            let err = log
+                .append(vec![batch(13, 100, 2_000)], durability)
+                .await
+                .unwrap_err();
+            assert_refuses_writes(&err, "Input/output error");
+        }
+        assert_eq!(plan.writes(), writes);
+
+        // What was acked before the fault is still served, from disk.
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        log.close().await.unwrap();
+        drop(log);
+
+        // Restart on a healthy disk: every acked batch and nothing else.
+        let (log, report) = open(&root, small_config()).await;
+        assert_eq!(report.next_offset, end, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        let r = log
+            .append(vec![batch(14, 3_000, 3_000)], Durability::Durable)
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, end);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn eio_on_fdatasync_acks_nothing_and_fails_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 8, |seq| 2_000 + seq as usize * 300).await;
+        let end = log.stats().log_end_offset;
+
+        plan.fail_syncs(libc::EIO);
+        let err = log
+            .append(vec![batch(8, 4_000, 2_000)], Durability::Durable)
+            .await
+            .expect_err("an append whose fdatasync failed must not be acknowledged as durable");
+        assert!(
+            matches!(err, EngineError::PartitionFailed { .. }),
+            "{err:?}"
+        );
+        let failure = log.failure().expect("a sync error must fail the partition");
+        assert!(
+            failure.contains("injected fdatasync failure")
+                && failure.contains("Input/output error"),
+            "{failure}"
+        );
+        assert!(log.stats().durable_offset <= end, "{:?}", log.stats());
+        let err = log
+            .append(vec![batch(9, 100, 2_000)], Durability::Durable)
+            .await
+            .unwrap_err();
+        assert_refuses_writes(&err, "Input/output error");
+
+        // The failed batch was written (not synced): it may be served, but intact.
+        let unacked = [Sent {
+            offset: end,
+            seq: 8,
+            len: 4_000,
+        }];
+        check_log(&read_all(&log, 0).await, &acked, &unacked);
+        log.close().await.unwrap();
+        drop(log);
+
+        let (log, report) = open(&root, small_config()).await;
+        assert!(report.next_offset >= end, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &unacked);
+    });
+}
+
+#[test]
+fn eio_on_fdatasync_fails_every_concurrent_durable_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 3, |_| 3_000).await;
+        let end = log.stats().log_end_offset;
+
+        plan.fail_syncs(libc::EIO);
+        // Distinct lengths, so a batch found on disk later tells which task sent it.
+        let len_of = |seq: u64| 4_000 + seq as usize;
+        let tasks: Vec<_> = (100..124u64)
+            .map(|seq| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    log.append(vec![batch(seq, len_of(seq), 5)], Durability::Durable)
+                        .await
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for task in tasks {
+            match task.await {
+                Ok(r) => panic!(
+                    "append at {} acked although every fdatasync fails",
+                    r.base_offset
+                ),
+                Err(e) => {
+                    assert!(matches!(e, EngineError::PartitionFailed { .. }), "{e:?}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 24);
+        assert!(log.failure().is_some());
+        assert!(plan.syncs() >= 1, "the failure must come from a sync");
+        drop(log);
+
+        // After a restart: the acked batches, then possibly some of the failed ones (they were
+        // written but never synced), each intact, at contiguous offsets, each at most once.
+        let (log, _) = open(&root, small_config()).await;
+        let got = read_all(&log, 0).await;
+        check_log(&got[..acked.len().min(got.len())], &acked, &[]);
+        let mut next = end;
+        let mut seen = std::collections::HashSet::new();
+        for b in &got[acked.len()..] {
+            let seq = (b.payload.len() - 4_000) as u64;
+            assert!(
+                (100..124).contains(&seq) && seen.insert(seq),
+                "unexpected batch at {}",
+                b.base_offset
+            );
+            check_batch(
+                b,
+                &Sent {
+                    offset: next,
+                    seq,
+                    len: len_of(seq),
+                },
+            );
+            next = b.next_offset();
+        }
+    });
+}
+
+#[test]
+fn enospc_on_write_says_disk_full_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 5, |_| 2_500).await;
+        let end = log.stats().log_end_offset;
+
+        plan.fail_writes(libc::ENOSPC, 0);
+        let err = log
+            .append(vec![batch(5, 2_500, 5)], Durability::Durable)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        let segment = partition_dir(&root).join("00000000000000000000.log");
+        assert!(msg.contains("disk full"), "{msg}");
+        assert!(
+            msg.contains(&segment.display().to_string()),
+            "the message should name {}: {msg}",
+            segment.display()
+        );
+        let failure = log.failure().unwrap();
+        assert!(
+            failure.contains("disk full")
+                && failure.contains(&partition_dir(&root).display().to_string()),
+            "{failure}"
+        );
+        let err = log
+            .append(vec![batch(6, 100, 5)], Durability::Appended)
+            .await
+            .unwrap_err();
+        assert_refuses_writes(&err, "disk full");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        drop(log);
+
+        let (log, report) = open(&root, small_config()).await;
+        assert_eq!(report.next_offset, end);
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+    });
+}
+
+#[test]
+fn enospc_on_fallocate_says_disk_full_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let cfg = small_config();
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        let mut acked = append_acked(&log, 0, 2, |_| 1_000).await;
+        let mut position = 2 * (FRAME_HEADER_LEN as u64 + 1_000);
+
+        // The first append preallocated `preallocate_bytes`; appends within that space need no
+        // fallocate and succeed, the first one beyond it fails.
+        plan.fail_allocations(libc::ENOSPC);
+        let len = 20_000usize;
+        let frame = FRAME_HEADER_LEN as u64 + len as u64;
+        let mut seq = 2;
+        let err = loop {
+            assert!(
+                seq < 100,
+                "appends kept succeeding although fallocate fails"
+            );
+            match log
+                .append(vec![batch(seq, len, 5)], Durability::Durable)
+                .await
+            {
+                Ok(r) => {
+                    acked.push(Sent {
+                        offset: r.base_offset,
+                        seq,
+                        len,
+                    });
+                    position += frame;
+                }
+                Err(e) => break e,
+            }
+            seq += 1;
+        };
+        assert!(
+            position <= cfg.preallocate_bytes && position + frame > cfg.preallocate_bytes,
+            "failed at position {position}"
+        );
+        let msg = err.to_string();
+        let segment = partition_dir(&root).join("00000000000000000000.log");
+        assert!(msg.contains("disk full"), "{msg}");
+        assert!(
+            msg.contains(&segment.display().to_string()),
+            "the message should name {}: {msg}",
+            segment.display()
+        );
+        let err = log
+            .append(vec![batch(seq + 1, 100, 5)], Durability::Durable)
+            .await
+            .unwrap_err();
+        assert_refuses_writes(&err, "disk full");
+        let end = log.stats().log_end_offset;
+        drop(log);
+
+        let (log, report) = open(&root, cfg).await;
+        assert_eq!(report.next_offset, end);
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+    });
+}
+
+#[test]
+fn torn_final_frame_is_cut_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let mut acked = append_acked(&log, 0, 6, |seq| 5_000 + seq as usize * 11).await;
+        let end = log.stats().log_end_offset;
+        let data_end: u64 = acked
+            .iter()
+            .map(|s| FRAME_HEADER_LEN as u64 + s.len as u64)
+            .sum();
+
+        // The next write (a 64 KiB frame) puts only its first 16 KiB (from the block holding
+        // the old tail) on disk, then the disk "crashes".
+        plan.tear_next_write(16 * 1024);
+        let err = log
+            .append(vec![batch(6, 64 * 1024, 5)], Durability::Durable)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::PartitionFailed { .. }),
+            "{err:?}"
+        );
+        assert!(log.failure().is_some());
+        drop(log);
+
+        // The torn frame's start really is on disk.
+        let bytes = std::fs::read(partition_dir(&root).join("00000000000000000000.log")).unwrap();
+        let torn_end = data_end - data_end % 4096 + 16 * 1024;
+        assert!(
+            bytes[data_end as usize..torn_end as usize]
+                .iter()
+                .any(|b| *b != 0),
+            "the torn write left nothing on disk"
+        );
+        assert!(
+            bytes[torn_end as usize..].iter().all(|b| *b == 0),
+            "more than the kept part of the torn write reached the disk"
+        );
+
+        let (log, report) = open(&root, small_config()).await;
+        assert!(!report.from_checkpoint);
+        assert!(
+            report.bytes_cut > 0 && report.bytes_cut <= torn_end - data_end,
+            "{report:?}"
+        );
+        assert!(report.cut_reason.is_some(), "{report:?}");
+        assert_eq!(report.next_offset, end, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        assert_eq!(
+            std::fs::metadata(partition_dir(&root).join("00000000000000000000.log"))
+                .unwrap()
+                .len(),
+            data_end
+        );
+
+        // Appends continue at the offset after the last intact batch, and survive a restart.
+        let r = log
+            .append(vec![batch(7, 64 * 1024, 5)], Durability::Durable)
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, end);
+        acked.push(Sent {
+            offset: end,
+            seq: 7,
+            len: 64 * 1024,
+        });
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        drop(log);
+        let (log, report) = open(&root, small_config()).await;
+        assert_eq!(report.bytes_cut, 0, "{report:?}");
+        assert!(report.cut_reason.is_none(), "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        log.close().await.unwrap();
+    });
+}
+
+/// Small segments, so the sequence below rolls several times and crashes land in rolls too.
+fn crash_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        preallocate_bytes: 32 * 1024,
+        index_interval_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn crash_at_every_operation_keeps_every_acked_batch() {
+    const APPENDS: u64 = 14;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let len_of = |seq: u64| 2_000 + (seq as usize * 7_919) % 14_000;
+        // Crash after 0, 1, 2, ... storage operations, until a run completes without a crash:
+        // every operation of the sequence (appends, syncs, preallocations, rolls, checkpoint
+        // and index writes) is a crash point once.
+        let mut crash_after = 0u64;
+        let mut max_acked = 0;
+        loop {
+            assert!(crash_after < 1_000, "the sequence never completed");
+            let case = root.join(format!("crash-{crash_after}"));
+            std::fs::create_dir_all(&case).unwrap();
+            let plan = FaultPlan::new();
+            let (log, _) = open_with(faulty(&plan), &case, crash_config(), 64 * 1024).await;
+            plan.crash_after(crash_after);
+            let mut acked = Vec::new();
+            let mut unacked = Vec::new();
+            let mut next = 0u64;
+            for seq in 0..APPENDS {
+                let len = len_of(seq);
+                match log
+                    .append(
+                        vec![batch(seq, len, 1_000 + seq as i64)],
+                        Durability::Durable,
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        assert!(unacked.is_empty(), "crash point {crash_after}: append {seq} acked after an earlier one failed");
+                        assert_eq!(r.base_offset, next);
+                        acked.push(Sent {
+                            offset: next,
+                            seq,
+                            len,
+                        });
+                    }
+                    Err(e) => {
+                        assert!(
+                            matches!(e, EngineError::PartitionFailed { .. }),
+                            "crash point {crash_after}: {e:?}"
+                        );
+                        // Only the first failed append got an offset; later ones are refused.
+                        if unacked.is_empty() {
+                            unacked.push(Sent {
+                                offset: next,
+                                seq,
+                                len,
+                            });
+                        }
+                    }
+                }
+                next += 1 + seq % 3;
+            }
+            let completed = unacked.is_empty();
+            if !completed {
+                assert!(log.failure().is_some());
+            }
+            max_acked = max_acked.max(acked.len());
+            drop(log);
+
+            let (log, report) = open(&case, crash_config()).await;
+            let got = read_all(&log, 0).await;
+            check_log(&got, &acked, &unacked);
+            assert_eq!(
+                report.next_offset,
+                got.last().map_or(0, |b| b.next_offset()),
+                "crash point {crash_after}: {report:?}"
+            );
+            // The recovered log takes appends at its end.
+            let r = log
+                .append(vec![batch(999, 100, 5)], Durability::Durable)
+                .await
+                .unwrap();
+            assert_eq!(r.base_offset, report.next_offset);
+            drop(log);
+            std::fs::remove_dir_all(&case).unwrap();
+            if completed {
+                break;
+            }
+            crash_after += 1;
+        }
+        assert_eq!(max_acked, APPENDS as usize);
+        assert!(
+            crash_after > 30,
+            "only {crash_after} crash points: the sequence should span several rolls"
+        );
+    });
+}
+
+#[test]
+fn group_commit_coalesces_concurrent_durable_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new(); // nothing armed: it only counts
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        let syncs_before = plan.syncs();
+        let writes_before = plan.writes();
+        let tasks: Vec<_> = (0..64u64)
+            .map(|seq| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let r = log
+                        .append(vec![batch(seq, 16 * 1024, 5)], Durability::Durable)
+                        .await;
+                    (seq, r)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            let (seq, r) = task.await;
+            results.push((r.unwrap(), seq));
+        }
+        let syncs = plan.syncs() - syncs_before;
+        let writes = plan.writes() - writes_before;
+        assert!(
+            syncs <= 8,
+            "64 concurrent durable appends took {syncs} fdatasyncs"
+        );
+        assert!(
+            writes <= 8,
+            "64 concurrent durable appends took {writes} writes"
+        );
+
+        results.sort_by_key(|(r, _)| r.base_offset);
+        let mut next = 0;
+        let mut sent = Vec::new();
+        for (r, seq) in &results {
+            assert_eq!(
+                r.base_offset, next,
+                "offsets must be distinct and contiguous"
+            );
+            assert_eq!(r.last_offset, r.base_offset + seq % 3);
+            sent.push(Sent {
+                offset: r.base_offset,
+                seq: *seq,
+                len: 16 * 1024,
+            });
+            next = r.last_offset + 1;
+        }
+        assert_eq!(log.stats().durable_offset, next);
+        check_log(&read_all(&log, 0).await, &sent, &[]);
+        drop(log);
+        let (log, report) = open(&root, cfg).await;
+        assert_eq!(report.next_offset, next);
+        check_log(&read_all(&log, 0).await, &sent, &[]);
+    });
+}
