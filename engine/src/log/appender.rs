@@ -118,6 +118,14 @@ impl Appender {
         Ok(())
     }
 
+    /// Makes everything appended durable and gives back the preallocated space, durably:
+    /// what a segment needs before it is closed or checkpointed.
+    pub async fn seal(&mut self) -> io::Result<()> {
+        self.file.fdatasync().await?;
+        self.trim().await?;
+        self.file.fdatasync().await
+    }
+
     /// Gives back preallocated space beyond the logical end (rounded up to a block).
     pub async fn trim(&mut self) -> io::Result<()> {
         let end = self.end();

@@ -562,12 +562,7 @@ impl PartitionLog {
         };
         if let Some(mut app) = appender {
             let path = app.file().path().to_path_buf();
-            let closed = async {
-                app.file().fdatasync().await?;
-                app.trim().await?;
-                app.file().fdatasync().await
-            }
-            .await;
+            let closed = app.seal().await;
             if let Err(e) = closed {
                 self.put_back_appender(Some(app));
                 return Err(EngineError::from_io(e, &path));
@@ -670,12 +665,7 @@ impl PartitionLog {
         };
         if let Some(mut app) = appender {
             let path = app.file().path().to_path_buf();
-            let r = async {
-                app.file().fdatasync().await?;
-                app.trim().await?;
-                app.file().fdatasync().await
-            }
-            .await;
+            let r = app.seal().await;
             self.put_back_appender(Some(app));
             r.map_err(|e| EngineError::from_io(e, &path))?;
         }
