@@ -17,7 +17,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use spate_engine::cache::BatchCache;
 use spate_engine::io::dma::DmaStorage;
@@ -109,8 +109,8 @@ fn run_engine(dir: PathBuf, total_mib: usize) -> Results {
             // 1 MiB batches, one at a time, durable.
             let log = open_log(&dir, "single").await;
             // Payloads made before the clock starts: fio does not generate data either.
-            let payloads: Vec<BytesMut> = (0..total_mib)
-                .map(|i| BytesMut::from(&vec![i as u8; MIB][..]))
+            let payloads: Vec<Bytes> = (0..total_mib)
+                .map(|i| Bytes::from(vec![i as u8; MIB]))
                 .collect();
             let start = Instant::now();
             for payload in payloads {
@@ -149,7 +149,7 @@ fn run_engine(dir: PathBuf, total_mib: usize) -> Results {
                 .map(|_| {
                     let log = log.clone();
                     glommio::spawn_local(async move {
-                        let payload = BytesMut::from(&vec![0xcdu8; batch_bytes][..]);
+                        let payload = Bytes::from(vec![0xcdu8; batch_bytes]);
                         for _ in 0..appends_per_task {
                             log.append(
                                 vec![AppendBatch::opaque(payload.clone(), 1)],
@@ -173,7 +173,7 @@ fn run_engine(dir: PathBuf, total_mib: usize) -> Results {
             let mut copied = 0usize;
             let reads = 1000;
             for i in 0..reads {
-                let original = BytesMut::from(&vec![i as u8; 4096][..]);
+                let original = Bytes::from(vec![i as u8; 4096]);
                 let appended_at = original.as_ptr();
                 let r = log
                     .append(vec![AppendBatch::opaque(original, 1)], Durability::Appended)

@@ -69,17 +69,27 @@ pub enum FrameError {
 impl FrameHeader {
     /// Builds the header for `payload`, computing both checksums.
     pub fn new(meta: FrameMeta, payload: &[u8]) -> Self {
+        Self::new_chunks(meta, &[payload])
+    }
+
+    /// Builds the header for a payload given as consecutive slices.
+    pub fn new_chunks(meta: FrameMeta, chunks: &[&[u8]]) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        for c in chunks {
+            crc.update(c);
+        }
+        let payload_len: usize = chunks.iter().map(|c| c.len()).sum();
         let mut header = FrameHeader {
             magic: FRAME_MAGIC,
             version: FRAME_VERSION,
             flags: 0,
             base_offset: meta.base_offset,
             record_count: meta.record_count,
-            payload_len: payload.len() as u32,
+            payload_len: payload_len as u32,
             first_timestamp_ms: meta.first_timestamp_ms,
             max_timestamp_ms: meta.max_timestamp_ms,
             leader_epoch: meta.leader_epoch,
-            payload_crc: crc32fast::hash(payload),
+            payload_crc: crc.finalize(),
             header_crc: 0,
         };
         let encoded = header.encode_raw();

@@ -33,7 +33,10 @@ pub enum Durability {
     Durable,
 }
 
-/// A batch as readers get it: its offsets and timestamps, and the payload as stored.
+/// A batch as readers get it: its offsets and timestamps, and the payload as stored, with one
+/// exception: a batch served from the cache still holds the appender's bytes in its base
+/// offset field (see `AppendBatch::base_offset_field`), because patching it would mean a
+/// copy. `base_offset` is authoritative; readers that serve the field write it themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBatch {
     pub base_offset: u64,

@@ -241,7 +241,7 @@ fn multi_batch_append_patches_base_offsets() {
         let (log, _) = open(&root, small_config()).await;
         let mk = |n: u32| {
             let mut b =
-                spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[0xffu8; 64][..]), n);
+                spate_engine::AppendBatch::opaque(bytes::Bytes::from_static(&[0xffu8; 64]), n);
             b.base_offset_field = Some(0);
             b
         };
@@ -253,11 +253,21 @@ fn multi_batch_append_patches_base_offsets() {
         let all = read_all(&log, 0).await;
         let bases: Vec<u64> = all.iter().map(|b| b.base_offset).collect();
         assert_eq!(bases, vec![0, 3, 5]);
+        // From the cache: the caller's bytes, unpatched (patching would be a copy).
+        for b in &all {
+            assert_eq!(&b.payload[..8], &[0xff; 8]);
+        }
+        // From disk: the field holds the assigned offset, under a valid payload checksum.
+        log.close().await.unwrap();
+        let (log, _) = open(&root, small_config()).await;
+        let all = read_all(&log, 0).await;
+        assert_eq!(all.len(), 3);
         for b in &all {
             assert_eq!(
                 i64::from_be_bytes(b.payload[..8].try_into().unwrap()),
                 b.base_offset as i64
             );
+            assert!(b.payload[8..].iter().all(|x| *x == 0xff));
         }
         assert!(matches!(
             log.append(vec![mk(0)], Durability::Durable).await,

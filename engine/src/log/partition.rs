@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::sync::{Semaphore, StaticPermit};
 
@@ -33,19 +33,23 @@ use crate::{Durability, ReadBatch};
 /// One batch to append.
 #[derive(Debug)]
 pub struct AppendBatch {
-    pub payload: BytesMut,
+    /// The bytes to store. Never copied before the write into the aligned buffer: the
+    /// batch cache keeps this very `Bytes`.
+    pub payload: Bytes,
     pub record_count: u32,
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
     pub leader_epoch: i32,
     /// If set, the assigned base offset is written big-endian (i64) at this payload position
-    /// before the payload is stored (Kafka's RecordBatch keeps its base offset there).
+    /// in the stored frame (Kafka's RecordBatch keeps its base offset there). The patch is
+    /// applied while the payload is copied to the write buffer; the cached `Bytes` keeps the
+    /// caller's value there (see [`ReadBatch`]).
     pub base_offset_field: Option<usize>,
 }
 
 impl AppendBatch {
     /// A batch of `record_count` records with no timestamps and no offset field.
-    pub fn opaque(payload: BytesMut, record_count: u32) -> Self {
+    pub fn opaque(payload: Bytes, record_count: u32) -> Self {
         Self {
             payload,
             record_count,
@@ -68,6 +72,8 @@ pub struct AppendResult {
 struct Pending {
     header: FrameHeader,
     payload: Bytes,
+    /// Where the assigned base offset goes in the stored payload, and its bytes.
+    offset_patch: Option<(usize, [u8; 8])>,
     durability: Durability,
     /// Set on the last frame of an append call; resolved when that frame is done.
     waiter: Option<oneshot::Sender<Result<()>>>,
@@ -94,13 +100,17 @@ struct State {
     failed: Option<String>,
     closed: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
+    /// Readers waiting for the log end to move (long polls).
+    data_waiters: Vec<oneshot::Sender<()>>,
+    /// Offsets below this were deleted by `delete_records` (persisted in `START_FILE`).
+    start_floor: u64,
 }
 
 struct Inner {
     name: String,
     dir: PathBuf,
     cache_key: u64,
-    config: LogConfig,
+    config: RefCell<LogConfig>,
     storage: Rc<dyn Storage>,
     cache: Rc<RefCell<BatchCache>>,
     pending_budget: Rc<Semaphore>,
@@ -137,13 +147,14 @@ impl PartitionLog {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::from_io(e, dir))?;
         let (segments, report) = recovery::recover(&*storage, dir, name, &config).await?;
         let next = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let start_floor = read_start_floor(dir).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {
             inner: Rc::new(Inner {
                 name: name.to_string(),
                 dir: dir.to_path_buf(),
                 cache_key,
-                config,
+                config: RefCell::new(config),
                 storage,
                 cache,
                 pending_budget: budget,
@@ -158,6 +169,8 @@ impl PartitionLog {
                     failed: None,
                     closed: false,
                     idle_waiters: Vec::new(),
+                    data_waiters: Vec::new(),
+                    start_floor,
                 }),
             }),
         };
@@ -201,6 +214,7 @@ impl PartitionLog {
         let max_frame = self
             .inner
             .config
+            .borrow()
             .segment_bytes
             .min(u64::from(FRAME_PAYLOAD_MAX_BYTES));
         for b in &batches {
@@ -228,7 +242,7 @@ impl PartitionLog {
         let mut permits = Vec::with_capacity(batches.len());
         for b in &batches {
             let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64)
-                .min(self.inner.config.max_pending_bytes);
+                .min(self.inner.config.borrow().max_pending_bytes);
             let permit = self
                 .inner
                 .pending_budget
@@ -244,13 +258,13 @@ impl PartitionLog {
             let base = st.next_offset;
             let count = batches.len();
             let mut tx = Some(tx);
-            for (i, (mut b, permit)) in batches.into_iter().zip(permits).enumerate() {
+            for (i, (b, permit)) in batches.into_iter().zip(permits).enumerate() {
                 let offset = st.next_offset;
-                if let Some(at) = b.base_offset_field {
-                    b.payload[at..at + 8].copy_from_slice(&(offset as i64).to_be_bytes());
-                }
-                let payload = b.payload.freeze();
-                let header = FrameHeader::new(
+                let offset_patch = b
+                    .base_offset_field
+                    .map(|at| (at, (offset as i64).to_be_bytes()));
+                let payload = b.payload;
+                let header = FrameHeader::new_chunks(
                     FrameMeta {
                         base_offset: offset,
                         record_count: b.record_count,
@@ -258,12 +272,13 @@ impl PartitionLog {
                         max_timestamp_ms: b.max_timestamp_ms,
                         leader_epoch: b.leader_epoch,
                     },
-                    &payload,
+                    &patched_chunks(&payload, offset_patch.as_ref()),
                 );
                 st.next_offset = header.next_offset();
                 st.pending.push_back(Pending {
                     header,
                     payload,
+                    offset_patch,
                     durability,
                     waiter: if i + 1 == count { tx.take() } else { None },
                     _permit: permit,
@@ -360,7 +375,7 @@ impl PartitionLog {
             st.sync_timer_armed = true;
             drop(st);
             let log = self.clone();
-            let delay = Duration::from_millis(self.inner.config.flush_interval_ms);
+            let delay = Duration::from_millis(self.inner.config.borrow().flush_interval_ms);
             glommio::spawn_local(async move {
                 glommio::timer::sleep(delay).await;
                 log.inner.state.borrow_mut().sync_timer_armed = false;
@@ -390,8 +405,8 @@ impl PartitionLog {
             return false;
         }
         let next = st.pending.front().map_or(0, |p| p.len());
-        active.size_bytes + next > self.inner.config.segment_bytes
-            || active.created_at.elapsed() >= Duration::from_millis(self.inner.config.segment_ms)
+        active.size_bytes + next > self.inner.config.borrow().segment_bytes
+            || active.created_at.elapsed() >= Duration::from_millis(self.inner.config.borrow().segment_ms)
     }
 
     /// Takes the frames of the next write: as many pending frames as fit in one write and in
@@ -399,9 +414,9 @@ impl PartitionLog {
     fn take_round(&self) -> Vec<Pending> {
         let mut st = self.inner.state.borrow_mut();
         let room = st.segments.values().next_back().map_or(0, |s| {
-            self.inner.config.segment_bytes.saturating_sub(s.size_bytes)
+            self.inner.config.borrow().segment_bytes.saturating_sub(s.size_bytes)
         });
-        let limit = room.min(self.inner.config.max_write_bytes);
+        let limit = room.min(self.inner.config.borrow().max_write_bytes);
         let mut round = Vec::new();
         let mut bytes = 0u64;
         while let Some(p) = st.pending.front() {
@@ -445,10 +460,10 @@ impl PartitionLog {
         };
         let headers: Vec<[u8; FRAME_HEADER_LEN]> =
             round.iter().map(|p| p.header.encode()).collect();
-        let mut chunks: Vec<&[u8]> = Vec::with_capacity(round.len() * 2);
+        let mut chunks: Vec<&[u8]> = Vec::with_capacity(round.len() * 4);
         for (h, p) in headers.iter().zip(&round) {
             chunks.push(h);
-            chunks.push(&p.payload);
+            chunks.extend(patched_chunks(&p.payload, p.offset_patch.as_ref()));
         }
         let written = app.append(&chunks).await;
         let end = app.end();
@@ -473,6 +488,9 @@ impl PartitionLog {
             if let Some(active) = st.segments.values_mut().next_back() {
                 active.size_bytes = end;
                 active.next_offset = written;
+            }
+            for w in st.data_waiters.drain(..) {
+                let _ = w.send(());
             }
             let mut cache = self.inner.cache.borrow_mut();
             for p in &round {
@@ -595,7 +613,7 @@ impl PartitionLog {
             &*self.inner.storage,
             &self.inner.dir,
             base,
-            &self.inner.config,
+            &self.inner.config.borrow().clone(),
         )
         .await?;
         tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
@@ -786,7 +804,7 @@ impl PartitionLog {
 
     /// Deletes closed segments beyond the size and age limits. Returns how many it deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let cfg = &self.inner.config;
+        let cfg = self.inner.config.borrow().clone();
         let mut deleted = 0;
         loop {
             let victim = {
@@ -841,6 +859,73 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Replaces the partition's settings (segment size and age, retention); they apply from
+    /// the next append and the next retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.inner.config.borrow_mut() = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Resolves once the log end is past `offset`, or the partition closes or fails. Returns
+    /// at once if it already is. Callers bound the wait with their own timer.
+    pub async fn wait_for_data(&self, offset: u64) {
+        let rx = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.written_offset > offset || st.closed || st.failed.is_some() {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            st.data_waiters.push(tx);
+            rx
+        };
+        let _ = rx.await;
+    }
+
+    /// Makes `offset` the new log start (Kafka's DeleteRecords): offsets below it are no
+    /// longer served and segments wholly below it are deleted. The new start is persisted
+    /// before anything is deleted. `offset` may not pass the log end. Returns the log start.
+    pub async fn delete_records(&self, offset: u64) -> Result<u64> {
+        let (start, end) = {
+            let st = self.inner.state.borrow();
+            (log_start(&st), st.written_offset)
+        };
+        if offset > end {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let path = self.inner.dir.join(START_FILE);
+        crate::atomic_file::write(&*self.inner.storage, &path, &offset.to_le_bytes())
+            .await
+            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        self.inner.state.borrow_mut().start_floor = offset;
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, offset);
+        loop {
+            let victim = {
+                let st = self.inner.state.borrow();
+                let mut it = st.segments.iter();
+                match (it.next(), it.next()) {
+                    (Some((base, _)), Some((next_base, _))) if *next_base <= offset => Some(*base),
+                    _ => None,
+                }
+            };
+            let Some(base) = victim else { break };
+            self.delete_segment(base).await?;
+        }
+        Ok(self.stats().log_start_offset)
+    }
+
     /// Time since the active segment was created (for tests and figures).
     pub fn active_segment_age(&self) -> Duration {
         self.inner
@@ -867,11 +952,37 @@ impl PartitionLog {
     }
 }
 
+/// File holding the log start set by `delete_records` (8 bytes, little-endian).
+pub const START_FILE: &str = "log-start";
+
+/// A missing or damaged file means no floor: the log then starts at its first segment, which
+/// serves records that were deleted but never loses any.
+async fn read_start_floor(dir: &Path) -> u64 {
+    let path = dir.join(START_FILE);
+    match crate::atomic_file::read_sync(&path) {
+        Ok(Some(b)) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_le_bytes),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            0
+        }
+    }
+}
+
 fn log_start(st: &State) -> u64 {
     st.segments
         .values()
         .next()
         .map_or(st.written_offset, |s| s.base_offset)
+        .max(st.start_floor.min(st.written_offset))
+}
+
+/// The payload as stored: with the base offset patch, three slices; without, the payload.
+fn patched_chunks<'a>(payload: &'a [u8], patch: Option<&'a (usize, [u8; 8])>) -> Vec<&'a [u8]> {
+    match patch {
+        Some((at, bytes)) => vec![&payload[..*at], &bytes[..], &payload[at + 8..]],
+        None => vec![payload],
+    }
 }
 
 /// Reads frames from `position` (a frame holding `scan_offset`) and returns those at or after

@@ -83,7 +83,7 @@ pub fn payload(seq: u64, len: usize) -> BytesMut {
 
 pub fn batch(seq: u64, len: usize, ts: i64) -> AppendBatch {
     AppendBatch {
-        payload: payload(seq, len),
+        payload: payload(seq, len).freeze(),
         record_count: 1 + (seq % 3) as u32,
         first_timestamp_ms: ts,
         max_timestamp_ms: ts,
