@@ -19,6 +19,92 @@ pub struct BrokerConfig {
     /// Size of each shard's batch cache for tail reads.
     pub batch_cache_bytes: u64,
     pub log: LogConfig,
+    pub kafka: KafkaConfig,
+}
+
+/// The Kafka protocol settings (`[kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// "host:port" that Metadata gives clients; empty: the listen address.
+    pub advertise: String,
+    /// Largest request accepted; a bigger one closes the connection.
+    pub max_request_bytes: u64,
+    /// Create a topic the first time a client asks for its metadata.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (and of CreateTopics without a count).
+    pub default_partitions: u32,
+    /// How long a new consumer group waits for more members before assigning.
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: u32,
+    pub group_max_session_timeout_ms: u32,
+    /// Partitions of `__consumer_offsets`; used only when it is first created.
+    pub offsets_topic_partitions: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        let n = spate_net::NetConfig::default();
+        Self {
+            advertise: String::new(),
+            max_request_bytes: n.max_request_bytes as u64,
+            auto_create_topics: n.auto_create_topics,
+            default_partitions: n.default_partitions,
+            group_initial_rebalance_delay_ms: n.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: n.group_min_session_timeout_ms as u32,
+            group_max_session_timeout_ms: n.group_max_session_timeout_ms as u32,
+            offsets_topic_partitions: n.offsets_topic_partitions,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The network settings, with the advertised address resolved against `listen`.
+    pub fn net_config(&self, listen: SocketAddr) -> Result<spate_net::NetConfig, String> {
+        let (host, port) = if self.advertise.is_empty() {
+            (listen.ip().to_string(), listen.port())
+        } else {
+            let (h, p) = self.advertise.rsplit_once(':').ok_or_else(|| {
+                format!("kafka.advertise = {:?} must be host:port", self.advertise)
+            })?;
+            let p: u16 = p.parse().map_err(|_| {
+                format!(
+                    "kafka.advertise = {:?}: {p:?} is not a port",
+                    self.advertise
+                )
+            })?;
+            (h.to_string(), p)
+        };
+        Ok(spate_net::NetConfig {
+            advertised_host: host,
+            advertised_port: port,
+            max_request_bytes: self.max_request_bytes as usize,
+            auto_create_topics: self.auto_create_topics,
+            default_partitions: self.default_partitions,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms.min(i32::MAX as u32)
+                as i32,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms.min(i32::MAX as u32)
+                as i32,
+            offsets_topic_partitions: self.offsets_topic_partitions,
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as u64 {
+            return Err("kafka.max_request_bytes must be between 1024 and 2147483647".into());
+        }
+        if self.default_partitions == 0 || self.offsets_topic_partitions == 0 {
+            return Err(
+                "kafka.default_partitions and kafka.offsets_topic_partitions must be at least 1"
+                    .into(),
+            );
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err("kafka.group_min_session_timeout_ms must not exceed kafka.group_max_session_timeout_ms".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for BrokerConfig {
@@ -29,6 +115,7 @@ impl Default for BrokerConfig {
             shards: 0,
             batch_cache_bytes: 256 * 1024 * 1024,
             log: LogConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -43,6 +130,8 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.log.validate()?;
+        self.kafka.validate()?;
+        self.kafka.net_config(self.listen)?;
         if self.batch_cache_bytes < 1024 * 1024 {
             return Err("batch_cache_bytes must be at least 1048576".into());
         }

@@ -36,6 +36,10 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:9092, or `listen` in the config file]
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address clients are told to connect to (host:port) [default: the listen address, or
+    /// `kafka.advertise` in the config file]
+    #[arg(long)]
+    advertise: Option<String>,
     /// Number of shards, one per core [default: every available core]
     #[arg(long)]
     shards: Option<usize>,
@@ -76,6 +80,9 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if let Some(a) = args.advertise {
+        config.kafka.advertise = a;
     }
     if let Some(s) = args.shards {
         if s == 0 {

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use spate_engine::metadata::MetadataStore;
+use spate_engine::metadata::{MetadataStore, TopicConfig};
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
+use spate_net::Cluster;
 
 use crate::config::BrokerConfig;
 use crate::lock::lock_data_dir;
@@ -68,9 +69,33 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             "partitions placed on shards that no longer exist were moved"
         );
     }
-    let metadata = Arc::new(store.metadata().clone());
+    if store.topic(spate_net::OFFSETS_TOPIC).is_none() {
+        let offsets_config = TopicConfig {
+            // Kept whole: committed offsets must outlive any age or size limit.
+            retention_ms: Some(-1),
+            retention_bytes: Some(-1),
+            segment_bytes: Some(64 * 1024 * 1024),
+            ..TopicConfig::default()
+        };
+        store
+            .create_topic(
+                spate_net::OFFSETS_TOPIC,
+                config.kafka.offsets_topic_partitions,
+                offsets_config,
+                shards,
+            )
+            .map_err(|e| e.to_string())?;
+    }
 
     let listen = claim_listen_address(config.listen)?;
+    let net_config = config.kafka.net_config(listen)?;
+    let cluster = Cluster::new(
+        net_config,
+        shards,
+        store,
+        data_dir.clone(),
+        config.log.clone(),
+    );
     write_probe_file(&data_dir).map_err(|e| {
         format!(
             "cannot write the shard probe file in {}: {e}",
@@ -95,7 +120,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             io_memory_bytes: io_plan.io_memory_bytes as usize,
             cache_bytes: config.batch_cache_bytes as usize,
             log: config.log.clone(),
-            metadata: metadata.clone(),
+            cluster: cluster.clone(),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
         };

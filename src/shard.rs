@@ -1,10 +1,8 @@
 //! One shard: a glommio executor pinned to a core that reads the probe file, opens and
-//! recovers the partitions placed on it, listens on the shared port and, at shutdown, closes
-//! its partitions cleanly. This and `spate_engine::io::dma` are where glommio is named.
+//! recovers the partitions placed on it, replays the group offsets it coordinates, serves
+//! Kafka on the shared port and, at shutdown, closes its partitions cleanly.
 
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
-use std::os::unix::io::FromRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +11,9 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use spate_engine::io::dma::DmaStorage;
-use spate_engine::metadata::Metadata;
 use spate_engine::registry::ShardLogs;
 use spate_engine::LogConfig;
+use spate_net::{listener, Cluster, Shard};
 
 pub struct ShardSpec {
     pub shard_id: usize,
@@ -26,7 +24,7 @@ pub struct ShardSpec {
     pub io_memory_bytes: usize,
     pub cache_bytes: usize,
     pub log: LogConfig,
-    pub metadata: Arc<Metadata>,
+    pub cluster: Arc<Cluster>,
     pub shutdown: Arc<AtomicBool>,
     pub ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -45,19 +43,6 @@ pub fn run_shard(spec: ShardSpec) -> Result<glommio::ExecutorJoinHandle<usize>, 
         .map_err(|e| format!("cannot start {name}: {e}"))
 }
 
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    // SAFETY: the descriptor is a bound, listening TCP socket that we hand over whole.
-    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
-}
-
 async fn shard_main(spec: ShardSpec) -> usize {
     let storage = Rc::new(DmaStorage);
     if let Err(e) = spate_engine::shard::read_probe_file(&*storage, &spec.data_dir).await {
@@ -73,7 +58,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
         spec.log.clone(),
         spec.cache_bytes,
     ));
-    let reports = match logs.open_assigned(&spec.metadata).await {
+    let reports = match logs.open_assigned(&spec.cluster.metadata()).await {
         Ok(r) => r,
         Err(e) => {
             let _ = spec
@@ -82,7 +67,9 @@ async fn shard_main(spec: ShardSpec) -> usize {
             return logs.close_all().await;
         }
     };
-    let listener = match bind_reuseport(spec.listen) {
+    let shard = Shard::start(spec.shard_id, spec.cluster.clone(), logs.clone());
+    let offsets_restored = listener::restore_groups(&shard).await;
+    let listener = match listener::bind_reuseport(spec.listen) {
         Ok(l) => l,
         Err(e) => {
             let _ = spec.ready.send(Err(format!(
@@ -101,6 +88,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
         partitions = reports.len(),
         recovered_bytes_scanned = scanned,
         recovered_bytes_cut = cut,
+        offsets_restored,
         io_memory_bytes = spec.io_memory_bytes,
         "shard ready"
     );
@@ -115,18 +103,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
             }
         })
     };
-    let accept = async {
-        // The Kafka protocol is not served yet: accept and close, so clients fail fast.
-        loop {
-            match listener.accept().await {
-                Ok(stream) => drop(stream),
-                Err(e) => {
-                    tracing::warn!(shard = spec.shard_id, "accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
+    let accept = listener::accept_loop(shard.clone(), listener);
     let stop = async {
         while !spec.shutdown.load(Ordering::SeqCst) {
             glommio::timer::sleep(SHUTDOWN_POLL).await;

@@ -62,12 +62,18 @@ impl TopicMeta {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
     pub topics: Vec<TopicMeta>,
+    /// Producer ids below this may have been handed out (allocated in blocks).
+    pub producer_id_block_end: i64,
 }
+
+/// Producer ids reserved per metadata write.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// The metadata file of a data directory.
 pub struct MetadataStore {
     path: PathBuf,
     metadata: Metadata,
+    next_producer_id: i64,
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -106,7 +112,12 @@ impl MetadataStore {
                 })?
             }
         };
-        Ok(Self { path, metadata })
+        let next_producer_id = metadata.producer_id_block_end;
+        Ok(Self {
+            path,
+            metadata,
+            next_producer_id,
+        })
     }
 
     pub fn metadata(&self) -> &Metadata {
@@ -154,6 +165,45 @@ impl MetadataStore {
             return Err(e);
         }
         Ok(topic)
+    }
+
+    /// Grows a topic to `total` partitions (never shrinks) and persists.
+    pub fn add_partitions(&mut self, name: &str, total: u32, shards: usize) -> Result<TopicMeta> {
+        let topic = self
+            .metadata
+            .topics
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| EngineError::UnknownPartition(name.to_string()))?;
+        let now = topic.partitions();
+        if total <= now || total > 100_000 {
+            return Err(EngineError::InvalidTopic(format!(
+                "{name}: has {now} partitions; the new count must be more than that and at most 100000, got {total}"
+            )));
+        }
+        let old = topic.partition_shards.clone();
+        topic
+            .partition_shards
+            .extend((now..total).map(|p| placement::shard_for(name, p, shards) as u32));
+        let updated = topic.clone();
+        if let Err(e) = self.save() {
+            if let Some(t) = self.metadata.topics.iter_mut().find(|t| t.name == name) {
+                t.partition_shards = old;
+            }
+            return Err(e);
+        }
+        Ok(updated)
+    }
+
+    /// Hands out a producer id that was never handed out before, even across restarts.
+    pub fn next_producer_id(&mut self) -> Result<i64> {
+        if self.next_producer_id >= self.metadata.producer_id_block_end {
+            self.metadata.producer_id_block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            self.save()?;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
     }
 
     /// Forgets a topic (its files are removed by the caller) and persists.
@@ -266,6 +316,24 @@ mod tests {
         );
         std::fs::write(&path, b"").unwrap();
         assert!(MetadataStore::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn partitions_grow_and_producer_ids_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        store
+            .create_topic("t", 2, TopicConfig::default(), 2)
+            .unwrap();
+        assert!(store.add_partitions("t", 2, 2).is_err());
+        assert!(store.add_partitions("nope", 3, 2).is_err());
+        assert_eq!(store.add_partitions("t", 5, 2).unwrap().partitions(), 5);
+        let a = store.next_producer_id().unwrap();
+        let b = store.next_producer_id().unwrap();
+        assert!(b > a);
+        let mut reopened = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.topic("t").unwrap().partitions(), 5);
+        assert!(reopened.next_producer_id().unwrap() > b);
     }
 
     #[test]

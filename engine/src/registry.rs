@@ -96,6 +96,22 @@ impl ShardLogs {
             .cloned()
     }
 
+    /// Closes and forgets every partition of `topic` (its files are removed by the caller).
+    pub async fn remove_topic(&self, topic: &str) {
+        let logs: Vec<PartitionLog> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<(String, u32)> =
+                parts.keys().filter(|(t, _)| t == topic).cloned().collect();
+            keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
+        };
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::warn!(partition = log.name(), "close before delete failed: {e}");
+            }
+            log.drop_cached();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.partitions.borrow().len()
     }

@@ -104,8 +104,10 @@ async fn append(log: PartitionLog, round: u64) {
                 for i in 0..MAX_APPENDS_PER_TASK {
                     let seq = i * APPENDERS + task;
                     let len = 24 + ((seq * 7919) % 20_000) as usize;
-                    let batch =
-                        AppendBatch::opaque(make_payload(round, seq, len).freeze(), 1 + (seq % 4) as u32);
+                    let batch = AppendBatch::opaque(
+                        make_payload(round, seq, len).freeze(),
+                        1 + (seq % 4) as u32,
+                    );
                     match log.append(vec![batch], Durability::Durable).await {
                         Ok(r) => {
                             let mut o = out.borrow_mut();

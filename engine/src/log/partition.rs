@@ -406,7 +406,8 @@ impl PartitionLog {
         }
         let next = st.pending.front().map_or(0, |p| p.len());
         active.size_bytes + next > self.inner.config.borrow().segment_bytes
-            || active.created_at.elapsed() >= Duration::from_millis(self.inner.config.borrow().segment_ms)
+            || active.created_at.elapsed()
+                >= Duration::from_millis(self.inner.config.borrow().segment_ms)
     }
 
     /// Takes the frames of the next write: as many pending frames as fit in one write and in
@@ -414,7 +415,11 @@ impl PartitionLog {
     fn take_round(&self) -> Vec<Pending> {
         let mut st = self.inner.state.borrow_mut();
         let room = st.segments.values().next_back().map_or(0, |s| {
-            self.inner.config.borrow().segment_bytes.saturating_sub(s.size_bytes)
+            self.inner
+                .config
+                .borrow()
+                .segment_bytes
+                .saturating_sub(s.size_bytes)
         });
         let limit = room.min(self.inner.config.borrow().max_write_bytes);
         let mut round = Vec::new();
@@ -857,6 +862,19 @@ impl PartitionLog {
         }
         tracing::info!(partition = %self.inner.name, base, "retention deleted segment");
         Ok(())
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.inner.state.borrow().segments.keys().copied().collect()
+    }
+
+    /// Drops this partition's batches from the shard's cache (the partition is going away).
+    pub fn drop_cached(&self) {
+        self.inner
+            .cache
+            .borrow_mut()
+            .invalidate(self.inner.cache_key);
     }
 
     /// Replaces the partition's settings (segment size and age, retention); they apply from

@@ -1,0 +1,1 @@
+//! A small blocking Kafka client (placeholder module filled in below).

@@ -1,0 +1,183 @@
+//! Fetch with long polling: read every partition on its owner; if fewer than `min_bytes`
+//! came back, wait until one of them grows or `max_wait_ms` passes, then read again.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{join_all, select_all};
+use kafka_protocol::messages::FetchRequest;
+use spate_engine::{EngineError, ReadBatch};
+
+use super::{code, engine_code, Ctx};
+use crate::codec::{response_head, ResponseChunks};
+use crate::fetch_response::{self, PartitionData, TopicData};
+use crate::Shard;
+
+/// Longest wait a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+struct Wanted {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    owner: Option<usize>,
+}
+
+struct Read {
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    batches: Vec<ReadBatch>,
+}
+
+impl Read {
+    fn error(error: i16) -> Self {
+        Self {
+            error,
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+        }
+    }
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.payload.len()).sum()
+    }
+}
+
+async fn read_here(
+    s: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    offset: i64,
+    max_bytes: usize,
+) -> Read {
+    let Some(log) = s.logs.get(&topic, partition) else {
+        return Read::error(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let stats = log.stats();
+    let mut read = Read {
+        error: code::NONE,
+        high_watermark: stats.log_end_offset as i64,
+        log_start_offset: stats.log_start_offset as i64,
+        batches: Vec::new(),
+    };
+    if offset < 0 {
+        read.error = code::OFFSET_OUT_OF_RANGE;
+        return read;
+    }
+    match log.read(offset as u64, max_bytes).await {
+        Ok(b) => read.batches = b,
+        Err(e @ EngineError::OffsetOutOfRange { .. }) => read.error = engine_code(&e),
+        Err(e) => {
+            tracing::warn!(topic = %topic, partition, offset, "fetch failed: {e}");
+            read.error = engine_code(&e);
+        }
+    }
+    read
+}
+
+async fn wait_here(s: Rc<Shard>, topic: String, partition: u32, offset: i64, wait: Duration) {
+    let Some(log) = s.logs.get(&topic, partition) else {
+        return;
+    };
+    let offset = offset.max(0) as u64;
+    futures_lite::future::or(log.wait_for_data(offset), glommio::timer::sleep(wait)).await;
+}
+
+pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseChunks {
+    let started = Instant::now();
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let total_max = if ctx.version >= 3 && req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut wanted = Vec::new();
+    let mut layout: Vec<(String, usize)> = Vec::new();
+    for t in &req.topics {
+        let name = t.topic.0.as_str().to_string();
+        layout.push((name.clone(), t.partitions.len()));
+        for p in &t.partitions {
+            wanted.push(Wanted {
+                owner: shard.cluster.owner(&name, p.partition),
+                topic: name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: (p.partition_max_bytes.max(0) as usize).min(total_max),
+            });
+        }
+    }
+    let reads = loop {
+        let reads: Vec<Read> = join_all(wanted.iter().map(|w| {
+            let shard = shard.clone();
+            let (topic, partition, offset, max_bytes, owner) =
+                (w.topic.clone(), w.partition, w.offset, w.max_bytes, w.owner);
+            async move {
+                let Some(owner) = owner else {
+                    return Read::error(code::UNKNOWN_TOPIC_OR_PARTITION);
+                };
+                shard
+                    .call(owner, move |s| {
+                        Box::pin(read_here(s, topic, partition as u32, offset, max_bytes))
+                    })
+                    .await
+                    .unwrap_or_else(|_| Read::error(code::UNKNOWN_SERVER_ERROR))
+            }
+        }))
+        .await;
+        let bytes: usize = reads.iter().map(Read::bytes).sum();
+        let errors = reads.iter().any(|r| r.error != code::NONE);
+        let elapsed = started.elapsed();
+        if bytes >= min_bytes.max(1) || errors || elapsed >= wait || wanted.is_empty() {
+            break reads;
+        }
+        // Wait for any partition to grow past what the client has, or for the deadline.
+        let remaining = wait - elapsed;
+        let waits = wanted.iter().filter_map(|w| {
+            let owner = w.owner?;
+            let shard = shard.clone();
+            let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+            Some(Box::pin(async move {
+                let _ = shard
+                    .call(owner, move |s| {
+                        Box::pin(wait_here(s, topic, partition as u32, offset, remaining))
+                    })
+                    .await;
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)
+        });
+        let waits: Vec<_> = waits.collect();
+        if waits.is_empty() {
+            glommio::timer::sleep(remaining).await;
+        } else {
+            futures_lite::future::or(
+                async {
+                    select_all(waits).await;
+                },
+                glommio::timer::sleep(remaining),
+            )
+            .await;
+        }
+        // A partition that grew but holds less than min_bytes: go round while time remains.
+    };
+    let mut items = wanted.iter().zip(reads);
+    let topics: Vec<TopicData> = layout
+        .into_iter()
+        .map(|(name, n)| TopicData {
+            partitions: (0..n)
+                .filter_map(|_| items.next())
+                .map(|(w, r)| PartitionData {
+                    partition: w.partition,
+                    error: r.error,
+                    high_watermark: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    batches: r.batches,
+                })
+                .collect(),
+            name,
+        })
+        .collect();
+    fetch_response::encode(ctx.version, response_head(ctx), &topics)
+}

@@ -1,0 +1,207 @@
+//! ApiVersions, Metadata (with topic auto-creation), DescribeCluster and FindCoordinator.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::*;
+use spate_engine::metadata::TopicConfig;
+use spate_engine::EngineError;
+
+use super::{code, engine_code, sb, topic_name, Ctx};
+use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
+use crate::{versions, BROKER_ID, OFFSETS_TOPIC};
+
+/// ApiVersions at the version the client asked for; above v3, UNSUPPORTED_VERSION at v0
+/// (which still lists the ranges, so the client retries lower).
+pub fn api_versions(prefix: RequestPrefix, mut frame: Bytes) -> Result<ResponseChunks, CodecError> {
+    let api_keys: Vec<ApiVersion> = versions::SUPPORTED
+        .iter()
+        .map(|(k, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
+        .collect();
+    let supported = (0..=3).contains(&prefix.api_version);
+    let version = if supported { prefix.api_version } else { 0 };
+    let mut ctx = RequestContext {
+        api_key: ApiKey::ApiVersions,
+        version,
+        correlation_id: prefix.correlation_id,
+        client_id: String::new(),
+    };
+    let mut error = code::NONE;
+    if supported {
+        match codec::decode_header(ApiKey::ApiVersions, version, &mut frame) {
+            Ok(c) => ctx.client_id = c.client_id,
+            Err(e) => return Err(e),
+        }
+        // The body (client software name and version) is informational; a v3 body that
+        // does not decode gets INVALID_REQUEST, as Kafka answers.
+        if codec::decode_body::<ApiVersionsRequest>(&mut frame, version).is_err() {
+            error = code::INVALID_REQUEST;
+        }
+    } else {
+        error = code::UNSUPPORTED_VERSION;
+    }
+    let resp = ApiVersionsResponse::default()
+        .with_error_code(error)
+        .with_api_keys(api_keys);
+    codec::encode_response(&ctx, &resp)
+}
+
+fn broker_host(shard: &crate::Shard) -> (String, i32) {
+    let c = &shard.cluster.config;
+    (c.advertised_host.clone(), i32::from(c.advertised_port))
+}
+
+fn topic_entry(t: &spate_engine::metadata::TopicMeta) -> MetadataResponseTopic {
+    let partitions = (0..t.partitions() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(BROKER_ID))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(BROKER_ID)])
+                .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_is_internal(t.name == OFFSETS_TOPIC)
+        .with_partitions(partitions)
+}
+
+pub async fn metadata(
+    shard: &Rc<crate::Shard>,
+    ctx: &Ctx,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let (host, port) = broker_host(shard);
+    let cluster = &shard.cluster;
+    let topics = match req.topics {
+        // v0: an empty list means every topic; later versions say that with null.
+        None => None,
+        Some(t) if t.is_empty() && ctx.version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let mut out = Vec::new();
+    match topics {
+        None => {
+            for t in &cluster.metadata().topics {
+                out.push(topic_entry(t));
+            }
+        }
+        Some(wanted) => {
+            // v4+ says per request whether to create; older clients expect creation.
+            let allow = cluster.config.auto_create_topics
+                && (ctx.version < 4 || req.allow_auto_topic_creation);
+            for w in wanted {
+                let Some(name) = w.name.map(|n| n.0.as_str().to_string()) else {
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                    );
+                    continue;
+                };
+                let mut found = cluster.topic(&name);
+                if found.is_none() && allow && name != OFFSETS_TOPIC {
+                    match shard
+                        .create_topic(
+                            name.clone(),
+                            cluster.config.default_partitions,
+                            TopicConfig::default(),
+                        )
+                        .await
+                    {
+                        Ok(t) => found = Some(t),
+                        Err(EngineError::TopicExists(_)) => found = cluster.topic(&name),
+                        Err(e) => {
+                            tracing::warn!(topic = %name, "auto-creation failed: {e}");
+                            out.push(
+                                MetadataResponseTopic::default()
+                                    .with_name(Some(topic_name(&name)))
+                                    .with_error_code(engine_code(&e)),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                match found {
+                    Some(t) => out.push(topic_entry(&t)),
+                    None => out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(topic_name(&name)))
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                    ),
+                }
+            }
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(BROKER_ID))
+            .with_host(sb(&host))
+            .with_port(port)])
+        .with_cluster_id(Some(sb(&cluster.cluster_id)))
+        .with_controller_id(BrokerId(BROKER_ID))
+        .with_topics(out)
+}
+
+pub async fn describe_cluster(
+    shard: &Rc<crate::Shard>,
+    _ctx: &Ctx,
+    _req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let (host, port) = broker_host(shard);
+    DescribeClusterResponse::default()
+        .with_cluster_id(sb(&shard.cluster.cluster_id))
+        .with_controller_id(BrokerId(BROKER_ID))
+        .with_endpoint_type(1)
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(BROKER_ID))
+            .with_host(sb(&host))
+            .with_port(port)])
+}
+
+pub async fn find_coordinator(
+    shard: &Rc<crate::Shard>,
+    ctx: &Ctx,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let (host, port) = broker_host(shard);
+    // key_type 0 is a group; 1 (transactions) is not served.
+    let supported = req.key_type == 0;
+    let err = if supported {
+        code::NONE
+    } else {
+        code::COORDINATOR_NOT_AVAILABLE
+    };
+    if ctx.version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(if supported { BROKER_ID } else { -1 }))
+                    .with_host(sb(if supported { &host } else { "" }))
+                    .with_port(if supported { port } else { -1 })
+                    .with_error_code(err)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_error_code(err)
+        .with_node_id(BrokerId(if supported { BROKER_ID } else { -1 }))
+        .with_host(sb(if supported { &host } else { "" }))
+        .with_port(if supported { port } else { -1 })
+}

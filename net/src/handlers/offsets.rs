@@ -1,0 +1,78 @@
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::*;
+
+use super::{code, engine_code, Ctx};
+use crate::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+async fn lookup_here(
+    s: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    timestamp: i64,
+) -> (i16, i64, i64) {
+    let Some(log) = s.logs.get(&topic, partition) else {
+        return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+    };
+    let stats = log.stats();
+    match timestamp {
+        LATEST => (code::NONE, -1, stats.log_end_offset as i64),
+        EARLIEST => (code::NONE, -1, stats.log_start_offset as i64),
+        t if t < 0 => (code::INVALID_REQUEST, -1, -1),
+        t => match log.offset_for_timestamp(t).await {
+            Ok(Some((offset, ts))) => (
+                code::NONE,
+                ts,
+                (offset as i64).max(stats.log_start_offset as i64),
+            ),
+            Ok(None) => (code::NONE, -1, -1),
+            Err(e) => (engine_code(&e), -1, -1),
+        },
+    }
+}
+
+pub async fn list_offsets(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let calls = t.partitions.iter().map(|p| {
+            let shard = shard.clone();
+            let (name, index, ts) = (name.clone(), p.partition_index, p.timestamp);
+            let owner = shard.cluster.owner(&name, index);
+            async move {
+                let (error, timestamp, offset) = match owner {
+                    None => (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                    Some(o) => shard
+                        .call(o, move |s| Box::pin(lookup_here(s, name, index as u32, ts)))
+                        .await
+                        .unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1)),
+                };
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(index)
+                    .with_error_code(error)
+                    .with_timestamp(timestamp)
+                    .with_offset(offset)
+            }
+        });
+        let partitions = join_all(calls).await;
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,244 @@
+//! Produce (acks 0, 1 and all) and InitProducerId. Batches are checked where the request
+//! arrived (CRC, magic, lengths), then appended on the partition's owner shard as slices of
+//! the request buffer: the one copy of record bytes is the engine's into its aligned buffer.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use spate_engine::{AppendBatch, Durability};
+
+use super::{code, engine_code, sb, Ctx, Outcome};
+use crate::batch::{self, Batch};
+use crate::codec::encode_response;
+use crate::producers::Verdict;
+use crate::Shard;
+
+#[derive(Debug, Clone)]
+struct PartitionResult {
+    error: i16,
+    base_offset: i64,
+    log_start_offset: i64,
+    message: Option<String>,
+}
+
+impl PartitionResult {
+    fn error(error: i16, message: impl Into<Option<String>>) -> Self {
+        Self {
+            error,
+            base_offset: -1,
+            log_start_offset: -1,
+            message: message.into(),
+        }
+    }
+}
+
+pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
+    let acks = req.acks;
+    let durability = match acks {
+        -1 => Some(Durability::Durable),
+        0 | 1 => Some(Durability::Appended),
+        _ => None,
+    };
+    let mut calls = Vec::new();
+    let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    for topic in req.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        let mut parts = Vec::new();
+        for pd in topic.partition_data {
+            parts.push(pd.index);
+            let records = pd.records.unwrap_or_default();
+            let owner = shard.cluster.owner(&name, pd.index);
+            let name = name.clone();
+            let shard = shard.clone();
+            calls.push(async move {
+                let Some(durability) = durability else {
+                    return PartitionResult::error(
+                        code::INVALID_REQUIRED_ACKS,
+                        format!("acks must be -1, 0 or 1, got {acks}"),
+                    );
+                };
+                let Some(owner) = owner else {
+                    return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
+                };
+                let batches = match batch::split(&records) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(topic = %name, partition = pd.index, "produce refused: {e}");
+                        let code = match e {
+                            batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
+                                code::CORRUPT_MESSAGE
+                            }
+                            _ => code::INVALID_RECORD,
+                        };
+                        return PartitionResult::error(code, e.to_string());
+                    }
+                };
+                let partition = pd.index as u32;
+                shard
+                    .call(owner, move |s| {
+                        Box::pin(append_here(s, name, partition, batches, durability))
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        PartitionResult::error(code::UNKNOWN_SERVER_ERROR, e.to_string())
+                    })
+            });
+        }
+        layout.push((topic.name, parts));
+    }
+    let mut results = join_all(calls).await.into_iter();
+    if acks == 0 {
+        return Outcome::Silent;
+    }
+    let responses = layout
+        .into_iter()
+        .map(|(name, parts)| {
+            let partition_responses = parts
+                .into_iter()
+                .map(|index| {
+                    let r = results.next().unwrap_or_else(|| {
+                        PartitionResult::error(code::UNKNOWN_SERVER_ERROR, None)
+                    });
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(r.error)
+                        .with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(r.log_start_offset)
+                        .with_error_message(r.message.as_deref().map(sb))
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    encode_response(ctx, &ProduceResponse::default().with_responses(responses)).into()
+}
+
+/// Appends checked batches to a partition of this shard, deduplicating idempotent retries.
+async fn append_here(
+    s: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    batches: Vec<Batch>,
+    durability: Durability,
+) -> PartitionResult {
+    let Some(log) = s.logs.get(&topic, partition) else {
+        return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
+    };
+    let idempotent = batches.iter().any(|b| b.header.is_idempotent());
+    if idempotent {
+        s.producers.ensure_loaded(&topic, partition, &log).await;
+        let verdicts: Vec<Verdict> = batches
+            .iter()
+            .map(|b| s.producers.check(&topic, partition, &b.header))
+            .collect();
+        if let Some(Verdict::Duplicate { base_offset }) = verdicts.first() {
+            if verdicts
+                .iter()
+                .all(|v| matches!(v, Verdict::Duplicate { .. }))
+            {
+                tracing::debug!(topic = %topic, partition, base_offset, "duplicate batch from an idempotent producer: not stored again");
+                return PartitionResult {
+                    error: code::NONE,
+                    base_offset: *base_offset,
+                    log_start_offset: log.stats().log_start_offset as i64,
+                    message: None,
+                };
+            }
+        }
+        for v in &verdicts {
+            match v {
+                Verdict::Append => {}
+                Verdict::StaleEpoch => {
+                    return PartitionResult::error(
+                        code::INVALID_PRODUCER_EPOCH,
+                        "producer epoch is older than one already seen".to_string(),
+                    )
+                }
+                Verdict::OutOfOrder { expected } => {
+                    return PartitionResult::error(
+                        code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        format!("expected sequence {expected}"),
+                    )
+                }
+                Verdict::Duplicate { .. } => {
+                    return PartitionResult::error(
+                        code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        "a request mixes retried and new batches".to_string(),
+                    )
+                }
+            }
+        }
+    }
+    let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
+    let appends = batches
+        .into_iter()
+        .map(|b| AppendBatch {
+            record_count: b.header.offset_count(),
+            first_timestamp_ms: b.header.first_timestamp,
+            max_timestamp_ms: b.header.max_timestamp,
+            leader_epoch: 0,
+            base_offset_field: Some(0),
+            payload: b.bytes,
+        })
+        .collect();
+    match log.append(appends, durability).await {
+        Ok(r) => {
+            if idempotent {
+                let mut base = r.base_offset as i64;
+                for h in &headers {
+                    if h.is_idempotent() {
+                        s.producers.stored(&topic, partition, h, base);
+                    }
+                    base += i64::from(h.offset_count());
+                }
+            }
+            PartitionResult {
+                error: code::NONE,
+                base_offset: r.base_offset as i64,
+                log_start_offset: log.stats().log_start_offset as i64,
+                message: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topic = %topic, partition, "append failed: {e}");
+            PartitionResult::error(engine_code(&e), e.to_string())
+        }
+    }
+}
+
+pub async fn init_producer_id(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    if req.transactional_id.is_some() {
+        // Transactions are not implemented: say so rather than pretend.
+        return InitProducerIdResponse::default()
+            .with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    // A producer asking to bump its epoch keeps its id with the next epoch.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
+        return InitProducerIdResponse::default()
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    match shard.allocate_producer_id().await {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!("cannot allocate a producer id: {e}");
+            InitProducerIdResponse::default()
+                .with_error_code(code::UNKNOWN_SERVER_ERROR)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
+}

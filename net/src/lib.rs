@@ -1,0 +1,28 @@
+//! spate-net: the Kafka face of Spate. Every shard listens on the same port (SO_REUSEPORT);
+//! a connection stays on the shard that accepted it, and a request for a partition owned by
+//! another shard runs on the owner (a closure sent over the shard mesh) and comes back as
+//! `Bytes`, without copying record data. Also home of the Kafka client used by the command
+//! line and spate-bench.
+//!
+//! Runtime-specific code (glommio) lives in `listener` and `cluster` (the mesh); handlers
+//! read as plain async Rust.
+
+pub mod batch;
+pub mod client;
+pub mod cluster;
+pub mod codec;
+mod conn;
+mod fetch_response;
+mod groups;
+mod handlers;
+pub mod listener;
+mod offsets_log;
+mod producers;
+pub mod versions;
+
+pub use cluster::{Cluster, NetConfig, Shard};
+
+/// The one broker of a single-node Spate.
+pub const BROKER_ID: i32 = 0;
+/// Internal topic holding committed consumer group offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -1,0 +1,205 @@
+//! Committed offsets as records of `__consumer_offsets`, in Kafka's own layout (key v1:
+//! group, topic, partition; value v3: offset, leader epoch, metadata, commit time; a null
+//! value deletes), so any Kafka tool can read the topic. A group's records go to partition
+//! `hash(group) % partitions`, whose owner shard is the group's coordinator. At start each
+//! shard replays the partitions it owns.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use spate_engine::{AppendBatch, Durability, EngineError, PartitionLog};
+
+use crate::groups::{Committed, Coordinator};
+
+/// The `__consumer_offsets` partition of a group.
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    crc32fast::hash(group.as_bytes()) % partitions.max(1)
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+fn get_str(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_i16();
+    if n < 0 || b.remaining() < n as usize {
+        return None;
+    }
+    String::from_utf8(b.split_to(n as usize).to_vec()).ok()
+}
+
+pub fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(1);
+    put_str(&mut b, group);
+    put_str(&mut b, topic);
+    b.put_i32(partition);
+    b.freeze()
+}
+
+pub fn encode_value(c: &Committed) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(3);
+    b.put_i64(c.offset);
+    b.put_i32(c.leader_epoch);
+    put_str(&mut b, &c.metadata);
+    b.put_i64(c.commit_timestamp);
+    b.freeze()
+}
+
+pub fn decode_key(mut b: Bytes) -> Option<(String, String, i32)> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let version = b.get_i16();
+    if version > 1 {
+        return None; // group metadata records: not offsets
+    }
+    let group = get_str(&mut b)?;
+    let topic = get_str(&mut b)?;
+    if b.remaining() < 4 {
+        return None;
+    }
+    Some((group, topic, b.get_i32()))
+}
+
+pub fn decode_value(mut b: Bytes) -> Option<Committed> {
+    if b.remaining() < 10 {
+        return None;
+    }
+    let version = b.get_i16();
+    let offset = b.get_i64();
+    let leader_epoch = if version >= 3 && b.remaining() >= 4 {
+        b.get_i32()
+    } else {
+        -1
+    };
+    let metadata = get_str(&mut b)?;
+    let commit_timestamp = if b.remaining() >= 8 { b.get_i64() } else { -1 };
+    Some(Committed {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+    })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Stores commits (a `None` value deletes) durably, as one Kafka record batch.
+pub async fn append(
+    log: &PartitionLog,
+    group: &str,
+    entries: &[(String, i32, Option<Committed>)],
+) -> Result<(), EngineError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (topic, partition, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(encode_key(group, topic, *partition)),
+            value: value.as_ref().map(encode_value),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| EngineError::InvalidAppend(format!("offset commit batch: {e}")))?;
+    let batch = AppendBatch {
+        payload: buf.freeze(),
+        record_count: records.len() as u32,
+        first_timestamp_ms: now,
+        max_timestamp_ms: now,
+        leader_epoch: 0,
+        base_offset_field: Some(0),
+    };
+    log.append(vec![batch], Durability::Durable)
+        .await
+        .map(|_| ())
+}
+
+/// Replays a `__consumer_offsets` partition into the coordinator. Returns records applied.
+pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64, EngineError> {
+    let stats = log.stats();
+    let mut offset = stats.log_start_offset;
+    let mut applied = 0;
+    while offset < stats.log_end_offset {
+        let batches = log.read(offset, 4 << 20).await?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            offset = b.next_offset();
+            let mut payload = b.payload.clone();
+            let set = match RecordBatchDecoder::decode(&mut payload) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(
+                        partition = log.name(),
+                        offset = b.base_offset,
+                        "skipping an undecodable offsets batch: {e}"
+                    );
+                    continue;
+                }
+            };
+            for r in set.records {
+                let Some((group, topic, partition)) = r.key.and_then(decode_key) else {
+                    continue;
+                };
+                let value = r.value.and_then(decode_value);
+                coordinator.apply_commit(&group, &topic, partition, value);
+                applied += 1;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_and_value_round_trip() {
+        let k = encode_key("g", "orders", 3);
+        assert_eq!(decode_key(k), Some(("g".into(), "orders".into(), 3)));
+        let c = Committed {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_timestamp: 7,
+        };
+        assert_eq!(decode_value(encode_value(&c)), Some(c));
+        assert_eq!(decode_key(Bytes::from_static(&[0, 1, 0])), None);
+        assert_eq!(decode_value(Bytes::from_static(&[0, 3])), None);
+    }
+}

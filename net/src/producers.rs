@@ -1,0 +1,229 @@
+//! Idempotent producers: per partition, the last batches of each producer id (epoch and
+//! sequence range, and the offsets they got), so a retried batch is answered with its first
+//! offsets instead of being stored twice. Rebuilt from the tail of the log the first time a
+//! partition sees an idempotent batch after a start.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+use spate_engine::PartitionLog;
+
+use crate::batch::BatchHeader;
+
+/// Batches remembered per producer (Kafka keeps 5: a producer has at most 5 in flight).
+const REMEMBERED: usize = 5;
+/// How much of a log's tail is read to rebuild producer state after a start.
+const REBUILD_SEGMENTS: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Appended {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct Producer {
+    epoch: i16,
+    recent: VecDeque<Appended>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionProducers {
+    by_id: HashMap<i64, Producer>,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Append,
+    /// Already stored: answer with these offsets and store nothing.
+    Duplicate {
+        base_offset: i64,
+    },
+    /// The producer's epoch is older than one already seen (INVALID_PRODUCER_EPOCH).
+    StaleEpoch,
+    /// A gap or reordering in the sequence (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder {
+        expected: i32,
+    },
+}
+
+#[derive(Default)]
+pub struct ProducerStates {
+    partitions: RefCell<HashMap<(String, u32), PartitionProducers>>,
+}
+
+fn next_seq(s: i32) -> i32 {
+    if s == i32::MAX {
+        0
+    } else {
+        s + 1
+    }
+}
+
+impl ProducerStates {
+    /// Loads the partition's producer state from its log the first time it is needed.
+    pub async fn ensure_loaded(&self, topic: &str, partition: u32, log: &PartitionLog) {
+        let key = (topic.to_string(), partition);
+        if self.partitions.borrow().contains_key(&key) {
+            return;
+        }
+        let mut state = PartitionProducers::default();
+        let bases = log.segment_bases();
+        let start = bases
+            .len()
+            .checked_sub(REBUILD_SEGMENTS)
+            .and_then(|i| bases.get(i).copied())
+            .unwrap_or(0)
+            .max(log.stats().log_start_offset);
+        let end = log.stats().log_end_offset;
+        let mut offset = start;
+        let mut batches = 0u64;
+        while offset < end {
+            let read = match log.read(offset, 4 << 20).await {
+                Ok(r) if !r.is_empty() => r,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        partition = log.name(),
+                        "producer state rebuild stopped at offset {offset}: {e}"
+                    );
+                    break;
+                }
+            };
+            for b in &read {
+                if let Some(h) = BatchHeader::parse(&b.payload) {
+                    if h.is_idempotent() {
+                        record(&mut state, &h, b.base_offset as i64);
+                        batches += 1;
+                    }
+                }
+                offset = b.next_offset();
+            }
+        }
+        if batches > 0 {
+            tracing::info!(
+                partition = log.name(),
+                producers = state.by_id.len(),
+                batches,
+                "idempotent producer state rebuilt from the log"
+            );
+        }
+        self.partitions.borrow_mut().entry(key).or_insert(state);
+    }
+
+    /// Judges a batch of producer `h.producer_id` against what this partition stored.
+    pub fn check(&self, topic: &str, partition: u32, h: &BatchHeader) -> Verdict {
+        let parts = self.partitions.borrow();
+        let Some(p) = parts
+            .get(&(topic.to_string(), partition))
+            .and_then(|s| s.by_id.get(&h.producer_id))
+        else {
+            return Verdict::Append;
+        };
+        if h.producer_epoch < p.epoch {
+            return Verdict::StaleEpoch;
+        }
+        if h.producer_epoch > p.epoch {
+            return Verdict::Append;
+        }
+        if let Some(dup) = p
+            .recent
+            .iter()
+            .find(|a| a.first_seq == h.base_sequence && a.last_seq == h.last_sequence())
+        {
+            return Verdict::Duplicate {
+                base_offset: dup.base_offset,
+            };
+        }
+        match p.recent.back() {
+            Some(last) if h.base_sequence != next_seq(last.last_seq) => Verdict::OutOfOrder {
+                expected: next_seq(last.last_seq),
+            },
+            _ => Verdict::Append,
+        }
+    }
+
+    /// Remembers a batch that was stored at `base_offset`.
+    pub fn stored(&self, topic: &str, partition: u32, h: &BatchHeader, base_offset: i64) {
+        let mut parts = self.partitions.borrow_mut();
+        let state = parts.entry((topic.to_string(), partition)).or_default();
+        record(state, h, base_offset);
+    }
+
+    pub fn forget_topic(&self, topic: &str) {
+        self.partitions.borrow_mut().retain(|(t, _), _| t != topic);
+    }
+}
+
+fn record(state: &mut PartitionProducers, h: &BatchHeader, base_offset: i64) {
+    let p = state.by_id.entry(h.producer_id).or_default();
+    if h.producer_epoch != p.epoch {
+        p.epoch = h.producer_epoch;
+        p.recent.clear();
+    }
+    p.recent.push_back(Appended {
+        first_seq: h.base_sequence,
+        last_seq: h.last_sequence(),
+        base_offset,
+    });
+    while p.recent.len() > REMEMBERED {
+        p.recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, n: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: n - 1,
+            first_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            record_count: n,
+        }
+    }
+
+    #[test]
+    fn duplicates_gaps_and_epochs() {
+        let s = ProducerStates::default();
+        let b0 = header(1, 0, 0, 3);
+        assert_eq!(s.check("t", 0, &b0), Verdict::Append);
+        s.stored("t", 0, &b0, 100);
+        assert_eq!(
+            s.check("t", 0, &b0),
+            Verdict::Duplicate { base_offset: 100 }
+        );
+        let b1 = header(1, 0, 3, 2);
+        assert_eq!(s.check("t", 0, &b1), Verdict::Append);
+        s.stored("t", 0, &b1, 103);
+        assert_eq!(
+            s.check("t", 0, &b0),
+            Verdict::Duplicate { base_offset: 100 }
+        );
+        assert_eq!(
+            s.check("t", 0, &header(1, 0, 9, 1)),
+            Verdict::OutOfOrder { expected: 5 }
+        );
+        // Another partition, another producer: independent.
+        assert_eq!(s.check("t", 1, &header(1, 0, 9, 1)), Verdict::Append);
+        assert_eq!(s.check("t", 0, &header(2, 0, 9, 1)), Verdict::Append);
+        // A new epoch starts over; the old epoch is fenced.
+        let e1 = header(1, 1, 0, 1);
+        assert_eq!(s.check("t", 0, &e1), Verdict::Append);
+        s.stored("t", 0, &e1, 105);
+        assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::StaleEpoch);
+        s.forget_topic("t");
+        assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::Append);
+    }
+}

@@ -1,0 +1,56 @@
+//! The APIs Spate implements and the versions of each: what ApiVersions advertises, and what
+//! the dispatcher accepts. Nothing else is answered.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, min version, max version), as advertised.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 11),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported version range of an API key, if Spate implements it.
+pub fn supported(api_key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k as i16 == api_key)
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_range_is_within_what_the_codec_knows() {
+        for (key, min, max) in SUPPORTED {
+            let known = key.valid_versions();
+            assert!(
+                *min >= known.min && *max <= known.max && min <= max,
+                "{key:?} {min}..={max} vs {known:?}"
+            );
+        }
+    }
+}
