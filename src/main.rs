@@ -1,5 +1,6 @@
 //! `spate`: the broker and its command line.
 
+mod cmd;
 mod config;
 mod lock;
 mod serve;
@@ -26,6 +27,34 @@ struct Cli {
 enum Command {
     /// Start the broker.
     Serve(ServeArgs),
+    /// Create, list, describe or delete topics (on any Kafka-compatible broker).
+    Topic {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(subcommand)]
+        command: cmd::topic::TopicCommand,
+    },
+    /// Write lines from standard input to a topic, one record per line.
+    Produce {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(flatten)]
+        args: cmd::produce::ProduceArgs,
+    },
+    /// Print a topic's records, one per line.
+    Consume {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(flatten)]
+        args: cmd::consume::ConsumeArgs,
+    },
+    /// List or describe consumer groups.
+    Group {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(subcommand)]
+        command: cmd::group::GroupCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -60,6 +89,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve_command(args),
+        Command::Topic { conn, command } => cmd::topic::run(&conn, command),
+        Command::Produce { conn, args } => cmd::produce::run(&conn, args),
+        Command::Consume { conn, args } => cmd::consume::run(&conn, args),
+        Command::Group { conn, command } => cmd::group::run(&conn, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

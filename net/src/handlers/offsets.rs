@@ -8,7 +8,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::*;
 
+use kafka_protocol::records::RecordBatchDecoder;
+
 use super::{code, engine_code, Ctx};
+use crate::batch::BatchHeader;
 use crate::Shard;
 
 const LATEST: i64 = -1;
@@ -29,15 +32,35 @@ async fn lookup_here(
         EARLIEST => (code::NONE, -1, stats.log_start_offset as i64),
         t if t < 0 => (code::INVALID_REQUEST, -1, -1),
         t => match log.offset_for_timestamp(t).await {
-            Ok(Some((offset, ts))) => (
-                code::NONE,
-                ts,
-                (offset as i64).max(stats.log_start_offset as i64),
-            ),
+            Ok(Some((offset, ts))) => {
+                let (offset, ts) = exact_record(&log, offset, t)
+                    .await
+                    .unwrap_or((offset as i64, ts));
+                (code::NONE, ts, offset.max(stats.log_start_offset as i64))
+            }
             Ok(None) => (code::NONE, -1, -1),
             Err(e) => (engine_code(&e), -1, -1),
         },
     }
+}
+
+/// The engine finds the batch; the answer is the first record in it at or after `t`. The
+/// batch is decoded (decompressed if need be) to find it.
+async fn exact_record(
+    log: &spate_engine::PartitionLog,
+    batch_offset: u64,
+    t: i64,
+) -> Option<(i64, i64)> {
+    let batch = log.read(batch_offset, 1).await.ok()?.into_iter().next()?;
+    let stored_base = BatchHeader::parse(&batch.payload)?.base_offset;
+    let mut payload = batch.payload.clone();
+    let set = RecordBatchDecoder::decode(&mut payload).ok()?;
+    set.records.iter().find(|r| r.timestamp >= t).map(|r| {
+        (
+            batch.base_offset as i64 + (r.offset - stored_base),
+            r.timestamp,
+        )
+    })
 }
 
 pub async fn list_offsets(

@@ -1,1 +1,0 @@
-//! A small blocking Kafka client (placeholder module filled in below).

@@ -1,0 +1,192 @@
+//! One blocking connection to one broker: version negotiation and request/response calls.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
+
+use super::sb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {addr}: {source}; is a broker running there? (set --bootstrap)")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{context}: {}", super::error_name(*code))]
+    Kafka { code: i16, context: String },
+}
+
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    client_id: String,
+    correlation: i32,
+    versions: HashMap<i16, (i16, i16)>,
+}
+
+impl Connection {
+    /// Connects and asks the broker which versions it speaks.
+    pub fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let connect_err = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(connect_err)?
+            .next()
+            .ok_or_else(|| {
+                connect_err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no address",
+                ))
+            })?;
+        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(connect_err)?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(timeout + Duration::from_secs(30)))
+            .map_err(connect_err)?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(connect_err)?;
+        let mut c = Self {
+            addr: addr.to_string(),
+            stream,
+            client_id: client_id.to_string(),
+            correlation: 0,
+            versions: HashMap::new(),
+        };
+        let resp: ApiVersionsResponse = c.call_at(
+            ApiVersionsRequest::default()
+                .with_client_software_name(sb("spate"))
+                .with_client_software_version(sb(env!("CARGO_PKG_VERSION"))),
+            3,
+        )?;
+        let resp = if resp.error_code == 35 {
+            c.call_at(ApiVersionsRequest::default(), 0)?
+        } else {
+            resp
+        };
+        for k in resp.api_keys {
+            c.versions.insert(k.api_key, (k.min_version, k.max_version));
+        }
+        Ok(c)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The highest version both sides speak, within `min..=max` of ours.
+    pub fn version_for<R: Request>(&self, min: i16, max: i16) -> Result<i16, ClientError> {
+        let (bmin, bmax) = self.versions.get(&R::KEY).copied().ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "the broker at {} does not offer API key {}",
+                self.addr,
+                R::KEY
+            ))
+        })?;
+        let v = max.min(bmax).min(R::VERSIONS.max);
+        if v < min.max(bmin) {
+            return Err(ClientError::Protocol(format!(
+                "no common version for API key {} (broker {bmin}..={bmax}, client {min}..={max})",
+                R::KEY
+            )));
+        }
+        Ok(v)
+    }
+
+    /// Sends `req` at the best common version in `min..=max` and reads its response.
+    pub fn call<R: Request>(
+        &mut self,
+        req: R,
+        min: i16,
+        max: i16,
+    ) -> Result<R::Response, ClientError> {
+        let v = self.version_for::<R>(min, max)?;
+        self.call_at(req, v)
+    }
+
+    /// Sends without waiting for a response (Produce with acks=0).
+    pub fn send_only<R: Request>(&mut self, req: R, version: i16) -> Result<(), ClientError> {
+        self.write_request(&req, version).map(|_| ())
+    }
+
+    fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(sb(&self.client_id)));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(|e| ClientError::Protocol(format!("encoding a request header: {e}")))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| ClientError::Protocol(format!("encoding a request: {e}")))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let io = |source| ClientError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
+        self.stream.write_all(&buf).map_err(io)?;
+        Ok(self.correlation)
+    }
+
+    pub fn call_at<R: Request>(
+        &mut self,
+        req: R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let correlation = self.write_request(&req, version)?;
+        let addr = self.addr.clone();
+        let io = |source| ClientError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).map_err(io)?;
+        let n = i32::from_be_bytes(size);
+        if !(4..=1 << 30).contains(&n) {
+            return Err(ClientError::Protocol(format!(
+                "response size {n} from {}",
+                self.addr
+            )));
+        }
+        let mut body = vec![0u8; n as usize];
+        self.stream.read_exact(&mut body).map_err(io)?;
+        let mut body = Bytes::from(body);
+        // ApiVersions answers always use header v0.
+        let hv = if R::KEY == 18 {
+            0
+        } else {
+            R::Response::header_version(version)
+        };
+        let header = ResponseHeader::decode(&mut body, hv)
+            .map_err(|e| ClientError::Protocol(format!("decoding a response from {addr}: {e}")))?;
+        if header.correlation_id != correlation {
+            return Err(ClientError::Protocol(format!(
+                "response correlation id {} does not match request {correlation}",
+                header.correlation_id
+            )));
+        }
+        R::Response::decode(&mut body, version)
+            .map_err(|e| ClientError::Protocol(format!("decoding a response from {addr}: {e}")))
+    }
+}

@@ -1,0 +1,236 @@
+//! A small blocking Kafka client: enough for the command line (`spate topic|produce|consume|
+//! group`) and for spate-bench. It speaks to any Kafka-compatible broker: it negotiates
+//! versions with ApiVersions, follows Metadata to partition leaders and FindCoordinator to
+//! group coordinators, and decodes record batches with any codec.
+
+mod connection;
+mod consumer;
+mod partitioner;
+mod producer;
+
+pub use connection::{ClientError, Connection};
+pub use consumer::{Consumed, GroupConsumer, StartAt};
+pub use partitioner::{murmur2, murmur2_partition};
+pub use producer::{encode_batch, Acks, OutRecord};
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+pub(crate) fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A topic as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub error: i16,
+    pub internal: bool,
+    /// (partition, leader broker id)
+    pub partitions: Vec<(i32, i32)>,
+}
+
+/// A cluster client: the bootstrap connection plus one connection per broker, opened on demand.
+pub struct Client {
+    bootstrap: String,
+    client_id: String,
+    timeout: Duration,
+    brokers: HashMap<i32, String>,
+    conns: HashMap<String, Connection>,
+}
+
+/// The Kafka name of an error code.
+pub fn error_name(code: i16) -> String {
+    match kafka_protocol::error::ResponseError::try_from_code(code) {
+        None => "NONE".into(),
+        Some(e) => format!("{e:?} ({code})"),
+    }
+}
+
+impl Client {
+    pub fn new(bootstrap: &str, client_id: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let mut c = Self {
+            bootstrap: bootstrap.to_string(),
+            client_id: client_id.to_string(),
+            timeout,
+            brokers: HashMap::new(),
+            conns: HashMap::new(),
+        };
+        c.conn_to(&bootstrap.to_string())?;
+        Ok(c)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn conn_to(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        if !self.conns.contains_key(addr) {
+            let c = Connection::connect(addr, &self.client_id, self.timeout)?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        self.conns
+            .get_mut(addr)
+            .ok_or_else(|| ClientError::Protocol("connection vanished".into()))
+    }
+
+    /// The bootstrap connection (any broker answers metadata and admin requests).
+    pub fn any(&mut self) -> Result<&mut Connection, ClientError> {
+        let b = self.bootstrap.clone();
+        self.conn_to(&b)
+    }
+
+    /// A connection to broker `id`, as the last Metadata named it.
+    pub fn broker(&mut self, id: i32) -> Result<&mut Connection, ClientError> {
+        let addr = match self.brokers.get(&id) {
+            Some(a) => a.clone(),
+            None => {
+                self.metadata(Some(&[]))?;
+                self.brokers.get(&id).cloned().ok_or_else(|| {
+                    ClientError::Protocol(format!("broker {id} is not in the cluster metadata"))
+                })?
+            }
+        };
+        self.conn_to(&addr)
+    }
+
+    /// Drops a connection after an I/O error, so the next call reconnects.
+    pub fn forget(&mut self, broker: i32) {
+        if let Some(addr) = self.brokers.get(&broker) {
+            self.conns.remove(addr);
+        }
+    }
+
+    /// Metadata for `topics` (None: all topics). Creates nothing.
+    pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Vec<TopicInfo>, ClientError> {
+        self.metadata_inner(topics, false)
+    }
+
+    /// Metadata that lets the broker auto-create the topics named.
+    pub fn metadata_creating(&mut self, topics: &[&str]) -> Result<Vec<TopicInfo>, ClientError> {
+        self.metadata_inner(Some(topics), true)
+    }
+
+    fn metadata_inner(
+        &mut self,
+        topics: Option<&[&str]>,
+        create: bool,
+    ) -> Result<Vec<TopicInfo>, ClientError> {
+        let req = MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(sb(t))))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(create);
+        let resp: MetadataResponse = self.any()?.call(req, 1, 9)?;
+        for b in &resp.brokers {
+            self.brokers
+                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        Ok(resp
+            .topics
+            .iter()
+            .map(|t| TopicInfo {
+                name: t
+                    .name
+                    .as_ref()
+                    .map(|n| n.0.as_str().to_string())
+                    .unwrap_or_default(),
+                error: t.error_code,
+                internal: t.is_internal,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.leader_id.0))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// The topic's partitions, waiting briefly for a just-created topic to have leaders.
+    pub fn topic(&mut self, name: &str, create: bool) -> Result<TopicInfo, ClientError> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let info = if create {
+                self.metadata_creating(&[name])?
+            } else {
+                self.metadata(Some(&[name]))?
+            };
+            let t = info
+                .into_iter()
+                .next()
+                .ok_or_else(|| ClientError::Protocol("empty metadata answer".into()))?;
+            let ready = t.error == 0
+                && !t.partitions.is_empty()
+                && t.partitions.iter().all(|(_, l)| *l >= 0);
+            if ready {
+                return Ok(t);
+            }
+            // 5: leader not available (topic being created); retry until the deadline.
+            if t.error != 5 && t.error != 0 || std::time::Instant::now() >= deadline {
+                return Err(ClientError::Kafka {
+                    code: if t.error == 0 { 5 } else { t.error },
+                    context: format!("topic {name}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The earliest (-2), latest (-1) or first offset at a timestamp of a partition.
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        at: i64,
+    ) -> Result<i64, ClientError> {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(sb(topic)))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(at)])]);
+        let resp: ListOffsetsResponse = self.broker(leader)?.call(req, 1, 5)?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty ListOffsets answer".into()))?;
+        if p.error_code != 0 {
+            return Err(ClientError::Kafka {
+                code: p.error_code,
+                context: format!("{topic}-{partition}"),
+            });
+        }
+        Ok(p.offset)
+    }
+
+    /// The group coordinator's connection.
+    pub fn coordinator(&mut self, group: &str) -> Result<&mut Connection, ClientError> {
+        let req = FindCoordinatorRequest::default()
+            .with_key(sb(group))
+            .with_key_type(0);
+        let resp: FindCoordinatorResponse = self.any()?.call(req, 0, 3)?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Kafka {
+                code: resp.error_code,
+                context: format!("coordinator of group {group}"),
+            });
+        }
+        let addr = format!("{}:{}", resp.host.as_str(), resp.port);
+        self.brokers.insert(resp.node_id.0, addr.clone());
+        self.conn_to(&addr)
+    }
+}
