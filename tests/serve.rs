@@ -1,104 +1,12 @@
 //! End-to-end tests of `spate serve`: a real process on a real socket and data directory.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// A running broker, killed by pid when the test ends, however it ends.
-struct Broker {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spate"));
-    c.env("SPATE_LOG", "info");
-    c
-}
-
-fn start(data_dir: &Path, extra: &[&str]) -> Broker {
-    let mut child = spate()
-        .args([
-            "serve",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Broker {
-        child,
-        lines: rx,
-        seen: Vec::new(),
-    }
-}
-
-impl Broker {
-    /// Waits (bounded) for a log line containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needle:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn listen_addr(&mut self) -> String {
-        let line = self.wait_for("spate is ready");
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("listen="))
-            .unwrap()
-            .to_string()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use common::{field, spate, start};
 
 #[test]
 fn starts_logs_one_line_per_shard_and_stops_cleanly() {
@@ -111,12 +19,14 @@ fn starts_logs_one_line_per_shard_and_stops_cleanly() {
         .filter(|l| l.contains("shard ready"))
         .count();
     assert_eq!(shard_lines, 2, "{:?}", broker.seen);
-    // The listener answers on the advertised port (the Kafka protocol is a later step: it
-    // accepts and closes).
+    // The listener speaks Kafka: ApiVersions v0 (key 18, correlation id 7) is answered.
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 1];
-    assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    s.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0, 0])
+        .unwrap();
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head[4..8], &[0, 0, 0, 7], "correlation id echoed");
     let status = broker.terminate();
     assert!(status.success());
     broker.wait_for("clean shutdown");
@@ -263,7 +173,7 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
                 let log = logs.get("orders", p).unwrap();
                 for i in 0..20u8 {
                     let batch =
-                        spate_engine::AppendBatch::opaque(bytes::BytesMut::from(&[i; 3000][..]), 1);
+                        spate_engine::AppendBatch::opaque(bytes::Bytes::from(vec![i; 3000]), 1);
                     log.append(vec![batch], spate_engine::Durability::Durable)
                         .await
                         .unwrap();
@@ -295,7 +205,8 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
             .iter()
             .map(|l| field(l, "partitions"))
             .sum::<u64>(),
-        3
+        3 + 4,
+        "the 3 partitions of orders and the 4 of __consumer_offsets"
     );
     assert!(
         shard_lines

@@ -70,6 +70,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
                             batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
                                 code::CORRUPT_MESSAGE
                             }
+                            batch::BatchError::Magic { .. } => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
                             _ => code::INVALID_RECORD,
                         };
                         return PartitionResult::error(code, e.to_string());
