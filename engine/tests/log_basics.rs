@@ -285,3 +285,85 @@ fn multi_batch_append_patches_base_offsets() {
         ));
     });
 }
+
+#[test]
+fn delete_records_moves_the_start_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let mut cfg = small_config();
+        cfg.segment_bytes = 64 * 1024;
+        let (log, _) = open(&root, cfg.clone()).await;
+        let mut ends = Vec::new();
+        for i in 0..60 {
+            let r = log
+                .append(vec![batch(i, 4000, 1_000 + i as i64)], Durability::Durable)
+                .await
+                .unwrap();
+            ends.push(r.last_offset + 1);
+        }
+        let end = log.stats().log_end_offset;
+        assert!(log.stats().segments > 2);
+        let target = ends[30];
+        assert!(matches!(
+            log.delete_records(end + 1).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.delete_records(target).await.unwrap(), target);
+        assert_eq!(log.stats().log_start_offset, target);
+        assert!(matches!(
+            log.read(target - 1, 10).await,
+            Err(EngineError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(read_all(&log, target).await[0].base_offset, target);
+        let segments_after = log.stats().segments;
+        assert!(
+            segments_after < 16,
+            "whole segments below the start are deleted"
+        );
+        // Moving the start back is a no-op.
+        assert_eq!(log.delete_records(3).await.unwrap(), target);
+        drop(log);
+        // Reopened without a clean close: the start is still there.
+        let (log, _) = open(&root, cfg).await;
+        assert_eq!(log.stats().log_start_offset, target);
+        assert_eq!(log.stats().log_end_offset, end);
+        assert!(log.read(0, 10).await.is_err());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn waiters_wake_on_append_and_settings_change_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let (log, _) = open(&root, small_config()).await;
+        // Nothing at offset 0 yet: the wait ends only when an append lands.
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.wait_for_data(0).await;
+                log.stats().log_end_offset
+            })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        log.append(vec![batch(0, 100, 5)], Durability::Appended)
+            .await
+            .unwrap();
+        assert!(waiter.await > 0);
+        // Already past: returns at once.
+        log.wait_for_data(0).await;
+
+        let mut cfg = log.config();
+        cfg.segment_bytes = 64 * 1024;
+        log.set_config(cfg);
+        for i in 1..40 {
+            log.append(vec![batch(i, 4000, 5)], Durability::Appended)
+                .await
+                .unwrap();
+        }
+        assert!(log.stats().segments > 1, "the smaller segment size applies");
+        log.close().await.unwrap();
+    });
+}
