@@ -1,22 +1,65 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, after installing what the tests need.
+# Runs every test of the workspace, after installing what the tests need:
+#   - kcat, the Debian package (built on librdkafka 2.0.2: an old client, on purpose);
+#   - confluent-kafka and kafka-python from PyPI, in a virtualenv (target/test-venv).
 # Usage: bash scripts/test.sh   (from anywhere; CI runs it through .ci/run)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need beyond the Rust toolchain. Nothing yet: the engine and `spate serve`
-# tests use only the toolchain, real files and loopback sockets. (fio is for the benchmark,
-# not for tests: see docs/BENCHMARKS.md.)
+die() { echo "error: $*" >&2; exit 1; }
 
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "== installing kcat (Debian package)"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q kcat >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q kcat >/dev/null; } \
+        || die "cannot install kcat with apt-get; install the Debian package kcat by hand"
+fi
+
+venv="${SPATE_TEST_VENV:-target/test-venv}"
+if ! "$venv/bin/python" -c 'import confluent_kafka, kafka, pytest, lz4, snappy, zstandard' >/dev/null 2>&1; then
+    echo "== installing the Python Kafka clients into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt \
+        || die "pip install -r tests/clients/requirements.txt failed"
+fi
+
+set -e
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+set +e
+
 echo "== cargo test"
-# No doc tests in the workspace yet: --lib --bins --tests runs everything else, so the last
-# runner line is a real suite, and the summary below counts every suite.
+# No doc tests in the workspace: --lib --bins --tests runs everything else, and the summary
+# below counts every suite.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pylog=$(mktemp)
+trap 'rm -f "$log" "$pylog"' EXIT
 cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+cargo_status=${PIPESTATUS[0]}
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
-echo "tests: ${passed} passed, ${failed} failed"
+
+echo "== client tests: kcat, confluent-kafka, kafka-python against target/debug/spate"
+cargo build --bin spate || die "cargo build --bin spate failed"
+SPATE_BIN="$PWD/target/debug/spate" "$venv/bin/python" -m pytest tests/clients -q -p no:cacheprovider -rfEs 2>&1 | tee "$pylog"
+py_status=${PIPESTATUS[0]}
+summary=$(grep -E '^=+ .* in [0-9.]+s' "$pylog" | tail -1)
+count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
+py_passed=$(count passed)
+py_failed=$(( $(count failed) + $(count error) ))
+py_skipped=$(count skipped)
+
+passed=$((passed + py_passed))
+failed=$((failed + py_failed))
+echo "tests: ${passed} passed, ${failed} failed (cargo and pytest; ${py_skipped} skipped)"
+if [ "$cargo_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+    exit 1
+fi
+if [ "$py_skipped" -ne 0 ]; then
+    echo "error: ${py_skipped} client test(s) skipped; a skipped test is not a pass" >&2
+    exit 1
+fi
