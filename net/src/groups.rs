@@ -133,6 +133,9 @@ pub struct Committed {
     pub commit_timestamp: i64,
 }
 
+/// A group's committed offsets by (topic, partition).
+pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
 pub struct JoinRequest {
     pub group: String,
     pub member_id: String,
@@ -147,7 +150,7 @@ pub struct JoinRequest {
 
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
-    offsets: RefCell<HashMap<String, BTreeMap<(String, i32), Committed>>>,
+    offsets: RefCell<HashMap<String, GroupOffsets>>,
     initial_delay: Duration,
     min_session: i32,
     max_session: i32,
@@ -626,7 +629,7 @@ impl Coordinator {
         }
     }
 
-    pub fn committed(&self, group: &str) -> BTreeMap<(String, i32), Committed> {
+    pub fn committed(&self, group: &str) -> GroupOffsets {
         self.offsets
             .borrow()
             .get(group)

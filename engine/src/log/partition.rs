@@ -614,13 +614,8 @@ impl PartitionLog {
             .segments
             .insert(old.base_offset, old);
         persisted?;
-        let new = Segment::create(
-            &*self.inner.storage,
-            &self.inner.dir,
-            base,
-            &self.inner.config.borrow().clone(),
-        )
-        .await?;
+        let config = self.config();
+        let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &config).await?;
         tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
         self.inner.state.borrow_mut().segments.insert(base, new);
         self.write_checkpoint().await

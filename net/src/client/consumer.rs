@@ -78,6 +78,9 @@ pub fn decode_records(
     Ok(out)
 }
 
+/// A partition's records from one fetch, or its Kafka error code.
+pub type PartitionFetch = (i32, Result<Vec<Consumed>, i16>);
+
 impl Client {
     /// One fetch from `leader` for `(partition, offset)` pairs of `topic`. Returns the records
     /// per partition, or the partition's error code.
@@ -87,7 +90,7 @@ impl Client {
         topic: &str,
         positions: &[(i32, i64)],
         max_wait_ms: i32,
-    ) -> Result<Vec<(i32, Result<Vec<Consumed>, i16>)>, ClientError> {
+    ) -> Result<Vec<PartitionFetch>, ClientError> {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)

@@ -59,7 +59,7 @@ impl Client {
             brokers: HashMap::new(),
             conns: HashMap::new(),
         };
-        c.conn_to(&bootstrap.to_string())?;
+        c.conn_to(bootstrap)?;
         Ok(c)
     }
 
