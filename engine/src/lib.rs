@@ -8,6 +8,7 @@
 pub mod atomic_file;
 pub mod cache;
 pub mod config;
+pub mod copies;
 pub mod error;
 pub mod frame;
 pub mod io;

@@ -14,13 +14,14 @@ pub mod codec;
 mod conn;
 mod fetch_response;
 mod groups;
-mod handlers;
+pub mod handlers;
 pub mod listener;
 mod offsets_log;
 mod producers;
 pub mod versions;
 
 pub use cluster::{Cluster, NetConfig, Shard};
+pub use handlers::{dispatch, Outcome};
 
 /// The one broker of a single-node Spate.
 pub const BROKER_ID: i32 = 0;

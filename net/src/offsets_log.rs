@@ -117,7 +117,9 @@ pub async fn append(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // offset - sequence must be the same for every record, or the encoder
+            // starts a new batch; base sequence -1 (no producer id) then follows.
+            sequence: i as i32 - 1,
             timestamp: now,
             key: Some(encode_key(group, topic, *partition)),
             value: value.as_ref().map(encode_value),
@@ -160,7 +162,7 @@ pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64
         for b in batches {
             offset = b.next_offset();
             let mut payload = b.payload.clone();
-            let set = match RecordBatchDecoder::decode(&mut payload) {
+            let sets = match RecordBatchDecoder::decode_all(&mut payload) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(
@@ -171,7 +173,7 @@ pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64
                     continue;
                 }
             };
-            for r in set.records {
+            for r in sets.into_iter().flat_map(|s| s.records) {
                 let Some((group, topic, partition)) = r.key.and_then(decode_key) else {
                     continue;
                 };

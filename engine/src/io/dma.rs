@@ -86,6 +86,7 @@ impl StorageFile for DmaStorageFile {
                 .await
                 .map_err(|e| to_io(e, "read", &self.path))?;
             // The one copy of the read path: out of the DMA buffer into shareable memory.
+            crate::copies::add(|c| c.read_bytes += result.len() as u64);
             Ok(Bytes::copy_from_slice(&result))
         })
     }

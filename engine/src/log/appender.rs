@@ -105,6 +105,11 @@ impl Appender {
                 at += chunk.len();
             }
             debug_assert_eq!(at, total);
+            let tail = self.tail.len() as u64;
+            crate::copies::add(|c| {
+                c.appended_bytes += new_len as u64;
+                c.tail_bytes += tail;
+            });
             // Zero padding after the data, so a reader scanning frames finds a clean end.
             out[at..].fill(0);
         }
@@ -112,6 +117,7 @@ impl Appender {
         let new_tail_len = (end - new_tail_pos) as usize;
         let from = (new_tail_pos - self.tail_pos) as usize;
         let new_tail = buf.as_bytes()[from..from + new_tail_len].to_vec();
+        crate::copies::add(|c| c.tail_bytes += new_tail_len as u64);
         self.file.write_at(buf, self.tail_pos).await?;
         self.tail = new_tail;
         self.tail_pos = new_tail_pos;

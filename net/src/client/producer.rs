@@ -57,7 +57,9 @@ pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<B
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // offset - sequence must be the same for every record, or the encoder
+                // starts a new batch; base sequence -1 (no producer id) then follows.
+                sequence: i as i32 - 1,
                 timestamp: r.timestamp_ms,
                 key: r.key.clone(),
                 value: r.value.clone(),
