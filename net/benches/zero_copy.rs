@@ -9,14 +9,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    println!("| batch | produced MiB | produce copies/byte (of which tail rewrites) | fetch from cache: copies/byte | fetch from disk: engine to socket copies/byte | disk read copies/byte |");
-    println!("|---|---|---|---|---|---|");
+    println!("| batch | produced MiB | fetched MiB | produce copies/byte (of which tail rewrites) | fetch from cache: copies/byte | fetch from disk: engine to socket copies/byte | disk read copies/byte |");
+    println!("|---|---|---|---|---|---|---|");
     for (records, value_len) in [(1usize, 100usize), (16, 1024), (64, 16 * 1024)] {
         let requests = (mib << 20) / (records * value_len);
         let f = measure::measure(requests.max(1), records, value_len);
         println!(
-            "| {records} x {value_len} B | {:.1} | {:.3} ({:.3}) | {:.3} | {:.3} | {:.3} |",
+            "| {records} x {value_len} B | {:.1} | {:.1} | {:.3} ({:.3}) | {:.3} | {:.3} | {:.3} |",
             f.record_bytes_produced as f64 / 1048576.0,
+            f.record_bytes_fetched as f64 / 1048576.0,
             f.produce_copies_per_byte,
             f.produce_tail_copies_per_byte,
             f.fetch_cache_copies_per_byte,
