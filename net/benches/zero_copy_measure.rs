@@ -57,13 +57,16 @@ fn respond(o: Outcome) -> Vec<Bytes> {
     }
 }
 
-/// Bytes of `chunks` that lie inside one of `buffers` (address ranges).
-fn shared_bytes(chunks: &[Bytes], buffers: &[(usize, usize)]) -> u64 {
+/// Bytes of `chunks` that lie inside one of `buffers` (start address to end address).
+fn shared_bytes(chunks: &[Bytes], buffers: &std::collections::BTreeMap<usize, usize>) -> u64 {
     chunks
         .iter()
         .filter(|c| {
             let p = c.as_ptr() as usize;
-            buffers.iter().any(|(s, e)| p >= *s && p + c.len() <= *e)
+            buffers
+                .range(..=p)
+                .next_back()
+                .is_some_and(|(_, e)| p + c.len() <= *e)
         })
         .map(|c| c.len() as u64)
         .sum()
@@ -165,7 +168,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                 let mut out = Phase::default();
                 if first {
                     // Produce, keeping every request buffer alive and noting where it lives.
-                    let mut buffers = Vec::new();
+                    let mut buffers = std::collections::BTreeMap::new();
                     let mut keep = Vec::new();
                     let before = copy_counts();
                     for i in 0..requests {
@@ -188,7 +191,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                                     .with_index(0)
                                     .with_records(Some(batch))])]);
                         let f = frame(0, 9, i as i32, &req).freeze();
-                        buffers.push((f.as_ptr() as usize, f.as_ptr() as usize + f.len()));
+                        buffers.insert(f.as_ptr() as usize, f.as_ptr() as usize + f.len());
                         keep.push(f.clone());
                         respond(dispatch(&shard, f, "bench").await);
                     }
