@@ -47,7 +47,7 @@ echo "== client tests: kcat, confluent-kafka, kafka-python against target/debug/
 cargo build --bin spate || die "cargo build --bin spate failed"
 SPATE_BIN="$PWD/target/debug/spate" "$venv/bin/python" -m pytest tests/clients -q -p no:cacheprovider -rfEs 2>&1 | tee "$pylog"
 py_status=${PIPESTATUS[0]}
-summary=$(grep -E '^=+ .* in [0-9.]+s' "$pylog" | tail -1)
+summary=$(grep -E '(passed|failed|error).* in [0-9.]+s' "$pylog" | tail -1)
 count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
 py_passed=$(count passed)
 py_failed=$(( $(count failed) + $(count error) ))

@@ -31,9 +31,20 @@ fn allowed_cpus() -> Vec<usize> {
 /// Checks that nothing else listens on `addr` (SO_REUSEPORT would otherwise let a second
 /// broker share the port silently) and resolves port 0 to a real port.
 fn claim_listen_address(addr: SocketAddr) -> Result<SocketAddr, String> {
-    let probe = std::net::TcpListener::bind(addr).map_err(|e| {
-        format!("cannot listen on {addr}: {e}; another process (perhaps another broker) uses it; pick another with --listen")
-    })?;
+    // A broker killed a moment ago releases its sockets only when its io_uring rings are torn
+    // down, a few milliseconds later: retry briefly before calling the port taken.
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let probe = loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(format!("cannot listen on {addr}: {e}; another process (perhaps another broker) uses it; pick another with --listen"));
+            }
+        }
+    };
     probe
         .local_addr()
         .map_err(|e| format!("cannot listen on {addr}: {e}"))

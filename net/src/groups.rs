@@ -244,6 +244,12 @@ impl Coordinator {
                 return JoinOutcome::error(UNKNOWN_MEMBER_ID, &req.member_id);
             };
             let now = Instant::now();
+            let assignment = g
+                .members
+                .get(&member_id)
+                .filter(|m| m.protocols == req.protocols)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default();
             let member = Member {
                 id: member_id.clone(),
                 group_instance_id: req.group_instance_id.clone(),
@@ -252,7 +258,9 @@ impl Coordinator {
                 session_timeout: Duration::from_millis(req.session_timeout_ms as u64),
                 rebalance_timeout: Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64),
                 protocols: req.protocols.clone(),
-                assignment: Bytes::new(),
+                // A member rejoining unchanged keeps what it was assigned (SyncGroup in a
+                // stable group answers with it).
+                assignment,
                 last_seen: now,
                 joined: true,
             };
@@ -268,12 +276,15 @@ impl Coordinator {
             if let Some(old) = g.join_waiters.insert(member_id.clone(), tx) {
                 let _ = old.send(JoinOutcome::error(UNKNOWN_MEMBER_ID, &member_id));
             }
+            tracing::debug!(group = %req.group, member = %member_id, state = g.state.name(), changed, generation = g.generation, "join");
             match g.state {
                 GroupState::Stable if !changed && member_id == g.leader => {
                     self.prepare_rebalance(g, now);
                 }
-                GroupState::Stable if !changed => {
-                    // A follower rejoining with nothing new: answer with the current generation.
+                // As Kafka: a follower rejoining a stable group with nothing new, or any member
+                // rejoining unchanged between join and sync (it may have missed the join
+                // answer), gets the current generation back and goes on to SyncGroup.
+                GroupState::Stable | GroupState::CompletingRebalance if !changed => {
                     let outcome = self.join_outcome(g, &member_id);
                     if let Some(w) = g.join_waiters.remove(&member_id) {
                         let _ = w.send(outcome);
@@ -428,6 +439,13 @@ impl Coordinator {
             protocol: String::new(),
             assignment: Bytes::new(),
         };
+        tracing::debug!(
+            group,
+            member = member_id,
+            generation,
+            leader_assignments = assignments.len(),
+            "sync"
+        );
         let rx = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group) else {
@@ -483,6 +501,20 @@ impl Coordinator {
     }
 
     pub fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let r = self.heartbeat_inner(group, member_id, generation);
+        if r != NONE {
+            tracing::debug!(
+                group,
+                member = member_id,
+                generation,
+                error = r,
+                "heartbeat refused"
+            );
+        }
+        r
+    }
+
+    fn heartbeat_inner(&self, group: &str, member_id: &str, generation: i32) -> i16 {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group) else {
             return UNKNOWN_MEMBER_ID;
@@ -583,6 +615,20 @@ impl Coordinator {
 
     /// Checks that a commit comes from a current member (or from outside any group).
     pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let r = self.check_commit_inner(group, member_id, generation);
+        if r != NONE {
+            tracing::debug!(
+                group,
+                member = member_id,
+                generation,
+                error = r,
+                "commit refused"
+            );
+        }
+        r
+    }
+
+    fn check_commit_inner(&self, group: &str, member_id: &str, generation: i32) -> i16 {
         if generation < 0 && member_id.is_empty() {
             return NONE;
         }
@@ -603,7 +649,10 @@ impl Coordinator {
         if generation != gen {
             return ILLEGAL_GENERATION;
         }
-        if state == GroupState::PreparingRebalance {
+        // As Kafka: while a rebalance is prepared, members of the current generation may still
+        // commit (that is how they hand over the partitions they give up); between join and
+        // sync the generation is new and assignments are not known yet.
+        if state == GroupState::CompletingRebalance {
             return REBALANCE_IN_PROGRESS;
         }
         NONE
