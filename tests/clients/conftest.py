@@ -34,6 +34,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def port_listening(port):
+    """Whether some socket listens on 127.0.0.1:port (from /proc/net/tcp; state 0A)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return True
+    return False
+
+
 class BrokerError(AssertionError):
     pass
 
@@ -109,10 +121,20 @@ class Broker:
         self.start()
 
     def kill(self):
-        """Crash: SIGKILL and reap."""
+        """Crash: SIGKILL, reap, and wait until the kernel has let go of the listen port.
+
+        The listening sockets of a SIGKILLed io_uring process outlive it by ~15 ms (the ring
+        is torn down asynchronously); a start within that window fails with "cannot listen
+        ... Address already in use". A supervisor restarts later than that, so we wait too.
+        """
         assert self.proc is not None and self.proc.poll() is None, "broker not running"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while port_listening(self.port):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"port {self.port} still listening 10 s after SIGKILL")
+            time.sleep(0.005)
 
     def _force_stop(self):
         if self.proc is not None and self.proc.poll() is None:

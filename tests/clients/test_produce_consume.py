@@ -322,3 +322,52 @@ def test_acks_kcat(broker, acks):
     recs = read_all("kcat", broker.bootstrap, topic)
     assert [r.value.decode() for r in recs] == values
     assert_dense_offsets(recs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetch long poll: a consumer waiting at the end of the log gets a new record as soon as it is
+# written, not when its fetch wait (3 s here) runs out.
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_long_poll_wakes_on_produce(broker, client):
+    topic = unique(f"lp-{client}")
+    create_topic_confluent(broker.bootstrap, topic, 1)
+    prod = ck.Producer(ck_conf(broker.bootstrap, **{"linger.ms": 0}))
+    if client == "confluent":
+        c = ck.Consumer(ck_conf(broker.bootstrap, **{
+            "group.id": unique("lp"), "fetch.wait.max.ms": 3000, "enable.auto.commit": False}))
+        c.assign([ck.TopicPartition(topic, 0, 0)])
+
+        def poll():
+            m = c.poll(0.05)
+            return [m.value()] if m is not None and not m.error() else []
+    else:
+        c = kp.KafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=3000,
+                             enable_auto_commit=False)
+        c.assign([kp.TopicPartition(topic, 0)])
+        c.seek(kp.TopicPartition(topic, 0), 0)
+
+        def poll():
+            return [r.value for rs in c.poll(timeout_ms=50).values() for r in rs]
+    try:
+        for round_ in range(3):
+            # let the consumer park a fetch at the end of the log
+            end = time.monotonic() + 0.7
+            while time.monotonic() < end:
+                assert poll() == []
+            v = f"wake-{round_}".encode()
+            prod.produce(topic, value=v, partition=0)
+            assert prod.flush(10) == 0
+            t0 = time.monotonic()
+            d = Deadline(5, "the record to arrive")
+            got = []
+            while not got:
+                d.check()
+                got = poll()
+            waited = time.monotonic() - t0
+            assert got == [v]
+            assert waited < 1.5, f"record arrived {waited:.2f}s after it was acknowledged: " \
+                                 f"the parked fetch was not woken"
+    finally:
+        c.close()
