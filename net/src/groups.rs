@@ -500,8 +500,31 @@ impl Coordinator {
         rx.await.unwrap_or_else(|_| err(REBALANCE_IN_PROGRESS))
     }
 
+    /// The group's state if `member_id` is a member of generation `generation` (and notes
+    /// that the member is alive); otherwise the error to answer.
+    fn current_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<GroupState, i16> {
+        let mut groups = self.groups.borrow_mut();
+        let g = groups.get_mut(group).ok_or(UNKNOWN_MEMBER_ID)?;
+        let (state, gen) = (g.state, g.generation);
+        let m = g.members.get_mut(member_id).ok_or(UNKNOWN_MEMBER_ID)?;
+        m.last_seen = Instant::now();
+        if generation != gen {
+            return Err(ILLEGAL_GENERATION);
+        }
+        Ok(state)
+    }
+
     pub fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        let r = self.heartbeat_inner(group, member_id, generation);
+        let r = match self.current_member(group, member_id, generation) {
+            Ok(GroupState::PreparingRebalance) => REBALANCE_IN_PROGRESS,
+            Ok(_) => NONE,
+            Err(e) => e,
+        };
         if r != NONE {
             tracing::debug!(
                 group,
@@ -512,26 +535,6 @@ impl Coordinator {
             );
         }
         r
-    }
-
-    fn heartbeat_inner(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        let mut groups = self.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group) else {
-            return UNKNOWN_MEMBER_ID;
-        };
-        let state = g.state;
-        let gen = g.generation;
-        let Some(m) = g.members.get_mut(member_id) else {
-            return UNKNOWN_MEMBER_ID;
-        };
-        m.last_seen = Instant::now();
-        if generation != gen {
-            return ILLEGAL_GENERATION;
-        }
-        if state == GroupState::PreparingRebalance {
-            return REBALANCE_IN_PROGRESS;
-        }
-        NONE
     }
 
     /// LeaveGroup for each member id (or static instance id); returns an error per member.
@@ -615,7 +618,22 @@ impl Coordinator {
 
     /// Checks that a commit comes from a current member (or from outside any group).
     pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        let r = self.check_commit_inner(group, member_id, generation);
+        // A commit from outside any group (no generation, no member), or without a
+        // generation to a group that does not exist, is stored as it is.
+        let outside =
+            generation < 0 && (member_id.is_empty() || !self.groups.borrow().contains_key(group));
+        let r = if outside {
+            NONE
+        } else {
+            match self.current_member(group, member_id, generation) {
+                // As Kafka: while a rebalance is prepared, members of the current generation
+                // may still commit (that is how they hand over the partitions they give up);
+                // between join and sync the generation is new and assignments are unknown.
+                Ok(GroupState::CompletingRebalance) => REBALANCE_IN_PROGRESS,
+                Ok(_) => NONE,
+                Err(e) => e,
+            }
+        };
         if r != NONE {
             tracing::debug!(
                 group,
@@ -626,36 +644,6 @@ impl Coordinator {
             );
         }
         r
-    }
-
-    fn check_commit_inner(&self, group: &str, member_id: &str, generation: i32) -> i16 {
-        if generation < 0 && member_id.is_empty() {
-            return NONE;
-        }
-        let mut groups = self.groups.borrow_mut();
-        let Some(g) = groups.get_mut(group) else {
-            return if generation < 0 {
-                NONE
-            } else {
-                ILLEGAL_GENERATION
-            };
-        };
-        let state = g.state;
-        let gen = g.generation;
-        let Some(m) = g.members.get_mut(member_id) else {
-            return UNKNOWN_MEMBER_ID;
-        };
-        m.last_seen = Instant::now();
-        if generation != gen {
-            return ILLEGAL_GENERATION;
-        }
-        // As Kafka: while a rebalance is prepared, members of the current generation may still
-        // commit (that is how they hand over the partitions they give up); between join and
-        // sync the generation is new and assignments are not known yet.
-        if state == GroupState::CompletingRebalance {
-            return REBALANCE_IN_PROGRESS;
-        }
-        NONE
     }
 
     pub fn apply_commit(&self, group: &str, topic: &str, partition: i32, c: Option<Committed>) {
@@ -737,5 +725,152 @@ impl Coordinator {
             .map(|m| m.into_keys().collect())
             .unwrap_or_default();
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::{block_on, poll_once};
+
+    fn coordinator() -> Coordinator {
+        Coordinator::new(&NetConfig {
+            group_initial_rebalance_delay_ms: 50,
+            ..NetConfig::default()
+        })
+    }
+
+    /// Runs two joins together: both register, then the clock passes the initial delay.
+    fn join_two(c: &Coordinator, a: JoinRequest, b: JoinRequest) -> (JoinOutcome, JoinOutcome) {
+        let mut fa = Box::pin(c.join(a));
+        let mut fb = Box::pin(c.join(b));
+        assert!(block_on(poll_once(&mut fa)).is_none());
+        assert!(block_on(poll_once(&mut fb)).is_none());
+        c.tick(Instant::now() + Duration::from_secs(1));
+        (block_on(fa), block_on(fb))
+    }
+
+    /// Runs a join that completes at the next tick.
+    fn join_one(c: &Coordinator, r: JoinRequest) -> JoinOutcome {
+        let mut f = Box::pin(c.join(r));
+        if let Some(o) = block_on(poll_once(&mut f)) {
+            return o;
+        }
+        c.tick(Instant::now() + Duration::from_secs(1));
+        block_on(f)
+    }
+
+    fn join(member: &str) -> JoinRequest {
+        JoinRequest {
+            group: "g".into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        }
+    }
+
+    #[test]
+    fn join_sync_heartbeat_commit_and_rebalance() {
+        let c = coordinator();
+        // Two members join together: one generation, one leader who sees both.
+        let (a, b) = join_two(&c, join(""), join(""));
+        assert_eq!((a.error, b.error), (NONE, NONE));
+        assert_eq!((a.generation, b.generation), (1, 1));
+        let (leader, follower) = if a.member_id == a.leader {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(leader.members.len(), 2);
+        assert!(follower.members.is_empty());
+        assert_eq!(leader.protocol, "range");
+
+        // The follower's sync waits for the leader's assignments.
+        let assignments = vec![
+            (leader.member_id.clone(), Bytes::from_static(b"A")),
+            (follower.member_id.clone(), Bytes::from_static(b"B")),
+        ];
+        let mut f = Box::pin(c.sync("g", &follower.member_id, 1, vec![]));
+        assert!(
+            block_on(poll_once(&mut f)).is_none(),
+            "waits for the leader"
+        );
+        let ls = block_on(c.sync("g", &leader.member_id, 1, assignments));
+        let fs = block_on(f);
+        assert_eq!((fs.error, &fs.assignment[..]), (NONE, &b"B"[..]));
+        assert_eq!(&ls.assignment[..], b"A");
+        assert_eq!(c.heartbeat("g", &follower.member_id, 1), NONE);
+        assert_eq!(c.heartbeat("g", &follower.member_id, 0), ILLEGAL_GENERATION);
+        assert_eq!(c.heartbeat("g", "stranger", 1), UNKNOWN_MEMBER_ID);
+        assert_eq!(c.check_commit("g", &follower.member_id, 1), NONE);
+
+        // A follower rejoining unchanged keeps its assignment and its generation.
+        let again = join_one(&c, join(&follower.member_id));
+        assert_eq!((again.error, again.generation), (NONE, 1));
+        assert_eq!(
+            &block_on(c.sync("g", &follower.member_id, 1, vec![])).assignment[..],
+            b"B"
+        );
+
+        // A leaving member starts a rebalance: the others learn it from their heartbeat, may
+        // still commit, and rejoin into generation 2.
+        assert_eq!(
+            c.leave("g", &[(follower.member_id.clone(), None)]),
+            vec![NONE]
+        );
+        assert_eq!(
+            c.heartbeat("g", &leader.member_id, 1),
+            REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(c.check_commit("g", &leader.member_id, 1), NONE);
+        let rejoined = join_one(&c, join(&leader.member_id));
+        assert_eq!((rejoined.generation, rejoined.members.len()), (2, 1));
+        // Between join and sync, commits wait for the new assignment.
+        assert_eq!(
+            c.check_commit("g", &leader.member_id, 2),
+            REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(
+            c.leave("g", &[(leader.member_id.clone(), None)]),
+            vec![NONE]
+        );
+        assert_eq!(c.describe("g").map(|d| d.0), Some(GroupState::Empty));
+    }
+
+    #[test]
+    fn bad_joins_and_deletes() {
+        let c = coordinator();
+        let mut short = join("");
+        short.session_timeout_ms = 10;
+        assert_eq!(join_one(&c, short).error, INVALID_SESSION_TIMEOUT);
+        assert_eq!(join_one(&c, join("ghost")).error, UNKNOWN_MEMBER_ID);
+        let mut empty_group = join("");
+        empty_group.group.clear();
+        assert_eq!(join_one(&c, empty_group).error, INVALID_GROUP_ID);
+        let a = join_one(&c, join(""));
+        let mut other = join("");
+        other.protocols = vec![("sticky".into(), Bytes::new())];
+        assert_eq!(join_one(&c, other).error, INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(c.delete("g"), Err(NON_EMPTY_GROUP));
+        assert_eq!(c.delete("nope"), Err(GROUP_ID_NOT_FOUND));
+        c.apply_commit(
+            "g",
+            "t",
+            0,
+            Some(Committed {
+                offset: 5,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 0,
+            }),
+        );
+        c.leave("g", &[(a.member_id, None)]);
+        assert_eq!(c.delete("g"), Ok(vec![("t".to_string(), 0)]));
+        assert!(c.committed("g").is_empty());
     }
 }

@@ -402,6 +402,24 @@ async fn alter_topic(
     }
 }
 
+/// One resource of AlterConfigs or IncrementalAlterConfigs: only topics change at run time.
+async fn alter_resource(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &str,
+    changes: Vec<(String, i8, Option<String>)>,
+    replace: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    if resource_type != RESOURCE_TOPIC {
+        return (
+            code::INVALID_REQUEST,
+            Some("only topic settings can be changed at run time; broker settings live in the config file".to_string()),
+        );
+    }
+    alter_topic(shard, name, changes, replace, validate_only).await
+}
+
 pub async fn incremental_alter_configs(
     shard: &Rc<Shard>,
     _ctx: &Ctx,
@@ -410,23 +428,26 @@ pub async fn incremental_alter_configs(
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::new();
     for r in req.resources {
-        let name = r.resource_name.as_str().to_string();
-        let (error, msg) = if r.resource_type != RESOURCE_TOPIC {
-            (code::INVALID_REQUEST, Some("only topic settings can be changed at run time; broker settings live in the config file".to_string()))
-        } else {
-            let changes = r
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.as_str().to_string(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.as_str().to_string()),
-                    )
-                })
-                .collect();
-            alter_topic(shard, &name, changes, false, req.validate_only).await
-        };
+        let changes = r
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str().to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.as_str().to_string()),
+                )
+            })
+            .collect();
+        let (error, msg) = alter_resource(
+            shard,
+            r.resource_type,
+            r.resource_name.as_str(),
+            changes,
+            false,
+            req.validate_only,
+        )
+        .await;
         out.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -438,6 +459,7 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(out)
 }
 
+/// AlterConfigs replaces the whole set: keys not named go back to the default.
 pub async fn alter_configs(
     shard: &Rc<Shard>,
     _ctx: &Ctx,
@@ -446,24 +468,26 @@ pub async fn alter_configs(
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::new();
     for r in req.resources {
-        let name = r.resource_name.as_str().to_string();
-        let (error, msg) = if r.resource_type != RESOURCE_TOPIC {
-            (code::INVALID_REQUEST, Some("only topic settings can be changed at run time; broker settings live in the config file".to_string()))
-        } else {
-            let changes = r
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.as_str().to_string(),
-                        0,
-                        c.value.as_ref().map(|v| v.as_str().to_string()),
-                    )
-                })
-                .collect();
-            // AlterConfigs replaces the whole set: keys not named go back to the default.
-            alter_topic(shard, &name, changes, true, req.validate_only).await
-        };
+        let changes = r
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str().to_string(),
+                    0,
+                    c.value.as_ref().map(|v| v.as_str().to_string()),
+                )
+            })
+            .collect();
+        let (error, msg) = alter_resource(
+            shard,
+            r.resource_type,
+            r.resource_name.as_str(),
+            changes,
+            true,
+            req.validate_only,
+        )
+        .await;
         out.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
