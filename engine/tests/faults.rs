@@ -643,3 +643,59 @@ fn group_commit_coalesces_concurrent_durable_appends() {
         check_log(&read_all(&log, 0).await, &sent, &[]);
     });
 }
+
+#[test]
+fn a_failed_sync_fails_the_rounds_written_behind_it_even_if_a_later_sync_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        // The second fdatasync fails; the third would succeed (as Linux may, after dropping
+        // the failed pages). Appenders keep the pipeline full: while one sync is in flight,
+        // the next round is written.
+        plan.fail_one_sync(1);
+        let tasks: Vec<_> = (0..256u64)
+            .map(|seq| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(std::time::Duration::from_micros(seq * 50)).await;
+                    log.append(vec![batch(seq, 16 * 1024, 5)], Durability::Durable)
+                        .await
+                })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        for task in tasks {
+            match task.await {
+                Ok(r) => acked.push(r),
+                Err(_) => failed += 1,
+            }
+        }
+        assert!(failed > 0, "the failed sync fails its appends");
+        assert!(log.failure().is_some(), "the partition refuses writes");
+        // Every ack came from the first, successful sync: acked offsets are a prefix.
+        acked.sort_by_key(|r| r.base_offset);
+        let mut next = 0;
+        for r in &acked {
+            assert_eq!(r.base_offset, next, "acks form a prefix of the log");
+            next = r.last_offset + 1;
+        }
+        drop(log);
+        // Reopened on a healthy disk: everything acked is there, intact.
+        plan.heal();
+        let (log, _) = open(&root, cfg).await;
+        let got = read_all(&log, 0).await;
+        assert!(got.len() >= acked.len());
+        for (r, b) in acked.iter().zip(&got) {
+            assert_eq!(b.base_offset, r.base_offset);
+        }
+    });
+}

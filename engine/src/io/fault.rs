@@ -27,6 +27,8 @@ struct PlanState {
     write_errno: Option<i32>,
     writes_before_failure: u64,
     sync_errno: Option<i32>,
+    /// Syncs to let through before the single one that fails (see `fail_one_sync`).
+    one_sync_failure_after: Option<u64>,
     allocate_errno: Option<i32>,
     tear_next_write_at: Option<u64>,
     /// Operations left before the simulated crash; after it every operation fails.
@@ -56,6 +58,13 @@ impl FaultPlan {
     /// Every fdatasync fails with `errno`.
     pub fn fail_syncs(&self, errno: i32) {
         self.state.borrow_mut().sync_errno = Some(errno);
+    }
+
+    /// After `after` more successful fdatasyncs, exactly one fails with EIO and the later
+    /// ones succeed again: Linux's behaviour after a writeback error, where the next fsync
+    /// reports success although the data of the failed one was dropped.
+    pub fn fail_one_sync(&self, after: u64) {
+        self.state.borrow_mut().one_sync_failure_after = Some(after);
     }
 
     /// Every preallocation fails with `errno`.
@@ -234,7 +243,18 @@ impl StorageFile for FaultyFile {
                 let errno = {
                     let mut s = self.plan.state.borrow_mut();
                     s.syncs += 1;
-                    s.sync_errno
+                    let once = match s.one_sync_failure_after {
+                        Some(0) => {
+                            s.one_sync_failure_after = None;
+                            Some(libc::EIO)
+                        }
+                        Some(n) => {
+                            s.one_sync_failure_after = Some(n - 1);
+                            None
+                        }
+                        None => None,
+                    };
+                    s.sync_errno.or(once)
                 };
                 if let Some(errno) = errno {
                     return Err(errno_error(errno, "injected fdatasync failure", &self.path));

@@ -86,6 +86,15 @@ impl Pending {
     }
 }
 
+/// An fdatasync in flight and the appends that wait for it.
+struct InflightSync {
+    task: glommio::Task<std::io::Result<()>>,
+    waiters: Vec<Pending>,
+    /// Offsets below this are durable once it succeeds.
+    covers: u64,
+    file: Rc<dyn crate::io::StorageFile>,
+}
+
 struct State {
     segments: BTreeMap<u64, Segment>,
     /// Next offset to assign.
@@ -335,23 +344,43 @@ impl PartitionLog {
         }
     }
 
-    /// The group-commit loop: runs while there is pending work.
+    /// The group-commit loop: runs while there is pending work. Writes and fdatasyncs are
+    /// pipelined: while the fdatasync covering round N is in flight, round N+1 is written;
+    /// one fdatasync at a time, each covering every write completed before it started.
     async fn flush_loop(self, mut force_sync: bool) {
+        let mut inflight: Option<InflightSync> = None;
         loop {
-            let roll_needed = {
-                let mut st = self.inner.state.borrow_mut();
-                if st.failed.is_some() {
-                    let reason = st.failed.clone().unwrap_or_default();
-                    let pending: Vec<Pending> = st.pending.drain(..).collect();
-                    drop(st);
-                    self.fail_waiters(pending, &reason);
-                    break;
-                }
-                if st.pending.is_empty() && !force_sync {
-                    break;
-                }
-                self.roll_needed(&st)
+            let (failed, idle, roll_needed) = {
+                let st = self.inner.state.borrow();
+                (
+                    st.failed.is_some(),
+                    st.pending.is_empty() && !force_sync,
+                    self.roll_needed(&st),
+                )
             };
+            if failed {
+                if let Some(s) = inflight.take() {
+                    self.finish_sync(s).await;
+                }
+                let (reason, pending) = {
+                    let mut st = self.inner.state.borrow_mut();
+                    let reason = st.failed.clone().unwrap_or_default();
+                    (reason, st.pending.drain(..).collect::<Vec<Pending>>())
+                };
+                self.fail_waiters(pending, &reason);
+                break;
+            }
+            if idle || roll_needed {
+                // Nothing more to write, or a roll to do: let the fdatasync in flight finish
+                // first (more may arrive meanwhile; the loop looks again).
+                if let Some(s) = inflight.take() {
+                    self.finish_sync(s).await;
+                    continue;
+                }
+                if idle {
+                    break;
+                }
+            }
             if roll_needed {
                 if let Err(e) = self.roll().await {
                     self.fail(e, Vec::new());
@@ -361,8 +390,32 @@ impl PartitionLog {
             let round = self.take_round();
             let sync = force_sync || round.iter().any(|p| p.durability == Durability::Durable);
             force_sync = false;
-            if let Err(e) = self.flush_round(round, sync).await {
-                tracing::error!(partition = %self.inner.name, "{e}");
+            let (round, file) = match self.write_round(round).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition = %self.inner.name, "{e}");
+                    continue;
+                }
+            };
+            if sync {
+                if let Some(s) = inflight.take() {
+                    if !self.finish_sync(s).await {
+                        // After a failed fdatasync a later one may succeed without the data
+                        // being safe (the kernel dropped the dirty pages): never ack on it.
+                        let reason = self.failure().unwrap_or_default();
+                        self.fail_waiters(round, &reason);
+                        continue;
+                    }
+                }
+                let covers = self.inner.state.borrow().written_offset;
+                let f = file.clone();
+                let task = glommio::spawn_local(async move { f.fdatasync().await });
+                inflight = Some(InflightSync {
+                    task,
+                    waiters: round,
+                    covers,
+                    file,
+                });
             }
         }
         let mut st = self.inner.state.borrow_mut();
@@ -436,10 +489,12 @@ impl PartitionLog {
         round
     }
 
-    async fn flush_round(&self, round: Vec<Pending>, sync: bool) -> Result<()> {
-        if round.is_empty() && !sync {
-            return Ok(());
-        }
+    /// Writes a round and makes it readable; resolves its appends that wait only for the
+    /// write. Returns the round (for the waiters of its fdatasync) and the file written.
+    async fn write_round(
+        &self,
+        round: Vec<Pending>,
+    ) -> Result<(Vec<Pending>, Rc<dyn crate::io::StorageFile>)> {
         let (mut appender, file) = {
             let mut st = self.inner.state.borrow_mut();
             let Some(active) = st.segments.values_mut().next_back() else {
@@ -512,25 +567,38 @@ impl PartitionLog {
                 }
             }
         }
-        if sync {
-            if let Err(e) = file.fdatasync().await {
+        Ok((round, file))
+    }
+
+    /// Waits for an fdatasync in flight and resolves the appends it covers (or fails them,
+    /// and the partition, if it failed). Returns whether it succeeded.
+    async fn finish_sync(&self, s: InflightSync) -> bool {
+        let InflightSync {
+            task,
+            mut waiters,
+            covers,
+            file,
+        } = s;
+        match task.await {
+            Ok(()) => {
+                {
+                    let mut st = self.inner.state.borrow_mut();
+                    st.durable_offset = st.durable_offset.max(covers);
+                }
+                for p in waiters.iter_mut() {
+                    if let Some(w) = p.waiter.take() {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                true
+            }
+            Err(e) => {
                 let e = EngineError::from_io(e, file.path());
-                let msg = e.to_string();
-                self.fail(e, round);
-                return Err(EngineError::PartitionFailed {
-                    partition: self.inner.name.clone(),
-                    reason: msg,
-                });
-            }
-            let mut st = self.inner.state.borrow_mut();
-            st.durable_offset = st.written_offset;
-        }
-        for p in round.iter_mut() {
-            if let Some(w) = p.waiter.take() {
-                let _ = w.send(Ok(()));
+                tracing::error!(partition = %self.inner.name, "{e}");
+                self.fail(e, waiters);
+                false
             }
         }
-        Ok(())
     }
 
     fn put_back_appender(&self, appender: Option<crate::log::appender::Appender>) {
