@@ -5,7 +5,10 @@ of every partition up to the end offset the broker reported when the read starte
 """
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -77,6 +80,128 @@ def kcat(args, input=None, timeout=30, check=True):
         raise AssertionError(
             f"kcat {' '.join(args)} exited {p.returncode}:\n{p.stderr.decode(errors='replace')}")
     return p
+
+
+class KcatProcess:
+    """A long-running kcat (a -G balanced consumer, a -P producer) whose stdout and stderr are
+    read line by line on two threads, so neither pipe fills up and the test sees each line as
+    kcat writes it (consumers should pass -u: unbuffered output).
+
+    The process is in a session of its own and is only ever signalled by its PID. `stop()`
+    sends a signal and waits (SIGKILL and a failed assertion when it does not exit in time);
+    `kill()` is for teardown: SIGKILL if still running, then reap and join the readers.
+    """
+
+    def __init__(self, args, name="kcat", stdin=False, on_stdout=None, on_stderr=None):
+        self.name = name
+        self.args = list(args)
+        self._lock = threading.Lock()
+        self._out = []
+        self._err = []
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self.reader_error = None
+        self.proc = subprocess.Popen(
+            [KCAT] + self.args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self._out, on_stdout),
+                             name=f"{name}-stdout", daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self._err, on_stderr),
+                             name=f"{name}-stderr", daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, pipe, sink, callback):
+        try:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                with self._lock:
+                    sink.append(line)
+                if callback is not None:
+                    callback(line)
+        except BaseException as e:  # reported by check()
+            self.reader_error = e
+        finally:
+            pipe.close()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stdout_lines(self):
+        with self._lock:
+            return list(self._out)
+
+    def stderr_lines(self):
+        with self._lock:
+            return list(self._err)
+
+    def stderr_text(self, last=40):
+        return "\n".join(self.stderr_lines()[-last:])
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def check(self):
+        """Fail if a reader thread failed or kcat has exited on its own."""
+        if self.reader_error is not None:
+            raise AssertionError(f"{self.name}: reading its output failed: "
+                                 f"{self.reader_error!r}") from self.reader_error
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} (pid {self.pid}) exited with "
+                                 f"{self.proc.returncode}:\n{self.stderr_text()}")
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def close_stdin(self):
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def wait(self, timeout):
+        """Wait for kcat to exit on its own; SIGKILL and fail after `timeout`. Returns the exit
+        code once both output pipes have been read to the end."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} (pid {self.pid}) still running after "
+                                 f"{timeout}s:\n{self.stderr_text()}")
+        self._join_readers(10)
+        return code
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Send `sig` (kcat's handler ends its main loop: a -G consumer then closes, which
+        commits and leaves the group) and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.close_stdin_quietly()
+        self._join_readers(5)
+
+    def close_stdin_quietly(self):
+        try:
+            self.close_stdin()
+        except OSError:  # broken pipe: kcat is gone
+            pass
+
+    def _join_readers(self, timeout):
+        for t in self._readers:
+            t.join(timeout)
+            if t.is_alive():
+                raise AssertionError(f"{self.name}: {t.name} still reading {timeout}s after "
+                                     f"the process exited")
 
 
 def _kcat_str(s):

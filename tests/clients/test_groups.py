@@ -1,5 +1,8 @@
 """4. A consumer group of three members across rebalances: nothing lost, nothing twice.
 
+kcat members (`kcat -G`, librdkafka 2.0.2's high-level consumer with auto-commit) are separate
+processes; see test_group_of_three_rebalances_kcat.
+
 confluent-kafka members are polled in turn from the test thread. Each kafka-python member runs
 on its own thread (see ConsumerThread), as a kafka-python application would. Every member
 commits synchronously after each message (confluent-kafka) or each poll batch (kafka-python). A
@@ -11,6 +14,8 @@ committed-and-processed (partition, offset) pairs are exactly the produced ones,
 
 import concurrent.futures
 import queue
+import re
+import signal
 import sys
 import threading
 import time
@@ -23,7 +28,7 @@ import kafka.errors as kerr
 import pytest
 from kafka.structs import OffsetAndMetadata
 
-from kutil import Deadline, ck_conf, unique
+from kutil import Deadline, KcatProcess, ck_conf, unique
 
 PARTITIONS = 6
 BATCH = 240  # records per produce phase, spread over the partitions
@@ -610,5 +615,238 @@ def test_auto_commit_before_rejoin_kafka_python(broker):
                 m.close()
             except Exception as e:
                 errors.append(e)
+        if passed and errors:
+            raise errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same group of three with kcat's balanced consumer: `kcat -G group topic` runs librdkafka's
+# high-level consumer (eager protocol, range assignor). librdkafka stores the offset of each
+# message as it hands it to kcat, which prints it at once (-u: unbuffered); auto-commit sends
+# the stored offsets every 100 ms, and before partitions are revoked (librdkafka does not
+# rejoin before that commit is answered) and when the consumer closes, which kcat does on
+# SIGTERM before it leaves the group. So what a member printed is what the group committed for
+# it, and no record is printed twice or never across a rebalance.
+#
+# Records are produced while the third member joins. The member that leaves is stopped only
+# once everything produced has been consumed and committed: kcat 1.7.1 drops (does not print)
+# a message that poll returns after the signal has arrived, yet librdkafka has already stored
+# its offset and commits it on close; with records pending, a clean leave could lose one on the
+# client's side.
+
+KCAT_POLL_S = 0.02
+_ASSIGN_RE = re.compile(r"rebalanced \(memberid [^)]*\): (assigned|revoked): ?(.*)$")
+
+
+class KcatMember:
+    """One `kcat -G` process; stdout lines "partition offset value", stderr rebalance lines."""
+
+    def __init__(self, name, bootstrap, group, topic):
+        self.name = name
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._consumed = []  # (partition, offset, value)
+        self._assignment = set()
+        self.rebalances = []  # ("assigned" | "revoked", [partitions])
+        self.bad_lines = []
+        self.k = KcatProcess(
+            ["-b", bootstrap, "-G", group, "-u", "-f", "%p %o %s\\n",
+             "-X", f"client.id={name}",
+             "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100",
+             "-X", "auto.offset.reset=earliest",
+             "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=200",
+             "-X", "fetch.wait.max.ms=100",
+             topic],
+            name=name, on_stdout=self._on_stdout, on_stderr=self._on_stderr)
+
+    def _on_stdout(self, line):  # on a reader thread
+        parts = line.split(" ", 2)
+        with self._lock:
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                self._consumed.append((int(parts[0]), int(parts[1]), parts[2].encode()))
+            else:
+                self.bad_lines.append(line)
+
+    def _on_stderr(self, line):  # on a reader thread
+        m = _ASSIGN_RE.search(line)
+        if m is None:
+            return
+        parts = [int(x) for x in re.findall(r"\[(\d+)\]", m.group(2))]
+        with self._lock:
+            self.rebalances.append((m.group(1), parts))
+            self._assignment = set(parts) if m.group(1) == "assigned" else set()
+
+    @property
+    def consumed(self):
+        with self._lock:
+            return list(self._consumed)
+
+    @property
+    def assignment(self):
+        with self._lock:
+            return set(self._assignment)
+
+    def step(self):
+        """kcat does the work; here: fail if it exited or printed something unexpected."""
+        self.k.check()
+        assert not self.bad_lines, f"{self.name}: unexpected output {self.bad_lines[:5]}"
+        time.sleep(KCAT_POLL_S)
+
+    def close(self, sig=signal.SIGTERM):
+        code = self.k.stop(sig, timeout=20)
+        assert code == 0, f"{self.name} exited {code} on {sig!r}:\n{self.k.stderr_text()}"
+
+    def kill(self):
+        self.k.kill()
+
+
+def group_committed(bootstrap, group, topic, partitions):
+    """The group's committed offsets, from a consumer that only asks (it never joins)."""
+    c = ck.Consumer(ck_conf(bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        tps = c.committed([ck.TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+    finally:
+        c.close()
+
+
+def test_group_of_three_rebalances_kcat(broker):
+    topic = unique("grp-kcat")
+    group = unique("g-kcat")
+    admin = ck.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([ck.admin.NewTopic(topic, num_partitions=PARTITIONS,
+                                           replication_factor=1)])[topic].result(15)
+    prod = Producer(broker.bootstrap, topic)
+    members = []
+    background = []
+
+    def keys():
+        return [(p, o) for m in members for (p, o, _) in m.consumed]
+
+    def ends():
+        out = {}
+        for (p, o) in prod.produced:
+            out[p] = max(out.get(p, -1), o + 1)
+        return out
+
+    def balanced(ms):
+        sets = [m.assignment for m in ms]
+        return (all(len(s) == PARTITIONS // len(ms) for s in sets)
+                and set().union(*sets) == set(range(PARTITIONS)))
+
+    def drive_until(ms, cond, seconds, what):
+        d = Deadline(seconds, what)
+        while not cond():
+            d.check(" / ".join(f"{m.name}: assigned {sorted(m.assignment)} consumed "
+                               f"{len(m.consumed)}" for m in ms)
+                    + f"; produced {len(prod.produced)}")
+            for m in ms:
+                m.step()
+
+    def caught_up(ms, seconds, what):
+        """Every record produced so far consumed, and committed by the group."""
+        drive_until(ms, lambda: set(keys()) >= set(prod.produced), seconds,
+                    f"{what}: consuming all {len(prod.produced)} records")
+        want = ends()
+        d = Deadline(seconds, f"{what}: committed offsets reaching {want}")
+        while True:
+            got = group_committed(broker.bootstrap, group, topic, PARTITIONS)
+            if got == want:
+                return
+            d.check(f"committed {got}")
+            for m in ms:
+                m.step()
+
+    passed = False
+    try:
+        a = KcatMember("kcat-a", broker.bootstrap, group, topic)
+        members.append(a)
+        b = KcatMember("kcat-b", broker.bootstrap, group, topic)
+        members.append(b)
+        drive_until([a, b], lambda: balanced([a, b]), 30, "two members sharing six partitions")
+
+        # 1. two members consume the first batch
+        prod.produce(BATCH)
+        caught_up([a, b], 30, "two members")
+        assert a.consumed and b.consumed, "a member got nothing"
+
+        # 2. a third member joins while records are being produced: rebalance with records
+        # pending (the producer runs on a thread; the test thread only watches)
+        def produce_slowly():
+            try:
+                for _ in range(BATCH // 10):
+                    prod.produce(10)
+                    time.sleep(0.02)
+            except BaseException as e:
+                background.append(e)
+
+        t = threading.Thread(target=produce_slowly, daemon=True)
+        t.start()
+        time.sleep(0.1)
+        c = KcatMember("kcat-c", broker.bootstrap, group, topic)
+        members.append(c)
+        drive_until([a, b, c], lambda: balanced([a, b, c]) and not t.is_alive(), 30,
+                    "three members sharing six partitions, second batch produced")
+        t.join(1)
+        assert not background, background
+        assert prod.n == 2 * BATCH
+        caught_up([a, b, c], 30, "three members")
+
+        # 3. three members consume a batch; each gets its share
+        before = {m.name: len(m.consumed) for m in members}
+        prod.produce(BATCH)
+        caught_up([a, b, c], 30, "three members, third batch")
+        for m in (a, b, c):
+            assert len(m.consumed) > before[m.name], f"{m.name} consumed none of batch 3"
+            assert len(m.assignment) == 2, (m.name, m.assignment)
+
+        # 4. b leaves cleanly (SIGTERM: close, which commits and sends LeaveGroup); the other
+        # two take over its partitions and consume a fourth batch
+        b_had = b.assignment
+        b.close()
+        assert b.rebalances[-1] == ("revoked", sorted(b_had)), b.rebalances
+        drive_until([a, c], lambda: balanced([a, c]), 30, "two members after b left")
+        prod.produce(BATCH)
+        caught_up([a, c], 30, "two members after the leave")
+        assert {p for (p, o, _) in a.consumed + c.consumed if o >= 0} & b_had
+
+        # stragglers would show up as duplicates
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            a.step()
+            c.step()
+        a.close()
+        c.close()
+
+        consumed = [(p, o, v) for m in members for (p, o, v) in m.consumed]
+        ks = [(p, o) for (p, o, _) in consumed]
+        seen, dups = set(), set()
+        for k in ks:
+            (dups if k in seen else seen).add(k)
+        assert not dups, f"consumed twice: {sorted(dups)[:20]} (of {len(dups)})"
+        assert len(prod.produced) == 4 * BATCH
+        missing = sorted(set(prod.produced) - seen)
+        assert not missing, f"never consumed: {missing[:20]} (of {len(missing)})"
+        assert seen == set(prod.produced)
+        assert {(p, o): v for (p, o, v) in consumed} == prod.produced
+        assert group_committed(broker.bootstrap, group, topic, PARTITIONS) == ends()
+        # each member's output was in offset order per partition, from where the group stood
+        for m in members:
+            for p in range(PARTITIONS):
+                offs = [o for (pp, o, _) in m.consumed if pp == p]
+                assert offs == sorted(offs), (m.name, p, offs[:20])
+        print("rebalances:", {m.name: m.rebalances for m in members})
+        passed = True
+    finally:
+        errors = []
+        for m in members:
+            if m.k.running():
+                try:
+                    if passed:
+                        m.close()
+                    else:
+                        m.kill()
+                except Exception as e:
+                    errors.append(e)
         if passed and errors:
             raise errors[0]
