@@ -621,18 +621,22 @@ def test_auto_commit_before_rejoin_kafka_python(broker):
 
 # ---------------------------------------------------------------------------------------------
 # The same group of three with kcat's balanced consumer: `kcat -G group topic` runs librdkafka's
-# high-level consumer (eager protocol, range assignor). librdkafka stores the offset of each
-# message as it hands it to kcat, which prints it at once (-u: unbuffered); auto-commit sends
-# the stored offsets every 100 ms, and before partitions are revoked (librdkafka does not
-# rejoin before that commit is answered) and when the consumer closes, which kcat does on
-# SIGTERM before it leaves the group. So what a member printed is what the group committed for
-# it, and no record is printed twice or never across a rebalance.
+# high-level consumer (eager protocol, range assignor, auto-commit on). librdkafka stores the
+# offset of each message as it hands it to kcat, which prints it at once (-u: unbuffered), and
+# commits the stored offsets: every auto.commit.interval.ms, when partitions are revoked (it
+# does not rejoin before that commit is answered) and when the consumer closes, which kcat
+# does on SIGTERM before the consumer leaves the group. So a partition's new owner starts
+# exactly after the last record its previous owner printed: nothing twice, nothing skipped.
 #
-# Records are produced while the third member joins. The member that leaves is stopped only
-# once everything produced has been consumed and committed: kcat 1.7.1 drops (does not print)
-# a message that poll returns after the signal has arrived, yet librdkafka has already stored
-# its offset and commits it on close; with records pending, a clean leave could lose one on the
-# client's side.
+# auto.commit.interval.ms stays at librdkafka's 5 s: `kcat -X name=value` sets a property on
+# the topic configuration when the name is one (auto.commit.interval.ms and enable.auto.commit
+# are also legacy topic properties), and the high-level consumer reads the global one. The
+# test does not rely on the periodic commit: only on the commits on revoke and on close.
+#
+# Records are being produced while the third member joins. The member that leaves is stopped
+# only once every record produced so far has been consumed: kcat 1.7.1 does not print a message
+# that poll returns after the signal arrived, but librdkafka has already stored its offset and
+# commits it on close, so a leave with records in flight could lose one on the client's side.
 
 KCAT_POLL_S = 0.02
 _ASSIGN_RE = re.compile(r"rebalanced \(memberid [^)]*\): (assigned|revoked): ?(.*)$")
@@ -651,12 +655,9 @@ class KcatMember:
         self.bad_lines = []
         self.k = KcatProcess(
             ["-b", bootstrap, "-G", group, "-u", "-f", "%p %o %s\\n",
-             "-X", f"client.id={name}",
-             "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100",
-             "-X", "auto.offset.reset=earliest",
+             "-X", f"client.id={name}", "-X", "auto.offset.reset=earliest",
              "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=200",
-             "-X", "fetch.wait.max.ms=100",
-             topic],
+             "-X", "fetch.wait.max.ms=100", topic],
             name=name, on_stdout=self._on_stdout, on_stderr=self._on_stderr)
 
     def _on_stdout(self, line):  # on a reader thread
@@ -718,10 +719,6 @@ def test_group_of_three_rebalances_kcat(broker):
                                            replication_factor=1)])[topic].result(15)
     prod = Producer(broker.bootstrap, topic)
     members = []
-    background = []
-
-    def keys():
-        return [(p, o) for m in members for (p, o, _) in m.consumed]
 
     def ends():
         out = {}
@@ -743,19 +740,11 @@ def test_group_of_three_rebalances_kcat(broker):
             for m in ms:
                 m.step()
 
-    def caught_up(ms, seconds, what):
-        """Every record produced so far consumed, and committed by the group."""
-        drive_until(ms, lambda: set(keys()) >= set(prod.produced), seconds,
+    def consumed_all(ms, seconds, what):
+        """Every record produced so far has been printed by some member."""
+        drive_until(ms, lambda: {(p, o) for m in members for (p, o, _) in m.consumed}
+                    >= set(prod.produced), seconds,
                     f"{what}: consuming all {len(prod.produced)} records")
-        want = ends()
-        d = Deadline(seconds, f"{what}: committed offsets reaching {want}")
-        while True:
-            got = group_committed(broker.bootstrap, group, topic, PARTITIONS)
-            if got == want:
-                return
-            d.check(f"committed {got}")
-            for m in ms:
-                m.step()
 
     passed = False
     try:
@@ -767,48 +756,67 @@ def test_group_of_three_rebalances_kcat(broker):
 
         # 1. two members consume the first batch
         prod.produce(BATCH)
-        caught_up([a, b], 30, "two members")
+        consumed_all([a, b], 30, "two members")
         assert a.consumed and b.consumed, "a member got nothing"
 
-        # 2. a third member joins while records are being produced: rebalance with records
-        # pending (the producer runs on a thread; the test thread only watches)
-        def produce_slowly():
+        # 2. a third member joins while records are being produced: the producer runs on a
+        # thread, ten records every 20 ms, until c has partitions and for 0.2 s more
+        c = None
+        joining = {}
+        background = []
+
+        def produce_while_c_joins():
             try:
-                for _ in range(BATCH // 10):
+                d = Deadline(30, "c assigned")
+                after = None
+                while after is None or time.monotonic() < after:
                     prod.produce(10)
+                    if "c_started" in joining and "c_assigned" not in joining \
+                            and c.assignment:
+                        joining["c_assigned"] = prod.n
+                        after = time.monotonic() + 0.2
+                    d.check()
                     time.sleep(0.02)
             except BaseException as e:
                 background.append(e)
 
-        t = threading.Thread(target=produce_slowly, daemon=True)
+        t = threading.Thread(target=produce_while_c_joins, daemon=True)
         t.start()
         time.sleep(0.1)
         c = KcatMember("kcat-c", broker.bootstrap, group, topic)
         members.append(c)
-        drive_until([a, b, c], lambda: balanced([a, b, c]) and not t.is_alive(), 30,
-                    "three members sharing six partitions, second batch produced")
+        joining["c_started"] = prod.n
+        drive_until([a, b, c], lambda: balanced([a, b, c]) and not t.is_alive(), 40,
+                    "three members sharing six partitions, production stopped")
         t.join(1)
         assert not background, background
-        assert prod.n == 2 * BATCH
-        caught_up([a, b, c], 30, "three members")
+        print("records produced before c started, before c had partitions, in all:",
+              joining, prod.n)
+        assert joining["c_assigned"] > joining["c_started"], \
+            f"nothing produced while c joined: {joining}"
+        consumed_all([a, b, c], 30, "three members")
 
         # 3. three members consume a batch; each gets its share
         before = {m.name: len(m.consumed) for m in members}
         prod.produce(BATCH)
-        caught_up([a, b, c], 30, "three members, third batch")
+        consumed_all([a, b, c], 30, "three members, third batch")
         for m in (a, b, c):
             assert len(m.consumed) > before[m.name], f"{m.name} consumed none of batch 3"
             assert len(m.assignment) == 2, (m.name, m.assignment)
 
-        # 4. b leaves cleanly (SIGTERM: close, which commits and sends LeaveGroup); the other
-        # two take over its partitions and consume a fourth batch
+        # 4. b leaves cleanly (SIGTERM: kcat closes the consumer, which commits and sends
+        # LeaveGroup); a and c take over its partitions, committing theirs on revoke first
         b_had = b.assignment
         b.close()
         assert b.rebalances[-1] == ("revoked", sorted(b_had)), b.rebalances
         drive_until([a, c], lambda: balanced([a, c]), 30, "two members after b left")
+        # nothing was produced since everything was consumed: the commits on close and on
+        # revoke have put the group's offsets at the end of every partition
+        assert group_committed(broker.bootstrap, group, topic, PARTITIONS) == ends()
         prod.produce(BATCH)
-        caught_up([a, c], 30, "two members after the leave")
-        assert {p for (p, o, _) in a.consumed + c.consumed if o >= 0} & b_had
+        consumed_all([a, c], 30, "two members after the leave")
+        assert {p for (p, o, _) in a.consumed + c.consumed if o >= ends()[p] - BATCH // 6} \
+            >= b_had
 
         # stragglers would show up as duplicates
         end = time.monotonic() + 1.0
@@ -819,33 +827,31 @@ def test_group_of_three_rebalances_kcat(broker):
         c.close()
 
         consumed = [(p, o, v) for m in members for (p, o, v) in m.consumed]
-        ks = [(p, o) for (p, o, _) in consumed]
         seen, dups = set(), set()
-        for k in ks:
-            (dups if k in seen else seen).add(k)
+        for (p, o, _) in consumed:
+            (dups if (p, o) in seen else seen).add((p, o))
         assert not dups, f"consumed twice: {sorted(dups)[:20]} (of {len(dups)})"
-        assert len(prod.produced) == 4 * BATCH
+        assert len(prod.produced) == prod.n
         missing = sorted(set(prod.produced) - seen)
         assert not missing, f"never consumed: {missing[:20]} (of {len(missing)})"
         assert seen == set(prod.produced)
         assert {(p, o): v for (p, o, v) in consumed} == prod.produced
-        assert group_committed(broker.bootstrap, group, topic, PARTITIONS) == ends()
-        # each member's output was in offset order per partition, from where the group stood
+        # every member printed each partition in offset order
         for m in members:
             for p in range(PARTITIONS):
                 offs = [o for (pp, o, _) in m.consumed if pp == p]
                 assert offs == sorted(offs), (m.name, p, offs[:20])
+        # the commits on close put the group's offsets at the end of every partition
+        assert group_committed(broker.bootstrap, group, topic, PARTITIONS) == ends()
         print("rebalances:", {m.name: m.rebalances for m in members})
         passed = True
     finally:
+        # stop every kcat by its PID however the test ends
         errors = []
         for m in members:
-            if m.k.running():
+            if m.k.running() or not passed:
                 try:
-                    if passed:
-                        m.close()
-                    else:
-                        m.kill()
+                    m.kill()
                 except Exception as e:
                     errors.append(e)
         if passed and errors:

@@ -14,7 +14,7 @@ import kafka as kp
 import pytest
 from kafka.structs import OffsetAndMetadata
 
-from kutil import CLIENTS, Deadline, by_partition, ck_conf, read_all, unique
+from kutil import CLIENTS, Deadline, KcatProcess, by_partition, ck_conf, kcat, read_all, unique
 
 
 def create_topic(bootstrap, topic, partitions):
@@ -140,6 +140,66 @@ def test_committed_offsets_and_data_survive(broker, client, how):
         start = committed.get(p, 0)
         assert offs == list(range(start, 50)), (p, start, offs[:5])
         assert [v for (pp, _, v) in rest if pp == p] == produced[p][start:]
+    # every record is still there, for every reader
+    for reader in CLIENTS:
+        recs = read_all(reader, broker.bootstrap, topic)
+        assert {p: [r.value for r in rs] for p, rs in by_partition(recs).items()} == produced
+        for r in recs:
+            assert r.key == b"k" + r.value
+
+
+def kcat_group_consume(bootstrap, group, topic, extra, timeout=30):
+    """`kcat -G group` (librdkafka's high-level consumer, auto-commit on) until it exits on its
+    own (-c N: after N messages; -e: at the end of every assigned partition), closing the
+    consumer, which commits the offsets of what it printed. Returns [(partition, offset,
+    value)] in the order printed."""
+    p = kcat(["-b", bootstrap, "-G", group, "-f", "%p %o %s\\n", "-q",
+              "-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000",
+              "-X", "heartbeat.interval.ms=200", "-X", "fetch.wait.max.ms=100",
+              *extra, topic], timeout=timeout)
+    got = []
+    for line in p.stdout.decode().splitlines():
+        part, off, value = line.split(" ", 2)
+        got.append((int(part), int(off), value.encode()))
+    return got
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_committed_offsets_and_data_survive_kcat(broker, how):
+    topic = unique(f"off-kcat-{how}")
+    group = unique("g-off-kcat")
+    create_topic(broker.bootstrap, topic, 2)
+    produced = produce_simple(broker.bootstrap, topic, 2, 50)
+    # the group consumes 60 of the 100 records and commits them as kcat exits
+    got = kcat_group_consume(broker.bootstrap, group, topic, ["-c", "60"])
+    assert len(got) == 60, got[-5:]
+    committed = {}
+    for p in (0, 1):
+        mine = [(o, v) for (pp, o, v) in got if pp == p]
+        assert [o for o, _ in mine] == list(range(len(mine)))
+        assert [v for _, v in mine] == produced[p][:len(mine)]
+        if mine:
+            committed[p] = len(mine)
+    assert fetch_committed("confluent", broker.bootstrap, group, topic, 2) == committed
+
+    if how == "restart":
+        broker.restart()
+    else:
+        time.sleep(0.2)
+        broker.kill()
+        broker.start()
+
+    assert fetch_committed("confluent", broker.bootstrap, group, topic, 2) == committed
+    # the group resumes exactly at the committed position: no record again, none skipped,
+    # and what it reads after the restart is intact
+    rest = kcat_group_consume(broker.bootstrap, group, topic, ["-e"])
+    for p in (0, 1):
+        start = committed.get(p, 0)
+        offs = [o for (pp, o, _) in rest if pp == p]
+        assert offs == list(range(start, 50)), (p, start, offs[:5])
+        assert [v for (pp, _, v) in rest if pp == p] == produced[p][start:]
+    assert len(got) + len(rest) == 100
+    assert fetch_committed("confluent", broker.bootstrap, group, topic, 2) == {0: 50, 1: 50}
     # every record is still there, for every reader
     for reader in CLIENTS:
         recs = read_all(reader, broker.bootstrap, topic)
@@ -344,3 +404,112 @@ def test_acked_records_survive_crash(broker, client, idempotent):
     for reader in ("confluent", "kafka-python"):
         recs = read_all(reader, broker.bootstrap, topic)
         check_stream(recs, prod, exactly_all=idempotent)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6 with kcat: `kcat -P -X enable.idempotence=true` fed numbered lines from the test, slowly,
+# while the broker restarts. -E: kcat exits on "all brokers down" (the broker is away during
+# the restart) unless told not to exit on non-fatal errors. librdkafka keeps the records queued
+# and retries them (message.timeout.ms is 60 s); kcat exits 1 if any delivery failed.
+
+KCAT_IDEM_KEYS = 3
+
+
+def kcat_idem_line(i):
+    return f"k{i % KCAT_IDEM_KEYS}:{i:06d}\n".encode()
+
+
+def end_offsets(bootstrap, topic, partitions):
+    c = ck.Consumer(ck_conf(bootstrap, **{"group.id": unique("wm"), "enable.auto.commit": False}))
+    try:
+        return sum(c.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(partitions))
+    finally:
+        c.close()
+
+
+def test_idempotent_producer_across_restart_kcat(broker):
+    topic = unique("idem-restart-kcat")
+    create_topic(broker.bootstrap, topic, 3)
+    k = KcatProcess(["-b", broker.bootstrap, "-P", "-t", topic, "-K", ":", "-E",
+                     "-X", "enable.idempotence=true", "-X", "linger.ms=5",
+                     "-X", "message.timeout.ms=60000", "-X", "reconnect.backoff.ms=50",
+                     "-X", "reconnect.backoff.max.ms=500", "-X", "retry.backoff.ms=100"],
+                    name="kcat-producer", stdin=True)
+    stop = threading.Event()
+    fed = [0]
+    feed_error = []
+
+    def feed():  # about 2000 lines a second, through the restart
+        try:
+            i = 0
+            while not stop.is_set():
+                k.write(b"".join(kcat_idem_line(j) for j in range(i, i + 10)))
+                i += 10
+                fed[0] = i
+                time.sleep(0.005)
+        except BaseException as e:
+            feed_error.append(e)
+
+    t = threading.Thread(target=feed, daemon=True)
+    passed = False
+    try:
+        t.start()
+
+        def wait_delivered(n, seconds):
+            d = Deadline(seconds, f"{n} records in the topic")
+            while True:
+                got = end_offsets(broker.bootstrap, topic, 3)
+                if got >= n:
+                    return got
+                k.check()
+                assert not feed_error, feed_error
+                d.check(f"{got} in the topic, {fed[0]} fed")
+                time.sleep(0.05)
+
+        wait_delivered(1500, 30)
+        fed_before = fed[0]
+        t0 = time.monotonic()
+        broker.restart()
+        restart_s = time.monotonic() - t0
+        fed_after = fed[0]
+        # lines went on arriving while the broker was away: kcat queued them
+        assert fed_after > fed_before, (fed_before, fed_after)
+        wait_delivered(fed_after + 1500, 60)
+        stop.set()
+        t.join(5)
+        assert not t.is_alive()
+        assert not feed_error, feed_error
+        sent = fed[0]
+        k.close_stdin()  # EOF: kcat waits for the delivery of everything queued, then exits
+        code = k.wait(60)
+        err = k.stderr_text(200)
+        assert code == 0, f"kcat producer exited {code}:\n{err}"
+        assert "Delivery failed" not in err, err
+        assert "FATAL" not in err, err
+        print(f"fed {sent} lines: {fed_before} before the restart, {fed_after - fed_before} "
+              f"during it ({restart_s:.3f} s); kcat stderr:\n{err}")
+        passed = True
+    finally:
+        stop.set()
+        t.join(5)
+        if not passed or k.running():
+            k.kill()
+
+    want = set(range(sent))
+    for reader in ("kcat", "confluent"):
+        recs = read_all(reader, broker.bootstrap, topic)
+        seqs = [int(r.value) for r in recs]
+        dups = sorted({s for s in seqs if seqs.count(s) > 1})
+        assert not dups, f"{reader}: duplicated {dups[:20]} (of {len(dups)})"
+        missing = sorted(want - set(seqs))
+        assert not missing, f"{reader}: missing {missing[:20]} (of {len(missing)})"
+        assert len(seqs) == sent
+        for p, rs in by_partition(recs).items():
+            # one key goes to one partition; each partition holds its keys' lines in the
+            # order they were fed
+            for r in rs:
+                assert r.key == f"k{int(r.value) % KCAT_IDEM_KEYS}".encode(), r
+            s = [int(r.value) for r in rs]
+            assert s == sorted(s), f"{reader}: partition {p} out of order: " + str(
+                [(x, y) for x, y in zip(s, s[1:]) if y < x][:10])

@@ -345,20 +345,26 @@ impl PartitionLog {
     }
 
     /// The group-commit loop: runs while there is pending work. Writes and fdatasyncs are
-    /// pipelined: while the fdatasync covering round N is in flight, round N+1 is written;
-    /// one fdatasync at a time, each covering every write completed before it started.
+    /// pipelined: while one fdatasync is in flight, the rounds that arrive are written, and
+    /// the next fdatasync covers all of them. One fdatasync at a time, each covering every
+    /// write completed before it started; after a failed one, nothing is acked again.
     async fn flush_loop(self, mut force_sync: bool) {
         let mut inflight: Option<InflightSync> = None;
+        // Written rounds whose appends wait for an fdatasync not started yet.
+        let mut unsynced: Vec<Pending> = Vec::new();
+        let mut need_sync = false;
+        let mut last_file: Option<Rc<dyn crate::io::StorageFile>> = None;
         loop {
-            let (failed, idle, roll_needed) = {
-                let st = self.inner.state.borrow();
-                (
-                    st.failed.is_some(),
-                    st.pending.is_empty() && !force_sync,
-                    self.roll_needed(&st),
-                )
-            };
-            if failed {
+            // Reap a finished fdatasync without waiting for one still running.
+            if let Some(mut s) = inflight.take() {
+                match futures_lite::future::poll_once(&mut s.task).await {
+                    Some(result) => {
+                        self.complete_sync(s, result);
+                    }
+                    None => inflight = Some(s),
+                }
+            }
+            if self.failure().is_some() {
                 if let Some(s) = inflight.take() {
                     self.finish_sync(s).await;
                 }
@@ -367,14 +373,27 @@ impl PartitionLog {
                     let reason = st.failed.clone().unwrap_or_default();
                     (reason, st.pending.drain(..).collect::<Vec<Pending>>())
                 };
-                self.fail_waiters(pending, &reason);
+                self.fail_waiters(unsynced.drain(..).chain(pending).collect(), &reason);
                 break;
             }
+            if inflight.is_none() && need_sync {
+                if let Some(file) = last_file.clone() {
+                    inflight = Some(self.start_sync(file, std::mem::take(&mut unsynced)));
+                    need_sync = false;
+                }
+            }
+            let (idle, roll_needed) = {
+                let st = self.inner.state.borrow();
+                (st.pending.is_empty() && !force_sync, self.roll_needed(&st))
+            };
             if idle || roll_needed {
-                // Nothing more to write, or a roll to do: let the fdatasync in flight finish
-                // first (more may arrive meanwhile; the loop looks again).
+                // Nothing to write now, or a roll to do: let the fdatasync in flight finish
+                // (appends arriving meanwhile are written next; the loop looks again).
                 if let Some(s) = inflight.take() {
                     self.finish_sync(s).await;
+                    continue;
+                }
+                if need_sync {
                     continue;
                 }
                 if idle {
@@ -390,32 +409,15 @@ impl PartitionLog {
             let round = self.take_round();
             let sync = force_sync || round.iter().any(|p| p.durability == Durability::Durable);
             force_sync = false;
-            let (round, file) = match self.write_round(round).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition = %self.inner.name, "{e}");
-                    continue;
-                }
-            };
-            if sync {
-                if let Some(s) = inflight.take() {
-                    if !self.finish_sync(s).await {
-                        // After a failed fdatasync a later one may succeed without the data
-                        // being safe (the kernel dropped the dirty pages): never ack on it.
-                        let reason = self.failure().unwrap_or_default();
-                        self.fail_waiters(round, &reason);
-                        continue;
+            match self.write_round(round).await {
+                Ok((round, file)) => {
+                    if sync {
+                        unsynced.extend(round);
+                        need_sync = true;
+                        last_file = Some(file);
                     }
                 }
-                let covers = self.inner.state.borrow().written_offset;
-                let f = file.clone();
-                let task = glommio::spawn_local(async move { f.fdatasync().await });
-                inflight = Some(InflightSync {
-                    task,
-                    waiters: round,
-                    covers,
-                    file,
-                });
+                Err(e) => tracing::error!(partition = %self.inner.name, "{e}"),
             }
         }
         let mut st = self.inner.state.borrow_mut();
@@ -570,17 +572,40 @@ impl PartitionLog {
         Ok((round, file))
     }
 
-    /// Waits for an fdatasync in flight and resolves the appends it covers (or fails them,
-    /// and the partition, if it failed). Returns whether it succeeded.
-    async fn finish_sync(&self, s: InflightSync) -> bool {
-        let InflightSync {
+    /// Starts an fdatasync of `file` for the appends of `waiters` (written before it starts).
+    fn start_sync(
+        &self,
+        file: Rc<dyn crate::io::StorageFile>,
+        waiters: Vec<Pending>,
+    ) -> InflightSync {
+        let covers = self.inner.state.borrow().written_offset;
+        let f = file.clone();
+        let task = glommio::spawn_local(async move { f.fdatasync().await });
+        InflightSync {
             task,
+            waiters,
+            covers,
+            file,
+        }
+    }
+
+    /// Waits for an fdatasync in flight and resolves what it covers.
+    async fn finish_sync(&self, mut s: InflightSync) -> bool {
+        let result = (&mut s.task).await;
+        self.complete_sync(s, result)
+    }
+
+    /// Resolves the appends an fdatasync covers, or fails them and the partition if it
+    /// failed. Returns whether it succeeded.
+    fn complete_sync(&self, s: InflightSync, result: std::io::Result<()>) -> bool {
+        let InflightSync {
             mut waiters,
             covers,
             file,
+            ..
         } = s;
-        match task.await {
-            Ok(()) => {
+        match result {
+            Ok(()) if self.failure().is_none() => {
                 {
                     let mut st = self.inner.state.borrow_mut();
                     st.durable_offset = st.durable_offset.max(covers);
@@ -591,6 +616,13 @@ impl PartitionLog {
                     }
                 }
                 true
+            }
+            // After a failed fdatasync a later one may succeed without the data being safe
+            // (the kernel dropped the dirty pages): never ack on it.
+            Ok(()) => {
+                let reason = self.failure().unwrap_or_default();
+                self.fail_waiters(waiters, &reason);
+                false
             }
             Err(e) => {
                 let e = EngineError::from_io(e, file.path());
