@@ -80,10 +80,19 @@ fn fio_mib_per_s(dir: &Path, bs: &str, size_mib: usize) -> Option<f64> {
     num.parse::<f64>().ok().map(|b| b / MIB as f64)
 }
 
+/// `SPATE_BENCH_PREALLOC_MIB` overrides the preallocation step (0: none).
+fn preallocate_bytes() -> u64 {
+    std::env::var("SPATE_BENCH_PREALLOC_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(LogConfig::default().preallocate_bytes, |m| m * MIB as u64)
+}
+
 async fn open_log(dir: &Path, name: &str) -> PartitionLog {
     let cache = Rc::new(RefCell::new(BatchCache::new(256 * MIB)));
     let config = LogConfig {
         segment_bytes: 1024 * MIB as u64,
+        preallocate_bytes: preallocate_bytes(),
         ..LogConfig::default()
     };
     PartitionLog::open(Rc::new(DmaStorage), &dir.join(name), name, config, cache, 0)
@@ -132,6 +141,7 @@ fn run_engine(dir: PathBuf, total_mib: usize) -> Results {
             let cache = Rc::new(RefCell::new(BatchCache::new(256 * MIB)));
             let config = LogConfig {
                 segment_bytes: 1024 * MIB as u64,
+                preallocate_bytes: preallocate_bytes(),
                 ..LogConfig::default()
             };
             let (log, _) = PartitionLog::open(
