@@ -48,6 +48,9 @@ enum Command {
         #[command(flatten)]
         args: cmd::consume::ConsumeArgs,
     },
+    /// Run a short benchmark (10 s of the OMB simple workload unless told otherwise) against
+    /// a broker started on a temporary data directory, or against --bootstrap.
+    Bench(spate_bench::cli::RunArgs),
     /// List or describe consumer groups.
     Group {
         #[command(flatten)]
@@ -93,6 +96,19 @@ fn main() -> ExitCode {
         Command::Produce { conn, args } => cmd::produce::run(&conn, args),
         Command::Consume { conn, args } => cmd::consume::run(&conn, args),
         Command::Group { conn, command } => cmd::group::run(&conn, command),
+        Command::Bench(mut args) => {
+            args.duration_s.get_or_insert(10.0);
+            if args.bootstrap.is_some() {
+                spate_bench::cli::run_command(args, None)
+            } else {
+                match std::env::current_exe() {
+                    Ok(me) => spate_bench::cli::run_command(args, Some(&me)),
+                    Err(e) => Err(format!(
+                        "cannot find the spate binary to start a broker: {e}"
+                    )),
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

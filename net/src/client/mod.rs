@@ -97,6 +97,11 @@ impl Client {
         self.conn_to(&addr)
     }
 
+    /// Drops every connection, so the next call reconnects.
+    pub fn reset(&mut self) {
+        self.conns.clear();
+    }
+
     /// Drops a connection after an I/O error, so the next call reconnects.
     pub fn forget(&mut self, broker: i32) {
         if let Some(addr) = self.brokers.get(&broker) {

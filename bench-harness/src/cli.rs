@@ -1,0 +1,142 @@
+//! The command line of the harness, shared by `spate-bench` and `spate bench`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kafka_protocol::records::Compression;
+use spate_net::client::Acks;
+
+use crate::broker::EmbeddedBroker;
+use crate::report;
+use crate::run::{run, RunOptions};
+use crate::workload::Workload;
+
+/// The workload `spate bench` runs when none is given.
+pub const DEFAULT_WORKLOAD: &str = include_str!("../workloads/simple-workload.yaml");
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// OpenMessaging Benchmark workload file (YAML) [default: the simple workload]
+    pub workload: Option<PathBuf>,
+    /// Broker to measure (host:port) [default: 127.0.0.1:9092; `spate bench` without it
+    /// starts its own broker]
+    #[arg(long, short = 'b')]
+    pub bootstrap: Option<String>,
+    /// Override a workload field: --set producerRate=10000 (repeatable; OMB field names)
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub overrides: Vec<String>,
+    /// Acknowledgements: 0, 1 or all
+    #[arg(long, default_value = "all", value_parser = ["0", "1", "all"])]
+    pub acks: String,
+    /// Most bytes of records per produce request
+    #[arg(long, default_value_t = 1 << 20)]
+    pub batch_bytes: usize,
+    /// How long a producer waits for more messages before sending a request (ms)
+    #[arg(long, default_value_t = 1)]
+    pub linger_ms: u64,
+    /// none, gzip, snappy, lz4, zstd
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    pub compression: String,
+    /// Ignore the workload's rate and send as fast as the broker acknowledges
+    #[arg(long)]
+    pub max_rate: bool,
+    /// Run for this many seconds instead of testDurationMinutes
+    #[arg(long)]
+    pub duration_s: Option<f64>,
+    /// Where results.json and latency.svg go
+    #[arg(long, default_value = "spate-bench-results")]
+    pub out: PathBuf,
+    /// Start a broker on a temporary data directory and measure it
+    #[arg(long)]
+    pub with_broker: bool,
+    /// No progress line
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs a workload; with `spate` given, against an embedded broker started from it.
+pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
+    let mut w = match &args.workload {
+        Some(p) => Workload::load(p).map_err(|e| e.to_string())?,
+        None => Workload::parse(DEFAULT_WORKLOAD).map_err(|e| format!("built-in workload: {e}"))?,
+    };
+    w.apply_overrides(&args.overrides)
+        .map_err(|e| e.to_string())?;
+    w.validate().map_err(|e| e.to_string())?;
+    if let Some(d) = args.duration_s {
+        if d.is_nan() || d <= 0.0 {
+            return Err(format!("--duration-s {d}: must be positive"));
+        }
+    }
+    let broker = match spate {
+        Some(bin) => {
+            let tmp = tempdir()?;
+            let b = EmbeddedBroker::start(bin, &tmp)?;
+            eprintln!(
+                "spate-bench: embedded broker at {} (data in {})",
+                b.bootstrap,
+                b.data_dir.display()
+            );
+            Some(b)
+        }
+        None => None,
+    };
+    let o = RunOptions {
+        bootstrap: broker.as_ref().map_or_else(
+            || {
+                args.bootstrap
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:9092".into())
+            },
+            |b| b.bootstrap.clone(),
+        ),
+        acks: match args.acks.as_str() {
+            "0" => Acks::None,
+            "1" => Acks::Leader,
+            _ => Acks::All,
+        },
+        batch_bytes: args.batch_bytes.max(1),
+        linger: Duration::from_millis(args.linger_ms),
+        compression: match args.compression.as_str() {
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => Compression::None,
+        },
+        max_rate: args.max_rate,
+        duration: args.duration_s.map(Duration::from_secs_f64),
+        progress: !args.quiet,
+        ..RunOptions::default()
+    };
+    let results = run(&w, &o).map_err(|e| e.to_string());
+    if let Some(b) = broker {
+        let dir = b.data_dir.clone();
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let results = results?;
+    println!("{}", report::table(&results));
+    let (json, chart) = report::write_all(&results, &args.out)?;
+    println!("figures: {}  chart: {}", json.display(), chart.display());
+    let o = &results.overall;
+    if o.publish_errors > 0 || o.consume_errors > 0 {
+        return Err(format!(
+            "{} publish and {} consume errors",
+            o.publish_errors, o.consume_errors
+        ));
+    }
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir().join(format!(
+        "spate-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    Ok(base)
+}

@@ -1,0 +1,135 @@
+//! The benchmark harness against a real broker: a 10-second workload whose JSON holds every
+//! figure, with as many messages consumed as produced and no errors; and bad input.
+
+mod common;
+
+use std::process::Output;
+
+use common::{spate, start};
+
+fn run(args: &[&str]) -> Output {
+    spate().args(args).output().unwrap()
+}
+
+#[test]
+fn a_ten_second_workload_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start(&dir.path().join("data"), &[]);
+    let addr = broker.listen_addr();
+    let out_dir = dir.path().join("out");
+    let out = run(&[
+        "bench",
+        "--bootstrap",
+        &addr,
+        "--duration-s",
+        "10",
+        "--set",
+        "producerRate=2000",
+        "--set",
+        "partitionsPerTopic=4",
+        "--quiet",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| publish |") && stdout.contains("| end to end |"),
+        "{stdout}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let overall = &json["overall"];
+    for key in [
+        "duration_s",
+        "produced",
+        "consumed",
+        "expected_consumed",
+        "publish_errors",
+        "consume_errors",
+        "publish_msgs_per_s",
+        "publish_mb_per_s",
+        "consume_msgs_per_s",
+        "consume_mb_per_s",
+    ] {
+        assert!(overall[key].is_number(), "overall.{key} missing: {overall}");
+    }
+    for lat in ["publish_latency", "end_to_end_latency"] {
+        for p in [
+            "p50_ms", "p99_ms", "p999_ms", "p9999_ms", "max_ms", "samples",
+        ] {
+            assert!(overall[lat][p].is_number(), "overall.{lat}.{p} missing");
+        }
+    }
+    let produced = overall["produced"].as_u64().unwrap();
+    // 10 s at 2000 msg/s, open loop: close to 20000.
+    assert!(produced > 15_000, "{overall}");
+    assert_eq!(overall["consumed"].as_u64().unwrap(), produced, "{overall}");
+    assert_eq!(overall["publish_errors"].as_u64(), Some(0));
+    assert_eq!(overall["consume_errors"].as_u64(), Some(0));
+    let intervals = json["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 9, "one interval a second");
+    assert!(intervals[0]["publish_latency"]["p99_ms"].is_number());
+    assert!(json["workload"]["partitionsPerTopic"].as_u64() == Some(4));
+    let svg = std::fs::read_to_string(out_dir.join("latency.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    assert!(broker.terminate().success());
+}
+
+#[test]
+fn bad_workloads_rates_and_brokers_get_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: x\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 1024\nsubscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducersPerTopic: 1\nproducerRate: 10\ntestDurationMinutes: 1\nproducerRat: 5\n",
+    )
+    .unwrap();
+    let unreachable = ["--bootstrap", "127.0.0.1:1"];
+    let out = run(&[
+        "bench",
+        bad.to_str().unwrap(),
+        unreachable[0],
+        unreachable[1],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("producerRat"), "{err}");
+
+    let out = run(&[
+        "bench",
+        "--set",
+        "producerRate=0",
+        unreachable[0],
+        unreachable[1],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("producerRate 0 must be a positive"), "{err}");
+
+    let started = std::time::Instant::now();
+    let out = run(&["bench", unreachable[0], unreachable[1], "--duration-s", "5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach 127.0.0.1:1"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "no hang"
+    );
+
+    let out = run(&[
+        "bench",
+        "--set",
+        "noSuchField=1",
+        unreachable[0],
+        unreachable[1],
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("noSuchField"));
+}
