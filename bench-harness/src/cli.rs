@@ -140,3 +140,54 @@ fn tempdir() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
     Ok(base)
 }
+
+/// `spate-bench limits`: the machine's limits, and a run's figures as ratios of them.
+pub fn limits_command(dir: &Path, write_size: usize, results: Option<&Path>) -> Result<(), String> {
+    let l = crate::limits::measure(dir, write_size)?;
+    println!("| limit | value |");
+    println!("|---|---|");
+    println!(
+        "| fio durable writes, {} B + fdatasync each | {:.1} MB/s |",
+        l.write_size_bytes, l.durable_write_mb_per_s
+    );
+    println!(
+        "| fdatasync latency (4 KiB writes) p50 / p99 | {:.3} / {:.3} ms |",
+        l.fdatasync_p50_ms, l.fdatasync_p99_ms
+    );
+    println!(
+        "| iperf3 loopback, 1 stream | {:.1} MB/s |",
+        l.loopback_mb_per_s
+    );
+    if let Some(path) = results {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let r: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let o = &r["overall"];
+        let publish = o["publish_mb_per_s"].as_f64().unwrap_or(0.0);
+        let consume = o["consume_mb_per_s"].as_f64().unwrap_or(0.0);
+        println!();
+        println!(
+            "| {} (acks={}) | MB/s | ratio |",
+            r["workload"]["name"].as_str().unwrap_or("run"),
+            r["acks"].as_str().unwrap_or("?")
+        );
+        println!("|---|---|---|");
+        println!(
+            "| publish / durable-write limit | {publish:.1} | {:.0}% |",
+            100.0 * publish / l.durable_write_mb_per_s.max(1e-9)
+        );
+        println!(
+            "| publish / loopback | {publish:.1} | {:.0}% |",
+            100.0 * publish / l.loopback_mb_per_s.max(1e-9)
+        );
+        println!(
+            "| consume / loopback | {consume:.1} | {:.0}% |",
+            100.0 * consume / l.loopback_mb_per_s.max(1e-9)
+        );
+    }
+    let json = serde_json::to_string_pretty(&l).map_err(|e| e.to_string())?;
+    println!();
+    println!("{json}");
+    Ok(())
+}

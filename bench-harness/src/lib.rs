@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod limits;
 pub mod pin;
 pub mod rate;
 pub mod report;

@@ -20,6 +20,19 @@ struct Cli {
 enum Command {
     /// Run a workload against a broker (or, with --with-broker, against a new local Spate).
     Run(RunArgs),
+    /// Measure this machine's limits (fio durable writes, fdatasync latency, iperf3 loopback)
+    /// and, given a results.json, print its figures as ratios of them.
+    Limits {
+        /// Directory on the disk to measure (the broker's data disk)
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Write size for fio, in bytes (the broker's write size under the workload)
+        #[arg(long, default_value_t = 1 << 20)]
+        write_size: usize,
+        /// A results.json from `spate-bench run` to compare
+        #[arg(long)]
+        results: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +47,11 @@ fn main() -> ExitCode {
             });
             run_command(args, spate.as_deref())
         }
+        Command::Limits {
+            dir,
+            write_size,
+            results,
+        } => spate_bench::cli::limits_command(&dir, write_size, results.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
