@@ -12,7 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 mod conn;
-mod fetch_response;
+pub mod fetch_response;
 mod groups;
 pub mod handlers;
 pub mod listener;
