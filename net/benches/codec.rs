@@ -17,9 +17,14 @@ fn sb(s: &str) -> StrBytes {
 }
 
 fn produce_frame(batch: Bytes) -> Bytes {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(sb("bench")))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(sb("bench")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(0)
