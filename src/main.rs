@@ -51,6 +51,8 @@ enum Command {
     /// Run a short benchmark (10 s of the OMB simple workload unless told otherwise) against
     /// a broker started on a temporary data directory, or against --bootstrap.
     Bench(spate_bench::cli::RunArgs),
+    /// Check this host against a tuning profile (--check), or tune it (--apply, as root).
+    Tune(TuneArgs),
     /// List or describe consumer groups.
     Group {
         #[command(flatten)]
@@ -80,6 +82,77 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+#[group(required = true, multiple = false, id = "mode")]
+struct TuneMode {
+    /// Report each check: what the host has, what the profile wants, how to fix it
+    #[arg(long)]
+    check: bool,
+    /// Write the sysctl file, udev rule, systemd drop-in and boot unit, and apply them
+    #[arg(long)]
+    apply: bool,
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    #[command(flatten)]
+    mode: TuneMode,
+    /// production, benchmark, or a profile file (see tuning/profiles/)
+    #[arg(long, default_value = "production")]
+    profile: String,
+    /// The broker's data directory (its disk and file system are checked)
+    #[arg(long, default_value = "./spate-data")]
+    data_dir: PathBuf,
+    /// Shards the broker will run (for the memlock check) [default: every core]
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Read /proc and /sys under this directory instead of / (tests)
+    #[arg(long, hide = true)]
+    root: Option<PathBuf>,
+}
+
+fn tune_command(args: TuneArgs) -> Result<bool, String> {
+    let host = match &args.root {
+        Some(r) => spate_tuning::Host::at(r),
+        None => spate_tuning::Host::real(),
+    };
+    let profile = spate_tuning::Profile::load(&args.profile)?;
+    if args.mode.apply {
+        let changes = spate_tuning::apply::apply(&host, &profile, &args.data_dir)?;
+        for c in changes {
+            println!(
+                "{} {}",
+                if c.changed { "changed  " } else { "unchanged" },
+                c.path
+            );
+        }
+        return Ok(true);
+    }
+    let shards = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let ctx = spate_tuning::checks::Context {
+        data_dir: &args.data_dir,
+        shards,
+        quick: false,
+    };
+    let results = spate_tuning::run_checks(&host, &profile, &ctx);
+    print!("{}", spate_tuning::checks::table(&results));
+    let all_pass = results
+        .iter()
+        .all(|r| r.status == spate_tuning::Status::Pass);
+    println!(
+        "profile {}: {} of {} checks pass",
+        profile.name,
+        results
+            .iter()
+            .filter(|r| r.status == spate_tuning::Status::Pass)
+            .count(),
+        results.len()
+    );
+    Ok(all_pass)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -96,6 +169,11 @@ fn main() -> ExitCode {
         Command::Produce { conn, args } => cmd::produce::run(&conn, args),
         Command::Consume { conn, args } => cmd::consume::run(&conn, args),
         Command::Group { conn, command } => cmd::group::run(&conn, command),
+        Command::Tune(args) => match tune_command(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Bench(mut args) => {
             args.duration_s.get_or_insert(10.0);
             if args.bootstrap.is_some() {

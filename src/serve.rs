@@ -113,6 +113,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             data_dir.display()
         )
     })?;
+    host_checks(&data_dir, shards);
     let io_plan = plan_io_memory(memlock_limit(), shards);
     if let Some(w) = &io_plan.warning {
         tracing::warn!("{w}");
@@ -189,6 +190,34 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     }
     tracing::info!("clean shutdown");
     Ok(())
+}
+
+/// The quick host checks of the production profile: one warning line per failing check.
+fn host_checks(data_dir: &std::path::Path, shards: usize) {
+    let Ok(profile) = spate_tuning::Profile::load("production") else {
+        return;
+    };
+    let ctx = spate_tuning::checks::Context {
+        data_dir,
+        shards,
+        quick: true,
+    };
+    for r in spate_tuning::run_checks(&spate_tuning::Host::real(), &profile, &ctx) {
+        match &r.status {
+            spate_tuning::Status::Fail => tracing::warn!(
+                check = %r.name,
+                have = %r.have,
+                want = %r.want,
+                "host check failed: {}; fix: {}",
+                r.why,
+                r.fix.as_deref().unwrap_or("see spate tune --check")
+            ),
+            spate_tuning::Status::Unknown(why) => {
+                tracing::debug!(check = %r.name, "host check unknown: {why}")
+            }
+            spate_tuning::Status::Pass => {}
+        }
+    }
 }
 
 fn wait_for_signal(shutdown: &Arc<AtomicBool>) -> Result<(), String> {
