@@ -226,29 +226,15 @@ fn disk_queue(
     })
 }
 
-fn at_least(host: &Host, abs: &str, want: &str, sysctl: &str) -> Outcome {
+/// A numeric sysctl that must be at least (`min`) or at most (`!min`) the profile's value.
+fn bounded(host: &Host, abs: &str, want: &str, sysctl: &str, min: bool) -> Outcome {
     let Ok(w) = want.parse::<u64>() else {
         return unknown(format!("profile value {want:?} is not a number"));
     };
     match host.read(abs) {
         Err(e) => unknown(e),
         Ok(v) => match v.parse::<u64>() {
-            Ok(n) => verdict(n >= w, v, || {
-                format!("sudo sysctl -w {sysctl}={w} (spate tune --apply writes /etc/sysctl.d/60-spate.conf)")
-            }),
-            Err(_) => unknown(format!("{abs} holds {v:?}, not a number")),
-        },
-    }
-}
-
-fn at_most(host: &Host, abs: &str, want: &str, sysctl: &str) -> Outcome {
-    let Ok(w) = want.parse::<u64>() else {
-        return unknown(format!("profile value {want:?} is not a number"));
-    };
-    match host.read(abs) {
-        Err(e) => unknown(e),
-        Ok(v) => match v.parse::<u64>() {
-            Ok(n) => verdict(n <= w, v, || {
+            Ok(n) => verdict(if min { n >= w } else { n <= w }, v, || {
                 format!("sudo sysctl -w {sysctl}={w} (spate tune --apply writes /etc/sysctl.d/60-spate.conf)")
             }),
             Err(_) => unknown(format!("{abs} holds {v:?}, not a number")),
@@ -336,7 +322,7 @@ pub fn run_checks(host: &Host, profile: &Profile, ctx: &Context<'_>) -> Vec<Chec
             "irq_affinity" => irq_affinity(host, &dev),
             "io_scheduler" => disk_queue(host, &dev, "scheduler", want, true),
             "nomerges" => disk_queue(host, &dev, "nomerges", want, false),
-            "aio_max_nr" => at_least(host, "/proc/sys/fs/aio-max-nr", want, "fs.aio-max-nr"),
+            "aio_max_nr" => bounded(host, "/proc/sys/fs/aio-max-nr", want, "fs.aio-max-nr", true),
             "memlock" => memlock(host, ctx.shards),
             "transparent_hugepages" => choice(
                 host,
@@ -344,7 +330,7 @@ pub fn run_checks(host: &Host, profile: &Profile, ctx: &Context<'_>) -> Vec<Chec
                 want,
                 format!("echo {want} | sudo tee /sys/kernel/mm/transparent_hugepage/enabled (spate tune --apply makes it last)"),
             ),
-            "swappiness" => at_most(host, "/proc/sys/vm/swappiness", want, "vm.swappiness"),
+            "swappiness" => bounded(host, "/proc/sys/vm/swappiness", want, "vm.swappiness", false),
             "clocksource" => choice(
                 host,
                 "/sys/devices/system/clocksource/clocksource0/current_clocksource",
