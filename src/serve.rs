@@ -52,6 +52,13 @@ fn claim_listen_address(addr: SocketAddr) -> Result<SocketAddr, String> {
 
 pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let started = Instant::now();
+    // Handlers first: a SIGINT or SIGTERM that arrives while starting is kept and acted on
+    // once the shards are up (a clean stop), instead of killing the process half-started.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -169,7 +176,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             startup_ms = started.elapsed().as_millis() as u64,
             "spate is ready"
         );
-        wait_for_signal(&shutdown)?;
+        wait_for_signal(signals, &shutdown);
         tracing::info!("shutting down: flushing and checkpointing every partition");
     }
     shutdown.store(true, Ordering::SeqCst);
@@ -220,13 +227,9 @@ fn host_checks(data_dir: &std::path::Path, shards: usize) {
     }
 }
 
-fn wait_for_signal(shutdown: &Arc<AtomicBool>) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+fn wait_for_signal(mut signals: signal_hook::iterator::Signals, shutdown: &Arc<AtomicBool>) {
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "signal received");
     }
     shutdown.store(true, Ordering::SeqCst);
-    Ok(())
 }

@@ -224,7 +224,7 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
         "{:?}",
         broker.seen
     );
-    assert!(broker.terminate().success());
+    broker.stop_cleanly();
 
     let mut broker = start(&data, &["--shards", "2"]);
     broker.listen_addr();
@@ -239,5 +239,5 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
         "a clean stop leaves nothing to scan: {:?}",
         broker.seen
     );
-    assert!(broker.terminate().success());
+    broker.stop_cleanly();
 }

@@ -102,6 +102,18 @@ pub fn field(line: &str, key: &str) -> u64 {
 }
 
 impl Broker {
+    /// SIGTERM, and a clean exit; on failure, shows the broker's log.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.terminate();
+        if !status.success() {
+            let lines = self.drain_lines();
+            panic!(
+                "broker exited with {status}; its log:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+
     /// Every log line so far (waiting briefly for the ones in flight).
     pub fn drain_lines(&mut self) -> Vec<String> {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
