@@ -39,7 +39,7 @@ echo "== cargo test"
 log=$(mktemp)
 pylog=$(mktemp)
 trap 'rm -f "$log" "$pylog"' EXIT
-cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+cargo test --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
 
