@@ -44,10 +44,6 @@ impl BatchHeader {
         }
     }
 
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
-    }
-
     pub fn is_idempotent(&self) -> bool {
         self.producer_id >= 0
     }

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures_channel::oneshot;
-use spate_engine::metadata::{partition_dir, Metadata, MetadataStore, TopicConfig, TopicMeta};
+use spate_engine::metadata::{Metadata, MetadataStore, TopicConfig, TopicMeta};
 use spate_engine::registry::ShardLogs;
 use spate_engine::{EngineError, LogConfig};
 
@@ -418,10 +418,5 @@ impl Shard {
         })
         .await
         .map_err(|_| EngineError::Closed)?
-    }
-
-    /// Directory of one of this shard's partitions.
-    pub fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
-        partition_dir(&self.cluster.data_dir, topic, partition)
     }
 }

@@ -61,12 +61,8 @@ pub fn encode(version: i16, mut head: BytesMut, topics: &[TopicData]) -> Respons
         }
     }
     chunks.push(buf.split().freeze());
-    let total: usize = chunks.iter().map(|c| c.len()).sum();
-    let mut first = BytesMut::from(&chunks[0][..]);
-    first[..4].copy_from_slice(&((total - 4) as i32).to_be_bytes());
-    chunks[0] = first.freeze();
     chunks.retain(|c| !c.is_empty());
-    chunks
+    crate::codec::finish(chunks)
 }
 
 /// Whether `chunk` is `batch`'s own payload memory (after the base offset), not a copy.

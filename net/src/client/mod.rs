@@ -63,10 +63,6 @@ impl Client {
         Ok(c)
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     fn conn_to(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
         if !self.conns.contains_key(addr) {
             let c = Connection::connect(addr, &self.client_id, self.timeout)?;
@@ -100,13 +96,6 @@ impl Client {
     /// Drops every connection, so the next call reconnects.
     pub fn reset(&mut self) {
         self.conns.clear();
-    }
-
-    /// Drops a connection after an I/O error, so the next call reconnects.
-    pub fn forget(&mut self, broker: i32) {
-        if let Some(addr) = self.brokers.get(&broker) {
-            self.conns.remove(addr);
-        }
     }
 
     /// Metadata for `topics` (None: all topics). Creates nothing.
