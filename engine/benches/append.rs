@@ -3,7 +3,8 @@
 //! `cargo bench -p spate-engine --bench append` (set SPATE_BENCH_DIR to a directory on the
 //! disk to measure; default: a directory under target/). It measures, on the same file system:
 //! 1. fio: O_DIRECT io_uring sequential 1 MiB writes with an fdatasync after each (the
-//!    durable-write limit of the disk for that pattern);
+//!    durable-write limit of the disk for that pattern), pinned to the shard's CPU
+//!    (`SPATE_BENCH_CPU`, default 0), and once unpinned for reference;
 //! 2. one partition, one appender, 1 MiB batches, durable acks (each waits for its fdatasync);
 //! 3. one partition, 64 concurrent appenders of 16 KiB batches, durable acks (group commit);
 //! 4. tail reads from the batch cache: payload bytes copied per read (pointer identity).
@@ -41,8 +42,17 @@ fn bench_dir() -> PathBuf {
     dir
 }
 
-/// fio's write bandwidth in MiB/s for sequential `bs` writes with fdatasync after each.
-fn fio_mib_per_s(dir: &Path, bs: &str, size_mib: usize) -> Option<f64> {
+/// The CPU the Spate shard runs on (`SPATE_BENCH_CPU`, default 0: the first shard's core).
+/// fio is pinned to the same CPU, so that both pay the same for where the disk's interrupts
+/// land (on a VM with one disk queue, a thread on another CPU waits for a cross-CPU wakeup
+/// on every completion, and io_uring's workers inherit the thread's pinning).
+fn bench_cpu() -> usize {
+    env_usize("SPATE_BENCH_CPU", 0)
+}
+
+/// fio's write bandwidth in MiB/s for sequential `bs` writes with fdatasync after each, on
+/// `cpu` (or wherever the scheduler puts it).
+fn fio_mib_per_s(dir: &Path, bs: &str, size_mib: usize, cpu: Option<usize>) -> Option<f64> {
     // A fresh file every run (removed before and after), as a log appends to new segments:
     // overwriting blocks written before skips the allocation work (~40% faster here).
     let file = dir.join("fio.dat");
@@ -60,6 +70,7 @@ fn fio_mib_per_s(dir: &Path, bs: &str, size_mib: usize) -> Option<f64> {
             "--iodepth=1",
             "--output-format=json",
         ])
+        .args(cpu.map(|c| format!("--cpus_allowed={c}")))
         .output()
         .ok()?;
     let _ = std::fs::remove_file(&file);
@@ -112,7 +123,7 @@ struct Results {
 fn run_engine(dir: PathBuf, total_mib: usize) -> Results {
     std::fs::create_dir_all(&dir).expect("create dir");
     spate_engine::shard::write_probe_file(&dir).expect("probe");
-    LocalExecutorBuilder::new(Placement::Fixed(0))
+    LocalExecutorBuilder::new(Placement::Fixed(bench_cpu()))
         .spawn(move || async move {
             spate_engine::shard::read_probe_file(&DmaStorage, &dir)
                 .await
@@ -231,7 +242,7 @@ fn main() {
     let (mut fio, mut single, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..rounds {
-        let f = fio_mib_per_s(&dir, "1M", total_mib);
+        let f = fio_mib_per_s(&dir, "1M", total_mib, Some(bench_cpu()));
         let r = run_engine(dir.join(format!("round-{round}")), total_mib);
         println!(
             "round {round}: fio {:>7.1} MiB/s | spate 1 MiB x1 {:>7.1} MiB/s | spate 16 KiB x64 {:>7.1} MiB/s",
@@ -246,7 +257,8 @@ fn main() {
         concurrent.push(r.concurrent_mib_s);
         last = Some(r);
     }
-    let fio16 = fio_mib_per_s(&dir, "16k", total_mib / 8);
+    let fio16 = fio_mib_per_s(&dir, "16k", total_mib / 8, Some(bench_cpu()));
+    let fio_unpinned = fio_mib_per_s(&dir, "1M", total_mib, None);
     let _ = std::fs::remove_dir_all(&dir);
     let Some(r) = last else { return };
     let fio = (!fio.is_empty()).then(|| median(fio));
@@ -257,13 +269,20 @@ fn main() {
         })
     };
     println!();
-    println!("| measurement (median of {rounds}) | MiB/s | vs fio 1 MiB + fdatasync |");
+    let cpu = bench_cpu();
+    println!("| measurement (median of {rounds}; CPU {cpu}) | MiB/s | vs fio 1 MiB + fdatasync |");
     println!("|---|---|---|");
     match fio {
-        Some(f) => {
-            println!("| fio, O_DIRECT io_uring, 1 MiB writes, fdatasync each | {f:.1} | 100% |")
-        }
+        Some(f) => println!(
+            "| fio, O_DIRECT io_uring, 1 MiB writes, fdatasync each, on CPU {cpu} | {f:.1} | 100% |"
+        ),
         None => println!("| fio | not installed (apt-get install fio) | |"),
+    }
+    if let Some(f) = fio_unpinned {
+        println!(
+            "| fio, the same, not pinned (reference, one run) | {f:.1} | {} |",
+            ratio(f)
+        );
     }
     if let Some(f) = fio16 {
         println!(

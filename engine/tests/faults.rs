@@ -651,22 +651,23 @@ fn a_failed_sync_fails_the_rounds_written_behind_it_even_if_a_later_sync_succeed
     run(&root.clone(), move || async move {
         let plan = FaultPlan::new();
         plan.only_files_ending_with(".log");
+        // Rounds of at most 1 MiB, so that 16 MiB of appends make many rounds.
         let cfg = LogConfig {
             segment_bytes: 64 * 1024 * 1024,
             preallocate_bytes: 4 * 1024 * 1024,
+            max_write_bytes: 1024 * 1024,
             ..small_config()
         };
         let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
         // The second fdatasync fails; the third would succeed (as Linux may, after dropping
-        // the failed pages). Appenders keep the pipeline full: while one sync is in flight,
-        // the next round is written.
+        // the failed pages). All appends arrive at once, more than one round: while one sync
+        // is in flight, the next rounds are written behind it.
         plan.fail_one_sync(1);
-        let tasks: Vec<_> = (0..256u64)
+        let tasks: Vec<_> = (0..64u64)
             .map(|seq| {
                 let log = log.clone();
                 glommio::spawn_local(async move {
-                    glommio::timer::sleep(std::time::Duration::from_micros(seq * 50)).await;
-                    log.append(vec![batch(seq, 16 * 1024, 5)], Durability::Durable)
+                    log.append(vec![batch(seq, 256 * 1024, 5)], Durability::Durable)
                         .await
                 })
             })
@@ -680,6 +681,10 @@ fn a_failed_sync_fails_the_rounds_written_behind_it_even_if_a_later_sync_succeed
             }
         }
         assert!(failed > 0, "the failed sync fails its appends");
+        assert!(
+            plan.writes_during_failed_syncs() > 0,
+            "rounds were written behind the failing fdatasync (the case under test)"
+        );
         assert!(log.failure().is_some(), "the partition refuses writes");
         // Every ack came from the first, successful sync: acked offsets are a prefix.
         acked.sort_by_key(|r| r.base_offset);

@@ -67,6 +67,56 @@ fn append_then_read_from_disk_and_cache() {
 }
 
 #[test]
+fn writes_cut_into_aligned_pieces_read_back_intact_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = spate_engine::io::fault::FaultPlan::new();
+        let config = spate_engine::LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            preallocate_bytes: 4 * 1024 * 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, config.clone(), 1024).await;
+        // Sizes around and across the 256 KiB write pieces, each appended alone and durable,
+        // so each is one write of the appender, starting inside the previous write's block.
+        let piece = spate_engine::log::appender::WRITE_ALIGN as usize;
+        let sizes = [
+            1,
+            piece - 100,
+            piece,
+            piece + 1,
+            3 * piece + 77,
+            5000,
+            2 * piece - 1,
+        ];
+        let writes_before = plan.writes();
+        let mut expected = Vec::new();
+        for (seq, len) in sizes.iter().cycle().take(21).enumerate() {
+            let r = log
+                .append(vec![batch(seq as u64, *len, 0)], Durability::Durable)
+                .await
+                .unwrap();
+            expected.push((r.base_offset, payload(seq as u64, *len)));
+        }
+        assert!(
+            plan.writes() - writes_before > expected.len() as u64,
+            "large appends were written in several pieces"
+        );
+        log.close().await.unwrap();
+        // From disk only: a new log over the same files, with a cache too small to help.
+        let (log, _) = open_with(faulty(&plan), &root, config, 1024).await;
+        let got = read_all(&log, 0).await;
+        assert_eq!(got.len(), expected.len());
+        for (b, (off, p)) in got.iter().zip(&expected) {
+            assert_eq!(b.base_offset, *off);
+            assert_eq!(&b.payload[..], &p[..]);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn clean_close_reopens_from_checkpoint_without_scanning() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

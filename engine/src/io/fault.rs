@@ -36,6 +36,8 @@ struct PlanState {
     crashed: bool,
     writes: u64,
     syncs: u64,
+    /// Writes that started while an injected fdatasync failure was running.
+    writes_during_failed_syncs: u64,
 }
 
 impl FaultPlan {
@@ -99,6 +101,12 @@ impl FaultPlan {
 
     pub fn syncs(&self) -> u64 {
         self.state.borrow().syncs
+    }
+
+    /// Writes that started while a failing fdatasync ran: the rounds a pipelined log wrote
+    /// behind it.
+    pub fn writes_during_failed_syncs(&self) -> u64 {
+        self.state.borrow().writes_during_failed_syncs
     }
 
     fn applies_to(&self, path: &Path) -> bool {
@@ -257,6 +265,12 @@ impl StorageFile for FaultyFile {
                     s.sync_errno.or(once)
                 };
                 if let Some(errno) = errno {
+                    // A failing fdatasync takes as long as one that works (the device tried):
+                    // appends keep arriving while it runs.
+                    let writes_before = self.plan.writes();
+                    let _ = self.inner.fdatasync().await;
+                    let mut s = self.plan.state.borrow_mut();
+                    s.writes_during_failed_syncs += s.writes - writes_before;
                     return Err(errno_error(errno, "injected fdatasync failure", &self.path));
                 }
             }

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod index;
 pub mod index_file;
 pub mod partition;
+mod pending;
 pub mod recovery;
 pub mod scan;
 pub mod segment;

@@ -11,14 +11,14 @@
 //! until it is reopened: nothing that was not durable is ever acknowledged as durable.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use glommio::sync::{Semaphore, StaticPermit};
+use glommio::sync::Semaphore;
 
 use crate::cache::BatchCache;
 use crate::config::LogConfig;
@@ -26,6 +26,7 @@ use crate::error::{EngineError, Result};
 use crate::frame::{FrameHeader, FrameMeta, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
 use crate::io::Storage;
 use crate::log::checkpoint::{self, RecoveryCheckpoint};
+use crate::log::pending::{Pending, PendingQueue};
 use crate::log::recovery::{self, RecoveryReport};
 use crate::log::segment::{self, Segment};
 use crate::{Durability, ReadBatch};
@@ -69,30 +70,17 @@ pub struct AppendResult {
     pub last_offset: u64,
 }
 
-struct Pending {
-    header: FrameHeader,
-    payload: Bytes,
-    /// Where the assigned base offset goes in the stored payload, and its bytes.
-    offset_patch: Option<(usize, [u8; 8])>,
-    durability: Durability,
-    /// Set on the last frame of an append call; resolved when that frame is done.
-    waiter: Option<oneshot::Sender<Result<()>>>,
-    _permit: StaticPermit,
-}
+/// While an fdatasync is in flight, frames that all wait for durability are written only
+/// once this many bytes are pending; fewer wait for the fdatasync to finish and go out with
+/// what arrives meanwhile. Appenders that wait for their ack before appending again (64
+/// tasks of 16 KiB each) then share one write and one fdatasync instead of splitting into two
+/// halves that alternate: 950 against 830 MiB/s on the development VM.
+const PIPELINE_WRITE_BYTES: u64 = 1024 * 1024;
 
-impl Pending {
-    fn len(&self) -> u64 {
-        self.header.frame_len()
-    }
-}
-
-/// An fdatasync in flight and the appends that wait for it.
+/// An fdatasync in flight. Its task resolves the appends it covers as soon as it returns
+/// (not when the flush loop next looks), and yields whether it succeeded.
 struct InflightSync {
-    task: glommio::Task<std::io::Result<()>>,
-    waiters: Vec<Pending>,
-    /// Offsets below this are durable once it succeeds.
-    covers: u64,
-    file: Rc<dyn crate::io::StorageFile>,
+    task: glommio::Task<bool>,
 }
 
 struct State {
@@ -103,8 +91,10 @@ struct State {
     written_offset: u64,
     /// Offsets below this are durable (fdatasynced).
     durable_offset: u64,
-    pending: VecDeque<Pending>,
+    pending: PendingQueue,
     flushing: bool,
+    /// Wakes the flush loop when it waits for an fdatasync and new appends arrive.
+    flush_wakeup: Option<oneshot::Sender<()>>,
     sync_timer_armed: bool,
     failed: Option<String>,
     closed: bool,
@@ -172,8 +162,9 @@ impl PartitionLog {
                     next_offset: next,
                     written_offset: next,
                     durable_offset: next,
-                    pending: VecDeque::new(),
+                    pending: PendingQueue::default(),
                     flushing: false,
+                    flush_wakeup: None,
                     sync_timer_armed: false,
                     failed: None,
                     closed: false,
@@ -284,7 +275,7 @@ impl PartitionLog {
                     &patched_chunks(&payload, offset_patch.as_ref()),
                 );
                 st.next_offset = header.next_offset();
-                st.pending.push_back(Pending {
+                st.pending.push(Pending {
                     header,
                     payload,
                     offset_patch,
@@ -336,6 +327,9 @@ impl PartitionLog {
 
     fn start_flush(&self) {
         let mut st = self.inner.state.borrow_mut();
+        if let Some(wake) = st.flush_wakeup.take() {
+            let _ = wake.send(());
+        }
         if !st.flushing {
             st.flushing = true;
             drop(st);
@@ -345,9 +339,11 @@ impl PartitionLog {
     }
 
     /// The group-commit loop: runs while there is pending work. Writes and fdatasyncs are
-    /// pipelined: while one fdatasync is in flight, the rounds that arrive are written, and
+    /// pipelined: while one fdatasync is in flight, the rounds that arrive are written (at
+    /// once if any of them is acked on write, else once [`PIPELINE_WRITE_BYTES`] wait), and
     /// the next fdatasync covers all of them. One fdatasync at a time, each covering every
-    /// write completed before it started; after a failed one, nothing is acked again.
+    /// write completed before it started; its task acks what it covers as soon as it
+    /// returns. After a failed one, nothing is acked again.
     async fn flush_loop(self, mut force_sync: bool) {
         let mut inflight: Option<InflightSync> = None;
         // Written rounds whose appends wait for an fdatasync not started yet.
@@ -355,23 +351,20 @@ impl PartitionLog {
         let mut need_sync = false;
         let mut last_file: Option<Rc<dyn crate::io::StorageFile>> = None;
         loop {
-            // Reap a finished fdatasync without waiting for one still running.
+            // Reap a finished fdatasync (its task has resolved its appends already).
             if let Some(mut s) = inflight.take() {
-                match futures_lite::future::poll_once(&mut s.task).await {
-                    Some(result) => {
-                        self.complete_sync(s, result);
-                    }
-                    None => inflight = Some(s),
+                if futures_lite::future::poll_once(&mut s.task).await.is_none() {
+                    inflight = Some(s);
                 }
             }
             if self.failure().is_some() {
                 if let Some(s) = inflight.take() {
-                    self.finish_sync(s).await;
+                    s.task.await;
                 }
                 let (reason, pending) = {
                     let mut st = self.inner.state.borrow_mut();
                     let reason = st.failed.clone().unwrap_or_default();
-                    (reason, st.pending.drain(..).collect::<Vec<Pending>>())
+                    (reason, st.pending.take_all())
                 };
                 self.fail_waiters(unsynced.drain(..).chain(pending).collect(), &reason);
                 break;
@@ -382,15 +375,24 @@ impl PartitionLog {
                     need_sync = false;
                 }
             }
-            let (idle, roll_needed) = {
+            let (idle, roll_needed, hold) = {
                 let st = self.inner.state.borrow();
-                (st.pending.is_empty() && !force_sync, self.roll_needed(&st))
+                // While an fdatasync runs, a few durable frames are held back rather than
+                // written alone: they could not be acked before the next fdatasync anyway,
+                // and appends arriving meanwhile join them in one larger write.
+                let hold = inflight.is_some()
+                    && st.pending.all_durable()
+                    && st.pending.bytes() < PIPELINE_WRITE_BYTES;
+                (
+                    st.pending.is_empty() && !force_sync,
+                    self.roll_needed(&st),
+                    hold,
+                )
             };
-            if idle || roll_needed {
-                // Nothing to write now, or a roll to do: let the fdatasync in flight finish
-                // (appends arriving meanwhile are written next; the loop looks again).
+            if roll_needed {
+                // A roll seals the segment: let the fdatasync in flight finish first.
                 if let Some(s) = inflight.take() {
-                    self.finish_sync(s).await;
+                    s.task.await;
                     continue;
                 }
                 if need_sync {
@@ -399,6 +401,24 @@ impl PartitionLog {
                 if idle {
                     break;
                 }
+            } else if idle || hold {
+                let Some(mut s) = inflight.take() else {
+                    if need_sync {
+                        continue;
+                    }
+                    break;
+                };
+                // Nothing to write yet: wait for the fdatasync in flight or for new appends,
+                // whichever comes first.
+                let (tx, rx) = oneshot::channel();
+                self.inner.state.borrow_mut().flush_wakeup = Some(tx);
+                if let futures_util::future::Either::Right(_) =
+                    futures_util::future::select(&mut s.task, rx).await
+                {
+                    inflight = Some(s);
+                }
+                self.inner.state.borrow_mut().flush_wakeup = None;
+                continue;
             }
             if roll_needed {
                 if let Err(e) = self.roll().await {
@@ -579,31 +599,23 @@ impl PartitionLog {
         waiters: Vec<Pending>,
     ) -> InflightSync {
         let covers = self.inner.state.borrow().written_offset;
-        let f = file.clone();
-        let task = glommio::spawn_local(async move { f.fdatasync().await });
-        InflightSync {
-            task,
-            waiters,
-            covers,
-            file,
-        }
-    }
-
-    /// Waits for an fdatasync in flight and resolves what it covers.
-    async fn finish_sync(&self, mut s: InflightSync) -> bool {
-        let result = (&mut s.task).await;
-        self.complete_sync(s, result)
+        let log = self.clone();
+        let task = glommio::spawn_local(async move {
+            let result = file.fdatasync().await;
+            log.complete_sync(waiters, covers, &file, result)
+        });
+        InflightSync { task }
     }
 
     /// Resolves the appends an fdatasync covers, or fails them and the partition if it
     /// failed. Returns whether it succeeded.
-    fn complete_sync(&self, s: InflightSync, result: std::io::Result<()>) -> bool {
-        let InflightSync {
-            mut waiters,
-            covers,
-            file,
-            ..
-        } = s;
+    fn complete_sync(
+        &self,
+        mut waiters: Vec<Pending>,
+        covers: u64,
+        file: &Rc<dyn crate::io::StorageFile>,
+        result: std::io::Result<()>,
+    ) -> bool {
         match result {
             Ok(()) if self.failure().is_none() => {
                 {
@@ -654,7 +666,7 @@ impl PartitionLog {
             if st.failed.is_none() {
                 st.failed = Some(reason.clone());
             }
-            st.pending.drain(..).collect()
+            st.pending.take_all()
         };
         self.fail_waiters(round.into_iter().chain(pending).collect(), &reason);
     }
