@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// How long a producer waits for more messages before sending a request (ms)
     #[arg(long, default_value_t = 1)]
     pub linger_ms: u64,
+    /// Produce requests each producer keeps in flight at most (as Kafka's
+    /// max.in.flight.requests.per.connection)
+    #[arg(long, default_value_t = 5)]
+    pub max_in_flight: usize,
     /// none, gzip, snappy, lz4, zstd
     #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
     pub compression: String,
@@ -68,6 +72,9 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
             return Err(format!("--duration-s {d}: must be positive"));
         }
     }
+    if args.max_in_flight == 0 {
+        return Err("--max-in-flight 0: a producer needs at least 1 request in flight".into());
+    }
     let broker = match spate {
         Some(bin) => {
             let tmp = tempdir()?;
@@ -97,6 +104,7 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
         },
         batch_bytes: args.batch_bytes.max(1),
         linger: Duration::from_millis(args.linger_ms),
+        max_in_flight: args.max_in_flight,
         compression: match args.compression.as_str() {
             "gzip" => Compression::Gzip,
             "snappy" => Compression::Snappy,

@@ -3,17 +3,20 @@
 //! workload's rate), prints a progress line every second, stops producing after the test
 //! duration, waits for the consumers to catch up, and returns every figure.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde::Serialize;
-use spate_net::client::{error_name, Acks, Client, GroupConsumer, OutRecord, StartAt};
+use spate_net::client::{
+    error_name, Acks, Client, GroupConsumer, InFlightProduce, OutRecord, StartAt,
+};
 
 use crate::pin::pin_to;
 use crate::rate::Pacer;
@@ -29,6 +32,9 @@ pub struct RunOptions {
     pub batch_bytes: usize,
     /// How long a producer waits for more due messages before sending a request.
     pub linger: Duration,
+    /// Produce requests a producer has in flight at most (Kafka's
+    /// `max.in.flight.requests.per.connection`).
+    pub max_in_flight: usize,
     pub compression: Compression,
     /// Ignore the workload's rate: send as fast as the broker acknowledges.
     pub max_rate: bool,
@@ -49,6 +55,7 @@ impl Default for RunOptions {
             acks: Acks::All,
             batch_bytes: 1 << 20,
             linger: Duration::from_millis(1),
+            max_in_flight: 5,
             compression: Compression::None,
             max_rate: false,
             duration: None,
@@ -102,6 +109,9 @@ pub struct Results {
     pub bootstrap: String,
     pub acks: String,
     pub compression: String,
+    pub batch_bytes: usize,
+    pub linger_ms: u64,
+    pub max_in_flight: usize,
     pub max_rate: bool,
     pub target_rate_msgs_per_s: Option<f64>,
     pub topics: Vec<String>,
@@ -155,11 +165,22 @@ fn create_topics(client: &mut Client, names: &[String], partitions: u32) -> Resu
 }
 
 /// A payload: the send time (µs since the epoch) and the producer's sequence, then filler.
-fn payload(size: usize, seq: u64, stamp: u64) -> Bytes {
-    let mut v = vec![0x5au8; size];
-    v[..8].copy_from_slice(&stamp.to_be_bytes());
-    v[8..16].copy_from_slice(&seq.to_be_bytes());
-    Bytes::from(v)
+/// Message values for one request, cut from one buffer: `count` values of `size` bytes, each
+/// starting with the send time (µs since the epoch) and a sequence number.
+fn payloads(template: &[u8], count: usize, first_seq: u64, stamp: u64) -> Vec<Bytes> {
+    let size = template.len();
+    let mut buf = BytesMut::with_capacity(size * count);
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        buf.put_slice(template);
+        let v = &mut buf[..];
+        if size >= 16 {
+            v[..8].copy_from_slice(&stamp.to_be_bytes());
+            v[8..16].copy_from_slice(&(first_seq + i).to_be_bytes());
+        }
+        out.push(buf.split().freeze());
+    }
+    out
 }
 
 struct Shared {
@@ -351,6 +372,9 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         }
         .into(),
         compression: format!("{:?}", o.compression).to_lowercase(),
+        batch_bytes: o.batch_bytes,
+        linger_ms: o.linger.as_millis() as u64,
+        max_in_flight: o.max_in_flight,
         max_rate: o.max_rate,
         target_rate_msgs_per_s: (!o.max_rate).then_some(w.producer_rate),
         topics,
@@ -398,14 +422,52 @@ fn produce(
     };
     let per_request = (o.batch_bytes / w.message_size).max(1);
     let mut pacer = rate.map(|r| Pacer::new(r, start));
+    let template = vec![0x5au8; w.message_size];
     let mut seq = 0u64;
     let mut rr = 0u32;
+    // Requests sent and not yet acknowledged, oldest first, with when each message was due.
+    let mut in_flight: VecDeque<(InFlightProduce, Vec<Instant>)> = VecDeque::new();
+    let max_in_flight = o.max_in_flight.max(1);
+    let finish_oldest = |client: &mut Client, in_flight: &mut VecDeque<_>| {
+        let Some((sent, due)): Option<(InFlightProduce, Vec<Instant>)> = in_flight.pop_front()
+        else {
+            return;
+        };
+        let n = due.len() as u64;
+        match client.produce_wait(sent) {
+            Ok(_) => {
+                let acked = Instant::now();
+                for d in &due {
+                    rec.record(
+                        acked.saturating_duration_since(*d).as_micros() as u64,
+                        1,
+                        w.message_size as u64,
+                    );
+                }
+                shared.produced.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Everything in flight on the connection is lost with it.
+                let lost: u64 = n + in_flight.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                in_flight.clear();
+                rec.error(lost);
+                shared.note_error(format!("produce to {topic}: {e}"));
+                client.reset();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
     while !shared.stop_producing.load(Ordering::Relaxed) {
         let now = Instant::now();
         let due: Vec<Instant> = match pacer.as_mut() {
             Some(p) => {
                 let d = p.take_due(now, per_request);
                 if d.is_empty() {
+                    if !in_flight.is_empty() {
+                        // Nothing due yet: collect an acknowledgement meanwhile.
+                        finish_oldest(&mut client, &mut in_flight);
+                        continue;
+                    }
                     let wait = p.next_due().saturating_duration_since(now);
                     std::thread::sleep(wait.min(Duration::from_millis(5)));
                     continue;
@@ -423,9 +485,10 @@ fn produce(
             None => vec![now; per_request],
         };
         let stamp = now_micros();
-        let records: Vec<OutRecord> = due
-            .iter()
-            .map(|_| {
+        let values = payloads(&template, due.len(), id << 40 | (seq + 1), stamp);
+        let records: Vec<OutRecord> = values
+            .into_iter()
+            .map(|value| {
                 seq += 1;
                 let key = match w.key_distributor.as_str() {
                     "KEY_ROUND_ROBIN" => Some(Bytes::from((seq % 1000).to_string())),
@@ -439,34 +502,32 @@ fn produce(
                 };
                 OutRecord {
                     key,
-                    value: Some(payload(w.message_size, id << 40 | seq, stamp)),
+                    value: Some(value),
                     headers: Vec::new(),
                     timestamp_ms: (stamp / 1000) as i64,
                 }
             })
             .collect();
-        let n = records.len() as u64;
-        let bytes = n * w.message_size as u64;
-        match client.produce(&topic, records, o.acks, o.compression, &mut rr) {
-            Ok(_) => {
-                let acked = Instant::now();
-                for d in &due {
-                    rec.record(
-                        acked.saturating_duration_since(*d).as_micros() as u64,
-                        1,
-                        bytes / n,
-                    );
-                }
-                shared.produced.fetch_add(n, Ordering::Relaxed);
-            }
+        match client.produce_send(&topic, records, o.acks, o.compression, &mut rr) {
+            Ok(sent) => in_flight.push_back((sent, due)),
             Err(e) => {
-                rec.error(n);
+                let lost: u64 =
+                    due.len() as u64 + in_flight.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+                in_flight.clear();
+                rec.error(lost);
                 shared.note_error(format!("produce to {topic}: {e}"));
                 // A connection error: the next call reconnects.
                 client.reset();
                 std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
         }
+        while in_flight.len() >= max_in_flight {
+            finish_oldest(&mut client, &mut in_flight);
+        }
+    }
+    while !in_flight.is_empty() {
+        finish_oldest(&mut client, &mut in_flight);
     }
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 pub use config::LogConfig;
 pub use error::{EngineError, Result};
-pub use log::partition::{AppendBatch, AppendResult, LogStats, PartitionLog};
+pub use log::partition::{AppendBatch, AppendResult, Appending, LogStats, PartitionLog};
 pub use log::recovery::RecoveryReport;
 
 /// When an append resolves.

@@ -1,19 +1,34 @@
-//! One client connection: read a frame, run it, write the answer, in order (one request at a
-//! time per connection, as Kafka brokers do). A frame that cannot be served closes this
-//! connection with a log line saying why; other connections carry on.
+//! One client connection: read a frame, run it, write the answers in request order. A
+//! Produce may overlap the next requests once its batches are queued in their logs (they have
+//! their offsets, in request order): a client with several produce requests in flight keeps
+//! the disk busy while the next request arrives. Every other request runs alone, as Kafka
+//! brokers run every request, and an idempotent producer's batches are stored before the next
+//! request starts. A frame that cannot be served closes this connection with a log line
+//! saying why; other connections carry on.
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::BytesMut;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
-use crate::handlers::{dispatch, Outcome};
+use crate::handlers::{dispatch_ordered, Outcome};
 use crate::Shard;
 
 /// Smallest valid request: api key, version, correlation id.
 const MIN_FRAME: i32 = 8;
+
+/// Requests of one connection being served or answered at once, at most (Kafka clients send
+/// up to 5 by default).
+const MAX_IN_FLIGHT: usize = 16;
+
+type Reader = futures_lite::io::ReadHalf<TcpStream>;
+type Writer = futures_lite::io::WriteHalf<TcpStream>;
+/// Told when a request's answer is written (or dropped, the connection being closed).
+type Answered = futures_channel::oneshot::Sender<()>;
 
 enum ReadEnd {
     /// The client closed between requests.
@@ -25,7 +40,7 @@ enum ReadEnd {
     Io(std::io::Error),
 }
 
-async fn read_full(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ReadEnd> {
+async fn read_full(stream: &mut Reader, buf: &mut [u8]) -> Result<(), ReadEnd> {
     let mut got = 0;
     while got < buf.len() {
         match stream.read(&mut buf[got..]).await {
@@ -43,12 +58,12 @@ async fn read_full(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ReadEnd
     Ok(())
 }
 
-fn set_cork(stream: &TcpStream, on: bool) {
+fn set_cork(fd: std::os::fd::RawFd, on: bool) {
     let v: libc::c_int = i32::from(on);
     // SAFETY: a valid socket descriptor and a c_int option value of the right size.
     unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_CORK,
             (&v as *const libc::c_int).cast(),
@@ -57,15 +72,26 @@ fn set_cork(stream: &TcpStream, on: bool) {
     }
 }
 
-pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-    let max = shard.cluster.config.max_request_bytes;
+    let fd = stream.as_raw_fd();
     tracing::debug!(shard = shard.id, peer = %peer, "connection opened");
-    loop {
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let (answers, to_write) = local_channel::new_bounded(MAX_IN_FLIGHT);
+    let closed = Rc::new(Cell::new(false));
+    let write_task = glommio::spawn_local(write_answers(
+        writer,
+        to_write,
+        fd,
+        peer.clone(),
+        closed.clone(),
+    ));
+    let max = shard.cluster.config.max_request_bytes;
+    while !closed.get() {
         let mut size = [0u8; 4];
-        match read_full(&mut stream, &mut size).await {
+        match read_full(&mut reader, &mut size).await {
             Ok(()) => {}
             Err(ReadEnd::Clean) => break,
             Err(ReadEnd::Truncated { got, .. }) => {
@@ -73,7 +99,9 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 break;
             }
             Err(ReadEnd::Io(e)) => {
-                tracing::debug!(peer = %peer, "read failed: {e}");
+                if !closed.get() {
+                    tracing::debug!(peer = %peer, "read failed: {e}");
+                }
                 break;
             }
         }
@@ -87,7 +115,7 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             break;
         }
         let mut frame = BytesMut::zeroed(n as usize);
-        match read_full(&mut stream, &mut frame).await {
+        match read_full(&mut reader, &mut frame).await {
             Ok(()) => {}
             Err(ReadEnd::Clean) => {
                 tracing::warn!(peer = %peer, "closing connection: truncated request (0 of {n} bytes arrived)");
@@ -102,33 +130,91 @@ pub async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 break;
             }
         }
-        match dispatch(&shard, frame.freeze(), &peer).await {
-            Outcome::Respond(chunks) => {
-                let corked = chunks.len() > 1;
-                if corked {
-                    set_cork(&stream, true);
-                }
-                let mut result = Ok(());
-                for c in &chunks {
-                    result = stream.write_all(c).await;
-                    if result.is_err() {
-                        break;
-                    }
-                }
-                if corked {
-                    set_cork(&stream, false);
-                }
-                if let Err(e) = result {
-                    tracing::debug!(peer = %peer, "write failed: {e}");
+        let (queued, may_go_on) = futures_channel::oneshot::channel();
+        let (written, answered) = futures_channel::oneshot::channel();
+        let (s, p) = (shard.clone(), peer.clone());
+        let task =
+            glommio::spawn_local(
+                async move { dispatch_ordered(&s, frame.freeze(), &p, queued).await },
+            );
+        if answers.send((task, written)).await.is_err() {
+            break;
+        }
+        // The next request starts once this one is queued (a Produce says so), else once its
+        // answer is written (so a request that closes the connection is the last one run).
+        if may_go_on.await.is_err() {
+            let _ = answered.await;
+        }
+    }
+    // No more requests: the answers already due are still written, then the connection ends.
+    drop(answers);
+    write_task.await;
+    tracing::debug!(shard = shard.id, peer = %peer, "connection closed");
+}
+
+/// Writes the answers in request order. On a write error or a request that closes the
+/// connection, shuts the socket down so the reader stops too.
+async fn write_answers(
+    mut writer: Writer,
+    to_write: local_channel::LocalReceiver<(glommio::Task<Outcome>, Answered)>,
+    fd: std::os::fd::RawFd,
+    peer: String,
+    closed: Rc<Cell<bool>>,
+) {
+    while let Some((task, written)) = to_write.recv().await {
+        let outcome = task.await;
+        if !closed.get() {
+            write_answer(&mut writer, outcome, fd, &peer, &closed).await;
+        }
+        // (A request after a close still finishes, its appends being queued; its answer is
+        // not sent.)
+        let _ = written.send(());
+    }
+}
+
+async fn write_answer(
+    writer: &mut Writer,
+    outcome: Outcome,
+    fd: std::os::fd::RawFd,
+    peer: &str,
+    closed: &Cell<bool>,
+) {
+    match outcome {
+        Outcome::Respond(chunks) => {
+            let corked = chunks.len() > 1;
+            if corked {
+                set_cork(fd, true);
+            }
+            let mut result = Ok(());
+            for c in &chunks {
+                result = writer.write_all(c).await;
+                if result.is_err() {
                     break;
                 }
             }
-            Outcome::Silent => {}
-            Outcome::Close(reason) => {
-                tracing::warn!(peer = %peer, "closing connection: {reason}");
-                break;
+            if corked {
+                set_cork(fd, false);
+            }
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, "write failed: {e}");
+                shut_down(fd, closed);
             }
         }
+        Outcome::Silent => {}
+        Outcome::Close(reason) => {
+            tracing::warn!(peer = %peer, "closing connection: {reason}");
+            shut_down(fd, closed);
+        }
     }
-    tracing::debug!(shard = shard.id, peer = %peer, "connection closed");
+}
+
+/// Marks the connection closed and shuts its socket down both ways: a read waiting for the
+/// next request returns at once.
+fn shut_down(fd: std::os::fd::RawFd, closed: &Cell<bool>) {
+    closed.set(true);
+    // SAFETY: shutdown on a socket descriptor this connection owns; it stays open until the
+    // stream is dropped.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
 }

@@ -120,9 +120,10 @@ impl Connection {
         self.call_at(req, v)
     }
 
-    /// Sends without waiting for a response (Produce with acks=0).
-    pub fn send_only<R: Request>(&mut self, req: R, version: i16) -> Result<(), ClientError> {
-        self.write_request(&req, version).map(|_| ())
+    /// Sends without waiting for a response (Produce with acks=0, or a request whose
+    /// response [`Connection::receive`] reads later). Returns its correlation id.
+    pub fn send_only<R: Request>(&mut self, req: R, version: i16) -> Result<i32, ClientError> {
+        self.write_request(&req, version)
     }
 
     fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
@@ -132,7 +133,10 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
             .with_client_id(Some(sb(&self.client_id)));
-        let mut buf = BytesMut::new();
+        // Sized up front: a produce request carries megabytes, and growing the buffer while
+        // encoding would copy them again.
+        let body = req.compute_size(version).unwrap_or(0);
+        let mut buf = BytesMut::with_capacity(4 + 64 + self.client_id.len() + body);
         buf.extend_from_slice(&[0; 4]);
         header
             .encode(&mut buf, R::header_version(version))
@@ -155,6 +159,16 @@ impl Connection {
         version: i16,
     ) -> Result<R::Response, ClientError> {
         let correlation = self.write_request(&req, version)?;
+        self.receive::<R>(correlation, version)
+    }
+
+    /// Reads the response to the request sent with `correlation` at `version`. Responses come
+    /// in the order the requests were sent: with several in flight, receive them in that order.
+    pub fn receive<R: Request>(
+        &mut self,
+        correlation: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
         let addr = self.addr.clone();
         let io = |source| ClientError::Io {
             addr: addr.clone(),
@@ -169,8 +183,24 @@ impl Connection {
                 self.addr
             )));
         }
-        let mut body = vec![0u8; n as usize];
-        self.stream.read_exact(&mut body).map_err(io)?;
+        // Read into the vector's spare capacity (no zeroing of megabytes first).
+        let mut body = Vec::with_capacity(n as usize);
+        (&mut self.stream)
+            .take(n as u64)
+            .read_to_end(&mut body)
+            .map_err(io)?;
+        if body.len() < n as usize {
+            return Err(ClientError::Io {
+                addr: addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed after {} of {n} response bytes",
+                        body.len()
+                    ),
+                ),
+            });
+        }
         let mut body = Bytes::from(body);
         // ApiVersions answers always use header v0.
         let hv = if R::KEY == 18 {

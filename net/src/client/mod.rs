@@ -11,10 +11,10 @@ mod producer;
 pub use connection::{ClientError, Connection};
 pub use consumer::{Consumed, GroupConsumer, StartAt};
 pub use partitioner::{murmur2, murmur2_partition};
-pub use producer::{encode_batch, Acks, OutRecord};
+pub use producer::{encode_batch, Acks, InFlightProduce, OutRecord};
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -40,7 +40,16 @@ pub struct Client {
     timeout: Duration,
     brokers: HashMap<i32, String>,
     conns: HashMap<String, Connection>,
+    /// Topic metadata for producing, and when it was fetched.
+    topics: HashMap<String, (TopicInfo, Instant)>,
+    /// Produce requests sent and not yet answered; while there are any, the cached metadata
+    /// is used as it is (a Metadata call would interleave with their responses).
+    in_flight: usize,
 }
+
+/// How long cached topic metadata is used before it is asked again (Kafka's
+/// `metadata.max.age.ms` is 5 minutes; shorter here, so added partitions are seen soon).
+const METADATA_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// The Kafka name of an error code.
 pub fn error_name(code: i16) -> String {
@@ -58,6 +67,8 @@ impl Client {
             timeout,
             brokers: HashMap::new(),
             conns: HashMap::new(),
+            topics: HashMap::new(),
+            in_flight: 0,
         };
         c.conn_to(bootstrap)?;
         Ok(c)
@@ -93,9 +104,31 @@ impl Client {
         self.conn_to(&addr)
     }
 
-    /// Drops every connection, so the next call reconnects.
+    /// Drops every connection (and what was in flight on them) and the cached metadata, so
+    /// the next call reconnects and asks again.
     pub fn reset(&mut self) {
         self.conns.clear();
+        self.topics.clear();
+        self.in_flight = 0;
+    }
+
+    /// The topic's partitions for producing: from the cache while it is fresh or while
+    /// requests are in flight, else asked (creating the topic if the broker allows).
+    pub(crate) fn producing_topic(&mut self, name: &str) -> Result<TopicInfo, ClientError> {
+        if let Some((info, at)) = self.topics.get(name) {
+            if self.in_flight > 0 || at.elapsed() < METADATA_MAX_AGE {
+                return Ok(info.clone());
+            }
+        }
+        let info = self.topic(name, true)?;
+        self.topics
+            .insert(name.to_string(), (info.clone(), Instant::now()));
+        Ok(info)
+    }
+
+    /// Forgets a topic's cached metadata (after an error that says it is stale).
+    pub(crate) fn forget_topic(&mut self, name: &str) {
+        self.topics.remove(name);
     }
 
     /// Metadata for `topics` (None: all topics). Creates nothing.

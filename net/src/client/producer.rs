@@ -67,7 +67,21 @@ pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<B
             }
         })
         .collect();
-    let mut buf = BytesMut::new();
+    // Room for the records and their framing (varints, batch header), so the encoder does
+    // not grow (and copy) the buffer as it goes.
+    let data: usize = records
+        .iter()
+        .map(|r| {
+            r.key.as_ref().map_or(0, |k| k.len())
+                + r.value.as_ref().map_or(0, |v| v.len())
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+                    .sum::<usize>()
+                + 32
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(data + 128);
     RecordBatchEncoder::encode(
         &mut buf,
         &recs,
@@ -80,9 +94,18 @@ pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<B
     Ok(buf.freeze())
 }
 
+/// A produce request sent and not yet answered: [`Client::produce_wait`] reads its
+/// responses. Requests on one connection are answered in the order they were sent.
+#[derive(Debug)]
+pub struct InFlightProduce {
+    topic: String,
+    /// (broker id, correlation id, version) of each request sent, one per leader.
+    requests: Vec<(i32, i32, i16)>,
+}
+
 impl Client {
-    /// Sends records to `topic`, keyed records by murmur2 of the key, others round-robin from
-    /// `next`. Returns (partition, base offset) per partition written (empty for acks=0).
+    /// Sends records to `topic` and waits for the acknowledgement; see
+    /// [`Client::produce_send`].
     pub fn produce(
         &mut self,
         topic: &str,
@@ -91,7 +114,23 @@ impl Client {
         compression: Compression,
         next: &mut u32,
     ) -> Result<Vec<(i32, i64)>, ClientError> {
-        let info = self.topic(topic, true)?;
+        let sent = self.produce_send(topic, records, acks, compression, next)?;
+        self.produce_wait(sent)
+    }
+
+    /// Sends records to `topic`, keyed records by murmur2 of the key, others round-robin from
+    /// `next`, without waiting for the answer: several requests can be in flight on a
+    /// connection (as Kafka's `max.in.flight.requests.per.connection`). With acks=0 nothing
+    /// is answered and the result waits for nothing.
+    pub fn produce_send(
+        &mut self,
+        topic: &str,
+        records: Vec<OutRecord>,
+        acks: Acks,
+        compression: Compression,
+        next: &mut u32,
+    ) -> Result<InFlightProduce, ClientError> {
+        let info = self.producing_topic(topic)?;
         let n = info.partitions.len() as u32;
         let mut by_partition: BTreeMap<i32, Vec<OutRecord>> = BTreeMap::new();
         for r in records {
@@ -113,7 +152,10 @@ impl Client {
                 .or_default()
                 .push((p, encode_batch(&recs, compression)?));
         }
-        let mut out = Vec::new();
+        let mut sent = InFlightProduce {
+            topic: topic.to_string(),
+            requests: Vec::new(),
+        };
         for (leader, parts) in by_leader {
             let req = ProduceRequest::default()
                 .with_acks(acks.code())
@@ -131,21 +173,54 @@ impl Client {
                             .collect(),
                     )]);
             let conn = self.broker(leader)?;
-            if acks == Acks::None {
-                let v = conn.version_for::<ProduceRequest>(3, 9)?;
-                conn.send_only(req, v)?;
+            let v = conn.version_for::<ProduceRequest>(3, 9)?;
+            let correlation = conn.send_only(req, v)?;
+            if acks != Acks::None {
+                sent.requests.push((leader, correlation, v));
+                self.in_flight += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Waits for the answers to a request sent by [`Client::produce_send`]. Returns
+    /// (partition, base offset) per partition written (empty for acks=0).
+    pub fn produce_wait(&mut self, sent: InFlightProduce) -> Result<Vec<(i32, i64)>, ClientError> {
+        let mut out = Vec::new();
+        let topic = sent.topic;
+        let mut failed = None;
+        for (leader, correlation, version) in sent.requests {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if failed.is_some() {
+                // Still read the answer, so the connection stays in step.
+                let _ = self
+                    .broker(leader)
+                    .and_then(|c| c.receive::<ProduceRequest>(correlation, version));
                 continue;
             }
-            let resp: ProduceResponse = conn.call(req, 3, 9)?;
+            let resp = match self
+                .broker(leader)
+                .and_then(|c| c.receive::<ProduceRequest>(correlation, version))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
             for t in resp.responses {
                 for p in t.partition_responses {
-                    if p.error_code != 0 {
+                    if p.error_code != 0 && failed.is_none() {
+                        // Unknown partition, not the leader: the metadata is stale.
+                        if matches!(p.error_code, 3 | 6) {
+                            self.forget_topic(&topic);
+                        }
                         let msg = p
                             .error_message
                             .as_ref()
                             .map(|m| format!(": {}", m.as_str()))
                             .unwrap_or_default();
-                        return Err(ClientError::Kafka {
+                        failed = Some(ClientError::Kafka {
                             code: p.error_code,
                             context: format!("produce to {topic}-{}{msg}", p.index),
                         });
@@ -154,6 +229,9 @@ impl Client {
                 }
             }
         }
-        Ok(out)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 }

@@ -44,8 +44,24 @@ pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(sb(s))
 }
 
+/// Fired (or dropped) once a request no longer needs to hold back the next one on its
+/// connection: for a Produce, when its batches are queued in their partitions' logs (so they
+/// have their offsets, in request order); for anything else, when it is done.
+pub type Queued = futures_channel::oneshot::Sender<()>;
+
 /// Handles one request frame (without its size prefix).
-pub async fn dispatch(shard: &Rc<Shard>, mut frame: bytes::Bytes, peer: &str) -> Outcome {
+pub async fn dispatch(shard: &Rc<Shard>, frame: bytes::Bytes, peer: &str) -> Outcome {
+    let (queued, _) = futures_channel::oneshot::channel();
+    dispatch_ordered(shard, frame, peer, queued).await
+}
+
+/// [`dispatch`], saying through `queued` when the connection may start the next request.
+pub async fn dispatch_ordered(
+    shard: &Rc<Shard>,
+    mut frame: bytes::Bytes,
+    peer: &str,
+    queued: Queued,
+) -> Outcome {
     let Some(prefix) = RequestPrefix::parse(&frame) else {
         return Outcome::Close(format!(
             "request of {} bytes is shorter than a request header",
@@ -89,7 +105,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: bytes::Bytes, peer: &str) ->
                 Err(e) => return Outcome::Close(format!("Produce v{v}: {e}")),
             };
             drop(frame);
-            produce::produce(shard, &ctx, req).await
+            produce::produce(shard, &ctx, req, queued).await
         }
         ApiKey::Fetch => {
             let req: FetchRequest = match decode_body(&mut frame, v) {

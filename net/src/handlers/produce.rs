@@ -9,7 +9,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use spate_engine::{AppendBatch, Durability};
 
-use super::{code, engine_code, sb, Ctx, Outcome};
+use super::{code, engine_code, sb, Ctx, Outcome, Queued};
 use crate::batch::{self, Batch};
 use crate::codec::encode_response;
 use crate::producers::Verdict;
@@ -34,7 +34,9 @@ impl PartitionResult {
     }
 }
 
-pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outcome {
+/// Produce. `queued` fires once every partition's batches are queued in its log (or refused):
+/// the connection may then start its next request, whose batches come after these.
+pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: Queued) -> Outcome {
     let acks = req.acks;
     let durability = match acks {
         -1 => Some(Durability::Durable),
@@ -42,6 +44,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
         _ => None,
     };
     let mut calls = Vec::new();
+    let mut queued_parts = Vec::new();
     let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
@@ -52,6 +55,8 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
             let owner = shard.cluster.owner(&name, pd.index);
             let name = name.clone();
             let shard = shard.clone();
+            let (part_queued, part_queued_rx) = futures_channel::oneshot::channel();
+            queued_parts.push(part_queued_rx);
             calls.push(async move {
                 let Some(durability) = durability else {
                     return PartitionResult::error(
@@ -79,7 +84,14 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
                 let partition = pd.index as u32;
                 shard
                     .call(owner, move |s| {
-                        Box::pin(append_here(s, name, partition, batches, durability))
+                        Box::pin(append_here(
+                            s,
+                            name,
+                            partition,
+                            batches,
+                            durability,
+                            part_queued,
+                        ))
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -89,7 +101,13 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
         }
         layout.push((topic.name, parts));
     }
-    let mut results = join_all(calls).await.into_iter();
+    let all_queued = async move {
+        // A dropped sender (refused, or the shard gone) counts as queued.
+        join_all(queued_parts).await;
+        let _ = queued.send(());
+    };
+    let (results, ()) = futures_util::future::join(join_all(calls), all_queued).await;
+    let mut results = results.into_iter();
     if acks == 0 {
         return Outcome::Silent;
     }
@@ -120,12 +138,15 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest) -> Outco
 }
 
 /// Appends checked batches to a partition of this shard, deduplicating idempotent retries.
+/// `queued` fires when the batches are queued in the log; for an idempotent producer only
+/// when they are stored (its next batch is checked against this one's sequence).
 async fn append_here(
     s: Rc<Shard>,
     topic: String,
     partition: u32,
     batches: Vec<Batch>,
     durability: Durability,
+    queued: Queued,
 ) -> PartitionResult {
     let Some(log) = s.logs.get(&topic, partition) else {
         return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
@@ -187,7 +208,16 @@ async fn append_here(
             payload: b.bytes,
         })
         .collect();
-    match log.append(appends, durability).await {
+    let appended = match log.enqueue(appends, durability).await {
+        Ok(appending) => {
+            if !idempotent {
+                let _ = queued.send(());
+            }
+            appending.wait().await
+        }
+        Err(e) => Err(e),
+    };
+    match appended {
         Ok(r) => {
             if idempotent {
                 let mut base = r.base_offset as i64;
