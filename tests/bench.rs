@@ -83,6 +83,57 @@ fn a_ten_second_workload_reports_every_figure() {
 }
 
 #[test]
+fn a_backlog_is_built_with_consumers_paused_then_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start(&dir.path().join("data"), &[]);
+    let addr = broker.listen_addr();
+    let out_dir = dir.path().join("out");
+    // 20 MB/s of 1 KiB messages against a 10 MB backlog: built after about half a second.
+    let out = run(&[
+        "bench",
+        "--bootstrap",
+        &addr,
+        "--duration-s",
+        "4",
+        "--set",
+        "producerRate=20000",
+        "--set",
+        "messageSize=1024",
+        "--set",
+        "consumerBacklogSizeGB=0.01",
+        "--quiet",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("backlog of 0.010 GB: built"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let backlog = &json["backlog"];
+    assert_eq!(backlog["built"], serde_json::json!(true), "{backlog}");
+    let reached = backlog["reached_after_s"].as_f64().unwrap();
+    let drained = backlog["drained_after_s"].as_f64().unwrap();
+    assert!(reached > 0.2 && reached < drained, "{backlog}");
+    assert!(backlog["drain_consume_mb_per_s"].as_f64().unwrap() > 0.0);
+    // While paused, nothing was consumed: the first end-to-end latencies are at least as long
+    // as the pause (messages waited in the backlog).
+    let overall = &json["overall"];
+    assert!(overall["end_to_end_latency"]["max_ms"].as_f64().unwrap() >= reached * 1000.0 * 0.5);
+    let produced = overall["produced"].as_u64().unwrap();
+    assert!(produced > 40_000, "{overall}");
+    assert_eq!(overall["consumed"].as_u64().unwrap(), produced, "{overall}");
+    assert_eq!(overall["publish_errors"].as_u64(), Some(0));
+    assert_eq!(overall["consume_errors"].as_u64(), Some(0));
+    assert!(broker.terminate().success());
+}
+
+#[test]
 fn bad_workloads_rates_and_brokers_get_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");

@@ -48,8 +48,15 @@ impl EmbeddedBroker {
                         })
                         .flatten()
                     {
-                        // Keep draining its log so the broker never blocks on a full pipe.
-                        std::thread::spawn(move || while rx.recv().is_ok() {});
+                        // Keep draining its log so the broker never blocks on a full pipe;
+                        // its warnings and errors show (a closed connection says why).
+                        std::thread::spawn(move || {
+                            while let Ok(line) = rx.recv() {
+                                if line.contains(" WARN ") || line.contains(" ERROR ") {
+                                    eprintln!("broker: {line}");
+                                }
+                            }
+                        });
                         return Ok(Self {
                             child,
                             bootstrap: addr.to_string(),

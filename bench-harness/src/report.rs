@@ -53,6 +53,24 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     let _ = writeln!(s, "{}", row("publish", &o.publish_latency));
     let _ = writeln!(s, "{}", row("end to end", &o.end_to_end_latency));
+    if let Some(b) = &r.backlog {
+        let _ = writeln!(s);
+        let at = |v: Option<f64>| v.map_or_else(|| "never".to_string(), |t| format!("{t:.1} s"));
+        let _ = writeln!(
+            s,
+            "backlog of {:.3} GB: {} {}; drained at {}; drain consume rate {}",
+            b.requested_bytes / 1e9,
+            if b.built {
+                "built, consumers resumed at"
+            } else {
+                "not built; consumers resumed when producing stopped, at"
+            },
+            at(b.reached_after_s),
+            at(b.drained_after_s),
+            b.drain_consume_mb_per_s
+                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.1} MB/s")),
+        );
+    }
     s
 }
 

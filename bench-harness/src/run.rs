@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde::Serialize;
 use spate_net::client::{
-    error_name, Acks, Client, GroupConsumer, InFlightProduce, OutRecord, StartAt,
+    error_name, Acks, Client, ClientError, GroupConsumer, InFlightProduce, OutRecord, StartAt,
 };
 
 use crate::pin::pin_to;
@@ -114,6 +114,8 @@ pub struct Results {
     pub max_in_flight: usize,
     pub max_rate: bool,
     pub target_rate_msgs_per_s: Option<f64>,
+    /// With consumerBacklogSizeGB: when the backlog was built and how fast it drained.
+    pub backlog: Option<BacklogResult>,
     pub topics: Vec<String>,
     pub intervals: Vec<Interval>,
     pub overall: Overall,
@@ -188,6 +190,10 @@ struct Shared {
     stop_consuming: AtomicBool,
     first_error: std::sync::Mutex<Option<String>>,
     produced: AtomicU64,
+    /// Messages consumed, all consumers together.
+    consumed: AtomicU64,
+    /// Consumers hold off (keeping their group membership) while the backlog builds.
+    consumers_paused: AtomicBool,
 }
 
 impl Shared {
@@ -213,6 +219,8 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         stop_consuming: AtomicBool::new(false),
         first_error: std::sync::Mutex::new(None),
         produced: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        consumers_paused: AtomicBool::new(w.consumer_backlog_size_gb > 0.0),
     });
     let mut cpu = 0usize;
 
@@ -326,11 +334,27 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         }
         intervals.push(i);
     };
+    let mut backlog = (w.consumer_backlog_size_gb > 0.0).then(|| BacklogTracker::new(w));
     while start.elapsed() < duration {
-        std::thread::sleep(Duration::from_secs(1).min(duration.saturating_sub(start.elapsed())));
+        let next_tick = last + Duration::from_secs(1);
+        while Instant::now() < next_tick && start.elapsed() < duration {
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(b) = backlog.as_mut() {
+                b.check(&shared, start);
+            }
+        }
         tick(&mut intervals, &mut last);
     }
     shared.stop_producing.store(true, Ordering::SeqCst);
+    if let Some(b) = backlog.as_mut() {
+        if shared.consumers_paused.swap(false, Ordering::SeqCst) {
+            eprintln!(
+                "spate-bench: the backlog of {:.3} GB was not reached in the test duration; consumers resume now",
+                w.consumer_backlog_size_gb
+            );
+        }
+        b.check(&shared, start);
+    }
     let (producer_recs, producer_handles): (Vec<_>, Vec<_>) = producers.into_iter().unzip();
     for h in producer_handles {
         let _ = h.join();
@@ -340,11 +364,16 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
     let expected = produced * u64::from(w.subscriptions_per_topic);
     let drain_start = Instant::now();
     while drain_start.elapsed() < o.drain_timeout && o.acks != Acks::None {
-        let consumed: u64 = consumers.iter().map(|(r, _)| r.total().msgs).sum();
-        if consumed >= expected {
+        if let Some(b) = backlog.as_mut() {
+            b.check(&shared, start);
+        }
+        if shared.consumed.load(Ordering::SeqCst) >= expected {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(b) = backlog.as_mut() {
+        b.check(&shared, start);
     }
     shared.stop_consuming.store(true, Ordering::SeqCst);
     let (consumer_recs, consumer_handles): (Vec<_>, Vec<_>) = consumers.into_iter().unzip();
@@ -377,6 +406,7 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         max_in_flight: o.max_in_flight,
         max_rate: o.max_rate,
         target_rate_msgs_per_s: (!o.max_rate).then_some(w.producer_rate),
+        backlog: backlog.map(|b| b.result()),
         topics,
         intervals,
         overall: Overall {
@@ -554,9 +584,22 @@ fn consume(
             return;
         }
     };
+    let mut last_commit = Instant::now();
     while !shared.stop_consuming.load(Ordering::Relaxed) {
+        if shared.consumers_paused.load(Ordering::Relaxed) {
+            // Building the backlog: stay in the group, fetch nothing.
+            if let Err(e) = consumer.heartbeat(&mut client) {
+                rec.error(1);
+                shared.note_error(format!("consumer of {topic}: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         match consumer.poll(&mut client, Duration::from_millis(100)) {
             Ok(records) => {
+                shared
+                    .consumed
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
                 let now = now_micros();
                 for r in records {
                     let Some(v) = r.value else { continue };
@@ -567,17 +610,105 @@ fn consume(
                         rec.record(now.saturating_sub(sent), 1, v.len() as u64);
                     }
                 }
-                if let Err(e) = consumer.commit(&mut client) {
-                    rec.error(1);
-                    shared.note_error(format!("commit of {group}: {e}"));
+                // Offsets are committed once a second, as Kafka consumers auto-commit (every
+                // 5 s by default), not after every fetch: a commit is a round trip and a write.
+                if last_commit.elapsed() >= COMMIT_EVERY {
+                    last_commit = Instant::now();
+                    if let Err(e) = consumer.commit(&mut client) {
+                        rec.error(1);
+                        shared.note_error(format!("commit of {group}: {e}"));
+                    }
                 }
             }
             Err(e) => {
                 rec.error(1);
                 shared.note_error(format!("consumer of {topic}: {e}"));
+                if matches!(e, ClientError::Io { .. } | ClientError::Protocol(_)) {
+                    // The connection is gone or out of step: the next poll reconnects.
+                    client.reset();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
+    if let Err(e) = consumer.commit(&mut client) {
+        shared.note_error(format!("commit of {group}: {e}"));
+    }
     let _ = consumer.leave(&mut client);
 }
+
+/// OpenMessaging's backlog phase: consumers stay paused until the backlog (messages produced
+/// for every subscription and not consumed) reaches consumerBacklogSizeGB, then resume and
+/// drain it while producers go on.
+struct BacklogTracker {
+    requested_bytes: f64,
+    message_size: f64,
+    subscriptions: u64,
+    reached: Option<(f64, u64)>,
+    /// The backlog reached its size (rather than the run ending first).
+    built: bool,
+    drained: Option<(f64, u64)>,
+}
+
+/// When the backlog was built and drained, and the consume rate while it drained.
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogResult {
+    pub requested_bytes: f64,
+    /// Whether the backlog reached its size before the producers stopped.
+    pub built: bool,
+    /// Seconds from the start until the consumers resumed (the backlog built, or the
+    /// producers stopped first).
+    pub reached_after_s: Option<f64>,
+    /// Seconds from the start until the consumers had caught up.
+    pub drained_after_s: Option<f64>,
+    /// Consume throughput from resuming until caught up (MB/s, 10^6 bytes).
+    pub drain_consume_mb_per_s: Option<f64>,
+}
+
+impl BacklogTracker {
+    fn new(w: &Workload) -> Self {
+        Self {
+            requested_bytes: w.consumer_backlog_size_gb * 1e9,
+            message_size: w.message_size as f64,
+            subscriptions: u64::from(w.subscriptions_per_topic),
+            reached: None,
+            built: false,
+            drained: None,
+        }
+    }
+
+    fn check(&mut self, shared: &Shared, start: Instant) {
+        let produced = shared.produced.load(Ordering::SeqCst) * self.subscriptions;
+        let consumed = shared.consumed.load(Ordering::SeqCst);
+        let t = start.elapsed().as_secs_f64();
+        if self.reached.is_none() {
+            let backlog = produced.saturating_sub(consumed) as f64 * self.message_size;
+            self.built = backlog >= self.requested_bytes;
+            if self.built || !shared.consumers_paused.load(Ordering::SeqCst) {
+                self.reached = Some((t, consumed));
+                shared.consumers_paused.store(false, Ordering::SeqCst);
+            }
+        } else if self.drained.is_none() && consumed >= produced {
+            self.drained = Some((t, consumed));
+        }
+    }
+
+    fn result(&self) -> BacklogResult {
+        let rate = match (self.reached, self.drained) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+                Some((c1 - c0) as f64 * self.message_size / (t1 - t0) / 1e6)
+            }
+            _ => None,
+        };
+        BacklogResult {
+            requested_bytes: self.requested_bytes,
+            built: self.built,
+            reached_after_s: self.reached.map(|r| r.0),
+            drained_after_s: self.drained.map(|d| d.0),
+            drain_consume_mb_per_s: rate,
+        }
+    }
+}
+
+/// How often a consumer commits its offsets.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);

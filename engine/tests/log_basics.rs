@@ -117,6 +117,79 @@ fn writes_cut_into_aligned_pieces_read_back_intact_from_disk() {
 }
 
 #[test]
+fn close_while_appends_keep_arriving_fails_nothing_and_loses_no_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let config = spate_engine::LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            ..small_config()
+        };
+        for round in 0..20u64 {
+            let sub = root.join(format!("r{round}"));
+            let (log, _) = open(&sub, config.clone()).await;
+            // Appenders that keep going until the log refuses them.
+            let tasks: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        let mut acked = Vec::new();
+                        for i in 0.. {
+                            let durability = if i % 3 == 0 {
+                                Durability::Durable
+                            } else {
+                                Durability::Appended
+                            };
+                            match log
+                                .append(vec![batch(t * 1_000_000 + i, 3000, 0)], durability)
+                                .await
+                            {
+                                Ok(r) => acked.push(r.base_offset),
+                                Err(_) => break,
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            glommio::timer::sleep(std::time::Duration::from_micros(300 * (round + 1))).await;
+            // Bounded: a close that waits for appenders to pause would wait forever.
+            let closed = futures_lite::future::or(async { Some(log.close().await) }, async {
+                glommio::timer::sleep(std::time::Duration::from_secs(20)).await;
+                None
+            })
+            .await;
+            closed
+                .expect("close returns while appends keep arriving")
+                .unwrap();
+            assert_eq!(
+                log.failure(),
+                None,
+                "round {round}: closing failed the partition"
+            );
+            let mut acked = Vec::new();
+            for t in tasks {
+                acked.extend(t.await);
+            }
+            // Reopened: every acked append is there.
+            let (log, report) = open(&sub, config.clone()).await;
+            let got = read_all(&log, 0).await;
+            let offsets: std::collections::HashSet<u64> =
+                got.iter().map(|b| b.base_offset).collect();
+            for o in &acked {
+                assert!(offsets.contains(o), "round {round}: acked offset {o} lost");
+            }
+            assert_eq!(report.bytes_cut, 0, "round {round}: {report:?}");
+            assert!(
+                report.from_checkpoint,
+                "round {round}: a clean close leaves a checkpoint"
+            );
+            log.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn clean_close_reopens_from_checkpoint_without_scanning() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

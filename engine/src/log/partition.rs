@@ -499,7 +499,11 @@ impl PartitionLog {
     async fn sync_now(&self) {
         {
             let mut st = self.inner.state.borrow_mut();
-            if st.flushing || st.failed.is_some() || st.durable_offset >= st.written_offset {
+            if st.flushing
+                || st.closed
+                || st.failed.is_some()
+                || st.durable_offset >= st.written_offset
+            {
                 return;
             }
             st.flushing = true;
@@ -808,15 +812,15 @@ impl PartitionLog {
     /// Flushes everything, makes it durable, trims preallocation and writes the recovery
     /// checkpoint, so the next open starts without scanning. Later appends are refused.
     pub async fn close(&self) -> Result<()> {
-        self.wait_idle().await;
-        {
-            let mut st = self.inner.state.borrow_mut();
-            if st.closed {
-                return Ok(());
-            }
-            st.closed = true;
-        }
+        // Refuse new appends first (appenders that never pause would otherwise keep the log
+        // from ever being idle), then let the flush loop finish what is queued: only then is
+        // the appender free to seal.
+        let already = std::mem::replace(&mut self.inner.state.borrow_mut().closed, true);
         self.inner.pending_budget.close();
+        self.wait_idle().await;
+        if already {
+            return Ok(());
+        }
         if self.failure().is_some() {
             return Ok(());
         }

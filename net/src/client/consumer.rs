@@ -376,26 +376,36 @@ impl GroupConsumer {
             .collect())
     }
 
+    /// Tells the group coordinator this member is alive, if a heartbeat is due (every 3 s),
+    /// and rejoins if the group rebalanced. `poll` does it; a consumer that stops polling
+    /// for a while (paused) calls it to keep its membership.
+    pub fn heartbeat(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        let Some(group) = self.group.clone() else {
+            return Ok(());
+        };
+        if self.last_heartbeat.elapsed() < HEARTBEAT_EVERY {
+            return Ok(());
+        }
+        self.last_heartbeat = Instant::now();
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(sb(&group)))
+            .with_generation_id(self.generation)
+            .with_member_id(sb(&self.member_id));
+        let resp: HeartbeatResponse = client.coordinator(&group)?.call(req, 0, 3)?;
+        if matches!(resp.error_code, 22 | 25 | 27) {
+            self.commit(client).ok();
+            self.start(client)?;
+        }
+        Ok(())
+    }
+
     /// Fetches once (waiting up to `max_wait`), advancing positions past what it returns.
     pub fn poll(
         &mut self,
         client: &mut Client,
         max_wait: Duration,
     ) -> Result<Vec<Consumed>, ClientError> {
-        if let Some(group) = self.group.clone() {
-            if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
-                self.last_heartbeat = Instant::now();
-                let req = HeartbeatRequest::default()
-                    .with_group_id(GroupId(sb(&group)))
-                    .with_generation_id(self.generation)
-                    .with_member_id(sb(&self.member_id));
-                let resp: HeartbeatResponse = client.coordinator(&group)?.call(req, 0, 3)?;
-                if matches!(resp.error_code, 22 | 25 | 27) {
-                    self.commit(client).ok();
-                    self.start(client)?;
-                }
-            }
-        }
+        self.heartbeat(client)?;
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
         for (p, o) in &self.positions {
             by_leader
