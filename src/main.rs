@@ -12,12 +12,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc keeps freed memory for reuse across requests (megabyte request buffers, DMA
-/// staging) instead of mapping fresh pages each time, and is what `spate bench` clients
-/// use too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "spate",

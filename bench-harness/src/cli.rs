@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Run for this many seconds instead of testDurationMinutes
     #[arg(long)]
     pub duration_s: Option<f64>,
+    /// Run this many seconds before measuring, instead of warmupDurationMinutes (OMB's
+    /// default is 1 minute; absent from the workload: no warm-up)
+    #[arg(long)]
+    pub warmup_s: Option<f64>,
     /// Where results.json and latency.svg go
     #[arg(long, default_value = "spate-bench-results")]
     pub out: PathBuf,
@@ -60,6 +64,7 @@ pub struct RunArgs {
 
 /// Runs a workload; with `spate` given, against an embedded broker started from it.
 pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
+    crate::alloc::keep_freed_memory();
     let mut w = match &args.workload {
         Some(p) => Workload::load(p).map_err(|e| e.to_string())?,
         None => Workload::parse(DEFAULT_WORKLOAD).map_err(|e| format!("built-in workload: {e}"))?,
@@ -70,6 +75,11 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
     if let Some(d) = args.duration_s {
         if d.is_nan() || d <= 0.0 {
             return Err(format!("--duration-s {d}: must be positive"));
+        }
+    }
+    if let Some(d) = args.warmup_s {
+        if d.is_nan() || d < 0.0 {
+            return Err(format!("--warmup-s {d}: must be zero or more"));
         }
     }
     if args.max_in_flight == 0 {
@@ -114,6 +124,7 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
         },
         max_rate: args.max_rate,
         duration: args.duration_s.map(Duration::from_secs_f64),
+        warmup: args.warmup_s.map(Duration::from_secs_f64),
         progress: !args.quiet,
         ..RunOptions::default()
     };
@@ -128,10 +139,10 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
     let (json, chart) = report::write_all(&results, &args.out)?;
     println!("figures: {}  chart: {}", json.display(), chart.display());
     let o = &results.overall;
-    if o.publish_errors > 0 || o.consume_errors > 0 {
+    if o.publish_errors > 0 || o.consume_errors > 0 || o.duplicates > 0 {
         return Err(format!(
-            "{} publish and {} consume errors",
-            o.publish_errors, o.consume_errors
+            "{} publish and {} consume errors, {} records consumed twice",
+            o.publish_errors, o.consume_errors, o.duplicates
         ));
     }
     Ok(())

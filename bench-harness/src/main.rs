@@ -2,12 +2,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc keeps freed memory for reuse: with glibc's allocator, every megabyte-sized
-/// request buffer of a producer thread came from freshly mapped pages (page faults were a
-/// sixth of the client's CPU at 800 MB/s).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use spate_bench::cli::{run_command, RunArgs};
 

@@ -45,6 +45,9 @@ pub fn table(r: &Results) -> String {
         "| consume | {:.0} | {:.1} | {} of {} | {} |",
         o.consume_msgs_per_s, o.consume_mb_per_s, o.consumed, o.expected_consumed, o.consume_errors
     );
+    if o.duplicates > 0 {
+        let _ = writeln!(s, "\n{} records were consumed more than once", o.duplicates);
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub max_rate: bool,
     /// Overrides testDurationMinutes (for short runs and tests).
     pub duration: Option<Duration>,
+    /// Overrides warmupDurationMinutes: run this long before measuring.
+    pub warmup: Option<Duration>,
     /// How long consumers may take to catch up after producing stops.
     pub drain_timeout: Duration,
     /// Print the progress line every second.
@@ -59,6 +61,7 @@ impl Default for RunOptions {
             compression: Compression::None,
             max_rate: false,
             duration: None,
+            warmup: None,
             drain_timeout: Duration::from_secs(30),
             progress: true,
             connect_timeout: Duration::from_secs(5),
@@ -88,13 +91,18 @@ pub struct Interval {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Overall {
+    /// The measured time (after the warm-up); throughputs and latencies are over it.
     pub duration_s: f64,
+    /// Messages produced and consumed over the whole run, warm-up included (every message
+    /// produced must be consumed).
     pub produced: u64,
     pub consumed: u64,
     /// Messages each subscription should have read: produced x subscriptions per topic.
     pub expected_consumed: u64,
     pub publish_errors: u64,
     pub consume_errors: u64,
+    /// Records consumed more than once (at-least-once redelivery, or a broker bug).
+    pub duplicates: u64,
     pub publish_msgs_per_s: f64,
     pub publish_mb_per_s: f64,
     pub consume_msgs_per_s: f64,
@@ -114,6 +122,8 @@ pub struct Results {
     pub max_in_flight: usize,
     pub max_rate: bool,
     pub target_rate_msgs_per_s: Option<f64>,
+    /// Seconds run before measuring (their intervals are in `intervals` too).
+    pub warmup_s: f64,
     /// With consumerBacklogSizeGB: when the backlog was built and how fast it drained.
     pub backlog: Option<BacklogResult>,
     pub topics: Vec<String>,
@@ -192,6 +202,8 @@ struct Shared {
     produced: AtomicU64,
     /// Messages consumed, all consumers together.
     consumed: AtomicU64,
+    /// Records a consumer received again (an offset at or below one it had).
+    duplicates: AtomicU64,
     /// Consumers hold off (keeping their group membership) while the backlog builds.
     consumers_paused: AtomicBool,
 }
@@ -220,6 +232,7 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         first_error: std::sync::Mutex::new(None),
         produced: AtomicU64::new(0),
         consumed: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
         consumers_paused: AtomicBool::new(w.consumer_backlog_size_gb > 0.0),
     });
     let mut cpu = 0usize;
@@ -335,9 +348,29 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         intervals.push(i);
     };
     let mut backlog = (w.consumer_backlog_size_gb > 0.0).then(|| BacklogTracker::new(w));
+    // The warm-up runs like the test; at its end the overall figures start again.
+    let warmup = o
+        .warmup
+        .unwrap_or_else(|| Duration::from_secs_f64(w.warmup_duration_minutes * 60.0));
+    let mut measure_start = (warmup.is_zero()).then_some(start);
+    let duration = duration + warmup;
     while start.elapsed() < duration {
+        if measure_start.is_none() && start.elapsed() >= warmup {
+            for (r, _) in producers.iter().chain(consumers.iter()) {
+                r.start_measuring();
+            }
+            measure_start = Some(Instant::now());
+            if o.progress {
+                eprintln!("warm-up done: measuring from here");
+            }
+        }
         let next_tick = last + Duration::from_secs(1);
-        while Instant::now() < next_tick && start.elapsed() < duration {
+        let tick_end = if measure_start.is_none() {
+            warmup
+        } else {
+            duration
+        };
+        while Instant::now() < next_tick && start.elapsed() < tick_end {
             std::thread::sleep(Duration::from_millis(50));
             if let Some(b) = backlog.as_mut() {
                 b.check(&shared, start);
@@ -359,7 +392,8 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
     for h in producer_handles {
         let _ = h.join();
     }
-    let produce_secs = start.elapsed().as_secs_f64();
+    let measure_start = measure_start.unwrap_or(start);
+    let produce_secs = measure_start.elapsed().as_secs_f64();
     let produced = shared.produced.load(Ordering::SeqCst);
     let expected = produced * u64::from(w.subscriptions_per_topic);
     let drain_start = Instant::now();
@@ -382,7 +416,9 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
     }
     let pubs = sum(producer_recs.iter().map(|r| r.total()));
     let cons = sum(consumer_recs.iter().map(|r| r.total()));
-    let consume_secs = start.elapsed().as_secs_f64();
+    let pubs_measured = sum(producer_recs.iter().map(|r| r.measured()));
+    let cons_measured = sum(consumer_recs.iter().map(|r| r.measured()));
+    let consume_secs = measure_start.elapsed().as_secs_f64();
     if let Some(e) = shared
         .first_error
         .lock()
@@ -406,6 +442,7 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
         max_in_flight: o.max_in_flight,
         max_rate: o.max_rate,
         target_rate_msgs_per_s: (!o.max_rate).then_some(w.producer_rate),
+        warmup_s: warmup.as_secs_f64(),
         backlog: backlog.map(|b| b.result()),
         topics,
         intervals,
@@ -416,12 +453,13 @@ pub fn run(w: &Workload, o: &RunOptions) -> Result<Results, RunError> {
             expected_consumed: expected,
             publish_errors: pubs.errors,
             consume_errors: cons.errors,
-            publish_msgs_per_s: pubs.msgs as f64 / produce_secs,
-            publish_mb_per_s: pubs.bytes as f64 / produce_secs / 1e6,
-            consume_msgs_per_s: cons.msgs as f64 / consume_secs,
-            consume_mb_per_s: cons.bytes as f64 / consume_secs / 1e6,
-            publish_latency: Percentiles::of(&pubs.latency),
-            end_to_end_latency: Percentiles::of(&cons.latency),
+            duplicates: shared.duplicates.load(Ordering::SeqCst),
+            publish_msgs_per_s: pubs_measured.msgs as f64 / produce_secs,
+            publish_mb_per_s: pubs_measured.bytes as f64 / produce_secs / 1e6,
+            consume_msgs_per_s: cons_measured.msgs as f64 / consume_secs,
+            consume_mb_per_s: cons_measured.bytes as f64 / consume_secs / 1e6,
+            publish_latency: Percentiles::of(&pubs_measured.latency),
+            end_to_end_latency: Percentiles::of(&cons_measured.latency),
         },
     })
 }
@@ -585,6 +623,7 @@ fn consume(
         }
     };
     let mut last_commit = Instant::now();
+    let mut next_offset: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     while !shared.stop_consuming.load(Ordering::Relaxed) {
         if shared.consumers_paused.load(Ordering::Relaxed) {
             // Building the backlog: stay in the group, fetch nothing.
@@ -602,6 +641,16 @@ fn consume(
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 let now = now_micros();
                 for r in records {
+                    // A record at or below one already seen is consumed twice.
+                    let next = next_offset.entry(r.partition).or_insert(0);
+                    if r.offset < *next {
+                        shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                        shared.note_error(format!(
+                            "consumer of {topic}: offset {} of partition {} again (next expected {})",
+                            r.offset, r.partition, *next
+                        ));
+                    }
+                    *next = (*next).max(r.offset + 1);
                     let Some(v) = r.value else { continue };
                     if v.len() >= 8 {
                         let mut stamp = [0u8; 8];

@@ -52,6 +52,8 @@ struct Inner {
     msgs: u64,
     bytes: u64,
     errors: u64,
+    /// Messages and bytes when the measurement started (after the warm-up).
+    measured_from: (u64, u64),
 }
 
 /// One thread's figures.
@@ -71,6 +73,7 @@ impl Default for Recorder {
                 msgs: 0,
                 bytes: 0,
                 errors: 0,
+                measured_from: (0, 0),
             }),
         }
     }
@@ -141,7 +144,26 @@ impl Recorder {
         t
     }
 
-    /// The figures of the whole run so far.
+    /// Ends the warm-up: the overall latency histogram starts again, and [`Recorder::measured`]
+    /// counts messages from here.
+    pub fn start_measuring(&self) {
+        let mut g = self.lock();
+        g.total = histogram();
+        g.measured_from = (g.msgs, g.bytes);
+    }
+
+    /// Latencies, messages and bytes since the measurement started; errors of the whole run.
+    pub fn measured(&self) -> Taken {
+        let g = self.lock();
+        Taken {
+            latency: g.total.clone(),
+            msgs: g.msgs - g.measured_from.0,
+            bytes: g.bytes - g.measured_from.1,
+            errors: g.errors,
+        }
+    }
+
+    /// The counts of the whole run so far (warm-up included), with the measured latencies.
     pub fn total(&self) -> Taken {
         let g = self.lock();
         Taken {
@@ -184,5 +206,11 @@ mod tests {
         assert_eq!((i.msgs, i.errors), (1, 2));
         let t = r.total();
         assert_eq!((t.msgs, t.errors, t.latency.len()), (12, 2, 12));
+        // After the warm-up: latencies and measured counts start again, totals go on.
+        r.start_measuring();
+        r.record(3000, 4, 40);
+        let m = r.measured();
+        assert_eq!((m.msgs, m.bytes, m.latency.len()), (4, 40, 4));
+        assert_eq!(r.total().msgs, 16);
     }
 }

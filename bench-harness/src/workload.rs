@@ -129,6 +129,12 @@ impl Workload {
         if self.test_duration_minutes.is_nan() || self.test_duration_minutes <= 0.0 {
             return bad("testDurationMinutes must be positive".into());
         }
+        if self.warmup_duration_minutes.is_nan() || self.warmup_duration_minutes < 0.0 {
+            return bad("warmupDurationMinutes must be zero or more".into());
+        }
+        if self.consumer_backlog_size_gb.is_nan() || self.consumer_backlog_size_gb < 0.0 {
+            return bad("consumerBacklogSizeGB must be zero or more".into());
+        }
         if !["NO_KEY", "KEY_ROUND_ROBIN", "RANDOM_NANO"].contains(&self.key_distributor.as_str()) {
             return bad(format!(
                 "keyDistributor {:?}: one of NO_KEY, KEY_ROUND_ROBIN, RANDOM_NANO",
