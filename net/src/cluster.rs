@@ -220,14 +220,29 @@ impl Shard {
             return Ok(f(self.clone()).await);
         }
         let inbox = self.cluster.inboxes.get(shard).ok_or(ShardGone(shard))?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = self.home_channel();
         let task: Task = Box::new(move |s| {
             Box::pin(async move {
-                let _ = tx.send(f(s).await);
+                tx.send(f(s).await);
             })
         });
         inbox.send_async(task).await.map_err(|_| ShardGone(shard))?;
         rx.await.map_err(|_| ShardGone(shard))
+    }
+
+    /// A oneshot channel whose receiver is on this shard and whose sender may travel to
+    /// another shard: see [`HomeSender`].
+    pub fn home_channel<T: Send + 'static>(&self) -> (HomeSender<T>, oneshot::Receiver<T>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            HomeSender {
+                tx: Some(tx),
+                home: self.id,
+                home_thread: std::thread::current().id(),
+                cluster: self.cluster.clone(),
+            },
+            rx,
+        )
     }
 
     /// Creates a topic (on shard 0, which owns the metadata file) and opens its partitions on
@@ -418,5 +433,53 @@ impl Shard {
         })
         .await
         .map_err(|_| EngineError::Closed)?
+    }
+}
+
+/// The sending half of a oneshot channel whose receiver waits on another shard (its home).
+/// Sent or dropped on another shard's thread, the value (or the drop) travels to the home
+/// shard's inbox and is delivered there: a glommio task must be woken only from its own
+/// thread. (glommio counts a task's references atomically but keeps its state machine
+/// thread-local, glommio issue #194: a wake from a foreign thread can race with the task
+/// being freed. A shard segfaulted in `RawTask::do_wake` under a produce load.) Only the
+/// inbox loop, which lives as long as its shard, is woken from other threads.
+pub struct HomeSender<T: Send + 'static> {
+    tx: Option<oneshot::Sender<T>>,
+    home: usize,
+    home_thread: std::thread::ThreadId,
+    cluster: Arc<Cluster>,
+}
+
+impl<T: Send + 'static> HomeSender<T> {
+    pub fn send(mut self, value: T) {
+        if let Some(tx) = self.tx.take() {
+            self.deliver(move || {
+                let _ = tx.send(value);
+            });
+        }
+    }
+
+    fn deliver(&self, f: impl FnOnce() + Send + 'static) {
+        if std::thread::current().id() == self.home_thread {
+            f();
+            return;
+        }
+        let task: Task = Box::new(move |_| {
+            Box::pin(async move {
+                f();
+            })
+        });
+        if let Some(inbox) = self.cluster.inboxes.get(self.home) {
+            // Unbounded: never waits. If the home shard is gone, so is the receiver.
+            let _ = inbox.send(task);
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for HomeSender<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.deliver(move || drop(tx));
+        }
     }
 }

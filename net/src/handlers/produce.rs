@@ -11,6 +11,7 @@ use spate_engine::{AppendBatch, Durability};
 
 use super::{code, engine_code, sb, Ctx, Outcome, Queued};
 use crate::batch::{self, Batch};
+use crate::cluster::HomeSender;
 use crate::codec::encode_response;
 use crate::producers::Verdict;
 use crate::Shard;
@@ -55,7 +56,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
             let owner = shard.cluster.owner(&name, pd.index);
             let name = name.clone();
             let shard = shard.clone();
-            let (part_queued, part_queued_rx) = futures_channel::oneshot::channel();
+            let (part_queued, part_queued_rx) = shard.home_channel::<()>();
             queued_parts.push(part_queued_rx);
             calls.push(async move {
                 let Some(durability) = durability else {
@@ -146,7 +147,7 @@ async fn append_here(
     partition: u32,
     batches: Vec<Batch>,
     durability: Durability,
-    queued: Queued,
+    queued: HomeSender<()>,
 ) -> PartitionResult {
     let Some(log) = s.logs.get(&topic, partition) else {
         return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
@@ -211,7 +212,7 @@ async fn append_here(
     let appended = match log.enqueue(appends, durability).await {
         Ok(appending) => {
             if !idempotent {
-                let _ = queued.send(());
+                queued.send(());
             }
             appending.wait().await
         }
