@@ -11,40 +11,48 @@ fn run(args: &[&str]) -> Output {
     spate().args(args).output().unwrap()
 }
 
+/// Runs `spate bench` against `addr` with `args`, writing to `out_dir`; asserts it succeeded
+/// and returns its stdout and results.json.
+fn bench_ok(addr: &str, out_dir: &std::path::Path, args: &[&str]) -> (String, serde_json::Value) {
+    let mut all = vec!["bench", "--bootstrap", addr, "--quiet", "--out"];
+    all.push(out_dir.to_str().unwrap());
+    all.extend_from_slice(args);
+    let out = run(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    (stdout, json)
+}
+
 #[test]
 fn a_ten_second_workload_reports_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = start(&dir.path().join("data"), &[]);
     let addr = broker.listen_addr();
     let out_dir = dir.path().join("out");
-    let out = run(&[
-        "bench",
-        "--bootstrap",
+    let (stdout, json) = bench_ok(
         &addr,
-        "--duration-s",
-        "10",
-        "--set",
-        "producerRate=2000",
-        "--set",
-        "partitionsPerTopic=4",
-        "--quiet",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        &out_dir,
+        &[
+            "--duration-s",
+            "10",
+            "--set",
+            "producerRate=2000",
+            "--set",
+            "partitionsPerTopic=4",
+        ],
     );
     assert!(
         stdout.contains("| publish |") && stdout.contains("| end to end |"),
         "{stdout}"
     );
 
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
-            .unwrap();
     let overall = &json["overall"];
     for key in [
         "duration_s",
@@ -89,32 +97,21 @@ fn a_backlog_is_built_with_consumers_paused_then_drained() {
     let addr = broker.listen_addr();
     let out_dir = dir.path().join("out");
     // 20 MB/s of 1 KiB messages against a 10 MB backlog: built after about half a second.
-    let out = run(&[
-        "bench",
-        "--bootstrap",
+    let (stdout, json) = bench_ok(
         &addr,
-        "--duration-s",
-        "4",
-        "--set",
-        "producerRate=20000",
-        "--set",
-        "messageSize=1024",
-        "--set",
-        "consumerBacklogSizeGB=0.01",
-        "--quiet",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        &out_dir,
+        &[
+            "--duration-s",
+            "4",
+            "--set",
+            "producerRate=20000",
+            "--set",
+            "messageSize=1024",
+            "--set",
+            "consumerBacklogSizeGB=0.01",
+        ],
     );
     assert!(stdout.contains("backlog of 0.010 GB: built"), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
-            .unwrap();
     let backlog = &json["backlog"];
     assert_eq!(backlog["built"], serde_json::json!(true), "{backlog}");
     let reached = backlog["reached_after_s"].as_f64().unwrap();

@@ -10,12 +10,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use spate_net::client::{encode_batch, Connection, OutRecord};
+use spate_net::client::{encode_batch, produce_request, Connection, OutRecord};
 
 use common::start;
 
@@ -82,24 +81,6 @@ fn idempotent_records(pid: i64, epoch: i16, first_seq: i32, count: usize) -> Byt
     buf.freeze()
 }
 
-fn produce(topic: &str, acks: i16, parts: Vec<(i32, Bytes)>) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(sb(topic)))
-            .with_partition_data(
-                parts
-                    .into_iter()
-                    .map(|(p, b)| {
-                        PartitionProduceData::default()
-                            .with_index(p)
-                            .with_records(Some(b))
-                    })
-                    .collect(),
-            )])
-}
-
 enum Sent {
     Produce { corr: i32, counts: Vec<(i32, i64)> },
     Metadata { corr: i32 },
@@ -135,7 +116,7 @@ fn pipelined_produce_requests_are_answered_in_order_with_offsets_in_request_orde
         }
         let acks = if i % 2 == 0 { 1 } else { -1 };
         let (n0, n1) = (1 + i, 1 + (i * 7) % 5);
-        let req = produce(
+        let req = produce_request(
             "pipe",
             acks,
             vec![
@@ -205,7 +186,7 @@ fn an_idempotent_producer_may_pipeline_its_batches() {
     let v = conn.version_for::<ProduceRequest>(3, 9).unwrap();
     let corrs: Vec<i32> = (0..20)
         .map(|i| {
-            let req = produce(
+            let req = produce_request(
                 "idem",
                 -1,
                 vec![(0, idempotent_records(pid, epoch, i * 3, 3))],

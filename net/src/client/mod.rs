@@ -11,7 +11,7 @@ mod producer;
 pub use connection::{ClientError, Connection};
 pub use consumer::{Consumed, GroupConsumer, StartAt};
 pub use partitioner::{murmur2, murmur2_partition};
-pub use producer::{encode_batch, Acks, InFlightProduce, OutRecord};
+pub use producer::{encode_batch, produce_request, Acks, InFlightProduce, OutRecord};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -94,6 +94,25 @@ pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<B
     Ok(buf.freeze())
 }
 
+/// A Produce request for `topic`: `parts` are (partition, encoded record batches).
+pub fn produce_request(topic: &str, acks: i16, parts: Vec<(i32, Bytes)>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(sb(topic)))
+            .with_partition_data(
+                parts
+                    .into_iter()
+                    .map(|(p, b)| {
+                        PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(b))
+                    })
+                    .collect(),
+            )])
+}
+
 /// A produce request sent and not yet answered: [`Client::produce_wait`] reads its
 /// responses. Requests on one connection are answered in the order they were sent.
 #[derive(Debug)]
@@ -157,21 +176,7 @@ impl Client {
             requests: Vec::new(),
         };
         for (leader, parts) in by_leader {
-            let req = ProduceRequest::default()
-                .with_acks(acks.code())
-                .with_timeout_ms(30_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(sb(topic)))
-                    .with_partition_data(
-                        parts
-                            .into_iter()
-                            .map(|(p, b)| {
-                                PartitionProduceData::default()
-                                    .with_index(p)
-                                    .with_records(Some(b))
-                            })
-                            .collect(),
-                    )]);
+            let req = produce_request(topic, acks.code(), parts);
             let conn = self.broker(leader)?;
             let v = conn.version_for::<ProduceRequest>(3, 9)?;
             let correlation = conn.send_only(req, v)?;
