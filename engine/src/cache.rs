@@ -7,10 +7,17 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use std::rc::Rc;
+
+use crate::log::readahead::ReadAheadBudget;
 use crate::ReadBatch;
+
+/// Share of the cache's capacity that the shard's read-ahead chunks may hold besides it.
+const READ_AHEAD_SHARE: usize = 4;
 
 pub struct BatchCache {
     capacity_bytes: usize,
+    readahead: Rc<ReadAheadBudget>,
     used_bytes: usize,
     partitions: HashMap<u64, VecDeque<ReadBatch>>,
     /// Insertion order across partitions: (partition key, base offset).
@@ -21,6 +28,7 @@ impl BatchCache {
     pub fn new(capacity_bytes: usize) -> Self {
         Self {
             capacity_bytes,
+            readahead: ReadAheadBudget::new(capacity_bytes / READ_AHEAD_SHARE),
             used_bytes: 0,
             partitions: HashMap::new(),
             order: VecDeque::new(),
@@ -29,6 +37,11 @@ impl BatchCache {
 
     pub fn used_bytes(&self) -> usize {
         self.used_bytes
+    }
+
+    /// The shard's read-ahead budget: a quarter of the cache's capacity, on top of it.
+    pub fn readahead_budget(&self) -> Rc<ReadAheadBudget> {
+        self.readahead.clone()
     }
 
     /// Adds the newest batch of a partition. Batches of a partition must be contiguous; a

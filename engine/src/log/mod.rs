@@ -6,6 +6,7 @@ pub mod index;
 pub mod index_file;
 pub mod partition;
 mod pending;
+pub mod readahead;
 pub mod recovery;
 pub mod scan;
 pub mod segment;

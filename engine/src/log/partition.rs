@@ -27,6 +27,7 @@ use crate::frame::{FrameHeader, FrameMeta, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_B
 use crate::io::Storage;
 use crate::log::checkpoint::{self, RecoveryCheckpoint};
 use crate::log::pending::{Pending, PendingQueue};
+use crate::log::readahead::ReadAhead;
 use crate::log::recovery::{self, RecoveryReport};
 use crate::log::segment::{self, Segment};
 use crate::{Durability, ReadBatch};
@@ -135,6 +136,7 @@ struct Inner {
     config: RefCell<LogConfig>,
     storage: Rc<dyn Storage>,
     cache: Rc<RefCell<BatchCache>>,
+    readahead: RefCell<ReadAhead>,
     pending_budget: Rc<Semaphore>,
     state: RefCell<State>,
 }
@@ -179,6 +181,7 @@ impl PartitionLog {
                 config: RefCell::new(config),
                 storage,
                 cache,
+                readahead: RefCell::new(ReadAhead::default()),
                 pending_budget: budget,
                 state: RefCell::new(State {
                     segments,
@@ -817,6 +820,7 @@ impl PartitionLog {
         // the appender free to seal.
         let already = std::mem::replace(&mut self.inner.state.borrow_mut().closed, true);
         self.inner.pending_budget.close();
+        self.inner.readahead.borrow_mut().clear();
         self.wait_idle().await;
         if already {
             return Ok(());
@@ -873,6 +877,8 @@ impl PartitionLog {
                 log_end: end,
             });
         }
+        // Taken whatever happens next: a resume point serves one read.
+        let resume = self.inner.readahead.borrow_mut().take(offset);
         if let Some(hit) = self
             .inner
             .cache
@@ -880,6 +886,26 @@ impl PartitionLog {
             .read(self.inner.cache_key, offset, max_bytes)
         {
             return Ok(hit);
+        }
+        if let Some(resume) = resume {
+            let segment = {
+                let st = self.inner.state.borrow();
+                st.segments
+                    .get(&resume.segment_base)
+                    .map(|s| (s.file.clone(), s.size_bytes, s.next_offset))
+            };
+            if let Some((file, size, seg_next)) = segment {
+                if offset < seg_next && resume.position < size {
+                    let (base, position) = (resume.segment_base, resume.position);
+                    let chunk = resume.chunk().await;
+                    let frames =
+                        read_frames(&*file, position, offset, size, offset, max_bytes, chunk)
+                            .await?;
+                    if !frames.batches.is_empty() {
+                        return Ok(self.leave_resume(file, base, size, max_bytes, frames));
+                    }
+                }
+            }
         }
         let mut target = offset;
         loop {
@@ -889,6 +915,7 @@ impl PartitionLog {
                     let (rel, pos) = s.index.lookup(s.relative(target.max(s.base_offset)));
                     (
                         s.file.clone(),
+                        s.base_offset,
                         s.base_offset + u64::from(rel),
                         pos,
                         s.size_bytes,
@@ -896,14 +923,14 @@ impl PartitionLog {
                     )
                 })
             };
-            let Some((file, scan_offset, pos, size, seg_next)) = found else {
+            let Some((file, base, scan_offset, pos, size, seg_next)) = found else {
                 return Ok(Vec::new());
             };
             if target < seg_next {
-                let batches =
-                    read_frames(&*file, pos, scan_offset, size, target, max_bytes).await?;
-                if !batches.is_empty() {
-                    return Ok(batches);
+                let frames =
+                    read_frames(&*file, pos, scan_offset, size, target, max_bytes, None).await?;
+                if !frames.batches.is_empty() {
+                    return Ok(self.leave_resume(file, base, size, max_bytes, frames));
                 }
             }
             // Nothing at or after `target` in that segment: continue in the next one.
@@ -916,6 +943,34 @@ impl PartitionLog {
                 _ => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// After a disk read: remembers where this reader continues and, if the segment holds
+    /// more, reads the next chunk ahead of it (see `readahead.rs`).
+    fn leave_resume(
+        &self,
+        file: Rc<dyn crate::io::StorageFile>,
+        segment_base: u64,
+        size: u64,
+        max_bytes: usize,
+        frames: Frames,
+    ) -> Vec<ReadBatch> {
+        /// Longest read ahead, whatever a reader's `max_bytes`.
+        const MAX_READ_AHEAD: usize = 16 << 20;
+        let Some(next_offset) = frames.batches.last().map(ReadBatch::next_offset) else {
+            return frames.batches;
+        };
+        let len = read_len(size.saturating_sub(frames.end), max_bytes).min(MAX_READ_AHEAD);
+        let budget = self.inner.cache.borrow().readahead_budget();
+        self.inner.readahead.borrow_mut().leave(
+            &budget,
+            file,
+            next_offset,
+            segment_base,
+            frames.end,
+            len,
+        );
+        frames.batches
     }
 
     /// The first offset whose batch has a max timestamp at or after `timestamp_ms`, with that
@@ -1015,12 +1070,14 @@ impl PartitionLog {
         self.inner.state.borrow().segments.keys().copied().collect()
     }
 
-    /// Drops this partition's batches from the shard's cache (the partition is going away).
+    /// Drops this partition's batches from the shard's cache and its read-ahead (the partition
+    /// is going away).
     pub fn drop_cached(&self) {
         self.inner
             .cache
             .borrow_mut()
             .invalidate(self.inner.cache_key);
+        self.inner.readahead.borrow_mut().clear();
     }
 
     /// Replaces the partition's settings (segment size and age, retention); they apply from
@@ -1149,8 +1206,26 @@ fn patched_chunks<'a>(payload: &'a [u8], patch: Option<&'a (usize, [u8; 8])>) ->
     }
 }
 
+/// Bytes a read at a position `remaining` bytes before the segment end asks for.
+fn read_len(remaining: u64, max_bytes: usize) -> usize {
+    const MIN_READ_BYTES: usize = 64 * 1024;
+    (remaining.min(usize::MAX as u64) as usize).min(
+        max_bytes
+            .saturating_add(FRAME_HEADER_LEN)
+            .max(MIN_READ_BYTES),
+    )
+}
+
+/// Frames read for a reader: the batches, and the file position just after the last one.
+struct Frames {
+    batches: Vec<ReadBatch>,
+    end: u64,
+}
+
 /// Reads frames from `position` (a frame holding `scan_offset`) and returns those at or after
-/// `target`, checking every frame's checksums. One read of the file; payloads are slices of it.
+/// `target`, checking every frame's checksums. `first`, if given, holds the bytes at
+/// `position` already read (read ahead); otherwise one read of the file, and payloads are
+/// slices of it.
 async fn read_frames(
     file: &dyn crate::io::StorageFile,
     position: u64,
@@ -1158,9 +1233,12 @@ async fn read_frames(
     size: u64,
     target: u64,
     max_bytes: usize,
-) -> Result<Vec<ReadBatch>> {
-    const MIN_READ_BYTES: usize = 64 * 1024;
-    let mut out = Vec::new();
+    mut first: Option<Bytes>,
+) -> Result<Frames> {
+    let mut out = Frames {
+        batches: Vec::new(),
+        end: position,
+    };
     let mut bytes_out = 0usize;
     let mut pos = position;
     let mut expected = scan_offset;
@@ -1171,13 +1249,11 @@ async fn read_frames(
     };
     // A damaged frame is an error only if nothing was read before it: the batches before it
     // are intact and are returned; the next read, starting at the damage, reports it.
-    while pos < size && (out.is_empty() || bytes_out < max_bytes) {
-        let want = ((size - pos) as usize).min(
-            max_bytes
-                .saturating_add(FRAME_HEADER_LEN)
-                .max(MIN_READ_BYTES),
-        );
-        let mut chunk = file.read_at(pos, want).await?;
+    while pos < size && (out.batches.is_empty() || bytes_out < max_bytes) {
+        let mut chunk = match first.take() {
+            Some(c) if !c.is_empty() => c,
+            _ => file.read_at(pos, read_len(size - pos, max_bytes)).await?,
+        };
         let header = match FrameHeader::decode(&chunk) {
             Ok(h) if h.base_offset == expected => h,
             Ok(h) => {
@@ -1210,7 +1286,7 @@ async fn read_frames(
                 break;
             }
             let wanted = h.next_offset() > target;
-            if wanted && !out.is_empty() && bytes_out + len - FRAME_HEADER_LEN > max_bytes {
+            if wanted && !out.batches.is_empty() && bytes_out + len - FRAME_HEADER_LEN > max_bytes {
                 return Ok(out);
             }
             let payload = chunk.slice(at + FRAME_HEADER_LEN..at + len);
@@ -1221,7 +1297,8 @@ async fn read_frames(
             at += len;
             if wanted {
                 bytes_out += payload.len();
-                out.push(ReadBatch::from_frame(&h, payload));
+                out.batches.push(ReadBatch::from_frame(&h, payload));
+                out.end = pos + at as u64;
             }
             if pos + at as u64 >= size {
                 break;
@@ -1237,8 +1314,8 @@ async fn read_frames(
 }
 
 /// The batches read so far if there are any, else the error.
-fn fail_or_partial(out: Vec<ReadBatch>, err: EngineError) -> Result<Vec<ReadBatch>> {
-    if out.is_empty() {
+fn fail_or_partial(out: Frames, err: EngineError) -> Result<Frames> {
+    if out.batches.is_empty() {
         Err(err)
     } else {
         Ok(out)
