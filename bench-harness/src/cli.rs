@@ -64,7 +64,7 @@ pub struct RunArgs {
 
 /// Runs a workload; with `spate` given, against an embedded broker started from it.
 pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
-    crate::alloc::keep_freed_memory();
+    spate_engine::alloc::keep_freed_memory();
     let mut w = match &args.workload {
         Some(p) => Workload::load(p).map_err(|e| e.to_string())?,
         None => Workload::parse(DEFAULT_WORKLOAD).map_err(|e| format!("built-in workload: {e}"))?,

@@ -4,7 +4,6 @@
 //! go into HdrHistograms per interval and overall; the report is a table, a JSON file of every
 //! figure and an SVG chart of latency percentiles over time.
 
-pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod limits;
