@@ -81,6 +81,17 @@ pub fn decode_records(
 /// A partition's records from one fetch, or its Kafka error code.
 pub type PartitionFetch = (i32, Result<Vec<Consumed>, i16>);
 
+/// A fetch sent and not yet answered: the consumer's fetch ahead.
+pub struct InFlightFetch {
+    leader: i32,
+    correlation: i32,
+    version: i16,
+    /// The positions it was sent for.
+    positions: Vec<(i32, i64)>,
+    /// The client's connection epoch when it was sent (a reset since loses it).
+    epoch: u64,
+}
+
 impl Client {
     /// One fetch from `leader` for `(partition, offset)` pairs of `topic`. Returns the records
     /// per partition, or the partition's error code.
@@ -91,6 +102,20 @@ impl Client {
         positions: &[(i32, i64)],
         max_wait_ms: i32,
     ) -> Result<Vec<PartitionFetch>, ClientError> {
+        let sent = self.fetch_send(leader, topic, positions, max_wait_ms)?;
+        let resp = self.fetch_receive(&sent)?;
+        decode_fetch(resp, positions)
+    }
+
+    /// Sends a fetch without waiting for its response ([`Client::fetch_receive`] reads it;
+    /// nothing else may be sent to that broker meanwhile).
+    pub fn fetch_send(
+        &mut self,
+        leader: i32,
+        topic: &str,
+        positions: &[(i32, i64)],
+        max_wait_ms: i32,
+    ) -> Result<InFlightFetch, ClientError> {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
@@ -106,31 +131,83 @@ impl Client {
                             FetchPartition::default()
                                 .with_partition(*p)
                                 .with_fetch_offset(*o)
-                                .with_partition_max_bytes(4 << 20)
+                                .with_partition_max_bytes(PARTITION_MAX_BYTES)
                         })
                         .collect(),
                 )]);
-        let resp: FetchResponse = self.broker(leader)?.call(req, 4, 11)?;
-        let mut out = Vec::new();
-        for t in resp.responses {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    out.push((p.partition_index, Err(p.error_code)));
-                    continue;
-                }
-                let from = positions
-                    .iter()
-                    .find(|(i, _)| *i == p.partition_index)
-                    .map_or(0, |(_, o)| *o);
-                let recs = match &p.records {
-                    Some(r) => decode_records(p.partition_index, r, from)?,
-                    None => Vec::new(),
-                };
-                out.push((p.partition_index, Ok(recs)));
-            }
-        }
-        Ok(out)
+        let epoch = self.epoch();
+        let conn = self.broker(leader)?;
+        let version = conn.version_for::<FetchRequest>(4, 11)?;
+        let correlation = conn.send_only(req, version)?;
+        Ok(InFlightFetch {
+            leader,
+            correlation,
+            version,
+            positions: positions.to_vec(),
+            epoch,
+        })
     }
+
+    /// The response to a fetch sent with [`Client::fetch_send`].
+    pub fn fetch_receive(&mut self, sent: &InFlightFetch) -> Result<FetchResponse, ClientError> {
+        if sent.epoch != self.epoch() {
+            return Err(ClientError::Protocol(
+                "the connection a fetch was sent on was reset".into(),
+            ));
+        }
+        self.broker(sent.leader)?
+            .receive::<FetchRequest>(sent.correlation, sent.version)
+    }
+}
+
+/// Bytes asked per partition in a fetch.
+const PARTITION_MAX_BYTES: i32 = 4 << 20;
+
+/// A response at least this large means the consumer is behind: it fetches ahead.
+const FETCH_AHEAD_BYTES: usize = 1 << 20;
+
+/// Decodes every partition of a fetch response sent for `positions`.
+fn decode_fetch(
+    resp: FetchResponse,
+    positions: &[(i32, i64)],
+) -> Result<Vec<PartitionFetch>, ClientError> {
+    let mut out = Vec::new();
+    for t in resp.responses {
+        for p in t.partitions {
+            if p.error_code != 0 {
+                out.push((p.partition_index, Err(p.error_code)));
+                continue;
+            }
+            let from = positions
+                .iter()
+                .find(|(i, _)| *i == p.partition_index)
+                .map_or(0, |(_, o)| *o);
+            let recs = match &p.records {
+                Some(r) => decode_records(p.partition_index, r, from)?,
+                None => Vec::new(),
+            };
+            out.push((p.partition_index, Ok(recs)));
+        }
+    }
+    Ok(out)
+}
+
+/// The offset after the last whole batch of a fetched record set, read from the batch
+/// headers alone (base offset and last offset delta); `None` if it holds no whole batch.
+pub fn next_offset_after(records: &[u8]) -> Option<i64> {
+    let mut rest = records;
+    let mut next = None;
+    while rest.len() >= 27 {
+        let base = i64::from_be_bytes(rest[..8].try_into().ok()?);
+        let len = i32::from_be_bytes(rest[8..12].try_into().ok()?);
+        if len < 15 || rest.len() < 12 + len as usize {
+            break; // partial batch: the next fetch starts there
+        }
+        let delta = i32::from_be_bytes(rest[23..27].try_into().ok()?);
+        next = Some(base + i64::from(delta) + 1);
+        rest = &rest[12 + len as usize..];
+    }
+    next
 }
 
 /// A consumer of one topic, alone or as a member of a group.
@@ -144,6 +221,11 @@ pub struct GroupConsumer {
     positions: BTreeMap<i32, i64>,
     leaders: BTreeMap<i32, i32>,
     last_heartbeat: Instant,
+    /// Fetches sent ahead (at most one per leader), and answers to them read early (before
+    /// another request on the connection); their records are not returned yet.
+    ahead: Vec<InFlightFetch>,
+    answered: Vec<(InFlightFetch, FetchResponse)>,
+    fetches_ahead: u64,
 }
 
 const SESSION_TIMEOUT_MS: i32 = 30_000;
@@ -190,6 +272,9 @@ impl GroupConsumer {
             positions: BTreeMap::new(),
             leaders: BTreeMap::new(),
             last_heartbeat: Instant::now(),
+            ahead: Vec::new(),
+            answered: Vec::new(),
+            fetches_ahead: 0,
         }
     }
 
@@ -202,12 +287,19 @@ impl GroupConsumer {
         }
     }
 
+    /// How many fetches were sent ahead of the records being returned (see `poll`).
+    pub fn fetches_ahead(&self) -> u64 {
+        self.fetches_ahead
+    }
+
     pub fn assignment(&self) -> Vec<i32> {
         self.positions.keys().copied().collect()
     }
 
     /// Joins (or, without a group, takes every partition) and sets start positions.
     pub fn start(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        self.settle(client)?;
+        self.answered.clear();
         let info = client.topic(&self.topic, false)?;
         self.leaders = info.partitions.iter().copied().collect();
         let partitions: Vec<i32> = info.partitions.iter().map(|(p, _)| *p).collect();
@@ -387,6 +479,7 @@ impl GroupConsumer {
             return Ok(());
         }
         self.last_heartbeat = Instant::now();
+        self.settle(client)?;
         let req = HeartbeatRequest::default()
             .with_group_id(GroupId(sb(&group)))
             .with_generation_id(self.generation)
@@ -400,12 +493,17 @@ impl GroupConsumer {
     }
 
     /// Fetches once (waiting up to `max_wait`), advancing positions past what it returns.
+    ///
+    /// A consumer that is behind (a large answer) sends its next fetch before decoding this
+    /// one's records, as Kafka's consumers do, so the broker reads and sends while this
+    /// client decodes. Other requests first read that answer and keep it for the next poll.
     pub fn poll(
         &mut self,
         client: &mut Client,
         max_wait: Duration,
     ) -> Result<Vec<Consumed>, ClientError> {
         self.heartbeat(client)?;
+        let max_wait_ms = max_wait.as_millis().min(i32::MAX as u128) as i32;
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
         for (p, o) in &self.positions {
             by_leader
@@ -418,18 +516,52 @@ impl GroupConsumer {
             std::thread::sleep(max_wait);
         }
         for (leader, positions) in by_leader {
-            for (p, result) in
-                client.fetch(leader, &self.topic, &positions, max_wait.as_millis() as i32)?
-            {
-                match result {
-                    Ok(recs) => {
-                        if let Some(last) = recs.last() {
-                            self.positions.insert(p, last.offset + 1);
-                        }
-                        out.extend(recs);
+            let resp = match self.answer_for(client, leader, &positions)? {
+                Some(resp) => resp,
+                None => {
+                    let sent = client.fetch_send(leader, &self.topic, &positions, max_wait_ms)?;
+                    client.fetch_receive(&sent)?
+                }
+            };
+            let mut errors = false;
+            let mut bytes = 0usize;
+            for p in resp.responses.iter().flat_map(|t| t.partitions.iter()) {
+                if p.error_code != 0 {
+                    errors = true;
+                    continue;
+                }
+                let Some(records) = &p.records else { continue };
+                bytes += records.len();
+                if let Some(next) = next_offset_after(records) {
+                    if let Some(at) = self.positions.get_mut(&p.partition_index) {
+                        *at = (*at).max(next);
                     }
+                }
+            }
+            if !errors && bytes >= FETCH_AHEAD_BYTES {
+                let next: Vec<(i32, i64)> = positions
+                    .iter()
+                    .map(|(p, o)| (*p, self.positions.get(p).copied().unwrap_or(*o)))
+                    .collect();
+                self.ahead
+                    .push(client.fetch_send(leader, &self.topic, &next, max_wait_ms)?);
+                self.fetches_ahead += 1;
+            }
+            let decoded = match decode_fetch(resp, &positions) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Not returned, so not consumed: back to where this fetch started.
+                    self.positions.extend(positions.iter().copied());
+                    self.discard_ahead(client, leader);
+                    return Err(e);
+                }
+            };
+            for (p, result) in decoded {
+                match result {
+                    Ok(recs) => out.extend(recs),
                     Err(1) => {
                         // OFFSET_OUT_OF_RANGE: start over from the reset policy.
+                        self.settle(client)?;
                         let at = client.list_offset(
                             &self.topic,
                             p,
@@ -454,11 +586,57 @@ impl GroupConsumer {
         Ok(out)
     }
 
+    /// The answer to a fetch sent ahead to `leader`, if it was sent for `positions` (a
+    /// rewind or a rebalance since makes it useless: it is read and dropped).
+    fn answer_for(
+        &mut self,
+        client: &mut Client,
+        leader: i32,
+        positions: &[(i32, i64)],
+    ) -> Result<Option<FetchResponse>, ClientError> {
+        if let Some(i) = self.answered.iter().position(|(s, _)| s.leader == leader) {
+            let (sent, resp) = self.answered.remove(i);
+            return Ok((sent.positions == positions).then_some(resp));
+        }
+        let Some(i) = self.ahead.iter().position(|s| s.leader == leader) else {
+            return Ok(None);
+        };
+        let sent = self.ahead.remove(i);
+        if sent.epoch != client.epoch() {
+            return Ok(None);
+        }
+        let resp = client.fetch_receive(&sent)?;
+        Ok((sent.positions == positions).then_some(resp))
+    }
+
+    /// Reads the answers to fetches sent ahead, so the connections are free for another
+    /// request; the answers are kept for the next poll.
+    fn settle(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        while let Some(sent) = self.ahead.pop() {
+            if sent.epoch != client.epoch() {
+                continue;
+            }
+            let resp = client.fetch_receive(&sent)?;
+            self.answered.push((sent, resp));
+        }
+        Ok(())
+    }
+
+    /// Reads and drops the answer to a fetch sent ahead to `leader`.
+    fn discard_ahead(&mut self, client: &mut Client, leader: i32) {
+        self.answered.retain(|(s, _)| s.leader != leader);
+        if let Some(i) = self.ahead.iter().position(|s| s.leader == leader) {
+            let sent = self.ahead.remove(i);
+            let _ = client.fetch_receive(&sent);
+        }
+    }
+
     /// Commits the current positions (a no-op without a group).
     pub fn commit(&mut self, client: &mut Client) -> Result<(), ClientError> {
         let Some(group) = self.group.clone() else {
             return Ok(());
         };
+        self.settle(client)?;
         let req = OffsetCommitRequest::default()
             .with_group_id(GroupId(sb(&group)))
             .with_generation_id_or_member_epoch(self.generation)
@@ -494,6 +672,7 @@ impl GroupConsumer {
         let Some(group) = self.group.clone() else {
             return Ok(());
         };
+        self.settle(client)?;
         let req = LeaveGroupRequest::default()
             .with_group_id(GroupId(sb(&group)))
             .with_member_id(sb(&self.member_id))
@@ -525,6 +704,35 @@ impl BytesMutWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record batch header (v2) with `base` and `last_delta`, and `body` bytes after it.
+    fn batch(base: i64, last_delta: i32, body: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&base.to_be_bytes());
+        b.extend_from_slice(&((49 + body) as i32).to_be_bytes());
+        b.extend_from_slice(&[0; 4]); // partition leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&[0; 4]); // crc
+        b.extend_from_slice(&[0; 2]); // attributes
+        b.extend_from_slice(&last_delta.to_be_bytes());
+        b.resize(12 + 49 + body, 0);
+        b
+    }
+
+    #[test]
+    fn next_offset_comes_from_the_last_whole_batch() {
+        assert_eq!(next_offset_after(&[]), None);
+        let mut set = batch(100, 9, 30);
+        assert_eq!(next_offset_after(&set), Some(110));
+        set.extend(batch(110, 0, 5));
+        assert_eq!(next_offset_after(&set), Some(111));
+        // A batch cut by the fetch's byte limit is not counted.
+        let whole = set.len();
+        set.extend(batch(111, 4, 100));
+        set.truncate(whole + 40);
+        assert_eq!(next_offset_after(&set), Some(111));
+        assert_eq!(next_offset_after(&set[whole..]), None);
+    }
 
     #[test]
     fn range_assignment_splits_evenly() {

@@ -45,6 +45,8 @@ pub struct Client {
     /// Produce requests sent and not yet answered; while there are any, the cached metadata
     /// is used as it is (a Metadata call would interleave with their responses).
     in_flight: usize,
+    /// Counts resets: a request sent in an earlier epoch will never be answered.
+    epoch: u64,
 }
 
 /// How long cached topic metadata is used before it is asked again (Kafka's
@@ -69,6 +71,7 @@ impl Client {
             conns: HashMap::new(),
             topics: HashMap::new(),
             in_flight: 0,
+            epoch: 0,
         };
         c.conn_to(bootstrap)?;
         Ok(c)
@@ -110,6 +113,12 @@ impl Client {
         self.conns.clear();
         self.topics.clear();
         self.in_flight = 0;
+        self.epoch += 1;
+    }
+
+    /// How many times the client was reset (see [`Client::reset`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The topic's partitions for producing: from the cache while it is fresh or while
