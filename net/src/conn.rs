@@ -10,11 +10,11 @@ use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use crate::frame_read::{read_frame, read_full, ReadEnd};
 use crate::handlers::{dispatch_ordered, Outcome};
 use crate::Shard;
 
@@ -25,38 +25,9 @@ const MIN_FRAME: i32 = 8;
 /// up to 5 by default).
 const MAX_IN_FLIGHT: usize = 16;
 
-type Reader = futures_lite::io::ReadHalf<TcpStream>;
 type Writer = futures_lite::io::WriteHalf<TcpStream>;
 /// Told when a request's answer is written (or dropped, the connection being closed).
 type Answered = futures_channel::oneshot::Sender<()>;
-
-enum ReadEnd {
-    /// The client closed between requests.
-    Clean,
-    Truncated {
-        got: usize,
-        wanted: usize,
-    },
-    Io(std::io::Error),
-}
-
-async fn read_full(stream: &mut Reader, buf: &mut [u8]) -> Result<(), ReadEnd> {
-    let mut got = 0;
-    while got < buf.len() {
-        match stream.read(&mut buf[got..]).await {
-            Ok(0) if got == 0 => return Err(ReadEnd::Clean),
-            Ok(0) => {
-                return Err(ReadEnd::Truncated {
-                    got,
-                    wanted: buf.len(),
-                })
-            }
-            Ok(n) => got += n,
-            Err(e) => return Err(ReadEnd::Io(e)),
-        }
-    }
-    Ok(())
-}
 
 fn set_cork(fd: std::os::fd::RawFd, on: bool) {
     let v: libc::c_int = i32::from(on);
@@ -114,9 +85,8 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             tracing::warn!(peer = %peer, size = n, max_request_bytes = max, "closing connection: request of {n} bytes is over max_request_bytes ({max})");
             break;
         }
-        let mut frame = BytesMut::zeroed(n as usize);
-        match read_full(&mut reader, &mut frame).await {
-            Ok(()) => {}
+        let frame = match read_frame(&mut reader, fd, n as usize).await {
+            Ok(frame) => frame,
             Err(ReadEnd::Clean) => {
                 tracing::warn!(peer = %peer, "closing connection: truncated request (0 of {n} bytes arrived)");
                 break;
@@ -129,7 +99,7 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
                 tracing::debug!(peer = %peer, "read failed: {e}");
                 break;
             }
-        }
+        };
         let (queued, may_go_on) = futures_channel::oneshot::channel();
         let (written, answered) = futures_channel::oneshot::channel();
         let (s, p) = (shard.clone(), peer.clone());

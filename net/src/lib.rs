@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod codec;
 mod conn;
 pub mod fetch_response;
+mod frame_read;
 mod groups;
 pub mod handlers;
 pub mod listener;
