@@ -1,7 +1,7 @@
 //! One blocking connection to one broker: version negotiation and request/response calls.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -126,13 +126,61 @@ impl Connection {
         self.write_request(&req, version)
     }
 
-    fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
+    /// Sends a request of type `R` whose body the caller encoded as `body` (chunks written
+    /// as they are, one vectored write: record batches need not be copied into a request
+    /// buffer). Returns its correlation id; [`Connection::receive`] reads the response.
+    pub fn send_encoded<R: Request>(
+        &mut self,
+        version: i16,
+        body: &[Bytes],
+    ) -> Result<i32, ClientError> {
+        let header = self.next_header::<R>(version);
+        let mut head = BytesMut::with_capacity(4 + 64 + self.client_id.len());
+        head.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut head, R::header_version(version))
+            .map_err(|e| ClientError::Protocol(format!("encoding a request header: {e}")))?;
+        let len = head.len() - 4 + body.iter().map(Bytes::len).sum::<usize>();
+        let len = i32::try_from(len)
+            .map_err(|_| ClientError::Protocol(format!("request of {len} bytes is too large")))?;
+        head[..4].copy_from_slice(&len.to_be_bytes());
+        let mut slices: Vec<IoSlice<'_>> = std::iter::once(&head[..])
+            .chain(body.iter().map(|b| &b[..]))
+            .map(IoSlice::new)
+            .collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.stream.write_vectored(slices) {
+                Ok(0) => {
+                    return Err(ClientError::Io {
+                        addr: self.addr.clone(),
+                        source: std::io::ErrorKind::WriteZero.into(),
+                    })
+                }
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        addr: self.addr.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(self.correlation)
+    }
+
+    fn next_header<R: Request>(&mut self, version: i16) -> RequestHeader {
         self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
+        RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
-            .with_client_id(Some(sb(&self.client_id)));
+            .with_client_id(Some(sb(&self.client_id)))
+    }
+
+    fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
+        let header = self.next_header::<R>(version);
         // Sized up front: a produce request carries megabytes, and growing the buffer while
         // encoding would copy them again.
         let body = req.compute_size(version).unwrap_or(0);

@@ -6,6 +6,7 @@
 mod connection;
 mod consumer;
 mod partitioner;
+mod plain_batch;
 mod producer;
 
 pub use connection::{ClientError, Connection};

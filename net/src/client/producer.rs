@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -40,6 +40,17 @@ pub struct OutRecord {
 
 /// Encodes records as one v2 record batch.
 pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<Bytes, ClientError> {
+    if compression == Compression::None && !records.is_empty() {
+        return Ok(super::plain_batch::encode_plain(records));
+    }
+    encode_general(records, compression)
+}
+
+/// Encodes records as one v2 record batch with kafka_protocol's encoder (any codec).
+pub(crate) fn encode_general(
+    records: &[OutRecord],
+    compression: Compression,
+) -> Result<Bytes, ClientError> {
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
@@ -113,6 +124,34 @@ pub fn produce_request(topic: &str, acks: i16, parts: Vec<(i32, Bytes)>) -> Prod
             )])
 }
 
+/// Highest Produce version [`produce_body`] encodes (the last before flexible versions; every
+/// Kafka broker since 2.1 takes it).
+pub const PRODUCE_ENCODED_MAX: i16 = 8;
+
+/// A Produce request body (versions 3 to 8) as chunks: the fields around each batch, and the
+/// batches themselves, not copied.
+pub fn produce_body(topic: &str, acks: i16, timeout_ms: i32, parts: &[(i32, Bytes)]) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(2 * parts.len() + 1);
+    let mut head = BytesMut::with_capacity(32 + topic.len());
+    head.put_i16(-1); // transactional id: null
+    head.put_i16(acks);
+    head.put_i32(timeout_ms);
+    head.put_i32(1); // one topic
+    head.put_i16(topic.len() as i16);
+    head.put_slice(topic.as_bytes());
+    head.put_i32(parts.len() as i32);
+    for (partition, batch) in parts {
+        head.put_i32(*partition);
+        head.put_i32(batch.len() as i32);
+        out.push(head.split().freeze());
+        out.push(batch.clone());
+    }
+    if !head.is_empty() {
+        out.push(head.freeze());
+    }
+    out
+}
+
 /// A produce request sent and not yet answered: [`Client::produce_wait`] reads its
 /// responses. Requests on one connection are answered in the order they were sent.
 #[derive(Debug)]
@@ -175,11 +214,17 @@ impl Client {
             topic: topic.to_string(),
             requests: Vec::new(),
         };
+        if topic.len() > i16::MAX as usize {
+            return Err(ClientError::Protocol(format!(
+                "topic name of {} bytes is too long",
+                topic.len()
+            )));
+        }
         for (leader, parts) in by_leader {
-            let req = produce_request(topic, acks.code(), parts);
+            let body = produce_body(topic, acks.code(), 30_000, &parts);
             let conn = self.broker(leader)?;
-            let v = conn.version_for::<ProduceRequest>(3, 9)?;
-            let correlation = conn.send_only(req, v)?;
+            let v = conn.version_for::<ProduceRequest>(3, PRODUCE_ENCODED_MAX)?;
+            let correlation = conn.send_encoded::<ProduceRequest>(v, &body)?;
             if acks != Acks::None {
                 sent.requests.push((leader, correlation, v));
                 self.in_flight += 1;
@@ -237,6 +282,33 @@ impl Client {
         match failed {
             Some(e) => Err(e),
             None => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Encodable;
+
+    #[test]
+    fn produce_body_is_what_the_general_encoder_writes() {
+        let parts = vec![
+            (0, Bytes::from_static(b"first batch")),
+            (7, Bytes::from_static(b"second")),
+        ];
+        for version in 3..=PRODUCE_ENCODED_MAX {
+            let mut want = BytesMut::new();
+            produce_request("topic-a", -1, parts.clone())
+                .encode(&mut want, version)
+                .unwrap();
+            let chunks = produce_body("topic-a", -1, 30_000, &parts);
+            let got: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(got, want.to_vec(), "version {version}");
+            assert!(
+                chunks.iter().any(|c| c.as_ptr() == parts[0].1.as_ptr()),
+                "batches are passed on, not copied"
+            );
         }
     }
 }
