@@ -5,11 +5,13 @@
 mod common;
 
 use std::cell::RefCell;
+use std::path::Path;
 use std::rc::Rc;
 
 use common::*;
 use spate_engine::cache::BatchCache;
 use spate_engine::io::dma::DmaStorage;
+use spate_engine::log::readahead::ReadAheadBudget;
 use spate_engine::{Durability, PartitionLog};
 
 const BATCH: usize = 40 * 1024;
@@ -46,23 +48,29 @@ async fn fill(log: &PartitionLog) -> Vec<(u64, u64)> {
     seq_of
 }
 
+/// The log on a cache of `cache_bytes`, and that cache's read-ahead budget.
+async fn open_with_cache(root: &Path, cache_bytes: usize) -> (PartitionLog, Rc<ReadAheadBudget>) {
+    let cache = Rc::new(RefCell::new(BatchCache::new(cache_bytes)));
+    let budget = cache.borrow().readahead_budget();
+    let (log, _) = PartitionLog::open(
+        Rc::new(DmaStorage),
+        &partition_dir(root),
+        "t-0",
+        small_config(),
+        cache,
+        1,
+    )
+    .await
+    .unwrap();
+    (log, budget)
+}
+
 #[test]
 fn sequential_readers_get_every_batch_with_a_chunk_read_ahead() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     run(tmp.path(), move || async move {
-        let cache = Rc::new(RefCell::new(BatchCache::new(2 << 20)));
-        let budget = cache.borrow().readahead_budget();
-        let (log, _) = PartitionLog::open(
-            Rc::new(DmaStorage),
-            &partition_dir(&root),
-            "t-0",
-            small_config(),
-            cache,
-            1,
-        )
-        .await
-        .unwrap();
+        let (log, budget) = open_with_cache(&root, 2 << 20).await;
         let seq_of = fill(&log).await;
         let end = log.stats().log_end_offset;
         assert!(
@@ -118,18 +126,7 @@ fn read_ahead_stays_within_the_shard_budget() {
     let root = tmp.path().to_path_buf();
     run(tmp.path(), move || async move {
         // 1 MiB of cache: 256 KiB of read-ahead for the shard.
-        let cache = Rc::new(RefCell::new(BatchCache::new(1 << 20)));
-        let budget = cache.borrow().readahead_budget();
-        let (log, _) = PartitionLog::open(
-            Rc::new(DmaStorage),
-            &partition_dir(&root),
-            "t-0",
-            small_config(),
-            cache,
-            1,
-        )
-        .await
-        .unwrap();
+        let (log, budget) = open_with_cache(&root, 1 << 20).await;
         let seq_of = fill(&log).await;
         // Four readers each reading 200 KiB at a time: at most one chunk fits the budget, and
         // the others still read correctly without one.
