@@ -8,6 +8,58 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Broker warnings shown per window; a failing partition (a full disk) repeats one warning
+/// per request, which would bury the progress lines.
+const WARNINGS_SHOWN: u32 = 10;
+const WARNING_WINDOW: Duration = Duration::from_secs(10);
+
+/// At most `shown` lines per `window`; counts the others.
+struct LineLimit {
+    shown: u32,
+    window: Duration,
+    started: Option<Instant>,
+    in_window: u32,
+    hidden: u64,
+}
+
+impl LineLimit {
+    fn new(shown: u32, window: Duration) -> Self {
+        Self {
+            shown,
+            window,
+            started: None,
+            in_window: 0,
+            hidden: 0,
+        }
+    }
+
+    /// Whether to show a line arriving at `now`, and how many lines were hidden in the
+    /// window that just ended (reported once, when a new window starts).
+    fn admit(&mut self, now: Instant) -> (bool, u64) {
+        let mut ended_hidden = 0;
+        match self.started {
+            Some(t) if now.duration_since(t) < self.window => {}
+            _ => {
+                ended_hidden = std::mem::take(&mut self.hidden);
+                self.started = Some(now);
+                self.in_window = 0;
+            }
+        }
+        if self.in_window < self.shown {
+            self.in_window += 1;
+            (true, ended_hidden)
+        } else {
+            self.hidden += 1;
+            (false, ended_hidden)
+        }
+    }
+
+    /// Lines hidden in the last window.
+    fn finish(&mut self) -> u64 {
+        std::mem::take(&mut self.hidden)
+    }
+}
+
 pub struct EmbeddedBroker {
     child: Child,
     pub bootstrap: String,
@@ -51,10 +103,24 @@ impl EmbeddedBroker {
                         // Keep draining its log so the broker never blocks on a full pipe;
                         // its warnings and errors show (a closed connection says why).
                         std::thread::spawn(move || {
+                            let mut limit = LineLimit::new(WARNINGS_SHOWN, WARNING_WINDOW);
                             while let Ok(line) = rx.recv() {
                                 if line.contains(" WARN ") || line.contains(" ERROR ") {
-                                    eprintln!("broker: {line}");
+                                    let (show, hidden) = limit.admit(Instant::now());
+                                    if hidden > 0 {
+                                        eprintln!(
+                                            "broker: ({hidden} more warnings not shown in the last {} s)",
+                                            WARNING_WINDOW.as_secs()
+                                        );
+                                    }
+                                    if show {
+                                        eprintln!("broker: {line}");
+                                    }
                                 }
+                            }
+                            let hidden = limit.finish();
+                            if hidden > 0 {
+                                eprintln!("broker: ({hidden} more warnings not shown)");
                             }
                         });
                         return Ok(Self {
@@ -91,5 +157,26 @@ impl Drop for EmbeddedBroker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_limit_shows_the_first_lines_of_each_window_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut l = LineLimit::new(2, Duration::from_secs(10));
+        assert_eq!(l.admit(t0), (true, 0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(1)), (true, 0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(2)), (false, 0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(3)), (false, 0));
+        // A new window: shown again, and the 2 hidden lines reported once.
+        assert_eq!(l.admit(t0 + Duration::from_secs(11)), (true, 2));
+        assert_eq!(l.admit(t0 + Duration::from_secs(12)), (true, 0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(13)), (false, 0));
+        assert_eq!(l.finish(), 1);
+        assert_eq!(l.finish(), 0);
     }
 }
