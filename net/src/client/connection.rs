@@ -134,7 +134,12 @@ impl Connection {
         version: i16,
         body: &[Bytes],
     ) -> Result<i32, ClientError> {
-        let header = self.next_header::<R>(version);
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(sb(&self.client_id)));
         let mut head = BytesMut::with_capacity(4 + 64 + self.client_id.len());
         head.extend_from_slice(&[0; 4]);
         header
@@ -170,35 +175,13 @@ impl Connection {
         Ok(self.correlation)
     }
 
-    fn next_header<R: Request>(&mut self, version: i16) -> RequestHeader {
-        self.correlation = self.correlation.wrapping_add(1);
-        RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(sb(&self.client_id)))
-    }
-
     fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32, ClientError> {
-        let header = self.next_header::<R>(version);
         // Sized up front: a produce request carries megabytes, and growing the buffer while
         // encoding would copy them again.
-        let body = req.compute_size(version).unwrap_or(0);
-        let mut buf = BytesMut::with_capacity(4 + 64 + self.client_id.len() + body);
-        buf.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut buf, R::header_version(version))
-            .map_err(|e| ClientError::Protocol(format!("encoding a request header: {e}")))?;
-        req.encode(&mut buf, version)
+        let mut body = BytesMut::with_capacity(req.compute_size(version).unwrap_or(0));
+        req.encode(&mut body, version)
             .map_err(|e| ClientError::Protocol(format!("encoding a request: {e}")))?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        let io = |source| ClientError::Io {
-            addr: self.addr.clone(),
-            source,
-        };
-        self.stream.write_all(&buf).map_err(io)?;
-        Ok(self.correlation)
+        self.send_encoded::<R>(version, &[body.freeze()])
     }
 
     pub fn call_at<R: Request>(
