@@ -11,6 +11,8 @@ use std::rc::Rc;
 use common::*;
 use spate_engine::cache::BatchCache;
 use spate_engine::io::dma::DmaStorage;
+use spate_engine::io::fault::FaultPlan;
+use spate_engine::io::Storage;
 use spate_engine::log::readahead::ReadAheadBudget;
 use spate_engine::{Durability, PartitionLog};
 
@@ -50,10 +52,18 @@ async fn fill(log: &PartitionLog) -> Vec<(u64, u64)> {
 
 /// The log on a cache of `cache_bytes`, and that cache's read-ahead budget.
 async fn open_with_cache(root: &Path, cache_bytes: usize) -> (PartitionLog, Rc<ReadAheadBudget>) {
+    open_on(Rc::new(DmaStorage), root, cache_bytes).await
+}
+
+async fn open_on(
+    storage: Rc<dyn Storage>,
+    root: &Path,
+    cache_bytes: usize,
+) -> (PartitionLog, Rc<ReadAheadBudget>) {
     let cache = Rc::new(RefCell::new(BatchCache::new(cache_bytes)));
     let budget = cache.borrow().readahead_budget();
     let (log, _) = PartitionLog::open(
-        Rc::new(DmaStorage),
+        storage,
         &partition_dir(root),
         "t-0",
         small_config(),
@@ -143,5 +153,39 @@ fn read_ahead_stays_within_the_shard_budget() {
         }
         log.close().await.unwrap();
         assert_eq!(budget.used(), 0);
+    });
+}
+
+#[test]
+fn a_sequential_reader_reads_each_byte_from_disk_about_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    run(tmp.path(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        // A cache far smaller than the data: the reader is behind it all the way.
+        let (log, _) = open_on(faulty(&plan), &root, 1 << 20).await;
+        let seq_of = fill(&log).await;
+        let end = log.stats().log_end_offset;
+        let before = plan.read_bytes();
+        let mut at = seq_of[0].0;
+        let mut returned = 0u64;
+        while at < end {
+            // 2.5 batches' worth: every read and every chunk read ahead ends in a batch that
+            // does not fit, which must not be read in full just to be left out.
+            let batches = log.read(at, 100 * 1024).await.unwrap();
+            assert!(!batches.is_empty(), "nothing read at {at} before the end");
+            for x in &batches {
+                check(x, &seq_of);
+                at = x.next_offset();
+                returned += x.payload.len() as u64;
+            }
+        }
+        let read = plan.read_bytes() - before;
+        assert!(
+            read < returned * 13 / 10,
+            "{read} bytes read from disk to return {returned}"
+        );
+        log.close().await.unwrap();
     });
 }

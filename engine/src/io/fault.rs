@@ -36,6 +36,8 @@ struct PlanState {
     crashed: bool,
     writes: u64,
     syncs: u64,
+    /// Bytes asked for by reads (of the files the plan applies to).
+    read_bytes: u64,
     /// Writes that started while an injected fdatasync failure was running.
     writes_during_failed_syncs: u64,
 }
@@ -101,6 +103,11 @@ impl FaultPlan {
 
     pub fn syncs(&self) -> u64 {
         self.state.borrow().syncs
+    }
+
+    /// Bytes the reads of the affected files asked for, in all.
+    pub fn read_bytes(&self) -> u64 {
+        self.state.borrow().read_bytes
     }
 
     /// Writes that started while a failing fdatasync ran: the rounds a pipelined log wrote
@@ -206,6 +213,9 @@ impl StorageFile for FaultyFile {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes> {
         Box::pin(async move {
             self.plan.tick(&self.path)?;
+            if self.plan.applies_to(&self.path) {
+                self.plan.state.borrow_mut().read_bytes += len as u64;
+            }
             self.inner.read_at(pos, len).await
         })
     }

@@ -1242,6 +1242,8 @@ async fn read_frames(
     let mut bytes_out = 0usize;
     let mut pos = position;
     let mut expected = scan_offset;
+    // Length of the frame the last chunk ended in the middle of (read whole next time).
+    let mut cut_frame = 0usize;
     let corrupt = |position: u64, reason: String| EngineError::Corrupt {
         path: file.path().to_path_buf(),
         position,
@@ -1250,9 +1252,18 @@ async fn read_frames(
     // A damaged frame is an error only if nothing was read before it: the batches before it
     // are intact and are returned; the next read, starting at the damage, reports it.
     while pos < size && (out.batches.is_empty() || bytes_out < max_bytes) {
+        // After the first batch, only what still fits in `max_bytes` is worth reading.
+        let room = if out.batches.is_empty() {
+            max_bytes
+        } else {
+            max_bytes - bytes_out
+        };
         let mut chunk = match first.take() {
             Some(c) if !c.is_empty() => c,
-            _ => file.read_at(pos, read_len(size - pos, max_bytes)).await?,
+            _ => {
+                let len = read_len(size - pos, room).max(cut_frame.min((size - pos) as usize));
+                file.read_at(pos, len).await?
+            }
         };
         let header = match FrameHeader::decode(&chunk) {
             Ok(h) if h.base_offset == expected => h,
@@ -1268,6 +1279,9 @@ async fn read_frames(
             Err(e) => return fail_or_partial(out, corrupt(pos, e.to_string())),
         };
         if (chunk.len() as u64) < header.frame_len() {
+            if over_budget(&header, &out, target, bytes_out, max_bytes) {
+                return Ok(out);
+            }
             if pos + header.frame_len() > size {
                 return fail_or_partial(
                     out,
@@ -1281,14 +1295,20 @@ async fn read_frames(
             let Ok(h) = FrameHeader::decode(&chunk[at..]) else {
                 break;
             };
+            if h.base_offset != expected {
+                break;
+            }
+            // Checked before the frame is known to be whole: a frame that would not be
+            // returned is not worth reading the rest of (the header has its own checksum).
+            if over_budget(&h, &out, target, bytes_out, max_bytes) {
+                return Ok(out);
+            }
             let len = h.frame_len() as usize;
-            if at + len > chunk.len() || h.base_offset != expected {
+            if at + len > chunk.len() {
+                cut_frame = len;
                 break;
             }
             let wanted = h.next_offset() > target;
-            if wanted && !out.batches.is_empty() && bytes_out + len - FRAME_HEADER_LEN > max_bytes {
-                return Ok(out);
-            }
             let payload = chunk.slice(at + FRAME_HEADER_LEN..at + len);
             if let Err(e) = h.check_payload(&payload) {
                 return fail_or_partial(out, corrupt(pos + at as u64, e.to_string()));
@@ -1311,6 +1331,20 @@ async fn read_frames(
         pos += at as u64;
     }
     Ok(out)
+}
+
+/// Whether the frame `h` is one the reader wants but that no longer fits: Kafka returns the
+/// first batch whatever its size, and later ones only within `max_bytes`.
+fn over_budget(
+    h: &FrameHeader,
+    out: &Frames,
+    target: u64,
+    bytes_out: usize,
+    max_bytes: usize,
+) -> bool {
+    h.next_offset() > target
+        && !out.batches.is_empty()
+        && bytes_out + h.payload_len as usize > max_bytes
 }
 
 /// The batches read so far if there are any, else the error.
