@@ -639,6 +639,59 @@ fn healthy_batch_just_before_a_corrupt_one_is_readable() {
     });
 }
 
+/// A sequential reader behind the cache reads through read-ahead chunks, whose frames are
+/// checked as they are read ahead: damage inside a chunk is still found, and the reader gets
+/// every intact batch before it and never the damaged one.
+#[test]
+fn damage_inside_a_read_ahead_chunk_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let cfg = small_config();
+        let (log, _) = open(&root, cfg.clone()).await;
+        let sent = fill(&log, &cfg, 60, 40_000).await;
+        log.close().await.unwrap();
+        drop(log);
+        // Damage the payload of a batch in the middle of the first segment: several reads
+        // of 100 KB after the first, so it is in a chunk read ahead.
+        let damaged = 12;
+        assert_eq!(sent[damaged].segment, 0);
+        overwrite(
+            &segment_path(&root, 0),
+            sent[damaged].position + FRAME_HEADER_LEN as u64 + 20_000,
+            b"XXXX",
+        );
+
+        // A cache of 1 MiB (256 KiB of read-ahead): nothing is cached after the restart.
+        let (log, _) = open_with(Rc::new(DmaStorage), &root, cfg, 1 << 20).await;
+        let mut at = 0u64;
+        let mut served = 0;
+        loop {
+            match log.read(at, 100 * 1024).await {
+                Ok(batches) => {
+                    assert!(!batches.is_empty(), "nothing read at {at}");
+                    for b in &batches {
+                        assert!(
+                            b.base_offset < sent[damaged].offset,
+                            "the damaged batch was served"
+                        );
+                        check_batch(b, &sent[served]);
+                        served += 1;
+                        at = b.next_offset();
+                    }
+                }
+                Err(EngineError::Corrupt { .. }) => break,
+                Err(e) => panic!("unexpected error at {at}: {e}"),
+            }
+        }
+        assert_eq!(served, damaged, "every batch before the damage was served");
+        assert_eq!(
+            at, sent[damaged].offset,
+            "the read that failed was the damaged one"
+        );
+    });
+}
+
 // Controls for the time lookups above: the same lookups, with intact files.
 
 /// After a clean restart, time lookups find every batch of the active segment, including
