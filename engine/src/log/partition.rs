@@ -1242,8 +1242,6 @@ async fn read_frames(
     let mut bytes_out = 0usize;
     let mut pos = position;
     let mut expected = scan_offset;
-    // Length of the frame the last chunk ended in the middle of (read whole next time).
-    let mut cut_frame = 0usize;
     let corrupt = |position: u64, reason: String| EngineError::Corrupt {
         path: file.path().to_path_buf(),
         position,
@@ -1252,7 +1250,8 @@ async fn read_frames(
     // A damaged frame is an error only if nothing was read before it: the batches before it
     // are intact and are returned; the next read, starting at the damage, reports it.
     while pos < size && (out.batches.is_empty() || bytes_out < max_bytes) {
-        // After the first batch, only what still fits in `max_bytes` is worth reading.
+        // After the first batch, only what still fits in `max_bytes` is worth reading (a frame
+        // that fits is within `read_len(.., room)`; a larger first frame is read whole below).
         let room = if out.batches.is_empty() {
             max_bytes
         } else {
@@ -1260,10 +1259,7 @@ async fn read_frames(
         };
         let mut chunk = match first.take() {
             Some(c) if !c.is_empty() => c,
-            _ => {
-                let len = read_len(size - pos, room).max(cut_frame.min((size - pos) as usize));
-                file.read_at(pos, len).await?
-            }
+            _ => file.read_at(pos, read_len(size - pos, room)).await?,
         };
         let header = match FrameHeader::decode(&chunk) {
             Ok(h) if h.base_offset == expected => h,
@@ -1305,7 +1301,6 @@ async fn read_frames(
             }
             let len = h.frame_len() as usize;
             if at + len > chunk.len() {
-                cut_frame = len;
                 break;
             }
             let wanted = h.next_offset() > target;
