@@ -142,6 +142,7 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spate_engine::config::SyncScope;
 
     #[test]
     fn defaults_and_unknown_keys() {
@@ -155,6 +156,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("shardz"), "{err}");
+    }
+
+    #[test]
+    fn sync_scope_takes_its_three_values_and_names_them_on_a_typo() {
+        for (text, scope) in [
+            ("auto", SyncScope::Auto),
+            ("filesystem", SyncScope::Filesystem),
+            ("file", SyncScope::File),
+        ] {
+            let c: BrokerConfig =
+                toml::from_str(&format!("[log]\nsync_scope = \"{text}\"\n")).unwrap();
+            assert_eq!(c.log.sync_scope, scope);
+        }
+        let err = toml::from_str::<BrokerConfig>("[log]\nsync_scope = \"disk\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("disk") && err.contains("filesystem") && err.contains("file"),
+            "{err}"
+        );
     }
 
     #[test]

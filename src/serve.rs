@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use spate_engine::metadata::{MetadataStore, TopicConfig};
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
+use spate_engine::LogConfig;
 use spate_net::Cluster;
 
 use crate::config::BrokerConfig;
@@ -121,6 +122,8 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
         )
     })?;
     host_checks(&data_dir, shards);
+    let (sync_scope, why) = config.log.sync_scope.resolve(&data_dir);
+    tracing::info!("durable appends: {} ({why})", sync_scope.describe());
     let io_plan = plan_io_memory(memlock_limit(), shards);
     if let Some(w) = &io_plan.warning {
         tracing::warn!("{w}");
@@ -138,7 +141,10 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             listen,
             io_memory_bytes: io_plan.io_memory_bytes as usize,
             cache_bytes: config.batch_cache_bytes as usize,
-            log: config.log.clone(),
+            log: LogConfig {
+                sync_scope,
+                ..config.log.clone()
+            },
             cluster: cluster.clone(),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),

@@ -180,4 +180,61 @@ fn bad_workloads_rates_and_brokers_get_a_clear_message() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("noSuchField"));
+
+    // A broker configuration is for the embedded broker only.
+    let out = run(&[
+        "bench",
+        "--broker-config",
+        "spate.toml",
+        unreachable[0],
+        unreachable[1],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--broker-config configures the embedded broker"), "{err}");
+}
+
+#[test]
+fn the_embedded_broker_takes_a_configuration_and_says_how_it_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spate.toml");
+    std::fs::write(&config, "[log]\nsync_scope = \"filesystem\"\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = run(&[
+        "bench",
+        "--broker-config",
+        config.to_str().unwrap(),
+        "--duration-s",
+        "2",
+        "--set",
+        "producerRate=1000",
+        "--quiet",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("durable appends: one syncfs per shard"),
+        "the broker did not use the configuration: {err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let overall = &json["overall"];
+    assert!(overall["produced"].as_u64().unwrap() > 0, "{overall}");
+    assert_eq!(overall["produced"], overall["consumed"], "{overall}");
+
+    // A configuration the broker rejects stops the run with the broker's reason.
+    std::fs::write(&config, "[log]\nsync_scope = \"disk\"\n").unwrap();
+    let out = run(&[
+        "bench",
+        "--broker-config",
+        config.to_str().unwrap(),
+        "--duration-s",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("disk"), "{err}");
 }

@@ -64,14 +64,21 @@ pub struct EmbeddedBroker {
     child: Child,
     pub bootstrap: String,
     pub data_dir: PathBuf,
+    /// What makes its acks=all appends durable, as its start-up log says.
+    pub durability: Option<String>,
 }
 
 impl EmbeddedBroker {
-    /// Starts `spate serve` from `spate` (the binary) on `data_dir`.
-    pub fn start(spate: &Path, data_dir: &Path) -> Result<Self, String> {
-        let mut child = Command::new(spate)
+    /// Starts `spate serve` from `spate` (the binary) on `data_dir`, with `config` if given.
+    pub fn start(spate: &Path, data_dir: &Path, config: Option<&Path>) -> Result<Self, String> {
+        let mut command = Command::new(spate);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("SPATE_LOG", "warn,spate::serve=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,10 +130,14 @@ impl EmbeddedBroker {
                                 eprintln!("broker: ({hidden} more warnings not shown)");
                             }
                         });
+                        let durability = seen.iter().find_map(|l: &String| {
+                            l.split_once("durable appends: ").map(|(_, d)| d.to_string())
+                        });
                         return Ok(Self {
                             child,
                             bootstrap: addr.to_string(),
                             data_dir: data_dir.to_path_buf(),
+                            durability,
                         });
                     }
                     seen.push(line);

@@ -57,6 +57,9 @@ pub struct RunArgs {
     /// Start a broker on a temporary data directory and measure it
     #[arg(long)]
     pub with_broker: bool,
+    /// The embedded broker's TOML configuration file (`spate serve --config`)
+    #[arg(long)]
+    pub broker_config: Option<PathBuf>,
     /// No progress line
     #[arg(long)]
     pub quiet: bool,
@@ -85,14 +88,22 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
     if args.max_in_flight == 0 {
         return Err("--max-in-flight 0: a producer needs at least 1 request in flight".into());
     }
+    if args.broker_config.is_some() && spate.is_none() {
+        return Err(
+            "--broker-config configures the embedded broker: add --with-broker, or configure \
+             the broker at --bootstrap itself"
+                .into(),
+        );
+    }
     let broker = match spate {
         Some(bin) => {
             let tmp = tempdir()?;
-            let b = EmbeddedBroker::start(bin, &tmp)?;
+            let b = EmbeddedBroker::start(bin, &tmp, args.broker_config.as_deref())?;
             eprintln!(
-                "spate-bench: embedded broker at {} (data in {})",
+                "spate-bench: embedded broker at {} (data in {}; durable appends: {})",
                 b.bootstrap,
-                b.data_dir.display()
+                b.data_dir.display(),
+                b.durability.as_deref().unwrap_or("not reported")
             );
             Some(b)
         }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::log::sync_group::SyncScope;
+
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
@@ -31,6 +33,9 @@ pub struct LogConfig {
     pub flush_interval_ms: u64,
     /// How often each shard applies retention.
     pub retention_check_ms: u64,
+    /// What one durable sync covers: "file" (an fdatasync per partition), "filesystem" (one
+    /// syncfs per shard covers all its partitions) or "auto". See `log::sync_group`.
+    pub sync_scope: SyncScope,
 }
 
 impl Default for LogConfig {
@@ -46,6 +51,7 @@ impl Default for LogConfig {
             max_write_bytes: 16 * MIB,
             flush_interval_ms: 1000,
             retention_check_ms: 60_000,
+            sync_scope: SyncScope::Auto,
         }
     }
 }

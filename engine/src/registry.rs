@@ -11,6 +11,7 @@ use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::Result;
 use crate::io::Storage;
+use crate::log::sync_group::{SyncGroup, SyncScope};
 use crate::metadata::{partition_dir, Metadata};
 use crate::{PartitionLog, RecoveryReport};
 
@@ -22,6 +23,9 @@ pub struct ShardLogs {
     config: LogConfig,
     partitions: RefCell<HashMap<(String, u32), PartitionLog>>,
     next_cache_key: std::cell::Cell<u64>,
+    /// The group commit of partitions on the data directory's filesystem, when
+    /// `log.sync_scope` resolves to "filesystem", with that filesystem's device.
+    sync_group: Option<(SyncGroup, u64)>,
 }
 
 impl ShardLogs {
@@ -32,7 +36,12 @@ impl ShardLogs {
         config: LogConfig,
         cache_bytes: usize,
     ) -> Self {
+        let sync_group = match config.sync_scope.resolve(data_dir).0 {
+            SyncScope::Filesystem => device_of(data_dir).map(|dev| (SyncGroup::new(), dev)),
+            SyncScope::File | SyncScope::Auto => None,
+        };
         Self {
+            sync_group,
             shard_id,
             data_dir: data_dir.to_path_buf(),
             storage,
@@ -45,6 +54,11 @@ impl ShardLogs {
 
     pub fn shard_id(&self) -> usize {
         self.shard_id
+    }
+
+    /// The shard's group commit, if its partitions sync their filesystem together.
+    pub fn sync_group(&self) -> Option<&SyncGroup> {
+        self.sync_group.as_ref().map(|(g, _)| g)
     }
 
     /// Opens every partition of `metadata` placed on this shard, recovering each.
@@ -83,6 +97,12 @@ impl ShardLogs {
             key,
         )
         .await?;
+        if let Some((group, dev)) = &self.sync_group {
+            // A partition directory mounted elsewhere keeps fdatasyncs of its own.
+            if device_of(&dir) == Some(*dev) {
+                log.use_sync_group(group.clone());
+            }
+        }
         self.partitions
             .borrow_mut()
             .insert((topic.to_string(), partition), log);
@@ -155,4 +175,10 @@ impl ShardLogs {
         }
         failed
     }
+}
+
+/// The device a path is on.
+fn device_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.dev())
 }

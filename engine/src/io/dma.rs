@@ -1,6 +1,7 @@
 //! The real storage: glommio `DmaFile`s (O_DIRECT, io_uring) for files, std for directories.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -119,6 +120,29 @@ impl StorageFile for DmaStorageFile {
                 .fdatasync()
                 .await
                 .map_err(|e| to_io(e, "fdatasync", &self.path))
+        })
+    }
+
+    fn sync_filesystem(&self) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            // io_uring has no syncfs: it blocks on glommio's helper thread. The helper gets its
+            // own descriptor, so the file may be closed while it runs.
+            // SAFETY: the descriptor is open for as long as `self.file` is, and is only borrowed
+            // to duplicate it.
+            let fd = unsafe { BorrowedFd::borrow_raw(self.file.as_raw_fd()) }
+                .try_clone_to_owned()
+                .map_err(|e| with_path(e, "dup", &self.path))?;
+            glommio::executor()
+                .spawn_blocking(move || {
+                    // SAFETY: `fd` is an open descriptor owned by this closure.
+                    if unsafe { libc::syncfs(fd.as_raw_fd()) } == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                })
+                .await
+                .map_err(|e| with_path(e, "syncfs", &self.path))
         })
     }
 

@@ -201,6 +201,42 @@ struct FaultyFile {
     path: PathBuf,
 }
 
+impl FaultyFile {
+    /// Runs a sync of this file (`fdatasync` or `syncfs`) through the plan: both count as a
+    /// sync and fail alike.
+    async fn sync_with_faults(&self, sync: IoFuture<'_, ()>) -> io::Result<()> {
+        self.plan.tick(&self.path)?;
+        if self.plan.applies_to(&self.path) {
+            let errno = {
+                let mut s = self.plan.state.borrow_mut();
+                s.syncs += 1;
+                let once = match s.one_sync_failure_after {
+                    Some(0) => {
+                        s.one_sync_failure_after = None;
+                        Some(libc::EIO)
+                    }
+                    Some(n) => {
+                        s.one_sync_failure_after = Some(n - 1);
+                        None
+                    }
+                    None => None,
+                };
+                s.sync_errno.or(once)
+            };
+            if let Some(errno) = errno {
+                // A failing sync takes as long as one that works (the device tried): appends
+                // keep arriving while it runs.
+                let writes_before = self.plan.writes();
+                let _ = sync.await;
+                let mut s = self.plan.state.borrow_mut();
+                s.writes_during_failed_syncs += s.writes - writes_before;
+                return Err(errno_error(errno, "injected fdatasync failure", &self.path));
+            }
+        }
+        sync.await
+    }
+}
+
 impl StorageFile for FaultyFile {
     fn path(&self) -> &Path {
         &self.path
@@ -255,37 +291,11 @@ impl StorageFile for FaultyFile {
     }
 
     fn fdatasync(&self) -> IoFuture<'_, ()> {
-        Box::pin(async move {
-            self.plan.tick(&self.path)?;
-            if self.plan.applies_to(&self.path) {
-                let errno = {
-                    let mut s = self.plan.state.borrow_mut();
-                    s.syncs += 1;
-                    let once = match s.one_sync_failure_after {
-                        Some(0) => {
-                            s.one_sync_failure_after = None;
-                            Some(libc::EIO)
-                        }
-                        Some(n) => {
-                            s.one_sync_failure_after = Some(n - 1);
-                            None
-                        }
-                        None => None,
-                    };
-                    s.sync_errno.or(once)
-                };
-                if let Some(errno) = errno {
-                    // A failing fdatasync takes as long as one that works (the device tried):
-                    // appends keep arriving while it runs.
-                    let writes_before = self.plan.writes();
-                    let _ = self.inner.fdatasync().await;
-                    let mut s = self.plan.state.borrow_mut();
-                    s.writes_during_failed_syncs += s.writes - writes_before;
-                    return Err(errno_error(errno, "injected fdatasync failure", &self.path));
-                }
-            }
-            self.inner.fdatasync().await
-        })
+        Box::pin(self.sync_with_faults(self.inner.fdatasync()))
+    }
+
+    fn sync_filesystem(&self) -> IoFuture<'_, ()> {
+        Box::pin(self.sync_with_faults(self.inner.sync_filesystem()))
     }
 
     fn allocate(&self, size: u64) -> IoFuture<'_, ()> {

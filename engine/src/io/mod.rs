@@ -1,7 +1,7 @@
 //! Storage I/O: the one narrow interface through which the engine touches files.
 //!
 //! Everything the log does to disk goes through [`Storage`] and [`StorageFile`]: open,
-//! read_at, write_at, fdatasync, allocate, truncate, remove (plus rename and directory sync
+//! read_at, write_at, fdatasync (or syncfs), allocate, truncate, remove (plus rename and directory sync
 //! for atomic replacement). [`dma::DmaStorage`] is the real implementation on glommio's
 //! O_DIRECT files; [`fault::FaultyStorage`] wraps any storage and injects EIO, ENOSPC, torn
 //! writes and crashes, so the layers above are tested against the failures disks really have.
@@ -59,6 +59,10 @@ pub trait StorageFile {
     /// Writes the whole buffer at `pos`; returns the bytes written.
     fn write_at(&self, buf: IoBuffer, pos: u64) -> IoFuture<'_, usize>;
     fn fdatasync(&self) -> IoFuture<'_, ()>;
+    /// Makes every write to any file of this file's filesystem durable, this file's included
+    /// (Linux `syncfs`): one call covers all of a shard's partitions. See
+    /// [`crate::log::sync_group`].
+    fn sync_filesystem(&self) -> IoFuture<'_, ()>;
     /// Preallocates blocks up to `size` bytes; the file size becomes at least `size`.
     fn allocate(&self, size: u64) -> IoFuture<'_, ()>;
     fn truncate(&self, size: u64) -> IoFuture<'_, ()>;

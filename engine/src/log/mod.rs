@@ -10,4 +10,5 @@ pub mod readahead;
 pub mod recovery;
 pub mod scan;
 pub mod segment;
+pub mod sync_group;
 pub mod time_index;

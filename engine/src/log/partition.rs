@@ -30,6 +30,7 @@ use crate::log::pending::{Pending, PendingQueue};
 use crate::log::readahead::ReadAhead;
 use crate::log::recovery::{self, RecoveryReport};
 use crate::log::segment::{self, Segment};
+use crate::log::sync_group::SyncGroup;
 use crate::{Durability, ReadBatch};
 
 /// One batch to append.
@@ -138,6 +139,8 @@ struct Inner {
     cache: Rc<RefCell<BatchCache>>,
     readahead: RefCell<ReadAhead>,
     pending_budget: Rc<Semaphore>,
+    /// The shard's group commit, if durable appends use it (else: one fdatasync each).
+    sync_group: RefCell<Option<SyncGroup>>,
     state: RefCell<State>,
 }
 
@@ -183,6 +186,7 @@ impl PartitionLog {
                 cache,
                 readahead: RefCell::new(ReadAhead::default()),
                 pending_budget: budget,
+                sync_group: RefCell::new(None),
                 state: RefCell::new(State {
                     segments,
                     next_offset: next,
@@ -205,6 +209,12 @@ impl PartitionLog {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Makes durable appends wait for the shard's group commit (one syncfs covering all the
+    /// shard's partitions) instead of an fdatasync of their own segment file.
+    pub fn use_sync_group(&self, group: SyncGroup) {
+        *self.inner.sync_group.borrow_mut() = Some(group);
     }
 
     pub fn dir(&self) -> &Path {
@@ -642,8 +652,12 @@ impl PartitionLog {
     ) -> InflightSync {
         let covers = self.inner.state.borrow().written_offset;
         let log = self.clone();
+        let group = self.inner.sync_group.borrow().clone();
         let task = glommio::spawn_local(async move {
-            let result = file.fdatasync().await;
+            let result = match group {
+                Some(group) => group.sync(&file).await,
+                None => file.fdatasync().await,
+            };
             log.complete_sync(waiters, covers, &file, result)
         });
         InflightSync { task }
