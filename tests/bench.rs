@@ -191,7 +191,10 @@ fn bad_workloads_rates_and_brokers_get_a_clear_message() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--broker-config configures the embedded broker"), "{err}");
+    assert!(
+        err.contains("--broker-config configures the embedded broker"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -131,7 +131,8 @@ impl EmbeddedBroker {
                             }
                         });
                         let durability = seen.iter().find_map(|l: &String| {
-                            l.split_once("durable appends: ").map(|(_, d)| d.to_string())
+                            l.split_once("durable appends: ")
+                                .map(|(_, d)| d.to_string())
                         });
                         return Ok(Self {
                             child,

@@ -10,11 +10,11 @@ use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use futures_lite::io::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
 use crate::frame_read::{read_frame, read_full, ReadEnd};
+use crate::gather_write;
 use crate::handlers::{dispatch_ordered, Outcome};
 use crate::Shard;
 
@@ -151,20 +151,8 @@ async fn write_answer(
 ) {
     match outcome {
         Outcome::Respond(chunks) => {
-            let corked = chunks.len() > 1;
-            if corked {
-                set_cork(fd, true);
-            }
-            let mut result = Ok(());
-            for c in &chunks {
-                result = writer.write_all(c).await;
-                if result.is_err() {
-                    break;
-                }
-            }
-            if corked {
-                set_cork(fd, false);
-            }
+            let result =
+                gather_write::write_pieces(writer, fd, &chunks, |on| set_cork(fd, on)).await;
             if let Err(e) = result {
                 tracing::debug!(peer = %peer, "write failed: {e}");
                 shut_down(fd, closed);

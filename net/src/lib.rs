@@ -14,6 +14,7 @@ pub mod codec;
 mod conn;
 pub mod fetch_response;
 mod frame_read;
+mod gather_write;
 mod groups;
 pub mod handlers;
 pub mod listener;
