@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
@@ -140,5 +143,32 @@ fn fetching_ahead_loses_and_repeats_nothing() {
         }
     }
     g2.commit(&mut c2).unwrap();
+    assert!(g1.resets().is_empty(), "{:?}", g1.resets());
+    assert!(g2.resets().is_empty(), "{:?}", g2.resets());
+
+    // Records deleted below where the consumer is rewound to: the broker answers
+    // OFFSET_OUT_OF_RANGE, and the consumer starts over at the earliest offset and says why
+    // (so a caller can tell why records come again).
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(1_000)])]);
+    let resp: DeleteRecordsResponse = c2.any().unwrap().call(req, 0, 2).unwrap();
+    assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+    g2.rewind(0, 10);
+    let mut polls = 0;
+    while g2.resets().is_empty() {
+        polls += 1;
+        assert!(polls < 50, "no reset after an offset below the log start");
+        g2.poll(&mut c2, Duration::from_millis(200)).unwrap();
+    }
+    let why = &g2.resets()[0];
+    assert!(
+        why.contains("partition 0: offset Some(10) out of range, restarted at 1000"),
+        "{why}"
+    );
     broker.stop_cleanly();
 }

@@ -688,6 +688,10 @@ fn consume(
     if let Err(e) = consumer.commit(&mut client) {
         shared.note_error(format!("commit of {group}: {e}"));
     }
+    // Why records may have come twice (Kafka's delivery is at least once).
+    for why in consumer.resets() {
+        eprintln!("spate-bench: consumer of {topic}: {why}");
+    }
     let _ = consumer.leave(&mut client);
 }
 

@@ -226,7 +226,13 @@ pub struct GroupConsumer {
     ahead: Vec<InFlightFetch>,
     answered: Vec<(InFlightFetch, FetchResponse)>,
     fetches_ahead: u64,
+    /// Why positions were set again after the start (a rejoin, an out-of-range offset), the
+    /// first few, for a caller that wants to say why records came again.
+    resets: Vec<String>,
 }
+
+/// Reasons kept in `GroupConsumer::resets`, at most.
+const RESETS_KEPT: usize = 8;
 
 const SESSION_TIMEOUT_MS: i32 = 30_000;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
@@ -275,6 +281,7 @@ impl GroupConsumer {
             ahead: Vec::new(),
             answered: Vec::new(),
             fetches_ahead: 0,
+            resets: Vec::new(),
         }
     }
 
@@ -486,8 +493,14 @@ impl GroupConsumer {
             .with_member_id(sb(&self.member_id));
         let resp: HeartbeatResponse = client.coordinator(&group)?.call(req, 0, 3)?;
         if matches!(resp.error_code, 22 | 25 | 27) {
-            self.commit(client).ok();
+            let committed = self.commit(client);
             self.start(client)?;
+            self.note_reset(format!(
+                "rejoined the group after heartbeat error {} (commit before: {}); positions now {:?}",
+                resp.error_code,
+                committed.map_or_else(|e| e.to_string(), |()| "ok".into()),
+                self.positions
+            ));
         }
         Ok(())
     }
@@ -573,6 +586,10 @@ impl GroupConsumer {
                             },
                         )?;
                         self.positions.insert(p, at);
+                        let asked = positions.iter().find(|(q, _)| *q == p).map(|(_, o)| *o);
+                        self.note_reset(format!(
+                            "partition {p}: offset {asked:?} out of range, restarted at {at}"
+                        ));
                     }
                     Err(code) => {
                         return Err(ClientError::Kafka {
@@ -632,6 +649,18 @@ impl GroupConsumer {
     }
 
     /// Commits the current positions (a no-op without a group).
+    /// Why positions were set again after the start, the first few (a rejoin of the group, an
+    /// offset out of range): records read again after one are expected, at least once.
+    pub fn resets(&self) -> &[String] {
+        &self.resets
+    }
+
+    fn note_reset(&mut self, why: String) {
+        if self.resets.len() < RESETS_KEPT {
+            self.resets.push(why);
+        }
+    }
+
     pub fn commit(&mut self, client: &mut Client) -> Result<(), ClientError> {
         let Some(group) = self.group.clone() else {
             return Ok(());
