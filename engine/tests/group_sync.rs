@@ -44,6 +44,31 @@ async fn open_partitions(
     logs
 }
 
+/// The partitions on storage that counts (and can fail) syncs of ".log" files, sharing one
+/// sync group.
+async fn grouped_partitions(root: &Path) -> (Rc<FaultPlan>, SyncGroup, Vec<PartitionLog>) {
+    let plan = FaultPlan::new();
+    plan.only_files_ending_with(".log");
+    let group = SyncGroup::new();
+    let logs = open_partitions(faulty(&plan), root, Some(&group)).await;
+    (plan, group, logs)
+}
+
+/// Reopens the partitions (recovering them) and checks that each holds its batches in order
+/// and intact; returns how many each holds.
+async fn reopened_batch_counts(root: &Path) -> Vec<(String, usize)> {
+    let logs = open_partitions(faulty(&FaultPlan::new()), root, None).await;
+    let mut counts = Vec::new();
+    for log in &logs {
+        let batches = read_all(log, 0).await;
+        for (seq, b) in batches.iter().enumerate() {
+            assert_eq!(b.payload, payload(seq as u64, 3_000), "{}", log.name());
+        }
+        counts.push((log.name().to_string(), batches.len()));
+    }
+    counts
+}
+
 /// One durable append to every partition at once; returns each one's result.
 async fn append_to_all(
     logs: &[PartitionLog],
@@ -71,10 +96,7 @@ fn one_syncfs_makes_the_durable_appends_of_many_partitions_durable() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let plan = FaultPlan::new();
-        plan.only_files_ending_with(".log");
-        let group = SyncGroup::new();
-        let logs = open_partitions(faulty(&plan), &root, Some(&group)).await;
+        let (plan, group, logs) = grouped_partitions(&root).await;
         for seq in 0..ROUNDS {
             for r in append_to_all(&logs, seq).await {
                 r.unwrap();
@@ -97,13 +119,8 @@ fn one_syncfs_makes_the_durable_appends_of_many_partitions_durable() {
         }
         drop(logs);
 
-        let logs = open_partitions(faulty(&FaultPlan::new()), &root, None).await;
-        for log in &logs {
-            let batches = read_all(log, 0).await;
-            assert_eq!(batches.len() as u64, ROUNDS, "{}", log.name());
-            for (seq, b) in batches.iter().enumerate() {
-                assert_eq!(b.payload, payload(seq as u64, 3_000), "{}", log.name());
-            }
+        for (name, count) in reopened_batch_counts(&root).await {
+            assert_eq!(count as u64, ROUNDS, "{name}");
         }
     });
 }
@@ -113,10 +130,7 @@ fn a_failed_syncfs_acks_nothing_it_covered_and_fails_every_partition_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let plan = FaultPlan::new();
-        plan.only_files_ending_with(".log");
-        let group = SyncGroup::new();
-        let logs = open_partitions(faulty(&plan), &root, Some(&group)).await;
+        let (plan, group, logs) = grouped_partitions(&root).await;
         for seq in 0..3 {
             for r in append_to_all(&logs, seq).await {
                 r.unwrap();
@@ -143,18 +157,8 @@ fn a_failed_syncfs_acks_nothing_it_covered_and_fails_every_partition_in_it() {
         drop(logs);
 
         // What was acknowledged before is all there after a restart.
-        let logs = open_partitions(faulty(&FaultPlan::new()), &root, None).await;
-        for log in &logs {
-            let batches = read_all(log, 0).await;
-            assert!(
-                batches.len() >= 3,
-                "{}: {} batches",
-                log.name(),
-                batches.len()
-            );
-            for (seq, b) in batches.iter().enumerate() {
-                assert_eq!(b.payload, payload(seq as u64, 3_000), "{}", log.name());
-            }
+        for (name, count) in reopened_batch_counts(&root).await {
+            assert!(count >= 3, "{name}: {count} batches");
         }
     });
 }

@@ -30,17 +30,7 @@ type Writer = futures_lite::io::WriteHalf<TcpStream>;
 type Answered = futures_channel::oneshot::Sender<()>;
 
 fn set_cork(fd: std::os::fd::RawFd, on: bool) {
-    let v: libc::c_int = i32::from(on);
-    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    gather_write::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_CORK, i32::from(on));
 }
 
 pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {

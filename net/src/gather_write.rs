@@ -43,6 +43,20 @@ impl Cursor {
     }
 }
 
+/// Sets an integer socket option (errors ignored: the options set are hints).
+pub fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: a socket descriptor and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Sends what the socket takes now without waiting; moves `at` past it.
 fn send_now(fd: RawFd, pieces: &[Bytes], at: &mut Cursor) -> io::Result<()> {
     loop {
@@ -213,17 +227,7 @@ mod tests {
                 let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
                 let fd = stream.as_raw_fd();
                 // A small send buffer: the socket fills often, mid-piece too.
-                let size: libc::c_int = 32 * 1024;
-                // SAFETY: a socket descriptor and a c_int option of the right size.
-                unsafe {
-                    libc::setsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_SNDBUF,
-                        (&size as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    );
-                }
+                set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 32 * 1024);
                 write_pieces(&mut stream, fd, &pieces, |on| {
                     if on {
                         c.set(c.get() + 1)
