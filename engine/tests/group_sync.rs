@@ -130,7 +130,7 @@ fn a_failed_syncfs_acks_nothing_it_covered_and_fails_every_partition_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let (plan, group, logs) = grouped_partitions(&root).await;
+        let (plan, _group, logs) = grouped_partitions(&root).await;
         for seq in 0..3 {
             for r in append_to_all(&logs, seq).await {
                 r.unwrap();
