@@ -29,6 +29,15 @@ pub fn decode_entries<E: Entry>(bytes: &[u8], follows: impl Fn(Option<&E>, &E) -
     entries
 }
 
+/// Index entries encoded for an [`IndexFile`] that lacks them.
+pub struct IndexTail {
+    /// The file holds entries that are no longer in the index: empty it first.
+    rewrite: bool,
+    bytes: Vec<u8>,
+    /// Entries on disk once written.
+    entries: usize,
+}
+
 /// The file behind an index: entries before `persisted` are on disk.
 pub struct IndexFile {
     appender: Appender,
@@ -50,22 +59,40 @@ impl IndexFile {
 
     /// Appends the entries not yet on disk and fdatasyncs.
     pub async fn persist<E: Entry>(&mut self, entries: &[E]) -> io::Result<()> {
-        if entries.len() < self.persisted {
-            // The index was cut (log truncation): rewrite it from scratch.
+        let tail = self.unwritten(entries);
+        self.write(tail).await
+    }
+
+    /// What this file lacks to hold `entries`, encoded now: the caller may then let the
+    /// entries change (or stay readable elsewhere) while [`IndexFile::write`] awaits the disk.
+    pub fn unwritten<E: Entry>(&self, entries: &[E]) -> IndexTail {
+        // Fewer entries than on disk: the index was cut (log truncation), rewrite it whole.
+        let rewrite = entries.len() < self.persisted;
+        let from = if rewrite { 0 } else { self.persisted };
+        let mut bytes = Vec::with_capacity(entries.len().saturating_sub(from) * E::LEN);
+        for e in &entries[from..] {
+            e.encode(&mut bytes);
+        }
+        IndexTail {
+            rewrite,
+            bytes,
+            entries: entries.len(),
+        }
+    }
+
+    /// Puts `tail` (from [`IndexFile::unwritten`]) on disk and fdatasyncs.
+    pub async fn write(&mut self, tail: IndexTail) -> io::Result<()> {
+        if tail.rewrite {
             self.appender.file().truncate(0).await?;
             self.appender = Appender::new(self.appender.file().clone(), 0, Vec::new(), 0, 0);
             self.persisted = 0;
         }
-        if entries.len() == self.persisted {
+        if tail.entries == self.persisted {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity((entries.len() - self.persisted) * E::LEN);
-        for e in &entries[self.persisted..] {
-            e.encode(&mut bytes);
-        }
-        self.appender.append(&[&bytes]).await?;
+        self.appender.append(&[&tail.bytes]).await?;
         self.appender.file().fdatasync().await?;
-        self.persisted = entries.len();
+        self.persisted = tail.entries;
         Ok(())
     }
 

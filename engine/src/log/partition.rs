@@ -759,29 +759,20 @@ impl PartitionLog {
                 return Err(EngineError::from_io(e, &path));
             }
         }
-        let mut old = {
+        // The closed segment stays in the map while its indexes are written: readers and
+        // the log start must see it throughout (a fetch there must not look out of range).
+        let closing = {
             let mut st = self.inner.state.borrow_mut();
-            match st.segments.pop_last() {
-                Some((_, seg)) => seg,
+            match st.segments.values_mut().next_back() {
+                Some(seg) => seg.take_active(),
                 None => return Err(EngineError::Closed),
             }
         };
-        let persisted = async {
-            old.persist_indexes().await?;
-            if let Some(active) = old.active.as_mut() {
-                active.index_file.trim().await?;
-                active.time_index_file.trim().await?;
-            }
-            Ok::<_, EngineError>(())
+        if let Some(closing) = closing {
+            let mut files = closing.persist().await?;
+            files.index_file.trim().await?;
+            files.time_index_file.trim().await?;
         }
-        .await;
-        old.active = None;
-        self.inner
-            .state
-            .borrow_mut()
-            .segments
-            .insert(old.base_offset, old);
-        persisted?;
         let config = self.config();
         let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &config).await?;
         tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
@@ -856,21 +847,27 @@ impl PartitionLog {
             self.put_back_appender(Some(app));
             r.map_err(|e| EngineError::from_io(e, &path))?;
         }
-        let mut active = {
+        let closing = {
             let mut st = self.inner.state.borrow_mut();
             st.durable_offset = st.written_offset;
-            match st.segments.pop_last() {
-                Some((_, seg)) => seg,
-                None => return Ok(()),
-            }
+            st.segments
+                .values_mut()
+                .next_back()
+                .and_then(Segment::take_active)
         };
-        let persisted = active.persist_indexes().await;
-        self.inner
-            .state
-            .borrow_mut()
-            .segments
-            .insert(active.base_offset, active);
-        persisted?;
+        if let Some(closing) = closing {
+            let files = closing.persist().await?;
+            if let Some(active) = self
+                .inner
+                .state
+                .borrow_mut()
+                .segments
+                .values_mut()
+                .next_back()
+            {
+                active.active = Some(files);
+            }
+        }
         self.write_checkpoint().await
     }
 

@@ -14,7 +14,7 @@ use crate::frame::{FrameHeader, FRAME_HEADER_LEN};
 use crate::io::{OpenMode, Storage, StorageFile};
 use crate::log::appender::Appender;
 use crate::log::index::{offset_entry_follows, OffsetEntry, OffsetIndex};
-use crate::log::index_file::{decode_entries, Entry, IndexFile};
+use crate::log::index_file::{decode_entries, Entry, IndexFile, IndexTail};
 use crate::log::scan::{scan_frames, ScanOutcome};
 use crate::log::time_index::{time_entry_follows, TimeEntry, TimeIndex};
 
@@ -228,14 +228,43 @@ impl Segment {
 
     /// Persists the in-memory indexes of the active segment.
     pub async fn persist_indexes(&mut self) -> Result<()> {
-        if let Some(active) = self.active.as_mut() {
-            active.index_file.persist(self.index.entries()).await?;
-            active
-                .time_index_file
-                .persist(self.time_index.entries())
-                .await?;
+        if let Some(closing) = self.take_active() {
+            self.active = Some(closing.persist().await?);
         }
         Ok(())
+    }
+
+    /// Takes the active segment's files, with the index entries they lack encoded, so that
+    /// they can be written while the segment stays in its log, readable (a roll, a close).
+    pub fn take_active(&mut self) -> Option<ClosingFiles> {
+        let files = self.active.take()?;
+        Some(ClosingFiles {
+            index: files.index_file.unwritten(self.index.entries()),
+            time_index: files.time_index_file.unwritten(self.time_index.entries()),
+            files,
+        })
+    }
+}
+
+/// The files of a segment taken out of it (see [`Segment::take_active`]), with the index
+/// entries still to be written to them.
+pub struct ClosingFiles {
+    files: ActiveFiles,
+    index: IndexTail,
+    time_index: IndexTail,
+}
+
+impl ClosingFiles {
+    /// Writes and fdatasyncs the index entries the files lack; gives the files back.
+    pub async fn persist(self) -> Result<ActiveFiles> {
+        let Self {
+            mut files,
+            index,
+            time_index,
+        } = self;
+        files.index_file.write(index).await?;
+        files.time_index_file.write(time_index).await?;
+        Ok(files)
     }
 }
 
