@@ -241,3 +241,84 @@ fn the_embedded_broker_takes_a_configuration_and_says_how_it_syncs() {
     assert!(!out.status.success());
     assert!(err.contains("disk"), "{err}");
 }
+
+#[test]
+fn an_interrupted_run_stops_its_broker_and_removes_its_data() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let temp = tempfile::tempdir().unwrap();
+    // A directory left by a run that was killed outright: its process is gone, no lock held.
+    let gone = std::process::Command::new("true")
+        .spawn()
+        .and_then(|mut c| c.wait().map(|_| c.id()))
+        .unwrap();
+    let stale = temp.path().join(format!("spate-bench-{gone}-1"));
+    std::fs::create_dir_all(stale.join("topics")).unwrap();
+
+    let out_dir = temp.path().join("out");
+    let mut child = spate()
+        .args(["bench", "--duration-s", "120", "--set", "producerRate=1000"])
+        .args(["--quiet", "--out", out_dir.to_str().unwrap()])
+        .env("TMPDIR", temp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // Killed whatever happens below, so no broker outlives the test.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: signalling the test's own child by pid.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(pid);
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let (address, data_dir) = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("no broker line: {seen:?}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("spate-bench: embedded broker at ") {
+            let (address, rest) = rest.split_once(" (data in ").unwrap();
+            let (dir, _) = rest.split_once(';').unwrap();
+            break (address.to_string(), std::path::PathBuf::from(dir));
+        }
+        seen.push(line);
+    };
+    assert!(
+        seen.iter().any(|l| l.contains(stale.to_str().unwrap())),
+        "the stale directory was not reported: {seen:?}"
+    );
+    assert!(!stale.exists(), "the stale directory is still there");
+    assert!(data_dir.starts_with(temp.path()), "{}", data_dir.display());
+    assert!(data_dir.exists());
+    // Let producers and consumers get going, then stop the run as a terminal or a
+    // supervisor would.
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling the test's own child by pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "spate bench did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("interrupted: stopped the embedded broker and removed")),
+        "{rest:?}"
+    );
+    assert!(!data_dir.exists(), "{} is still there", data_dir.display());
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "the broker still listens on {address}"
+    );
+}

@@ -1,8 +1,10 @@
 //! An embedded broker for `spate bench` / `spate-bench --with-broker`: a `spate serve` child
 //! process on a temporary data directory and a free loopback port, stopped (SIGTERM, then
-//! SIGKILL) when dropped.
+//! SIGKILL) when dropped, and sent SIGTERM by the kernel if this process dies first. A run
+//! interrupted by a signal stops it through `cleanup.rs`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -69,6 +71,11 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `spate serve` from `spate` (the binary) on `data_dir`, with `config` if given.
     pub fn start(spate: &Path, data_dir: &Path, config: Option<&Path>) -> Result<Self, String> {
         let mut command = Command::new(spate);
@@ -77,6 +84,16 @@ impl EmbeddedBroker {
             .arg(data_dir);
         if let Some(config) = config {
             command.arg("--config").arg(config);
+        }
+        // If this process dies without stopping the broker (SIGKILL), the kernel sends it
+        // SIGTERM. SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let mut child = command
             .env("SPATE_LOG", "warn,spate::serve=info")

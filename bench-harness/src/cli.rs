@@ -54,7 +54,8 @@ pub struct RunArgs {
     /// Where results.json and latency.svg go
     #[arg(long, default_value = "spate-bench-results")]
     pub out: PathBuf,
-    /// Start a broker on a temporary data directory and measure it
+    /// Start a broker on a temporary data directory and measure it (stopped, and the directory
+    /// removed, when the run ends or is interrupted by Ctrl-C or SIGTERM)
     #[arg(long)]
     pub with_broker: bool,
     /// The embedded broker's TOML configuration file (`spate serve --config`)
@@ -97,8 +98,22 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
     }
     let broker = match spate {
         Some(bin) => {
-            let tmp = tempdir()?;
-            let b = EmbeddedBroker::start(bin, &tmp, args.broker_config.as_deref())?;
+            let temp = std::env::temp_dir();
+            for dir in crate::cleanup::remove_stale_data_dirs(&temp) {
+                eprintln!(
+                    "spate-bench: removed {}, left by an earlier run that was killed",
+                    dir.display()
+                );
+            }
+            let tmp = crate::cleanup::temp_data_dir()?;
+            let b = match EmbeddedBroker::start(bin, &tmp, args.broker_config.as_deref()) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+            };
+            crate::cleanup::stop_on_signal(b.pid(), tmp.clone(), Duration::from_secs(10))?;
             eprintln!(
                 "spate-bench: embedded broker at {} (data in {}; durable appends: {})",
                 b.bootstrap,
@@ -157,18 +172,6 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn tempdir() -> Result<PathBuf, String> {
-    let base = std::env::temp_dir().join(format!(
-        "spate-bench-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-    Ok(base)
 }
 
 /// `spate-bench limits`: the machine's limits, and a run's figures as ratios of them.

@@ -5,6 +5,7 @@
 //! figure and an SVG chart of latency percentiles over time.
 
 pub mod broker;
+pub mod cleanup;
 pub mod cli;
 pub mod limits;
 pub mod pin;
