@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// How long a stopped broker has to shut down cleanly before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Prefix of the embedded broker's temporary data directories: `spate-bench-<pid>-<nanos>`.
 pub const TEMP_PREFIX: &str = "spate-bench-";
 
@@ -80,10 +83,10 @@ fn lock_held(dir: &Path) -> bool {
     rc != 0
 }
 
-/// On SIGINT or SIGTERM: stops the broker `pid` (SIGTERM, SIGKILL after `grace`), removes
-/// `data_dir`, says so, and exits with 128 + the signal. Runs on a thread of its own for the
-/// rest of the process.
-pub fn stop_on_signal(pid: u32, data_dir: PathBuf, grace: Duration) -> Result<(), String> {
+/// On SIGINT or SIGTERM: stops the broker `pid` (see [`stop_broker`]), removes `data_dir`,
+/// says so, and exits with 128 + the signal. Runs on a thread of its own for the rest of the
+/// process.
+pub fn stop_on_signal(pid: u32, data_dir: PathBuf) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
@@ -92,7 +95,7 @@ pub fn stop_on_signal(pid: u32, data_dir: PathBuf, grace: Duration) -> Result<()
             let Some(signal) = signals.forever().next() else {
                 return;
             };
-            stop_broker(pid, grace);
+            stop_broker(pid, STOP_GRACE);
             let removed = std::fs::remove_dir_all(&data_dir);
             eprintln!(
                 "spate-bench: interrupted: stopped the embedded broker{}",
@@ -107,8 +110,8 @@ pub fn stop_on_signal(pid: u32, data_dir: PathBuf, grace: Duration) -> Result<()
     Ok(())
 }
 
-/// SIGTERM, then SIGKILL if `pid` has not exited after `grace`; reaps it.
-fn stop_broker(pid: u32, grace: Duration) {
+/// SIGTERM, then SIGKILL if the child `pid` has not exited after `grace`; reaps it.
+pub fn stop_broker(pid: u32, grace: Duration) {
     let Ok(pid) = i32::try_from(pid) else {
         return;
     };

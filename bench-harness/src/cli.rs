@@ -113,7 +113,7 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
                     return Err(e);
                 }
             };
-            crate::cleanup::stop_on_signal(b.pid(), tmp.clone(), Duration::from_secs(10))?;
+            crate::cleanup::stop_on_signal(b.pid(), tmp.clone())?;
             eprintln!(
                 "spate-bench: embedded broker at {} (data in {}; durable appends: {})",
                 b.bootstrap,

@@ -855,18 +855,9 @@ impl PartitionLog {
                 .next_back()
                 .and_then(Segment::take_active)
         };
+        // Closed: no append needs the files again, only their indexes on disk.
         if let Some(closing) = closing {
-            let files = closing.persist().await?;
-            if let Some(active) = self
-                .inner
-                .state
-                .borrow_mut()
-                .segments
-                .values_mut()
-                .next_back()
-            {
-                active.active = Some(files);
-            }
+            closing.persist().await?;
         }
         self.write_checkpoint().await
     }
