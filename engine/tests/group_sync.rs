@@ -71,10 +71,11 @@ async fn reopened_batch_counts(root: &Path) -> Vec<(String, usize)> {
 
 /// One durable append to every partition at once; returns each one's result.
 async fn append_to_all(
-    logs: &[PartitionLog],
+    logs: impl AsRef<[PartitionLog]>,
     seq: u64,
 ) -> Vec<spate_engine::Result<spate_engine::AppendResult>> {
     let tasks: Vec<_> = logs
+        .as_ref()
         .iter()
         .map(|log| {
             let log = log.clone();
@@ -98,7 +99,16 @@ fn one_syncfs_makes_the_durable_appends_of_many_partitions_durable() {
     run(&root.clone(), move || async move {
         let (plan, group, logs) = grouped_partitions(&root).await;
         for seq in 0..ROUNDS {
-            for r in append_to_all(&logs, seq).await {
+            // The first partition whose write completes starts a round; its syncfs is held
+            // until the seven others have written and wait for the next round, which then
+            // covers them all. (Left to the clock, how many rounds an append takes depends on
+            // when each write completes against the running syncfs.)
+            plan.hold_syncs();
+            let appends = glommio::spawn_local(append_to_all(logs.clone(), seq));
+            wait_until(|| plan.held_syncs() == 1 && group.waiting() == PARTITIONS as usize - 1)
+                .await;
+            plan.release_syncs();
+            for r in appends.await {
                 r.unwrap();
             }
             for log in &logs {
@@ -106,12 +116,13 @@ fn one_syncfs_makes_the_durable_appends_of_many_partitions_durable() {
                 assert_eq!(s.durable_offset, s.log_end_offset, "{}: {s:?}", log.name());
             }
         }
-        // Every sync was a round of the group, and the rounds were shared: each partition
-        // syncing its own file would take PARTITIONS syncs per append.
+        // Every sync was a round of the group, and two rounds made each append to all eight
+        // partitions durable: one per partition would take PARTITIONS syncs.
         let syncs = plan.syncs();
         assert_eq!(syncs, group.rounds(), "syncs that were not the group's");
-        assert!(
-            syncs <= 2 * ROUNDS,
+        assert_eq!(
+            syncs,
+            2 * ROUNDS,
             "{syncs} syncs for {ROUNDS} appends to each of {PARTITIONS} partitions"
         );
         for log in &logs {
@@ -123,6 +134,17 @@ fn one_syncfs_makes_the_durable_appends_of_many_partitions_durable() {
             assert_eq!(count as u64, ROUNDS, "{name}");
         }
     });
+}
+
+/// Polls `ready` (a millisecond apart) until it holds; panics after ten seconds.
+async fn wait_until(ready: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if ready() {
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the partitions never lined up behind one held syncfs");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 
 use super::{IoBuffer, IoFuture, OpenMode, Storage, StorageFile};
 
@@ -40,6 +41,10 @@ struct PlanState {
     read_bytes: u64,
     /// Writes that started while an injected fdatasync failure was running.
     writes_during_failed_syncs: u64,
+    /// While set, syncs wait at the gate until `release_syncs`.
+    holding_syncs: bool,
+    /// The syncs waiting at the gate.
+    held_syncs: Vec<oneshot::Sender<()>>,
 }
 
 impl FaultPlan {
@@ -85,6 +90,29 @@ impl FaultPlan {
     /// After `ops` more operations, the storage crashes (every operation fails with EIO).
     pub fn crash_after(&self, ops: u64) {
         self.state.borrow_mut().ops_before_crash = Some(ops);
+    }
+
+    /// Syncs from now on wait (without starting) until [`FaultPlan::release_syncs`]: a test
+    /// can line up what arrives while a sync runs.
+    pub fn hold_syncs(&self) {
+        self.state.borrow_mut().holding_syncs = true;
+    }
+
+    /// Lets the held syncs run and stops holding new ones.
+    pub fn release_syncs(&self) {
+        let held = {
+            let mut s = self.state.borrow_mut();
+            s.holding_syncs = false;
+            std::mem::take(&mut s.held_syncs)
+        };
+        for gate in held {
+            let _ = gate.send(());
+        }
+    }
+
+    /// Syncs waiting at the gate of [`FaultPlan::hold_syncs`].
+    pub fn held_syncs(&self) -> usize {
+        self.state.borrow().held_syncs.len()
     }
 
     /// Removes every armed fault (a "restart" on a healthy disk).
@@ -207,6 +235,18 @@ impl FaultyFile {
     async fn sync_with_faults(&self, sync: IoFuture<'_, ()>) -> io::Result<()> {
         self.plan.tick(&self.path)?;
         if self.plan.applies_to(&self.path) {
+            let gate = {
+                let mut s = self.plan.state.borrow_mut();
+                s.holding_syncs.then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    s.held_syncs.push(tx);
+                    rx
+                })
+            };
+            if let Some(gate) = gate {
+                // A dropped plan releases the sync as well.
+                let _ = gate.await;
+            }
             let errno = {
                 let mut s = self.plan.state.borrow_mut();
                 s.syncs += 1;

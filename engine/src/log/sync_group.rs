@@ -156,6 +156,11 @@ impl SyncGroup {
             .unwrap_or_else(|_| Err(io::Error::other("the shard's sync group stopped")))
     }
 
+    /// Files waiting for the next round (those that arrived while one runs).
+    pub fn waiting(&self) -> usize {
+        self.state.borrow().waiting.len()
+    }
+
     /// Rounds run so far (each one `syncfs`).
     pub fn rounds(&self) -> u64 {
         self.state.borrow().rounds
