@@ -18,6 +18,7 @@ use spate_engine::registry::ShardLogs;
 use spate_engine::{EngineError, LogConfig};
 
 use crate::groups::Coordinator;
+use crate::offsets_compaction::OffsetsWriter;
 use crate::producers::ProducerStates;
 
 /// Network and protocol settings (the `[kafka]` part of the broker's configuration).
@@ -174,6 +175,8 @@ pub struct Shard {
     store: Option<RefCell<MetadataStore>>,
     pub(crate) producers: ProducerStates,
     pub(crate) groups: Rc<Coordinator>,
+    /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
+    pub(crate) offsets: OffsetsWriter,
 }
 
 impl Shard {
@@ -196,6 +199,7 @@ impl Shard {
             logs,
             store,
             producers: ProducerStates::default(),
+            offsets: OffsetsWriter::default(),
         });
         if let Some(inbox) = shard.cluster.take_inbox(id) {
             let s = shard.clone();

@@ -18,6 +18,7 @@ mod gather_write;
 mod groups;
 pub mod handlers;
 pub mod listener;
+mod offsets_compaction;
 mod offsets_log;
 mod producers;
 pub mod versions;

@@ -33,7 +33,11 @@ pub async fn restore_groups(shard: &Rc<Shard>) -> u64 {
     for p in 0..topic.partitions() {
         if let Some(log) = shard.logs.get(OFFSETS_TOPIC, p) {
             match offsets_log::replay(&log, &shard.groups).await {
-                Ok(n) => applied += n,
+                Ok(n) => {
+                    applied += n;
+                    // A log that grew before this start (or before compaction existed).
+                    shard.offsets.compact_if_due(&log, p);
+                }
                 Err(e) => tracing::error!(partition = p, "cannot replay committed offsets: {e}"),
             }
         }

@@ -100,6 +100,9 @@ pub fn now_ms() -> i64 {
 /// waits for a sync), a commit survives a broker crash, and a power loss can take back at most
 /// the last `flush_interval_ms` of commits, which consumers then read again. Waiting for the
 /// sync made commits slow enough that clients committing inside a rebalance timed out.
+///
+/// Callers go through [`crate::offsets_compaction::OffsetsWriter::append`], which keeps the
+/// appends out of the way of a compaction.
 pub async fn append(
     log: &PartitionLog,
     group: &str,
@@ -108,11 +111,23 @@ pub async fn append(
     if entries.is_empty() {
         return Ok(());
     }
+    let batch =
+        encode_batch(entries.iter().map(|(topic, partition, value)| {
+            (encode_key(group, topic, *partition), value.as_ref())
+        }))?;
+    log.append(vec![batch], Durability::Appended)
+        .await
+        .map(|_| ())
+}
+
+/// One Kafka record batch of `(key, value)` records (a `None` value is a tombstone).
+pub fn encode_batch<'a>(
+    entries: impl Iterator<Item = (Bytes, Option<&'a Committed>)>,
+) -> Result<AppendBatch, EngineError> {
     let now = now_ms();
     let records: Vec<Record> = entries
-        .iter()
         .enumerate()
-        .map(|(i, (topic, partition, value))| Record {
+        .map(|(i, (key, value))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -125,8 +140,8 @@ pub async fn append(
             // starts a new batch; base sequence -1 (no producer id) then follows.
             sequence: i as i32 - 1,
             timestamp: now,
-            key: Some(encode_key(group, topic, *partition)),
-            value: value.as_ref().map(encode_value),
+            key: Some(key),
+            value: value.map(encode_value),
             headers: Default::default(),
         })
         .collect();
@@ -140,30 +155,39 @@ pub async fn append(
         },
     )
     .map_err(|e| EngineError::InvalidAppend(format!("offset commit batch: {e}")))?;
-    let batch = AppendBatch {
+    Ok(AppendBatch {
         payload: buf.freeze(),
         record_count: records.len() as u32,
         first_timestamp_ms: now,
         max_timestamp_ms: now,
         leader_epoch: 0,
         base_offset_field: Some(0),
-    };
-    log.append(vec![batch], Durability::Appended)
-        .await
-        .map(|_| ())
+    })
 }
 
-/// Replays a `__consumer_offsets` partition into the coordinator. Returns records applied.
-pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64, EngineError> {
-    let stats = log.stats();
-    let mut offset = stats.log_start_offset;
-    let mut applied = 0;
-    while offset < stats.log_end_offset {
+/// One stored commit: group, topic, partition, and the offset (`None`: deleted).
+pub type CommitRecord = (String, String, i32, Option<Committed>);
+
+/// Reads the commits stored in `[from, to)` of a `__consumer_offsets` partition, in log
+/// order, into `apply`. Returns how many it read and the offset it stopped at (`to`, or the
+/// log end if that came first). Batches that do not decode are skipped with a warning.
+pub async fn read_commits(
+    log: &PartitionLog,
+    from: u64,
+    to: u64,
+    mut apply: impl FnMut(CommitRecord),
+) -> Result<(u64, u64), EngineError> {
+    let mut offset = from;
+    let mut read = 0;
+    while offset < to {
         let batches = log.read(offset, 4 << 20).await?;
         if batches.is_empty() {
             break;
         }
         for b in batches {
+            if b.base_offset >= to {
+                return Ok((read, offset));
+            }
             offset = b.next_offset();
             let mut payload = b.payload.clone();
             let sets = match RecordBatchDecoder::decode_all(&mut payload) {
@@ -181,12 +205,26 @@ pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64
                 let Some((group, topic, partition)) = r.key.and_then(decode_key) else {
                     continue;
                 };
-                let value = r.value.and_then(decode_value);
-                coordinator.apply_commit(&group, &topic, partition, value);
-                applied += 1;
+                apply((group, topic, partition, r.value.and_then(decode_value)));
+                read += 1;
             }
         }
     }
+    Ok((read, offset))
+}
+
+/// Replays a `__consumer_offsets` partition into the coordinator. Returns records applied.
+pub async fn replay(log: &PartitionLog, coordinator: &Coordinator) -> Result<u64, EngineError> {
+    let stats = log.stats();
+    let (applied, _) = read_commits(
+        log,
+        stats.log_start_offset,
+        stats.log_end_offset,
+        |(group, topic, partition, value)| {
+            coordinator.apply_commit(&group, &topic, partition, value)
+        },
+    )
+    .await?;
     Ok(applied)
 }
 

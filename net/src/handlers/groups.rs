@@ -267,7 +267,11 @@ pub async fn offset_commit(
                 let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
                     return code::COORDINATOR_NOT_AVAILABLE;
                 };
-                if let Err(e) = offsets_log::append(&log, &group, &entries).await {
+                if let Err(e) = s
+                    .offsets
+                    .append(&log, offsets_partition, &group, &entries)
+                    .await
+                {
                     tracing::warn!(group = %group, "offset commit failed: {e}");
                     return engine_code(&e);
                 }
@@ -529,7 +533,11 @@ pub async fn delete_groups(
                         };
                         let tombstones: Vec<_> =
                             keys.into_iter().map(|(t, p)| (t, p, None)).collect();
-                        match offsets_log::append(&log, &name, &tombstones).await {
+                        match s
+                            .offsets
+                            .append(&log, offsets_partition, &name, &tombstones)
+                            .await
+                        {
                             Ok(()) => {
                                 tracing::info!(group = %name, "group deleted");
                                 groups::NONE
