@@ -40,6 +40,10 @@ pub struct KafkaConfig {
     pub group_max_session_timeout_ms: u32,
     /// Partitions of `__consumer_offsets`; used only when it is first created.
     pub offsets_topic_partitions: u32,
+    /// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`): a
+    /// partition is compacted once it holds two closed segments. Used only when the topic is
+    /// first created.
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for KafkaConfig {
@@ -54,6 +58,7 @@ impl Default for KafkaConfig {
             group_min_session_timeout_ms: n.group_min_session_timeout_ms as u32,
             group_max_session_timeout_ms: n.group_max_session_timeout_ms as u32,
             offsets_topic_partitions: n.offsets_topic_partitions,
+            offsets_segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -99,6 +104,12 @@ impl KafkaConfig {
                 "kafka.default_partitions and kafka.offsets_topic_partitions must be at least 1"
                     .into(),
             );
+        }
+        if !(64 * 1024..=u32::MAX as u64).contains(&self.offsets_segment_bytes) {
+            return Err(format!(
+                "kafka.offsets_segment_bytes = {} must be between 65536 and 4294967295",
+                self.offsets_segment_bytes
+            ));
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("kafka.group_min_session_timeout_ms must not exceed kafka.group_max_session_timeout_ms".into());
@@ -176,6 +187,21 @@ mod tests {
             err.contains("disk") && err.contains("filesystem") && err.contains("file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn offsets_segment_bytes_is_a_segment_size() {
+        for (bytes, ok) in [(65_536u64, true), (65_535, false), (1 << 32, false)] {
+            let text = format!("[kafka]\noffsets_segment_bytes = {bytes}\n");
+            let c: BrokerConfig = toml::from_str(&text).unwrap();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{bytes} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{bytes}: {e}");
+                    assert!(e.contains("kafka.offsets_segment_bytes"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

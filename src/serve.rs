@@ -93,7 +93,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             // Kept whole: committed offsets must outlive any age or size limit.
             retention_ms: Some(-1),
             retention_bytes: Some(-1),
-            segment_bytes: Some(64 * 1024 * 1024),
+            segment_bytes: Some(config.kafka.offsets_segment_bytes),
             ..TopicConfig::default()
         };
         store

@@ -245,8 +245,14 @@ pub async fn create_partitions(
 }
 
 /// (name, value, is the topic's own setting) for every topic key.
-fn topic_entries(shard: &Shard, c: &TopicConfig) -> Vec<(String, String, bool)> {
+fn topic_entries(shard: &Shard, topic: &str, c: &TopicConfig) -> Vec<(String, String, bool)> {
     let d = &shard.cluster.log_defaults;
+    // `__consumer_offsets` keeps each key's last record (offsets_compaction.rs).
+    let policy = if topic == OFFSETS_TOPIC {
+        "compact"
+    } else {
+        "delete"
+    };
     vec![
         (
             "retention.bytes".into(),
@@ -268,7 +274,7 @@ fn topic_entries(shard: &Shard, c: &TopicConfig) -> Vec<(String, String, bool)> 
             c.segment_ms.unwrap_or(d.segment_ms).to_string(),
             c.segment_ms.is_some(),
         ),
-        ("cleanup.policy".into(), "delete".into(), false),
+        ("cleanup.policy".into(), policy.into(), false),
     ]
 }
 
@@ -294,7 +300,7 @@ pub async fn describe_configs(
                     continue;
                 }
                 // Source 1: set on the topic; 5: the broker's default.
-                Some(t) => topic_entries(shard, &t.config)
+                Some(t) => topic_entries(shard, &name, &t.config)
                     .into_iter()
                     .map(|(k, v, own)| {
                         let read_only = k == "cleanup.policy";
