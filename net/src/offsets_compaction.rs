@@ -67,6 +67,8 @@ impl Default for PartitionWriter {
 pub struct Compaction {
     pub records_read: u64,
     pub live: u64,
+    /// What the live records take in the log.
+    pub live_bytes: u64,
     pub log_start_before: u64,
     pub log_start_after: u64,
     pub segments_deleted: usize,
@@ -141,15 +143,15 @@ impl PartitionWriter {
             .await
             .map_err(|e| EngineError::Metadata(format!("offsets compaction: {e}")))?;
         let result = compact_with(log, &self.gate).await;
-        let size = log.stats().size_bytes;
         match &result {
             Ok(c) => {
                 self.compact_at_bytes
-                    .set(size.saturating_mul(GROWTH_FACTOR));
+                    .set(c.live_bytes.saturating_mul(GROWTH_FACTOR));
                 tracing::info!(
                     partition = log.name(),
                     records_read = c.records_read,
                     live = c.live,
+                    live_bytes = c.live_bytes,
                     log_start = c.log_start_after,
                     segments_deleted = c.segments_deleted,
                     "committed offsets compacted"
@@ -157,6 +159,7 @@ impl PartitionWriter {
             }
             Err(e) => {
                 // Not tried again before the partition doubles.
+                let size = log.stats().size_bytes;
                 self.compact_at_bytes.set(size.saturating_mul(2));
                 tracing::warn!(
                     partition = log.name(),
@@ -196,16 +199,18 @@ async fn compact_with(log: &PartitionLog, gate: &WriteGate) -> Result<Compaction
         fold(&mut live),
     )
     .await?;
-    let new_start = {
+    let (new_start, live_bytes) = {
         let _paused = gate.pause().await;
         let end = log.stats().log_end_offset;
         let (more, _) = offsets_log::read_commits(log, cut, end, fold(&mut live)).await?;
         records_read += more;
         let batches = encode_live(&live, log.config().segment_bytes / 4)?;
+        let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
         if batches.is_empty() {
-            end
+            (end, 0)
         } else {
-            log.append(batches, Durability::Durable).await?.base_offset
+            let appended = log.append(batches, Durability::Durable).await?;
+            (appended.base_offset, bytes)
         }
     };
     let log_start_after = log.delete_records(new_start).await?;
@@ -213,6 +218,7 @@ async fn compact_with(log: &PartitionLog, gate: &WriteGate) -> Result<Compaction
     Ok(Compaction {
         records_read,
         live: live.len() as u64,
+        live_bytes,
         log_start_before: before.log_start_offset,
         log_start_after,
         segments_deleted: bases_before
