@@ -37,9 +37,38 @@ fn bench_dir() -> PathBuf {
     let base = std::env::var_os("SPATE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data"));
+    remove_dirs_of_killed_runs(&base);
     let dir = base.join(format!("append-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create bench dir");
     dir
+}
+
+/// A run removes its directory when it ends; one that was killed leaves gigabytes behind.
+/// Removes the `append-<pid>` directories whose process is gone.
+fn remove_dirs_of_killed_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("append-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => println!(
+                "removed {} (left by a killed run)",
+                entry.path().display()
+            ),
+            Err(e) => println!("cannot remove {}: {e}", entry.path().display()),
+        }
+    }
 }
 
 /// The CPU the Spate shard runs on (`SPATE_BENCH_CPU`, default 0: the first shard's core).

@@ -490,3 +490,38 @@ fn waiters_wake_on_append_and_settings_change_at_run_time() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn offset_before_end_covers_the_last_bytes_asked_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let (log, _) = open(&root, small_config()).await;
+        // 10 KiB batches (each indexed: the interval is 4 KiB) into 1 MiB segments.
+        for seq in 0..300u64 {
+            log.append(vec![batch(seq, 10 * 1024, 1000)], Durability::Durable)
+                .await
+                .unwrap();
+        }
+        let stats = log.stats();
+        assert!(stats.segments >= 3, "{stats:?}");
+        for want in [1u64, 50 * 1024, 1536 * 1024, 2500 * 1024] {
+            let from = log.offset_before_end(want);
+            let batches = read_all(&log, from).await;
+            assert_eq!(batches[0].base_offset, from, "a batch starts at {from}");
+            let payload: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
+            // At least `want` bytes of log (each frame adds its header to the payload)...
+            assert!(
+                payload + batches.len() as u64 * 256 >= want,
+                "{want}: {payload} bytes from {from}"
+            );
+            // ...and not a batch more than it takes.
+            assert!(
+                payload - (batches[0].payload.len() as u64) < want,
+                "{want}: {payload} bytes from {from}"
+            );
+        }
+        assert_eq!(log.offset_before_end(u64::MAX), stats.log_start_offset);
+        log.close().await.unwrap();
+    });
+}

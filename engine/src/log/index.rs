@@ -103,6 +103,20 @@ impl OffsetIndex {
         }
     }
 
+    /// The last indexed frame at or before byte `position`: (relative offset, position).
+    /// `(0, 0)` when none is.
+    pub fn at_or_before_position(&self, position: u64) -> (u32, u64) {
+        let idx = self
+            .entries
+            .partition_point(|e| u64::from(e.position) <= position);
+        if idx == 0 {
+            (0, 0)
+        } else {
+            let e = self.entries[idx - 1];
+            (e.relative_offset, u64::from(e.position))
+        }
+    }
+
     /// Drops entries at or after `position` (the log was cut there).
     pub fn truncate_at_position(&mut self, position: u64) {
         let keep = self

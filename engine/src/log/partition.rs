@@ -1067,6 +1067,22 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// The first offset of the log's last `bytes` or a little more (an indexed batch at least
+    /// that far before the end), or the log start: where a reader of the tail begins.
+    pub fn offset_before_end(&self, bytes: u64) -> u64 {
+        let st = self.inner.state.borrow();
+        let start = log_start(&st);
+        let mut left = bytes;
+        for seg in st.segments.values().rev() {
+            if seg.size_bytes >= left {
+                let (relative, _) = seg.index.at_or_before_position(seg.size_bytes - left);
+                return (seg.base_offset + u64::from(relative)).max(start);
+            }
+            left -= seg.size_bytes;
+        }
+        start
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<u64> {
         self.inner.state.borrow().segments.keys().copied().collect()
