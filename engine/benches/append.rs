@@ -62,10 +62,7 @@ fn remove_dirs_of_killed_runs(base: &Path) {
             continue;
         }
         match std::fs::remove_dir_all(entry.path()) {
-            Ok(()) => println!(
-                "removed {} (left by a killed run)",
-                entry.path().display()
-            ),
+            Ok(()) => println!("removed {} (left by a killed run)", entry.path().display()),
             Err(e) => println!("cannot remove {}: {e}", entry.path().display()),
         }
     }
