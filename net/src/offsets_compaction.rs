@@ -443,20 +443,23 @@ mod tests {
             w.append(&log, 0, "g9", &tombstones).await.unwrap();
             model.borrow_mut().retain(|(g, _, _), _| g != "g9");
 
-            // The commits compacted themselves as they came: about 900 KB of them, in 64 KiB
-            // segments, and the log keeps a few segments.
+            // The commits compacted themselves as they came (about 900 KB of them, in 64 KiB
+            // segments): the first segments are gone. (How many remain depends on how many
+            // commits arrived while the last compaction ran.)
             let s = log.stats();
             assert!(s.log_end_offset >= 12_000, "{s:?}");
             assert!(s.log_start_offset > 0, "{s:?}");
-            assert!(s.size_bytes <= 4 * 64 * 1024, "{s:?}");
+            assert_ne!(log.segment_bases()[0], 0, "{s:?}");
 
-            let before = log.stats();
+            // With no commits arriving, a compaction leaves the segment holding the new start
+            // and perhaps the next one.
             let c = w.compact(&log, 0).await.unwrap();
             let after = log.stats();
             assert_eq!(c.live, 36, "{c:?}");
-            assert_eq!(c.log_start_before, before.log_start_offset, "{c:?}");
             assert_eq!(c.log_start_after, after.log_start_offset, "{c:?}");
-            assert!(after.log_start_offset > before.log_start_offset, "{c:?}");
+            assert!(c.log_start_after > c.log_start_before, "{c:?}");
+            assert!(after.segments <= 2, "{after:?}");
+            assert!(after.size_bytes <= 2 * 64 * 1024, "{after:?}");
             assert_eq!(replayed(&log).await, *model.borrow());
             // And once more, from a log that starts with the previous compaction's output.
             commit_all(&w, &log, &model, "g3", 5_000).await;
