@@ -139,62 +139,35 @@ fn bad_workloads_rates_and_brokers_get_a_clear_message() {
         "name: x\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 1024\nsubscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducersPerTopic: 1\nproducerRate: 10\ntestDurationMinutes: 1\nproducerRat: 5\n",
     )
     .unwrap();
-    let unreachable = ["--bootstrap", "127.0.0.1:1"];
-    let out = run(&[
-        "bench",
-        bad.to_str().unwrap(),
-        unreachable[0],
-        unreachable[1],
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("producerRat"), "{err}");
-
-    let out = run(&[
-        "bench",
-        "--set",
-        "producerRate=0",
-        unreachable[0],
-        unreachable[1],
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("producerRate 0 must be a positive"), "{err}");
-
+    // Each against a port where nothing listens.
+    fn bench<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["bench"], args, &["--bootstrap", "127.0.0.1:1"]].concat()
+    }
+    fails_saying(&bench(&[bad.to_str().unwrap()]), "producerRat");
+    fails_saying(
+        &bench(&["--set", "producerRate=0"]),
+        "producerRate 0 must be a positive",
+    );
     let started = std::time::Instant::now();
-    let out = run(&["bench", unreachable[0], unreachable[1], "--duration-s", "5"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("cannot reach 127.0.0.1:1"), "{err}");
+    fails_saying(&bench(&["--duration-s", "5"]), "cannot reach 127.0.0.1:1");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "no hang"
     );
-
-    let out = run(&[
-        "bench",
-        "--set",
-        "noSuchField=1",
-        unreachable[0],
-        unreachable[1],
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("noSuchField"));
-
+    fails_saying(&bench(&["--set", "noSuchField=1"]), "noSuchField");
     // A broker configuration is for the embedded broker only.
-    let out = run(&[
-        "bench",
-        "--broker-config",
-        "spate.toml",
-        unreachable[0],
-        unreachable[1],
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("--broker-config configures the embedded broker"),
-        "{err}"
+    fails_saying(
+        &bench(&["--broker-config", "spate.toml"]),
+        "--broker-config configures the embedded broker",
     );
+}
+
+/// Runs `spate args` and checks that it fails with `needle` in its error output.
+fn fails_saying(args: &[&str], needle: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.contains(needle), "{args:?}: {err}");
 }
 
 #[test]
