@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod io;
 pub mod log;
+pub mod log_limit;
 pub mod metadata;
 pub mod placement;
 pub mod registry;

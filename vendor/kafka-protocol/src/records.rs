@@ -514,7 +514,17 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Spate patch: a record takes at least 7 bytes (length, attributes, timestamp and
+        // offset deltas, key and value lengths, header count), so a count that the bytes left
+        // cannot hold is refused before any memory is reserved for it.
+        let count = batch_decode_info.record_count as usize;
+        if count > buf.remaining() / 7 {
+            bail!(
+                "record batch claims {count} records in {} bytes",
+                buf.remaining()
+            );
+        }
+        records.reserve(count.min(crate::protocol::types::MAX_PREALLOCATED_ELEMENTS));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -892,8 +902,17 @@ impl Record {
             bail!("Unexpected negative record header count: {num_headers}");
         }
         let num_headers = num_headers as usize;
+        // Spate patch: a header takes at least two bytes (key and value lengths).
+        if num_headers > bytes::Buf::remaining(buf) / 2 {
+            bail!(
+                "record claims {num_headers} headers in {} bytes",
+                bytes::Buf::remaining(buf)
+            );
+        }
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        let mut headers = IndexMap::with_capacity(
+            num_headers.min(crate::protocol::types::MAX_PREALLOCATED_ELEMENTS),
+        );
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -980,12 +980,31 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+/// Spate patch (the class of KAFKA-14063; upstream kafka-protocol-rs pull requests 152, 161
+/// and 200): the capacity to reserve for an array of `count` elements read from `buf`. Every
+/// element of every Kafka message takes at least one byte on the wire, so a count larger than
+/// the bytes left is an error, and the reservation is capped so that it stays a small multiple
+/// of the bytes actually received.
+pub(crate) fn bounded_capacity<B: ByteBuf>(count: usize, buf: &B) -> Result<usize> {
+    let left = buf.remaining();
+    if count > left {
+        bail!("array of {count} elements in {left} remaining bytes");
+    }
+    Ok(count.min(MAX_PREALLOCATED_ELEMENTS))
+}
+
+/// The most elements reserved up front for a decoded array; a longer array grows as its
+/// elements are decoded (each one backed by received bytes).
+pub(crate) const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // Spate patch: every element takes at least one byte, so a count larger than
+                // the bytes left is malformed; refuse it before reserving memory for it.
+                let mut result = Vec::with_capacity(bounded_capacity(n as usize, buf)?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1112,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // Spate patch: as for `Array`, a count larger than the bytes left is refused.
+                let mut result = Vec::with_capacity(bounded_capacity((n - 1) as usize, buf)?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
