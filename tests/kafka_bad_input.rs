@@ -89,6 +89,19 @@ fn garbage_truncated_oversized_and_unknown_requests_close_only_their_connection(
     assert_closed(s);
     assert_logged(&mut b, "request size 6 is below the minimum");
 
+    // A size of zero.
+    let mut s = raw(&addr);
+    s.write_all(&[0, 0, 0, 0]).unwrap();
+    assert_closed(s);
+    assert_logged(&mut b, "request size 0 is below the minimum");
+
+    // A frame cut mid-header: 12 bytes whose client id claims 100.
+    let mut s = raw(&addr);
+    s.write_all(&[0, 0, 0, 12, 0, 3, 0, 1, 0, 0, 0, 1, 0, 100, b'a', b'b'])
+        .unwrap();
+    assert_closed(s);
+    assert_logged(&mut b, "request header");
+
     // A negative size.
     let mut s = raw(&addr);
     s.write_all(&[0xff, 0xff, 0xff, 0xf0]).unwrap();
@@ -225,5 +238,93 @@ fn bad_batches_get_kafka_errors_and_the_connection_carries_on() {
                 .with_records(Some(good))])]);
     let resp: ProduceResponse = conn.call(req, 3, 9).unwrap();
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 21);
+    assert!(b.terminate().success());
+}
+
+/// The broker process is still running.
+fn assert_alive(b: &mut Broker, after: &str) {
+    if let Ok(Some(status)) = b.child.try_wait() {
+        panic!(
+            "the broker exited ({status}) after {after}; its log:\n{}",
+            b.drain_lines().join("\n")
+        );
+    }
+}
+
+#[test]
+fn requests_that_claim_more_than_they_hold_close_their_connection_and_the_broker_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut b, addr) = broker(dir.path());
+    let mut client = Client::new(&addr, "check", Duration::from_secs(5)).unwrap();
+    client.topic("alive", true).unwrap();
+
+    // The report's 19 bytes: Metadata v1 whose topic array claims 2 147 483 647 entries. The
+    // broker used to abort on a 154 GB allocation.
+    let mut s = raw(&addr);
+    s.write_all(&[
+        0, 0, 0, 0x0f, 0, 3, 0, 1, 0, 0, 0, 2, 0, 1, 0x78, 0x7f, 0xff, 0xff, 0xff,
+    ])
+    .unwrap();
+    assert_closed(s);
+    assert_logged(&mut b, "2147483647 elements in 0 remaining bytes");
+    assert_alive(&mut b, "the 19-byte Metadata request");
+
+    // One crafted request per API the broker serves, each on its own connection.
+    for &(api, _, _) in spate_net::versions::SUPPORTED {
+        let (version, body) = spate_net::hostile::crafted(api).unwrap();
+        let mut s = raw(&addr);
+        s.write_all(&spate_net::hostile::frame(api, version, 7, &body))
+            .unwrap();
+        if api == ApiKey::ApiVersions {
+            // Answered, as Kafka does, with INVALID_REQUEST (42) and the supported ranges.
+            let mut head = [0u8; 10];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head[4..10], &[0, 0, 0, 7, 0, 42], "{head:?}");
+        } else {
+            assert_closed(s);
+        }
+        assert_alive(&mut b, &format!("a crafted {api:?} v{version} request"));
+    }
+
+    // The same bad request sent 200 times is logged at a bounded rate: at most 10 lines per
+    // shard (2 here) in 10 s.
+    for _ in 0..200 {
+        let mut s = raw(&addr);
+        s.write_all(&[
+            0, 0, 0, 0x0f, 0, 3, 0, 1, 0, 0, 0, 2, 0, 1, 0x78, 0x7f, 0xff, 0xff, 0xff,
+        ])
+        .unwrap();
+        assert_closed(s);
+    }
+    assert_alive(&mut b, "200 more of them");
+
+    // A real client still produces and reads back.
+    let mut producer = Connection::connect(&addr, "after", Duration::from_secs(5)).unwrap();
+    let batch = encode_batch(
+        &[OutRecord {
+            key: None,
+            value: Some(Bytes::from_static(b"still here")),
+            headers: vec![],
+            timestamp_ms: 1,
+        }],
+        Compression::None,
+    )
+    .unwrap();
+    assert_eq!(produce_raw(&mut producer, "alive", batch), 0);
+    let fetched = client.fetch(0, "alive", &[(0, 0)], 0).unwrap();
+    let got = fetched[0].1.as_ref().unwrap();
+    assert_eq!(got[0].value.as_deref(), Some(&b"still here"[..]));
+
+    let lines = b.drain_lines();
+    let logged = lines
+        .iter()
+        .filter(|l| l.contains("closing connection"))
+        .count();
+    // 1 + 24 + 200 requests, each closed; without the bound, every one is a line.
+    assert!(
+        logged <= 2 * 10 + 2,
+        "{logged} close lines for 225 bad requests in a few seconds"
+    );
+    assert!(!lines.iter().any(|l| l.contains("panicked")));
     assert!(b.terminate().success());
 }

@@ -4,7 +4,8 @@
 //! the disk busy while the next request arrives. Every other request runs alone, as Kafka
 //! brokers run every request, and an idempotent producer's batches are stored before the next
 //! request starts. A frame that cannot be served closes this connection with a log line
-//! saying why; other connections carry on.
+//! saying why (at a bounded rate: a client repeating a bad request cannot fill the log); other
+//! connections carry on.
 
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
@@ -12,6 +13,8 @@ use std::rc::Rc;
 
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
+
+use spate_engine::warn_limited;
 
 use crate::frame_read::{read_frame, read_full, ReadEnd};
 use crate::gather_write;
@@ -56,7 +59,7 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             Ok(()) => {}
             Err(ReadEnd::Clean) => break,
             Err(ReadEnd::Truncated { got, .. }) => {
-                tracing::warn!(peer = %peer, "connection closed mid size prefix ({got} of 4 bytes)");
+                warn_limited!("truncated request", peer = %peer, "connection closed mid size prefix ({got} of 4 bytes)");
                 break;
             }
             Err(ReadEnd::Io(e)) => {
@@ -68,21 +71,21 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         }
         let n = i32::from_be_bytes(size);
         if n < MIN_FRAME {
-            tracing::warn!(peer = %peer, size = n, "closing connection: request size {n} is below the minimum of {MIN_FRAME} bytes");
+            warn_limited!("request size", peer = %peer, size = n, "closing connection: request size {n} is below the minimum of {MIN_FRAME} bytes");
             break;
         }
         if n as usize > max {
-            tracing::warn!(peer = %peer, size = n, max_request_bytes = max, "closing connection: request of {n} bytes is over max_request_bytes ({max})");
+            warn_limited!("request size", peer = %peer, size = n, max_request_bytes = max, "closing connection: request of {n} bytes is over max_request_bytes ({max})");
             break;
         }
         let frame = match read_frame(&mut reader, fd, n as usize).await {
             Ok(frame) => frame,
             Err(ReadEnd::Clean) => {
-                tracing::warn!(peer = %peer, "closing connection: truncated request (0 of {n} bytes arrived)");
+                warn_limited!("truncated request", peer = %peer, "closing connection: truncated request (0 of {n} bytes arrived)");
                 break;
             }
             Err(ReadEnd::Truncated { got, wanted }) => {
-                tracing::warn!(peer = %peer, "closing connection: truncated request ({got} of {wanted} bytes arrived)");
+                warn_limited!("truncated request", peer = %peer, "closing connection: truncated request ({got} of {wanted} bytes arrived)");
                 break;
             }
             Err(ReadEnd::Io(e)) => {
@@ -150,7 +153,7 @@ async fn write_answer(
         }
         Outcome::Silent => {}
         Outcome::Close(reason) => {
-            tracing::warn!(peer = %peer, "closing connection: {reason}");
+            warn_limited!("bad request", peer = %peer, "closing connection: {reason}");
             shut_down(fd, closed);
         }
     }

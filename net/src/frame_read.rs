@@ -53,6 +53,11 @@ pub async fn read_full<R: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// What a frame's buffer reserves before any of it arrives; a larger frame's buffer doubles as
+/// its bytes come. Produce requests (a megabyte or a few) fit at once; a client that claims
+/// `max_request_bytes` and sends nothing holds this much, not the claim.
+const FIRST_FRAME_CAPACITY: usize = 8 << 20;
+
 /// Reads a frame of `len` bytes. `fd` is the stream's socket; nothing else may read it
 /// meanwhile.
 pub async fn read_frame<R: AsyncRead + Unpin>(
@@ -60,10 +65,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     fd: RawFd,
     len: usize,
 ) -> Result<BytesMut, ReadEnd> {
-    let mut frame = BytesMut::with_capacity(len);
+    let mut frame = BytesMut::with_capacity(len.min(FIRST_FRAME_CAPACITY));
     while frame.len() < len {
         let got = frame.len();
-        let spare = &mut frame.spare_capacity_mut()[..len - got];
+        if frame.capacity() == got {
+            // What the client sent fills what was reserved: reserve as much again (up to the
+            // frame's size), so memory follows the bytes that arrive, not the size claimed.
+            frame.reserve(got.min(len - got));
+        }
+        let room = frame.capacity().min(len) - got;
+        let spare = &mut frame.spare_capacity_mut()[..room];
         // SAFETY: recv writes at most `spare.len()` bytes at the start of the spare capacity
         // and returns how many it wrote; only those become part of the frame.
         let n = unsafe {

@@ -12,11 +12,14 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 mod conn;
+pub mod decompress;
 pub mod fetch_response;
 mod frame_read;
 mod gather_write;
 mod groups;
 pub mod handlers;
+#[doc(hidden)]
+pub mod hostile;
 pub mod listener;
 mod offsets_compaction;
 mod offsets_log;

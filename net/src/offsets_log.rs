@@ -6,11 +6,17 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use spate_engine::{AppendBatch, Durability, EngineError, PartitionLog};
 
+use crate::decompress;
 use crate::groups::{Committed, Coordinator};
+
+/// The most bytes one `__consumer_offsets` batch may decompress to on replay. The broker
+/// writes these batches itself, uncompressed and far smaller; a batch over this is skipped
+/// with a warning, like any other batch that does not decode.
+const MAX_OFFSETS_BATCH_BYTES: usize = 64 << 20;
 
 /// The `__consumer_offsets` partition of a group.
 pub fn partition_for(group: &str, partitions: u32) -> u32 {
@@ -190,7 +196,7 @@ pub async fn read_commits(
             }
             offset = b.next_offset();
             let mut payload = b.payload.clone();
-            let sets = match RecordBatchDecoder::decode_all(&mut payload) {
+            let sets = match decompress::decode_all(&mut payload, MAX_OFFSETS_BATCH_BYTES) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::decompress;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTp;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -17,7 +18,6 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::{sb, Client, ClientError};
 
@@ -37,6 +37,10 @@ pub struct Consumed {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
+/// The most bytes one fetched record batch may decompress to: a broker (or a corrupt batch)
+/// cannot make the client allocate more for one batch.
+pub const MAX_DECOMPRESSED_BATCH: usize = 256 << 20;
+
 /// Decodes a fetched record set, ignoring a partial batch at its end and records before `from`.
 pub fn decode_records(
     partition: i32,
@@ -51,7 +55,7 @@ pub fn decode_records(
             break; // partial batch: the next fetch starts there
         }
         let mut batch = rest.split_to(12 + len as usize);
-        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+        let set = decompress::decode_batch(&mut batch, MAX_DECOMPRESSED_BATCH).map_err(|e| {
             ClientError::Protocol(format!(
                 "decoding a record batch of partition {partition}: {e}"
             ))

@@ -8,10 +8,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::*;
 
-use kafka_protocol::records::RecordBatchDecoder;
-
 use super::{code, engine_code, Ctx};
 use crate::batch::BatchHeader;
+use crate::decompress;
 use crate::Shard;
 
 const LATEST: i64 = -1;
@@ -33,7 +32,8 @@ async fn lookup_here(
         t if t < 0 => (code::INVALID_REQUEST, -1, -1),
         t => match log.offset_for_timestamp(t).await {
             Ok(Some((offset, ts))) => {
-                let (offset, ts) = exact_record(&log, offset, t)
+                let limit = s.cluster.config.max_request_bytes;
+                let (offset, ts) = exact_record(&log, offset, t, limit)
                     .await
                     .unwrap_or((offset as i64, ts));
                 (code::NONE, ts, offset.max(stats.log_start_offset as i64))
@@ -46,15 +46,29 @@ async fn lookup_here(
 
 /// The engine finds the batch; the answer is the first record in it at or after `t`. The
 /// batch is decoded (decompressed if need be) to find it.
+/// A batch that does not decode within `max_batch_bytes` decompressed (the broker's
+/// message.max.bytes) answers with its first offset.
 async fn exact_record(
     log: &spate_engine::PartitionLog,
     batch_offset: u64,
     t: i64,
+    max_batch_bytes: usize,
 ) -> Option<(i64, i64)> {
     let batch = log.read(batch_offset, 1).await.ok()?.into_iter().next()?;
     let stored_base = BatchHeader::parse(&batch.payload)?.base_offset;
     let mut payload = batch.payload.clone();
-    let set = RecordBatchDecoder::decode(&mut payload).ok()?;
+    let set = match decompress::decode_batch(&mut payload, max_batch_bytes) {
+        Ok(set) => set,
+        Err(e) => {
+            spate_engine::warn_limited!(
+                "list offsets: undecodable batch",
+                partition = log.name(),
+                offset = batch_offset,
+                "ListOffsets by time answers with the batch's first offset: its records do not decode: {e}"
+            );
+            return None;
+        }
+    };
     set.records.iter().find(|r| r.timestamp >= t).map(|r| {
         (
             batch.base_offset as i64 + (r.offset - stored_base),
