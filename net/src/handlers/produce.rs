@@ -68,6 +68,14 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                 let Some(owner) = owner else {
                     return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
                 };
+                if name == crate::OFFSETS_TOPIC {
+                    // Only the coordinators write it (Kafka refuses the same way): a client's
+                    // batch there would be replayed as commits at every start.
+                    return PartitionResult::error(
+                        code::INVALID_TOPIC_EXCEPTION,
+                        format!("cannot append to the internal topic {name}"),
+                    );
+                }
                 let batches = match batch::split(&records) {
                     Ok(b) => b,
                     Err(e) => {
