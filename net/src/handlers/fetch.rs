@@ -16,6 +16,38 @@ use crate::Shard;
 /// Longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// The most bytes of records one fetch reads and answers, whatever the request asks (Kafka's
+/// broker setting fetch.max.bytes, at its default of 55 MiB). A partition's first batch is
+/// returned whole even when it is larger than the partition's share, as Kafka does, so a
+/// consumer always makes progress.
+const FETCH_MAX_BYTES: usize = 55 << 20;
+
+/// How a fetch's byte limit is shared between its partitions, which are read at once on
+/// their owner shards: in request order each gets what it asks for while the limit lasts, and
+/// never less than an equal share of it. What the reads of one fetch hold at once is so at
+/// most twice the limit, and a partition late in a long request is not starved by those
+/// before it.
+struct Budget {
+    left: usize,
+    share: usize,
+}
+
+impl Budget {
+    fn new(limit: usize, partitions: usize) -> Self {
+        Self {
+            left: limit,
+            share: (limit / partitions.max(1)).max(1),
+        }
+    }
+
+    /// The limit of the next partition, which asks for `asked` bytes.
+    fn take(&mut self, asked: usize) -> usize {
+        let got = asked.min(self.left.max(self.share));
+        self.left = self.left.saturating_sub(got);
+        got
+    }
+}
+
 struct Wanted {
     topic: String,
     partition: i32,
@@ -90,10 +122,14 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let min_bytes = req.min_bytes.max(0) as usize;
     let total_max = if ctx.version >= 3 && req.max_bytes > 0 {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(FETCH_MAX_BYTES)
     } else {
-        usize::MAX
+        FETCH_MAX_BYTES
     };
+    let mut budget = Budget::new(
+        total_max,
+        req.topics.iter().map(|t| t.partitions.len()).sum(),
+    );
     let mut wanted = Vec::new();
     let mut layout: Vec<(String, usize)> = Vec::new();
     for t in &req.topics {
@@ -105,7 +141,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
                 topic: name.clone(),
                 partition: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: (p.partition_max_bytes.max(0) as usize).min(total_max),
+                max_bytes: budget.take(p.partition_max_bytes.max(0) as usize),
             });
         }
     }
@@ -180,4 +216,26 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         })
         .collect();
     fetch_response::encode(ctx.version, response_head(ctx), &topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_reads_at_most_twice_its_limit_and_every_partition_gets_a_share() {
+        // 1000 partitions asking for 1 GiB each under a 55 MiB limit.
+        let mut b = Budget::new(FETCH_MAX_BYTES, 1000);
+        let caps: Vec<usize> = (0..1000).map(|_| b.take(1 << 30)).collect();
+        let total: usize = caps.iter().sum();
+        assert!(total <= 2 * FETCH_MAX_BYTES, "{total}");
+        assert_eq!(caps[0], FETCH_MAX_BYTES);
+        assert!(caps.iter().all(|&c| c >= FETCH_MAX_BYTES / 1000));
+        // Partitions asking for little leave the rest to those after them.
+        let mut b = Budget::new(10 << 20, 4);
+        assert_eq!(b.take(1 << 20), 1 << 20);
+        assert_eq!(b.take(1 << 20), 1 << 20);
+        assert_eq!(b.take(100 << 20), 8 << 20);
+        assert_eq!(b.take(100 << 20), (10 << 20) / 4);
+    }
 }
