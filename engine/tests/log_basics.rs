@@ -492,6 +492,37 @@ fn waiters_wake_on_append_and_settings_change_at_run_time() {
 }
 
 #[test]
+fn waits_given_up_do_not_pile_up_on_an_idle_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let (log, _) = open(&root, small_config()).await;
+        // A long poll on an idle partition gives up on its timer, again and again.
+        for _ in 0..1000 {
+            futures_lite::future::or(
+                log.wait_for_data(0),
+                glommio::timer::sleep(std::time::Duration::from_micros(1)),
+            )
+            .await;
+        }
+        assert!(log.data_waiters() <= 1, "{} waits kept", log.data_waiters());
+        // A live wait is kept, and woken by the next append.
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_for_data(0).await })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(log.data_waiters(), 1);
+        log.append(vec![batch(0, 100, 5)], Durability::Appended)
+            .await
+            .unwrap();
+        waiter.await;
+        assert_eq!(log.data_waiters(), 0);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn offset_before_end_covers_the_last_bytes_asked_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

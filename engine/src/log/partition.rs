@@ -1116,11 +1116,19 @@ impl PartitionLog {
             if st.written_offset > offset || st.closed || st.failed.is_some() {
                 return;
             }
+            // Waits given up (their caller's timer won) leave a cancelled sender: drop them
+            // here, so an idle partition's list holds only the live waits.
+            st.data_waiters.retain(|w| !w.is_canceled());
             let (tx, rx) = oneshot::channel();
             st.data_waiters.push(tx);
             rx
         };
         let _ = rx.await;
+    }
+
+    /// How many waits for data are registered (live or given up and not yet dropped).
+    pub fn data_waiters(&self) -> usize {
+        self.inner.state.borrow().data_waiters.len()
     }
 
     /// Makes `offset` the new log start (Kafka's DeleteRecords): offsets below it are no

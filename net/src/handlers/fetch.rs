@@ -75,6 +75,17 @@ impl Read {
     fn bytes(&self) -> usize {
         self.batches.iter().map(|b| b.payload.len()).sum()
     }
+
+    /// Where a long poll on this partition waits for the log to pass: just after what this
+    /// read returned. `None`: the read stopped at its byte limit with more in the log, so
+    /// waiting on this partition cannot add to the answer.
+    fn wait_past(&self, offset: i64) -> Option<i64> {
+        let seen = self
+            .batches
+            .last()
+            .map_or(offset, |b| b.next_offset() as i64);
+        (seen >= self.high_watermark).then_some(seen)
+    }
 }
 
 async fn read_here(
@@ -102,7 +113,7 @@ async fn read_here(
         Ok(b) => read.batches = b,
         Err(e @ EngineError::OffsetOutOfRange { .. }) => read.error = engine_code(&e),
         Err(e) => {
-            tracing::warn!(topic = %topic, partition, offset, "fetch failed: {e}");
+            spate_engine::warn_limited!("fetch failed", topic = %topic, partition, offset, "fetch failed: {e}");
             read.error = engine_code(&e);
         }
     }
@@ -169,12 +180,23 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         if bytes >= min_bytes.max(1) || errors || elapsed >= wait || wanted.is_empty() {
             break reads;
         }
-        // Wait for any partition to grow past what the client has, or for the deadline.
+        // Wait for any partition to grow past what this round read (not past the client's
+        // offset: a partition holding less than min_bytes would wake the wait at once, and the
+        // loop would re-read every partition until the deadline), or for the deadline.
         let remaining = wait - elapsed;
-        let waits = wanted.iter().filter_map(|w| {
+        let growable: Vec<(&Wanted, i64)> = wanted
+            .iter()
+            .zip(&reads)
+            .filter_map(|(w, r)| Some((w, r.wait_past(w.offset)?)))
+            .collect();
+        if growable.is_empty() {
+            // Every partition stopped at its byte limit: this is all the answer can hold.
+            break reads;
+        }
+        let waits = growable.into_iter().filter_map(|(w, past)| {
             let owner = w.owner?;
             let shard = shard.clone();
-            let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+            let (topic, partition, offset) = (w.topic.clone(), w.partition, past);
             Some(Box::pin(async move {
                 let _ = shard
                     .call(owner, move |s| {
@@ -196,7 +218,8 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
             )
             .await;
         }
-        // A partition that grew but holds less than min_bytes: go round while time remains.
+        // A partition that grew: read again, and wait again past the new end while the answer
+        // holds less than min_bytes and time remains.
     };
     let mut items = wanted.iter().zip(reads);
     let topics: Vec<TopicData> = layout
