@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use spate_engine::config::{MinFreeBytes, StorageConfig};
 use spate_engine::LogConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,7 @@ pub struct BrokerConfig {
     pub batch_cache_bytes: u64,
     pub log: LogConfig,
     pub kafka: KafkaConfig,
+    pub storage: StorageConfig,
 }
 
 /// The Kafka protocol settings (`[kafka]`).
@@ -127,6 +129,7 @@ impl Default for BrokerConfig {
             batch_cache_bytes: 256 * 1024 * 1024,
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -145,6 +148,28 @@ impl BrokerConfig {
         self.kafka.net_config(self.listen)?;
         if self.batch_cache_bytes < 1024 * 1024 {
             return Err("batch_cache_bytes must be at least 1048576".into());
+        }
+        self.validate_storage()
+    }
+
+    /// A floor at or above the size of the data disk would refuse every produce: an error
+    /// at start rather than a broker that takes nothing. (The data directory may not exist
+    /// yet: its nearest existing parent is on the same disk.)
+    fn validate_storage(&self) -> Result<(), String> {
+        let MinFreeBytes::Bytes(min_free) = self.storage.min_free_bytes else {
+            return Ok(());
+        };
+        let Some(existing) = self.data_dir.ancestors().find(|p| p.exists()) else {
+            return Ok(());
+        };
+        let Ok((disk_bytes, _)) = spate_engine::space::statvfs(existing) else {
+            return Ok(());
+        };
+        if min_free >= disk_bytes {
+            return Err(format!(
+                "storage.min_free_bytes = {min_free} is not below the size of the data disk of {} ({disk_bytes} bytes): every produce would be refused; use a smaller value, 0 (no floor) or \"auto\"",
+                self.data_dir.display()
+            ));
         }
         Ok(())
     }
@@ -202,6 +227,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn min_free_bytes_is_auto_or_bytes_and_below_the_disk() {
+        let c: BrokerConfig = toml::from_str("[storage]\nmin_free_bytes = \"auto\"\n").unwrap();
+        assert_eq!(c.storage.min_free_bytes, MinFreeBytes::Auto);
+        let c: BrokerConfig = toml::from_str("[storage]\nmin_free_bytes = 1048576\n").unwrap();
+        assert_eq!(c.storage.min_free_bytes, MinFreeBytes::Bytes(1 << 20));
+        assert!(c.validate().is_ok());
+        for bad in ["-1", "\"lots\"", "1.5"] {
+            let err =
+                toml::from_str::<BrokerConfig>(&format!("[storage]\nmin_free_bytes = {bad}\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("auto"), "{bad}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let c = BrokerConfig {
+            data_dir: dir.path().join("not-yet"),
+            storage: StorageConfig {
+                min_free_bytes: MinFreeBytes::Bytes(u64::MAX),
+            },
+            ..BrokerConfig::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("storage.min_free_bytes"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use spate_engine::metadata::{MetadataStore, TopicConfig};
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
+use spate_engine::space::DiskSpace;
 use spate_engine::LogConfig;
 use spate_net::Cluster;
 
@@ -79,7 +80,24 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
         ));
     }
 
+    let space = Arc::new(
+        DiskSpace::open(&data_dir, config.storage.min_free_bytes).map_err(|e| {
+            format!(
+                "cannot read the free space of the data disk {}: {e}",
+                data_dir.display()
+            )
+        })?,
+    );
+    tracing::info!(
+        min_free_bytes = space.min_free_bytes(),
+        free_bytes = space.free_bytes(),
+        disk_bytes = space.disk_bytes(),
+        reserve_held = space.reserve_held(),
+        "data disk: produce is refused below storage.min_free_bytes"
+    );
+
     let mut store = MetadataStore::open(&data_dir).map_err(|e| e.to_string())?;
+    store.use_disk_space(space.clone());
     let moved = store.fit_to_shards(shards).map_err(|e| e.to_string())?;
     if moved > 0 {
         tracing::warn!(
@@ -146,6 +164,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
                 ..config.log.clone()
             },
             cluster: cluster.clone(),
+            space: space.clone(),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
         };

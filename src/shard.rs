@@ -25,6 +25,8 @@ pub struct ShardSpec {
     pub cache_bytes: usize,
     pub log: LogConfig,
     pub cluster: Arc<Cluster>,
+    /// The data disk's free space, shared by every shard.
+    pub space: Arc<spate_engine::space::DiskSpace>,
     pub shutdown: Arc<AtomicBool>,
     pub ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -51,13 +53,16 @@ async fn shard_main(spec: ShardSpec) -> usize {
             .send(Err(format!("shard {}: probe file: {e}", spec.shard_id)));
         return 0;
     }
-    let logs = Rc::new(ShardLogs::new(
-        spec.shard_id,
-        &spec.data_dir,
-        storage,
-        spec.log.clone(),
-        spec.cache_bytes,
-    ));
+    let logs = Rc::new(
+        ShardLogs::new(
+            spec.shard_id,
+            &spec.data_dir,
+            storage,
+            spec.log.clone(),
+            spec.cache_bytes,
+        )
+        .with_disk_space(spec.space.clone()),
+    );
     let reports = match logs.open_assigned(&spec.cluster.metadata()).await {
         Ok(r) => r,
         Err(e) => {

@@ -27,6 +27,13 @@ pub enum AtomicFileError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl AtomicFileError {
+    /// Whether the write failed for lack of space (ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, AtomicFileError::Io { source, .. } if crate::space::is_enospc(source))
+    }
+}
+
 pub fn encode(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
@@ -80,18 +87,42 @@ fn parent(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// [`write_sync`], and on a full disk once more after releasing `space`'s reserve.
+pub fn write_sync_reserved(
+    path: &Path,
+    payload: &[u8],
+    space: Option<&crate::space::DiskSpace>,
+) -> Result<(), AtomicFileError> {
+    match (write_sync(path, payload), space) {
+        (Err(e), Some(space)) if e.is_disk_full() => {
+            space.release_reserve(&format!("writing {}", path.display()));
+            write_sync(path, payload)
+        }
+        (r, _) => r,
+    }
+}
+
 /// Writes `payload` to `path` atomically with blocking std I/O (used off the data path).
 pub fn write_sync(path: &Path, payload: &[u8]) -> Result<(), AtomicFileError> {
+    let tmp = tmp_path(path);
+    let r = write_sync_via(&tmp, path, payload);
+    if r.is_err() {
+        // Whatever the temporary file holds is given back (on a full disk, its blocks).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn write_sync_via(tmp: &Path, path: &Path, payload: &[u8]) -> Result<(), AtomicFileError> {
     let io = |source| AtomicFileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = tmp_path(path);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let mut f = std::fs::File::create(tmp).map_err(io)?;
     f.write_all(&encode(payload)).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::rename(tmp, path).map_err(io)?;
     std::fs::File::open(parent(path))
         .and_then(|d| d.sync_all())
         .map_err(io)?;
@@ -110,9 +141,40 @@ pub fn read_sync(path: &Path) -> Result<Option<Vec<u8>>, AtomicFileError> {
     }
 }
 
+/// [`write`], and on a full disk once more after releasing `space`'s reserve.
+pub async fn write_reserved(
+    storage: &dyn Storage,
+    path: &Path,
+    payload: &[u8],
+    space: Option<&crate::space::DiskSpace>,
+) -> Result<(), AtomicFileError> {
+    match (write(storage, path, payload).await, space) {
+        (Err(e), Some(space)) if e.is_disk_full() => {
+            space.release_reserve(&format!("writing {}", path.display()));
+            write(storage, path, payload).await
+        }
+        (r, _) => r,
+    }
+}
+
 /// Writes `payload` to `path` atomically through the engine's storage (O_DIRECT).
 pub async fn write(
     storage: &dyn Storage,
+    path: &Path,
+    payload: &[u8],
+) -> Result<(), AtomicFileError> {
+    let tmp = tmp_path(path);
+    let r = write_via(storage, &tmp, path, payload).await;
+    if r.is_err() {
+        // Whatever the temporary file holds is given back (on a full disk, its blocks).
+        let _ = storage.remove(&tmp).await;
+    }
+    r
+}
+
+async fn write_via(
+    storage: &dyn Storage,
+    tmp: &Path,
     path: &Path,
     payload: &[u8],
 ) -> Result<(), AtomicFileError> {
@@ -120,9 +182,8 @@ pub async fn write(
         path: path.to_path_buf(),
         source,
     };
-    let tmp = tmp_path(path);
     let image = encode(payload);
-    let file = storage.open(&tmp, OpenMode::Create).await.map_err(io)?;
+    let file = storage.open(tmp, OpenMode::Create).await.map_err(io)?;
     file.truncate(0).await.map_err(io)?;
     let mut buf = file.alloc_buffer(align_up(image.len() as u64) as usize);
     buf.as_bytes_mut()[..image.len()].copy_from_slice(&image);
@@ -130,7 +191,7 @@ pub async fn write(
     file.truncate(image.len() as u64).await.map_err(io)?;
     file.fdatasync().await.map_err(io)?;
     drop(file);
-    storage.rename(&tmp, path).await.map_err(io)?;
+    storage.rename(tmp, path).await.map_err(io)?;
     storage.sync_dir(parent(path)).await.map_err(io)?;
     Ok(())
 }

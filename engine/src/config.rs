@@ -93,3 +93,79 @@ impl LogConfig {
         Ok(())
     }
 }
+
+/// Settings of the data disk as a whole (`[storage]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Produce is refused (a retriable error) while the data disk has less free space than
+    /// this, and accepted again once it has more. See `crate::space`.
+    pub min_free_bytes: MinFreeBytes,
+}
+
+/// `storage.min_free_bytes`: a byte count, or "auto" (the smaller of 1 GiB and 5% of the
+/// data disk, decided at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinFreeBytes {
+    #[default]
+    Auto,
+    Bytes(u64),
+}
+
+/// The "auto" floor: at most this much...
+pub const AUTO_MIN_FREE_BYTES_MAX: u64 = GIB;
+/// ...and at most this percentage of the data disk.
+pub const AUTO_MIN_FREE_PERCENT: u64 = 5;
+
+impl MinFreeBytes {
+    /// The floor in bytes on a disk of `disk_bytes`.
+    pub fn resolve(self, disk_bytes: u64) -> u64 {
+        match self {
+            MinFreeBytes::Bytes(b) => b,
+            MinFreeBytes::Auto => {
+                AUTO_MIN_FREE_BYTES_MAX.min(disk_bytes / 100 * AUTO_MIN_FREE_PERCENT)
+            }
+        }
+    }
+}
+
+impl Serialize for MinFreeBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MinFreeBytes::Auto => s.serialize_str("auto"),
+            MinFreeBytes::Bytes(b) => s.serialize_u64(*b),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MinFreeBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MinFreeBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of bytes (0 or more) or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MinFreeBytes, E> {
+                Ok(MinFreeBytes::Bytes(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MinFreeBytes, E> {
+                u64::try_from(v).map(MinFreeBytes::Bytes).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is negative; expected a number of bytes (0 or more) or \"auto\""
+                    ))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MinFreeBytes, E> {
+                if v == "auto" {
+                    Ok(MinFreeBytes::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "{v:?}: expected a number of bytes (0 or more) or \"auto\""
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 pub enum EngineError {
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    #[error("disk full: {path} has no space left; free space on that filesystem or lower retention, then restart")]
-    DiskFull { path: PathBuf },
+    /// No space for a write (ENOSPC), or less free space than `storage.min_free_bytes`:
+    /// nothing was written, and writes resume once space is freed (no restart needed).
+    #[error("disk full: {}: {detail}", path.display())]
+    DiskFull { path: PathBuf, detail: String },
     /// The partition saw a write or sync failure and takes no more writes until restart.
     #[error("partition {partition} is failed and refuses writes until restart: {reason}")]
     PartitionFailed { partition: String, reason: String },
@@ -49,9 +51,22 @@ impl EngineError {
         {
             EngineError::DiskFull {
                 path: path.to_path_buf(),
+                detail: "no space left on that filesystem; free space there (delete topics or \
+                         records, lower retention) and writes resume"
+                    .into(),
             }
         } else {
             EngineError::Io(err)
+        }
+    }
+
+    /// Whether this is a lack of space (ENOSPC or the `storage.min_free_bytes` floor) rather
+    /// than a failing disk: the state of the log is known, and a retry may succeed later.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            EngineError::DiskFull { .. } => true,
+            EngineError::Io(e) => crate::space::is_enospc(e),
+            _ => false,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod placement;
 pub mod registry;
 pub mod shard;
+pub mod space;
 
 use bytes::Bytes;
 

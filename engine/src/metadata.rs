@@ -74,6 +74,9 @@ pub struct MetadataStore {
     path: PathBuf,
     metadata: Metadata,
     next_producer_id: i64,
+    /// On a full disk, saves fall back on its reserve (DeleteTopics and retention changes
+    /// must work there: they are how space is freed).
+    space: Option<std::sync::Arc<crate::space::DiskSpace>>,
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -117,7 +120,13 @@ impl MetadataStore {
             path,
             metadata,
             next_producer_id,
+            space: None,
         })
+    }
+
+    /// Lets saves release the disk's space reserve when they hit a full disk.
+    pub fn use_disk_space(&mut self, space: std::sync::Arc<crate::space::DiskSpace>) {
+        self.space = Some(space);
     }
 
     pub fn metadata(&self) -> &Metadata {
@@ -131,8 +140,16 @@ impl MetadataStore {
     fn save(&self) -> Result<()> {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
             .map_err(|e| EngineError::Metadata(e.to_string()))?;
-        atomic_file::write_sync(&self.path, &bytes)
-            .map_err(|e| EngineError::Metadata(e.to_string()))
+        atomic_file::write_sync_reserved(&self.path, &bytes, self.space.as_deref()).map_err(|e| {
+            if e.is_disk_full() {
+                EngineError::DiskFull {
+                    path: self.path.clone(),
+                    detail: format!("the topic metadata could not be saved: {e}"),
+                }
+            } else {
+                EngineError::Metadata(e.to_string())
+            }
+        })
     }
 
     /// Records a new topic, placing its partitions on `shards` shards, and persists it.

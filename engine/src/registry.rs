@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::BatchCache;
@@ -13,6 +14,7 @@ use crate::error::Result;
 use crate::io::Storage;
 use crate::log::sync_group::{SyncGroup, SyncScope};
 use crate::metadata::{partition_dir, Metadata};
+use crate::space::DiskSpace;
 use crate::{PartitionLog, RecoveryReport};
 
 pub struct ShardLogs {
@@ -26,6 +28,8 @@ pub struct ShardLogs {
     /// The group commit of partitions on the data directory's filesystem, when
     /// `log.sync_scope` resolves to "filesystem", with that filesystem's device.
     sync_group: Option<(SyncGroup, u64)>,
+    /// The data disk's free space (the floor, preallocation, the reserve), if watched.
+    space: Option<Arc<DiskSpace>>,
 }
 
 impl ShardLogs {
@@ -49,7 +53,18 @@ impl ShardLogs {
             config,
             partitions: RefCell::new(HashMap::new()),
             next_cache_key: std::cell::Cell::new(0),
+            space: None,
         }
+    }
+
+    /// Partitions opened from now on watch the data disk's free space (see `crate::space`).
+    pub fn with_disk_space(mut self, space: Arc<DiskSpace>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    pub fn disk_space(&self) -> Option<&Arc<DiskSpace>> {
+        self.space.as_ref()
     }
 
     pub fn shard_id(&self) -> usize {
@@ -97,6 +112,9 @@ impl ShardLogs {
             key,
         )
         .await?;
+        if let Some(space) = &self.space {
+            log.use_disk_space(space.clone());
+        }
         if let Some((group, dev)) = &self.sync_group {
             // A partition directory mounted elsewhere keeps fdatasyncs of its own.
             if device_of(&dir) == Some(*dev) {
@@ -125,9 +143,7 @@ impl ShardLogs {
             keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
         };
         for log in logs {
-            if let Err(e) = log.close().await {
-                tracing::warn!(partition = log.name(), "close before delete failed: {e}");
-            }
+            log.close_for_removal().await;
             log.drop_cached();
         }
     }

@@ -17,8 +17,19 @@ pub const IO_MEMORY_MIN_BYTES: u64 = 64 * 1024;
 /// Writes and fsyncs the non-empty probe file (before any shard starts).
 pub fn write_probe_file(data_dir: &Path) -> std::io::Result<PathBuf> {
     let path = data_dir.join(PROBE_FILE);
-    let mut f = std::fs::File::create(&path)?;
-    f.write_all(&vec![0x5a; BLOCK_SIZE as usize])?;
+    let content = vec![0x5a; BLOCK_SIZE as usize];
+    // Left as it is when a start before wrote it, and otherwise written in place: a start on
+    // a full disk must not need a block for it.
+    if std::fs::read(&path).is_ok_and(|b| b == content) {
+        return Ok(path);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    f.write_all(&content)?;
+    f.set_len(BLOCK_SIZE)?;
     f.sync_all()?;
     Ok(path)
 }

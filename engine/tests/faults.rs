@@ -287,51 +287,110 @@ fn eio_on_fdatasync_fails_every_concurrent_durable_append() {
 }
 
 #[test]
-fn enospc_on_write_says_disk_full_and_where() {
+fn enospc_on_write_refuses_the_append_and_the_partition_takes_writes_once_space_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
         let plan = FaultPlan::new();
         plan.only_files_ending_with(".log");
+        // A 1 KiB cache: reads go to the disk, through the index.
         let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
-        let acked = append_acked(&log, 0, 5, |_| 2_500).await;
+        let mut acked = append_acked(&log, 0, 5, |_| 2_500).await;
         let end = log.stats().log_end_offset;
 
         plan.fail_writes(libc::ENOSPC, 0);
-        let err = log
-            .append(vec![batch(5, 2_500, 5)], Durability::Durable)
-            .await
-            .unwrap_err();
-        let msg = err.to_string();
-        let segment = partition_dir(&root).join("00000000000000000000.log");
-        assert!(msg.contains("disk full"), "{msg}");
+        for durability in [Durability::Durable, Durability::Appended] {
+            let err = log
+                .append(vec![batch(5, 2_500, 5)], durability)
+                .await
+                .expect_err("an append whose write found no space must not be acknowledged");
+            assert_disk_full(&err, &partition_dir(&root).join("00000000000000000000.log"));
+        }
+        // A round of several frames, indexed before its write: the index must forget them.
+        let round = (5..9u64).map(|seq| batch(seq, 5_000, 6)).collect();
+        let err = log.append(round, Durability::Appended).await.unwrap_err();
+        assert!(err.is_disk_full(), "{err:?}");
         assert!(
-            msg.contains(&segment.display().to_string()),
-            "the message should name {}: {msg}",
-            segment.display()
+            log.failure().is_none(),
+            "a full disk must not fail the partition: {:?}",
+            log.failure()
         );
-        let failure = log.failure().unwrap();
-        assert!(
-            failure.contains("disk full")
-                && failure.contains(&partition_dir(&root).display().to_string()),
-            "{failure}"
+        assert_eq!(
+            log.stats().log_end_offset,
+            end,
+            "nothing refused is visible"
         );
-        let err = log
-            .append(vec![batch(6, 100, 5)], Durability::Appended)
-            .await
-            .unwrap_err();
-        assert_refuses_writes(&err, "disk full");
         check_log(&read_all(&log, 0).await, &acked, &[]);
+
+        // Space is back: the partition writes again, at the offset the refused append had,
+        // without a restart.
+        plan.heal();
+        acked.extend(append_acked(&log, 6, 3, |_| 3_000).await);
+        assert_eq!(acked[5].offset, end);
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        read_each(&log, &acked).await;
+        log.close().await.unwrap();
         drop(log);
 
         let (log, report) = open(&root, small_config()).await;
-        assert_eq!(report.next_offset, end);
+        assert_eq!(report.bytes_cut, 0, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        read_each(&log, &acked).await;
+        assert_eq!(report.next_offset, acked.last().unwrap().next_offset());
+    });
+}
+
+/// A round of several frames whose write lands in part (its first piece) before ENOSPC: the
+/// landed frames must never come back, even when the next write, after space is freed, is a
+/// frame of exactly the first refused one's size (the landed ones would then follow it, valid
+/// and at the right offsets, for recovery to find).
+#[test]
+fn a_write_that_lands_in_part_before_enospc_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let cfg = small_config();
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        let mut acked = append_acked(&log, 0, 2, |_| 1_000).await;
+        let end = log.stats().log_end_offset;
+
+        // Eight 60 KiB frames queued together: one write of several 256 KiB pieces, of which
+        // only the first reaches the disk (the first four frames, whole).
+        plan.fail_writes(libc::ENOSPC, 1);
+        let len = 60_000;
+        let round = (10..18u64).map(|seq| batch(seq, len, 7)).collect();
+        let err = log
+            .append(round, Durability::Appended)
+            .await
+            .expect_err("nothing of a failed write is acked");
+        assert!(err.is_disk_full(), "{err:?}");
+        assert!(plan.writes() >= 2, "the write was not cut in pieces");
+        assert!(log.failure().is_none(), "{:?}", log.failure());
+        assert_eq!(log.stats().log_end_offset, end);
+
+        // Frames like the first three refused ones (same sizes and record counts, so the same
+        // offsets): the fourth refused frame, on disk, would follow them seamlessly.
+        plan.heal();
+        acked.extend(append_acked(&log, 19, 3, |_| len).await);
+        assert_eq!(acked[2].offset, end);
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        // A crash now (no clean close): recovery must find exactly the acked frames.
+        drop(log);
+        let (log, report) = open(&root, cfg.clone()).await;
+        assert_eq!(
+            report.next_offset,
+            acked.last().unwrap().next_offset(),
+            "refused frames came back after a restart: {report:?}"
+        );
+        assert_eq!(report.bytes_cut, 0, "{report:?}");
         check_log(&read_all(&log, 0).await, &acked, &[]);
     });
 }
 
 #[test]
-fn enospc_on_fallocate_says_disk_full_and_where() {
+fn enospc_on_fallocate_refuses_the_append_and_the_partition_takes_writes_once_space_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
@@ -343,7 +402,7 @@ fn enospc_on_fallocate_says_disk_full_and_where() {
         let mut position = 2 * (FRAME_HEADER_LEN as u64 + 1_000);
 
         // The first append preallocated `preallocate_bytes`; appends within that space need no
-        // fallocate and succeed, the first one beyond it fails.
+        // fallocate and succeed, the first one beyond it is refused.
         plan.fail_allocations(libc::ENOSPC);
         let len = 20_000usize;
         let frame = FRAME_HEADER_LEN as u64 + len as u64;
@@ -373,19 +432,14 @@ fn enospc_on_fallocate_says_disk_full_and_where() {
             position <= cfg.preallocate_bytes && position + frame > cfg.preallocate_bytes,
             "failed at position {position}"
         );
-        let msg = err.to_string();
-        let segment = partition_dir(&root).join("00000000000000000000.log");
-        assert!(msg.contains("disk full"), "{msg}");
-        assert!(
-            msg.contains(&segment.display().to_string()),
-            "the message should name {}: {msg}",
-            segment.display()
-        );
-        let err = log
-            .append(vec![batch(seq + 1, 100, 5)], Durability::Durable)
-            .await
-            .unwrap_err();
-        assert_refuses_writes(&err, "disk full");
+        assert_disk_full(&err, &partition_dir(&root).join("00000000000000000000.log"));
+        assert!(log.failure().is_none(), "{:?}", log.failure());
+        let end = log.stats().log_end_offset;
+
+        plan.heal();
+        let more = append_acked(&log, seq + 1, 4, |_| len).await;
+        assert_eq!(more[0].offset, end);
+        acked.extend(more);
         let end = log.stats().log_end_offset;
         drop(log);
 
@@ -393,6 +447,128 @@ fn enospc_on_fallocate_says_disk_full_and_where() {
         assert_eq!(report.next_offset, end);
         check_log(&read_all(&log, 0).await, &acked, &[]);
     });
+}
+
+/// ENOSPC from an fdatasync is a sync failure like any other: the kernel may have dropped the
+/// pages, so the partition refuses writes until restart, even once space is back.
+#[test]
+fn enospc_on_fdatasync_stays_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 4, |_| 2_000).await;
+        let end = log.stats().log_end_offset;
+
+        plan.fail_syncs(libc::ENOSPC);
+        let err = log
+            .append(vec![batch(4, 2_000, 5)], Durability::Durable)
+            .await
+            .expect_err("an append whose fdatasync failed must not be acknowledged");
+        assert!(
+            matches!(err, EngineError::PartitionFailed { .. }),
+            "{err:?}"
+        );
+        assert!(
+            log.failure().is_some(),
+            "a failed sync must fail the partition"
+        );
+        plan.heal();
+        let err = log
+            .append(vec![batch(5, 100, 5)], Durability::Appended)
+            .await
+            .unwrap_err();
+        assert_refuses_writes(&err, "disk full");
+        let unacked = [Sent {
+            offset: end,
+            seq: 4,
+            len: 2_000,
+        }];
+        check_log(&read_all(&log, 0).await, &acked, &unacked);
+    });
+}
+
+/// A clean close on a disk with no space for the last index entries or the checkpoint still
+/// succeeds (the data is durable; the next start scans the active segment) and loses nothing.
+#[test]
+fn close_on_a_full_disk_succeeds_and_keeps_every_acked_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        let cfg = LogConfig {
+            index_interval_bytes: 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        let acked = append_acked(&log, 0, 40, |seq| 1_500 + seq as usize).await;
+        let end = log.stats().log_end_offset;
+
+        // Every write fails from now on: index files, the checkpoint's temporary file.
+        plan.fail_writes(libc::ENOSPC, 0);
+        log.close().await.expect("a close on a full disk");
+        drop(log);
+
+        let (log, report) = open(&root, cfg).await;
+        assert_eq!(report.next_offset, end, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+    });
+}
+
+/// An append below the disk's floor (`storage.min_free_bytes`) is refused before anything is
+/// queued or written, as a retriable disk-full error naming the floor.
+#[test]
+fn appends_below_the_free_space_floor_are_refused_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+        let acked = append_acked(&log, 0, 3, |_| 1_000).await;
+        let space = spate_engine::space::DiskSpace::open(
+            &root,
+            spate_engine::config::MinFreeBytes::Bytes(u64::MAX / 2),
+        )
+        .unwrap();
+        log.use_disk_space(std::sync::Arc::new(space));
+        let writes = plan.writes();
+        let err = log
+            .append(vec![batch(3, 1_000, 5)], Durability::Durable)
+            .await
+            .unwrap_err();
+        assert!(err.is_disk_full(), "{err:?}");
+        assert!(err.to_string().contains("storage.min_free_bytes"), "{err}");
+        assert_eq!(plan.writes(), writes, "a refused append touched the disk");
+        assert!(log.failure().is_none());
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+    });
+}
+
+/// Reads each batch on its own, through the index: newest first, so that no read-ahead
+/// resume point stands in for the lookup (a stale index entry would point into another
+/// frame).
+async fn read_each(log: &spate_engine::PartitionLog, acked: &[Sent]) {
+    for s in acked.iter().rev() {
+        let got = log.read(s.offset, 1).await.unwrap();
+        check_batch(&got[0], s);
+    }
+}
+
+fn assert_disk_full(err: &EngineError, segment: &std::path::Path) {
+    assert!(
+        matches!(err, EngineError::DiskFull { .. }),
+        "a write that found no space is a disk-full refusal, not a failure: {err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("disk full"), "{msg}");
+    assert!(
+        msg.contains(&segment.display().to_string()),
+        "the message should name {}: {msg}",
+        segment.display()
+    );
+    assert!(!msg.contains("restart"), "no restart is needed: {msg}");
 }
 
 #[test]

@@ -271,6 +271,13 @@ impl Shard {
         config: TopicConfig,
     ) -> Result<TopicMeta, EngineError> {
         let store = self.store.as_ref().ok_or(EngineError::Closed)?;
+        // A new topic on a disk below its floor could take nothing, and would spend the
+        // reserve that deleting topics needs.
+        if let Some(space) = self.logs.disk_space() {
+            if store.borrow().topic(&name).is_none() {
+                space.admit_append()?;
+            }
+        }
         let topic = {
             let mut st = store.borrow_mut();
             let t = st.create_topic(&name, partitions, config, self.cluster.shard_count)?;
@@ -326,6 +333,9 @@ impl Shard {
         self.call(0, move |s| {
             Box::pin(async move {
                 let store = s.store.as_ref().ok_or(EngineError::Closed)?;
+                if let Some(space) = s.logs.disk_space() {
+                    space.admit_append()?;
+                }
                 let (topic, before) = {
                     let mut st = store.borrow_mut();
                     let before = st

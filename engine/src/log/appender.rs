@@ -93,6 +93,12 @@ impl Appender {
         &self.file
     }
 
+    /// Changes the preallocation step of the next appends (smaller when the disk is short of
+    /// space; 0: none, the writes allocate their own blocks).
+    pub fn set_preallocate_bytes(&mut self, bytes: u64) {
+        self.preallocate_bytes = bytes;
+    }
+
     /// Writes `chunks` after the current end: block aligned, in pieces that do not cross a
     /// [`WRITE_ALIGN`] boundary, all in flight at once.
     pub async fn append(&mut self, chunks: &[&[u8]]) -> io::Result<()> {

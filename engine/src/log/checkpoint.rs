@@ -32,14 +32,16 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
+/// Writes the checkpoint; on a full disk once more after releasing `space`'s reserve.
 pub async fn write(
     storage: &dyn Storage,
     dir: &Path,
     cp: &RecoveryCheckpoint,
+    space: Option<&crate::space::DiskSpace>,
 ) -> Result<(), atomic_file::AtomicFileError> {
     let bytes =
         rkyv::to_bytes::<rkyv::rancor::Error>(cp).expect("serializing a checkpoint cannot fail");
-    atomic_file::write(storage, &path(dir), &bytes).await
+    atomic_file::write_reserved(storage, &path(dir), &bytes, space).await
 }
 
 /// The checkpoint, if present and intact. A damaged one is reported and ignored.

@@ -60,7 +60,7 @@ impl IndexFile {
     /// Appends the entries not yet on disk and fdatasyncs.
     pub async fn persist<E: Entry>(&mut self, entries: &[E]) -> io::Result<()> {
         let tail = self.unwritten(entries);
-        self.write(tail).await
+        self.write(&tail).await
     }
 
     /// What this file lacks to hold `entries`, encoded now: the caller may then let the
@@ -80,8 +80,9 @@ impl IndexFile {
         }
     }
 
-    /// Puts `tail` (from [`IndexFile::unwritten`]) on disk and fdatasyncs.
-    pub async fn write(&mut self, tail: IndexTail) -> io::Result<()> {
+    /// Puts `tail` (from [`IndexFile::unwritten`]) on disk and fdatasyncs. After an error the
+    /// same tail may be written again (the appender is unchanged by a failed write).
+    pub async fn write(&mut self, tail: &IndexTail) -> io::Result<()> {
         if tail.rewrite {
             self.appender.file().truncate(0).await?;
             self.appender = Appender::new(self.appender.file().clone(), 0, Vec::new(), 0, 0);
@@ -94,6 +95,10 @@ impl IndexFile {
         self.appender.file().fdatasync().await?;
         self.persisted = tail.entries;
         Ok(())
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.appender.file().path()
     }
 
     /// Trims block padding so the file size is exactly the entries.

@@ -7,13 +7,19 @@
 //! frame, writes them in one O_DIRECT write, fdatasyncs if any of them asked for durability,
 //! and resolves them; appends arriving meanwhile gather for the next round (group commit).
 //! Flushes of different partitions are independent tasks, so their I/O overlaps.
-//! After a write or sync error the partition fails every pending append and refuses writes
-//! until it is reopened: nothing that was not durable is ever acknowledged as durable.
+//! After a sync error, or a write error other than a full disk, the partition fails every
+//! pending append and refuses writes until it is reopened: nothing that was not durable is
+//! ever acknowledged as durable. A write that finds no space (ENOSPC) leaves the log as it
+//! was before that write (the file is cut back to the last written frame, the in-memory
+//! indexes too): its appends and those queued behind it are refused as `DiskFull`, and the
+//! partition takes writes again once there is space. Below `storage.min_free_bytes` appends
+//! are refused before they are queued (see `crate::space`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +37,7 @@ use crate::log::readahead::ReadAhead;
 use crate::log::recovery::{self, RecoveryReport};
 use crate::log::segment::{self, Segment};
 use crate::log::sync_group::SyncGroup;
+use crate::space::DiskSpace;
 use crate::{Durability, ReadBatch};
 
 /// One batch to append.
@@ -141,7 +148,42 @@ struct Inner {
     pending_budget: Rc<Semaphore>,
     /// The shard's group commit, if durable appends use it (else: one fdatasync each).
     sync_group: RefCell<Option<SyncGroup>>,
+    /// The data disk's free space: the floor appends are refused below, the preallocation
+    /// step, and the reserve small writes fall back on (none: no floor, fixed steps).
+    space: RefCell<Option<Arc<DiskSpace>>>,
     state: RefCell<State>,
+}
+
+/// Why a write step failed: a full disk leaves the log's state known and writable later;
+/// anything else fails the partition.
+enum WriteFault {
+    NoSpace(EngineError),
+    Fatal(EngineError),
+}
+
+impl WriteFault {
+    /// Sorts a write or allocation error (never a sync error: those are always fatal).
+    fn of_write(e: EngineError) -> Self {
+        if e.is_disk_full() {
+            WriteFault::NoSpace(e)
+        } else {
+            WriteFault::Fatal(e)
+        }
+    }
+}
+
+/// A copy of a disk-full error for each refused append.
+fn disk_full_copy(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::DiskFull { path, detail } => EngineError::DiskFull {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        other => EngineError::DiskFull {
+            path: PathBuf::new(),
+            detail: other.to_string(),
+        },
+    }
 }
 
 /// A partition's log. Cheap to clone (a handle).
@@ -187,6 +229,7 @@ impl PartitionLog {
                 readahead: RefCell::new(ReadAhead::default()),
                 pending_budget: budget,
                 sync_group: RefCell::new(None),
+                space: RefCell::new(None),
                 state: RefCell::new(State {
                     segments,
                     next_offset: next,
@@ -215,6 +258,17 @@ impl PartitionLog {
     /// shard's partitions) instead of an fdatasync of their own segment file.
     pub fn use_sync_group(&self, group: SyncGroup) {
         *self.inner.sync_group.borrow_mut() = Some(group);
+    }
+
+    /// Refuses appends while the data disk has less free space than its floor, sizes
+    /// preallocation to the space left, and lets checkpoints and index writes fall back on
+    /// the disk's reserve.
+    pub fn use_disk_space(&self, space: Arc<DiskSpace>) {
+        *self.inner.space.borrow_mut() = Some(space);
+    }
+
+    fn space(&self) -> Option<Arc<DiskSpace>> {
+        self.inner.space.borrow().clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -287,6 +341,9 @@ impl PartitionLog {
             }
         }
         self.check_writable()?;
+        if let Some(space) = self.space() {
+            space.admit_append()?;
+        }
         let mut permits = Vec::with_capacity(batches.len());
         for b in &batches {
             let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64)
@@ -469,9 +526,18 @@ impl PartitionLog {
                 continue;
             }
             if roll_needed {
-                if let Err(e) = self.roll().await {
-                    self.fail(e, Vec::new());
-                    continue;
+                match self.roll().await {
+                    Ok(()) => {}
+                    Err(WriteFault::NoSpace(e)) => {
+                        // Tried again at the next append (the last segment has no appender).
+                        crate::warn_limited!("roll: disk full", partition = %self.inner.name, "cannot start a new segment: {e}");
+                        self.refuse_unwritten(&e, Vec::new());
+                        continue;
+                    }
+                    Err(WriteFault::Fatal(e)) => {
+                        self.fail(e, Vec::new());
+                        continue;
+                    }
                 }
             }
             let round = self.take_round();
@@ -484,6 +550,9 @@ impl PartitionLog {
                         need_sync = true;
                         last_file = Some(file);
                     }
+                }
+                Err(e) if e.is_disk_full() => {
+                    crate::warn_limited!("append: disk full", partition = %self.inner.name, "appends refused: {e}")
                 }
                 Err(e) => tracing::error!(partition = %self.inner.name, "{e}"),
             }
@@ -528,6 +597,10 @@ impl PartitionLog {
         let Some(active) = st.segments.values().next_back() else {
             return true;
         };
+        // A roll that found no space for the new segment left the last one closed.
+        if active.active.is_none() {
+            return true;
+        }
         if active.size_bytes == 0 {
             return false;
         }
@@ -569,20 +642,32 @@ impl PartitionLog {
         &self,
         round: Vec<Pending>,
     ) -> Result<(Vec<Pending>, Rc<dyn crate::io::StorageFile>)> {
-        let (mut appender, file) = {
+        let configured_step = self.inner.config.borrow().preallocate_bytes;
+        let step = self
+            .space()
+            .map_or(configured_step, |s| s.preallocate_step(configured_step));
+        let (mut appender, file, before) = {
             let mut st = self.inner.state.borrow_mut();
             let Some(active) = st.segments.values_mut().next_back() else {
                 drop(st);
                 self.fail(EngineError::Closed, round);
                 return Err(EngineError::Closed);
             };
+            // What the indexes were before this round, to go back to if it finds no space.
+            let before = (
+                active.size_bytes,
+                round
+                    .first()
+                    .map_or(0, |p| active.relative(p.header.base_offset)),
+                active.max_timestamp_ms,
+            );
             let mut position = active.size_bytes;
             for p in &round {
                 active.index_frame(&p.header, position);
                 position += p.len();
             }
             let appender = active.active.as_mut().and_then(|a| a.appender.take());
-            (appender, active.file.clone())
+            (appender, active.file.clone(), before)
         };
         let Some(app) = appender.as_mut() else {
             let e = EngineError::PartitionFailed {
@@ -599,11 +684,31 @@ impl PartitionLog {
             chunks.push(h);
             chunks.extend(patched_chunks(&p.payload, p.offset_patch.as_ref()));
         }
+        app.set_preallocate_bytes(step);
         let written = app.append(&chunks).await;
+        // No space: the pieces of this write that landed are cut off again (with the
+        // preallocation, which a full disk needs back), so the file ends at the last frame
+        // written before, and the next write goes where this one would have.
+        let no_space = match &written {
+            Err(e) if crate::space::is_enospc(e) => Some(app.trim().await),
+            _ => None,
+        };
         let end = app.end();
         self.put_back_appender(appender);
         if let Err(e) = written {
             let e = EngineError::from_io(e, file.path());
+            match no_space {
+                Some(Ok(())) => {
+                    self.unindex_round(before);
+                    self.refuse_unwritten(&e, round);
+                    return Err(e);
+                }
+                Some(Err(cut)) => tracing::error!(
+                    partition = %self.inner.name,
+                    "cannot cut the log back after a write found no space: {cut}"
+                ),
+                None => {}
+            }
             let msg = e.to_string();
             self.fail(e, round);
             return Err(EngineError::PartitionFailed {
@@ -713,6 +818,32 @@ impl PartitionLog {
         }
     }
 
+    /// Takes back the index entries and max timestamp a round added (it was not written).
+    fn unindex_round(&self, (position, first_relative, max_timestamp_ms): (u64, u32, i64)) {
+        let mut st = self.inner.state.borrow_mut();
+        if let Some(active) = st.segments.values_mut().next_back() {
+            active.index.truncate_at_position(position);
+            active.time_index.truncate_at_offset(first_relative);
+            active.max_timestamp_ms = max_timestamp_ms;
+        }
+    }
+
+    /// Refuses `round` and every append queued behind it, none of them written, after a write
+    /// or roll found no space. Their offsets are given out again; the partition stays
+    /// writable.
+    fn refuse_unwritten(&self, err: &EngineError, round: Vec<Pending>) {
+        let pending = {
+            let mut st = self.inner.state.borrow_mut();
+            st.next_offset = st.written_offset;
+            st.pending.take_all()
+        };
+        for mut p in round.into_iter().chain(pending) {
+            if let Some(w) = p.waiter.take() {
+                let _ = w.send(Err(disk_full_copy(err)));
+            }
+        }
+    }
+
     /// Marks the partition failed and fails `round` and everything pending.
     fn fail(&self, err: EngineError, round: Vec<Pending>) {
         let reason = err.to_string();
@@ -739,7 +870,10 @@ impl PartitionLog {
     }
 
     /// Closes the active segment and starts a new one at the next offset to write.
-    async fn roll(&self) -> Result<()> {
+    /// A full disk leaves the log as it was or with the last segment closed (sealed, its
+    /// indexes perhaps short: they are rebuilt from the log at the next start), and the next
+    /// flush tries again.
+    async fn roll(&self) -> std::result::Result<(), WriteFault> {
         let (appender, base) = {
             let mut st = self.inner.state.borrow_mut();
             let base = st.written_offset;
@@ -756,7 +890,8 @@ impl PartitionLog {
             let closed = app.seal().await;
             if let Err(e) = closed {
                 self.put_back_appender(Some(app));
-                return Err(EngineError::from_io(e, &path));
+                // A failed fdatasync is never retried, whatever its errno.
+                return Err(WriteFault::Fatal(EngineError::from_io(e, &path)));
             }
         }
         // The closed segment stays in the map while its indexes are written: readers and
@@ -765,19 +900,58 @@ impl PartitionLog {
             let mut st = self.inner.state.borrow_mut();
             match st.segments.values_mut().next_back() {
                 Some(seg) => seg.take_active(),
-                None => return Err(EngineError::Closed),
+                None => return Err(WriteFault::Fatal(EngineError::Closed)),
             }
         };
-        if let Some(closing) = closing {
-            let mut files = closing.persist().await?;
-            files.index_file.trim().await?;
-            files.time_index_file.trim().await?;
+        if let Some(mut closing) = closing {
+            if let Err(e) = self.write_index_tails(&mut closing).await {
+                if !e.is_disk_full() {
+                    return Err(WriteFault::Fatal(e));
+                }
+                crate::warn_limited!("roll: disk full", partition = %self.inner.name, "a closed segment's indexes are short (rebuilt from the log at the next start): {e}");
+            }
+            let mut files = closing.into_files();
+            let trimmed = match files.index_file.trim().await {
+                Ok(()) => files.time_index_file.trim().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = trimmed {
+                return Err(WriteFault::Fatal(EngineError::from_io(
+                    e,
+                    files.index_file.path(),
+                )));
+            }
         }
         let config = self.config();
-        let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &config).await?;
+        let new = Segment::create(&*self.inner.storage, &self.inner.dir, base, &config)
+            .await
+            .map_err(WriteFault::of_write)?;
         tracing::debug!(partition = %self.inner.name, base, "rolled to a new segment");
         self.inner.state.borrow_mut().segments.insert(base, new);
-        self.write_checkpoint().await
+        // Without it the previous checkpoint, which names the closed segment, is ignored at the
+        // next start, and recovery scans the new segment from its last index entry.
+        if let Err(e) = self.write_checkpoint().await {
+            crate::warn_limited!("checkpoint failed", partition = %self.inner.name, "recovery checkpoint not written at roll: {e}");
+        }
+        Ok(())
+    }
+
+    /// Writes the index entries a closing segment's files lack; on a full disk once more
+    /// after releasing the disk's reserve.
+    async fn write_index_tails(
+        &self,
+        closing: &mut crate::log::segment::ClosingFiles,
+    ) -> Result<()> {
+        match closing.write().await {
+            Err(e) if e.is_disk_full() => match self.space() {
+                Some(space) => {
+                    space.release_reserve(&format!("the indexes of {}", self.inner.name));
+                    closing.write().await
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
     }
 
     async fn write_checkpoint(&self) -> Result<()> {
@@ -796,9 +970,19 @@ impl PartitionLog {
                 max_timestamp_ms: active.max_timestamp_ms,
             }
         };
-        checkpoint::write(&*self.inner.storage, &self.inner.dir, &cp)
+        let space = self.space();
+        checkpoint::write(&*self.inner.storage, &self.inner.dir, &cp, space.as_deref())
             .await
-            .map_err(|e| EngineError::Metadata(e.to_string()))
+            .map_err(|e| {
+                if e.is_disk_full() {
+                    EngineError::DiskFull {
+                        path: checkpoint::path(&self.inner.dir),
+                        detail: format!("the recovery checkpoint could not be written: {e}"),
+                    }
+                } else {
+                    EngineError::Metadata(e.to_string())
+                }
+            })
     }
 
     /// Waits until no flush is running.
@@ -855,11 +1039,35 @@ impl PartitionLog {
                 .next_back()
                 .and_then(Segment::take_active)
         };
-        // Closed: no append needs the files again, only their indexes on disk.
-        if let Some(closing) = closing {
-            closing.persist().await?;
+        // Closed: no append needs the files again, only their indexes on disk. The data is
+        // durable by now: a disk too full for the indexes or the checkpoint (even after the
+        // reserve) costs the next start a scan of the active segment, not a record.
+        if let Some(mut closing) = closing {
+            if let Err(e) = self.write_index_tails(&mut closing).await {
+                if !e.is_disk_full() {
+                    return Err(e);
+                }
+                tracing::warn!(partition = %self.inner.name, "closed without the active segment's last index entries or a checkpoint; the next start scans that segment: {e}");
+                return Ok(());
+            }
         }
-        self.write_checkpoint().await
+        match self.write_checkpoint().await {
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(partition = %self.inner.name, "closed without a recovery checkpoint; the next start scans the active segment: {e}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Closes a log whose files are about to be removed (its topic is deleted): refuses
+    /// appends and waits for the flush in flight, but writes nothing more (no seal, index or
+    /// checkpoint). On a full disk, deleting is how space is freed: it must need none.
+    pub async fn close_for_removal(&self) {
+        self.inner.state.borrow_mut().closed = true;
+        self.inner.pending_budget.close();
+        self.inner.readahead.borrow_mut().clear();
+        self.wait_idle().await;
     }
 
     /// Reads batches from the one containing `offset`, up to about `max_bytes` (always at
@@ -1150,9 +1358,24 @@ impl PartitionLog {
             return Ok(start);
         }
         let path = self.inner.dir.join(START_FILE);
-        crate::atomic_file::write(&*self.inner.storage, &path, &offset.to_le_bytes())
-            .await
-            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        let space = self.space();
+        crate::atomic_file::write_reserved(
+            &*self.inner.storage,
+            &path,
+            &offset.to_le_bytes(),
+            space.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            if e.is_disk_full() {
+                EngineError::DiskFull {
+                    path: path.clone(),
+                    detail: format!("the new log start could not be saved: {e}"),
+                }
+            } else {
+                EngineError::Metadata(e.to_string())
+            }
+        })?;
         self.inner.state.borrow_mut().start_floor = offset;
         self.inner
             .cache

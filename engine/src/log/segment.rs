@@ -256,15 +256,31 @@ pub struct ClosingFiles {
 
 impl ClosingFiles {
     /// Writes and fdatasyncs the index entries the files lack; gives the files back.
-    pub async fn persist(self) -> Result<ActiveFiles> {
-        let Self {
-            mut files,
-            index,
-            time_index,
-        } = self;
-        files.index_file.write(index).await?;
-        files.time_index_file.write(time_index).await?;
-        Ok(files)
+    pub async fn persist(mut self) -> Result<ActiveFiles> {
+        self.write().await?;
+        Ok(self.files)
+    }
+
+    /// Writes and fdatasyncs the index entries the files lack. May be called again after an
+    /// error (a full disk, then space freed).
+    pub async fn write(&mut self) -> Result<()> {
+        let dir_file = |f: &IndexFile| f.path().to_path_buf();
+        self.files
+            .index_file
+            .write(&self.index)
+            .await
+            .map_err(|e| EngineError::from_io(e, &dir_file(&self.files.index_file)))?;
+        self.files
+            .time_index_file
+            .write(&self.time_index)
+            .await
+            .map_err(|e| EngineError::from_io(e, &dir_file(&self.files.time_index_file)))?;
+        Ok(())
+    }
+
+    /// The files, written or not.
+    pub fn into_files(self) -> ActiveFiles {
+        self.files
     }
 }
 

@@ -18,6 +18,16 @@ use spate_engine::metadata::{validate_topic_name, TopicConfig};
 use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};
+
+/// Logs an admin request refused for an engine error, at a bounded rate per cause: every
+/// error answered to a client says why in the log too (a full disk first of all).
+fn log_refused(what: &'static str, name: &str, e: &EngineError) {
+    if e.is_disk_full() {
+        spate_engine::warn_limited!("admin refused: disk full", topic = %name, "{what} refused: {e}");
+    } else {
+        spate_engine::warn_limited!("admin refused", topic = %name, "{what} refused: {e}");
+    }
+}
 use crate::{Shard, OFFSETS_TOPIC};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -152,7 +162,10 @@ pub async fn create_topics(
                     .with_num_partitions(partitions as i32)
                     .with_replication_factor(1),
             ),
-            Err(e) => results.push(result(engine_code(&e), Some(e.to_string()))),
+            Err(e) => {
+                log_refused("CreateTopics", &name, &e);
+                results.push(result(engine_code(&e), Some(e.to_string())))
+            }
         }
     }
     CreateTopicsResponse::default().with_topics(results)
@@ -187,7 +200,10 @@ pub async fn delete_topics(
                 Err(e @ EngineError::UnknownPartition(_)) => {
                     (code::UNKNOWN_TOPIC_OR_PARTITION, Some(e.to_string()))
                 }
-                Err(e) => (engine_code(&e), Some(e.to_string())),
+                Err(e) => {
+                    log_refused("DeleteTopics", &name, &e);
+                    (engine_code(&e), Some(e.to_string()))
+                }
             }
         };
         out.push(
@@ -231,7 +247,10 @@ pub async fn create_partitions(
                 Err(e @ EngineError::InvalidTopic(_)) => {
                     (code::INVALID_PARTITIONS, Some(e.to_string()))
                 }
-                Err(e) => (engine_code(&e), Some(e.to_string())),
+                Err(e) => {
+                    log_refused("CreatePartitions", &name, &e);
+                    (engine_code(&e), Some(e.to_string()))
+                }
             }
         };
         out.push(
@@ -404,7 +423,10 @@ async fn alter_topic(
             tracing::info!(topic = %name, "topic settings changed");
             (code::NONE, None)
         }
-        Err(e) => (engine_code(&e), Some(e.to_string())),
+        Err(e) => {
+            log_refused("AlterConfigs", name, &e);
+            (engine_code(&e), Some(e.to_string()))
+        }
     }
 }
 
@@ -527,7 +549,10 @@ async fn delete_records_here(
             tracing::info!(topic = %topic, partition, log_start = start, "records deleted");
             (code::NONE, start as i64)
         }
-        Err(e) => (engine_code(&e), -1),
+        Err(e) => {
+            log_refused("DeleteRecords", &topic, &e);
+            (engine_code(&e), -1)
+        }
     }
 }
 

@@ -124,7 +124,14 @@ pub async fn metadata(
                         Ok(t) => found = Some(t),
                         Err(EngineError::TopicExists(_)) => found = cluster.topic(&name),
                         Err(e) => {
-                            tracing::warn!(topic = %name, "auto-creation failed: {e}");
+                            // A client asks again and again (a full disk refuses every try):
+                            // one line per cause and window, not one per request.
+                            let cause = if e.is_disk_full() {
+                                "auto-create refused: disk full"
+                            } else {
+                                "auto-create failed"
+                            };
+                            spate_engine::warn_limited!(cause, topic = %name, "auto-creation failed: {e}");
                             out.push(
                                 MetadataResponseTopic::default()
                                     .with_name(Some(topic_name(&name)))

@@ -79,7 +79,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                 let batches = match batch::split(&records) {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::warn!(topic = %name, partition = pd.index, "produce refused: {e}");
+                        spate_engine::warn_limited!("produce: bad batch", topic = %name, partition = pd.index, "produce refused: {e}");
                         let code = match e {
                             batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
                                 code::CORRUPT_MESSAGE
@@ -245,7 +245,15 @@ async fn append_here(
             }
         }
         Err(e) => {
-            tracing::warn!(topic = %topic, partition, "append failed: {e}");
+            // Answered KAFKA_STORAGE_ERROR, which clients retry (Java's KafkaStorageException is
+            // a RetriableException; librdkafka retries it, its test 0117-mock_errors): a full
+            // disk pauses producers until space is freed, it does not fail their sends.
+            let cause = if e.is_disk_full() {
+                "produce refused: disk full"
+            } else {
+                "produce refused: append failed"
+            };
+            spate_engine::warn_limited!(cause, topic = %topic, partition, "append refused: {e}");
             PartitionResult::error(engine_code(&e), e.to_string())
         }
     }

@@ -1,0 +1,306 @@
+//! Free space on the data disk: the `storage.min_free_bytes` floor below which appends are
+//! refused, the reserve file that the small writes which free space (metadata, checkpoints,
+//! the log start of DeleteRecords, index tails at close) fall back on when the disk is full,
+//! and the preallocation step, which shrinks as free space runs out.
+//!
+//! One [`DiskSpace`] per broker, shared by every shard (`Send + Sync`, atomics and one
+//! mutex taken only to release or restore the reserve). Free space is sampled with statvfs at
+//! most once per [`CHECK_INTERVAL`] by whichever shard asks first, never once per append: a
+//! refused producer retrying in a loop costs no syscalls. Writes resume by themselves within
+//! an interval of space coming back.
+//!
+//! Why a reserve file rather than writing those files in place: the atomic replacement
+//! (temporary file, fsync, rename) of `atomic_file` stays as it is, with its format, and one
+//! mechanism covers every small write of the engine, including the index entries a clean close
+//! appends. The reserve is released (truncated, its blocks freed) by the first write that hits
+//! ENOSPC, which then retries once; it is taken back once the disk has room again.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{MinFreeBytes, MIB};
+use crate::error::EngineError;
+use crate::io::BLOCK_SIZE;
+
+/// The reserve file, in the data directory.
+pub const RESERVE_FILE: &str = ".space-reserve";
+/// Size of the reserve: room for the metadata file, a checkpoint and an index tail of every
+/// partition of a shard several times over.
+pub const RESERVE_BYTES: u64 = 16 * MIB;
+/// Free space is sampled (statvfs) at most this often.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A segment's preallocation step is at most this fraction of the space above the floor, so
+/// that a few partitions growing at once cannot take it all.
+const PREALLOCATE_SHARE: u64 = 16;
+
+/// Whether `err` is ENOSPC (or Rust's StorageFull), looking through the path context.
+pub fn is_enospc(err: &io::Error) -> bool {
+    crate::io::raw_os_error(err) == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
+}
+
+/// Size and free space of the filesystem holding `path` (statvfs; free as `df` counts it,
+/// without the blocks reserved for root).
+pub fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: `c` is a valid C string; `st` is a plain struct the call fills.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    let unit = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
+}
+
+struct Reserve {
+    file: Option<File>,
+    held: bool,
+}
+
+/// Free space of the data disk, shared by all shards. See the module.
+pub struct DiskSpace {
+    dir: PathBuf,
+    min_free_bytes: u64,
+    disk_bytes: u64,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last sample, plus one (0: never sampled).
+    sampled_at_ms: AtomicU64,
+    free_bytes: AtomicU64,
+    reserve: Mutex<Reserve>,
+}
+
+impl DiskSpace {
+    /// Samples the disk of `dir`, resolves the floor and takes the reserve (if there is room
+    /// for it; a full disk at start leaves it out, with a warning, until room comes back).
+    pub fn open(dir: &Path, min_free: MinFreeBytes) -> io::Result<DiskSpace> {
+        let (disk_bytes, free) = statvfs(dir)?;
+        let space = DiskSpace {
+            dir: dir.to_path_buf(),
+            min_free_bytes: min_free.resolve(disk_bytes),
+            disk_bytes,
+            epoch: Instant::now(),
+            sampled_at_ms: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(free),
+            reserve: Mutex::new(Reserve {
+                file: None,
+                held: false,
+            }),
+        };
+        let path = dir.join(RESERVE_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let held = file.metadata()?.blocks() * 512 >= RESERVE_BYTES;
+        if let Ok(mut r) = space.reserve.lock() {
+            r.file = Some(file);
+            r.held = held;
+        }
+        if !held && !space.take_reserve() {
+            tracing::warn!(
+                path = %path.display(),
+                free_bytes = free,
+                "no room for the {RESERVE_BYTES}-byte space reserve; it is taken once the disk has room"
+            );
+        }
+        space.sample();
+        Ok(space)
+    }
+
+    /// The floor below which appends are refused.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_bytes
+    }
+
+    /// Size of the data disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    /// Whether the reserve is held (not released).
+    pub fn reserve_held(&self) -> bool {
+        self.reserve.lock().map(|r| r.held).unwrap_or(false)
+    }
+
+    /// Free bytes, as last sampled (sampling again if the sample is older than
+    /// [`CHECK_INTERVAL`]).
+    pub fn free_bytes(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let at = self.sampled_at_ms.load(Ordering::Acquire);
+        if (at == 0 || now.saturating_sub(at) >= CHECK_INTERVAL.as_millis() as u64)
+            && self
+                .sampled_at_ms
+                .compare_exchange(at, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sample();
+        }
+        self.free_bytes.load(Ordering::Acquire)
+    }
+
+    /// Ok if an append may go ahead; else the refusal, naming the disk, what is free and the
+    /// floor (a `DiskFull` error: retriable, nothing was written).
+    pub fn admit_append(&self) -> Result<(), EngineError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let free = self.free_bytes();
+        if free >= self.min_free_bytes {
+            return Ok(());
+        }
+        Err(EngineError::DiskFull {
+            path: self.dir.clone(),
+            detail: format!(
+                "{free} bytes free, below storage.min_free_bytes = {}; writes are refused \
+                 until space is freed (delete topics or records, lower retention) and resume \
+                 by themselves",
+                self.min_free_bytes
+            ),
+        })
+    }
+
+    /// How far a segment may preallocate at once: `configured`, or less when the space above
+    /// the floor is short (a share of it, in whole blocks; 0 below the floor).
+    pub fn preallocate_step(&self, configured: u64) -> u64 {
+        let headroom = self.free_bytes().saturating_sub(self.min_free_bytes);
+        let step = configured.min(headroom / PREALLOCATE_SHARE);
+        step - step % BLOCK_SIZE
+    }
+
+    /// Frees the reserve for a write that hit ENOSPC (`why` names it, for the log); the caller
+    /// retries once. Returns whether the reserve was held until now.
+    pub fn release_reserve(&self, why: &str) -> bool {
+        let released = match self.reserve.lock() {
+            Ok(mut r) if r.held => {
+                let freed = r.file.as_ref().map(|f| f.set_len(0));
+                match freed {
+                    Some(Ok(())) => {
+                        r.held = false;
+                        true
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!("cannot release the space reserve: {e}");
+                        false
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        if released {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "disk full: released the {RESERVE_BYTES}-byte space reserve for {why}; it is taken back once the disk has room"
+            );
+            // The next look at free space samples again.
+            self.sampled_at_ms.store(0, Ordering::Release);
+        }
+        released
+    }
+
+    fn sample(&self) {
+        match statvfs(&self.dir) {
+            Ok((_, free)) => {
+                self.free_bytes.store(free, Ordering::Release);
+                // Taken back only with room to spare, so that it does not flap.
+                if free >= self.min_free_bytes.saturating_add(2 * RESERVE_BYTES)
+                    && !self.reserve_held()
+                    && self.take_reserve()
+                {
+                    self.free_bytes
+                        .store(free.saturating_sub(RESERVE_BYTES), Ordering::Release);
+                    tracing::info!(dir = %self.dir.display(), "space reserve taken back");
+                }
+            }
+            Err(e) => crate::warn_limited!(
+                "statvfs failed",
+                dir = %self.dir.display(),
+                "cannot read the free space of the data disk: {e}"
+            ),
+        }
+    }
+
+    /// Allocates the reserve's blocks. Returns whether it is held.
+    fn take_reserve(&self) -> bool {
+        let Ok(mut r) = self.reserve.lock() else {
+            return false;
+        };
+        if r.held {
+            return true;
+        }
+        let Some(file) = r.file.as_ref() else {
+            return false;
+        };
+        // SAFETY: fallocate on a descriptor we own.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, RESERVE_BYTES as libc::off_t) };
+        if rc == 0 {
+            r.held = true;
+        } else {
+            // A partial allocation is given back: the reserve is all or nothing.
+            let _ = file.set_len(0);
+        }
+        r.held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_is_taken_released_and_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(0)).unwrap();
+        assert!(space.reserve_held());
+        let path = dir.path().join(RESERVE_FILE);
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 >= RESERVE_BYTES);
+        assert!(space.release_reserve("a test"));
+        assert!(!space.reserve_held());
+        assert_eq!(std::fs::metadata(&path).unwrap().blocks(), 0);
+        // Released only once; the next sample (forced by the release) takes it back, as this
+        // disk has room.
+        assert!(!space.release_reserve("a test"));
+        space.free_bytes();
+        assert!(space.reserve_held());
+        // A second broker start finds it held.
+        drop(space);
+        let again = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(0)).unwrap();
+        assert!(again.reserve_held());
+    }
+
+    #[test]
+    fn the_floor_refuses_and_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(u64::MAX)).unwrap();
+        let err = space.admit_append().unwrap_err();
+        assert!(err.is_disk_full());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("storage.min_free_bytes") && msg.contains("resume"),
+            "{msg}"
+        );
+        assert_eq!(space.preallocate_step(32 * MIB), 0);
+        let open = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(0)).unwrap();
+        assert!(open.admit_append().is_ok());
+    }
+
+    #[test]
+    fn auto_is_the_smaller_of_a_gib_and_five_percent() {
+        assert_eq!(MinFreeBytes::Auto.resolve(300 * MIB), 15 * MIB);
+        assert_eq!(MinFreeBytes::Auto.resolve(1 << 40), 1 << 30);
+        assert_eq!(MinFreeBytes::Bytes(7).resolve(1 << 40), 7);
+    }
+}
