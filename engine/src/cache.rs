@@ -20,9 +20,17 @@ pub struct BatchCache {
     readahead: Rc<ReadAheadBudget>,
     used_bytes: usize,
     partitions: HashMap<u64, VecDeque<ReadBatch>>,
-    /// Insertion order across partitions: (partition key, base offset).
+    /// Batches held, across partitions.
+    held: usize,
+    /// Insertion order across partitions: (partition key, base offset). Batches removed other
+    /// than by eviction (retention, a gap, invalidation) leave their entry here; once stale
+    /// entries outnumber the held batches (plus [`ORDER_SLACK`]) they are swept, so the order
+    /// holds at most about twice as many entries as there are batches.
     order: VecDeque<(u64, u64)>,
 }
+
+/// Stale entries of the insertion order tolerated besides twice the held batches.
+const ORDER_SLACK: usize = 1024;
 
 impl BatchCache {
     pub fn new(capacity_bytes: usize) -> Self {
@@ -31,6 +39,7 @@ impl BatchCache {
             readahead: ReadAheadBudget::new(capacity_bytes / READ_AHEAD_SHARE),
             used_bytes: 0,
             partitions: HashMap::new(),
+            held: 0,
             order: VecDeque::new(),
         }
     }
@@ -56,12 +65,14 @@ impl BatchCache {
         if let Some(last) = entries.back() {
             if last.next_offset() != batch.base_offset {
                 let dropped: usize = entries.iter().map(|b| b.payload.len()).sum();
+                self.held -= entries.len();
                 entries.clear();
                 self.used_bytes -= dropped;
             }
         }
         self.order.push_back((key, batch.base_offset));
         entries.push_back(batch);
+        self.held += 1;
         self.used_bytes += size;
         while self.used_bytes > self.capacity_bytes {
             let Some((k, base)) = self.order.pop_front() else {
@@ -70,11 +81,34 @@ impl BatchCache {
             if let Some(entries) = self.partitions.get_mut(&k) {
                 if entries.front().map(|b| b.base_offset) == Some(base) {
                     if let Some(b) = entries.pop_front() {
+                        self.held -= 1;
                         self.used_bytes -= b.payload.len();
                     }
                 }
             }
         }
+        self.sweep_order();
+    }
+
+    /// Drops the entries of the insertion order whose batch is no longer held, once they
+    /// outnumber the held batches (amortised: each sweep removes at least `ORDER_SLACK`).
+    fn sweep_order(&mut self) {
+        if self.order.len() <= 2 * self.held + ORDER_SLACK {
+            return;
+        }
+        let partitions = &self.partitions;
+        self.order.retain(|(k, base)| {
+            partitions.get(k).is_some_and(|entries| {
+                entries
+                    .binary_search_by_key(base, |b| b.base_offset)
+                    .is_ok()
+            })
+        });
+    }
+
+    /// Entries of the insertion order (held batches and stale ones not yet swept).
+    pub fn order_len(&self) -> usize {
+        self.order.len()
     }
 
     /// Batches from the one containing `offset`, up to `max_bytes` (at least one batch), if
@@ -104,8 +138,10 @@ impl BatchCache {
     /// Forgets a partition's batches (truncation, deletion).
     pub fn invalidate(&mut self, key: u64) {
         if let Some(entries) = self.partitions.remove(&key) {
+            self.held -= entries.len();
             self.used_bytes -= entries.iter().map(|b| b.payload.len()).sum::<usize>();
         }
+        self.sweep_order();
     }
 
     /// Forgets batches that end at or below `offset` (retention moved the log start).
@@ -113,10 +149,12 @@ impl BatchCache {
         if let Some(entries) = self.partitions.get_mut(&key) {
             while entries.front().is_some_and(|b| b.next_offset() <= offset) {
                 if let Some(b) = entries.pop_front() {
+                    self.held -= 1;
                     self.used_bytes -= b.payload.len();
                 }
             }
         }
+        self.sweep_order();
     }
 }
 
@@ -159,6 +197,33 @@ mod tests {
         );
         assert_eq!(cache.read(1, 2, 1000).unwrap().len(), 1);
         assert!(cache.read(1, 4, 1000).is_none());
+    }
+
+    #[test]
+    fn the_insertion_order_stays_bounded_when_retention_keeps_the_cache_under_capacity() {
+        // Retention drops each batch soon after it is cached: the cache never fills, so
+        // eviction never pops the order. A gap and an invalidation leave stale entries too.
+        let mut cache = BatchCache::new(1 << 30);
+        for i in 0..200_000u64 {
+            cache.insert(1, batch(i, 1, 10));
+            cache.insert(2, batch(i * 2, 1, 10)); // never contiguous: replaces each time
+            if i % 10 == 9 {
+                cache.evict_below(1, i - 2);
+            }
+            if i % 1000 == 999 {
+                cache.invalidate(3);
+                cache.insert(3, batch(i, 1, 10));
+            }
+        }
+        let held: usize = cache.partitions.values().map(VecDeque::len).sum();
+        assert_eq!(held, cache.held);
+        assert!(
+            cache.order_len() <= 2 * held + ORDER_SLACK,
+            "{} order entries for {held} batches",
+            cache.order_len()
+        );
+        // What is held is still evicted oldest first once the cache fills.
+        assert_eq!(cache.read(1, 199_998, 100).unwrap().len(), 2);
     }
 
     #[test]

@@ -25,15 +25,39 @@ struct Appended {
     base_offset: i64,
 }
 
+/// How long a producer id is remembered after its last batch (Kafka's
+/// `producer.id.expiration.ms`, at its default of one day). A producer silent for longer is
+/// treated as new, as Kafka does; without it, every producer id a partition ever saw stayed in
+/// memory for the life of the broker.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+/// How often (at most) a partition's producers are checked for expiry, on a store.
+const EXPIRY_CHECK_MS: i64 = 60 * 1000;
+
 #[derive(Debug, Default)]
 struct Producer {
     epoch: i16,
     recent: VecDeque<Appended>,
+    /// Wall-clock time of the last batch stored (or of the rebuild that found it).
+    last_write_ms: i64,
 }
 
 #[derive(Debug, Default)]
 struct PartitionProducers {
     by_id: HashMap<i64, Producer>,
+    last_expiry_check_ms: i64,
+}
+
+impl PartitionProducers {
+    /// Forgets the producers whose last batch is older than `expiration_ms`, at most once per
+    /// `EXPIRY_CHECK_MS`.
+    fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
+        if now_ms - self.last_expiry_check_ms < EXPIRY_CHECK_MS {
+            return;
+        }
+        self.last_expiry_check_ms = now_ms;
+        self.by_id
+            .retain(|_, p| now_ms - p.last_write_ms <= expiration_ms);
+    }
 }
 
 /// What to do with an idempotent batch.
@@ -52,9 +76,21 @@ pub enum Verdict {
     },
 }
 
-#[derive(Default)]
 pub struct ProducerStates {
     partitions: RefCell<HashMap<(String, u32), PartitionProducers>>,
+    expiration_ms: i64,
+}
+
+impl Default for ProducerStates {
+    fn default() -> Self {
+        Self::new(PRODUCER_ID_EXPIRATION_MS)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -66,6 +102,14 @@ fn next_seq(s: i32) -> i32 {
 }
 
 impl ProducerStates {
+    /// Producer ids are forgotten `expiration_ms` after their last batch.
+    pub fn new(expiration_ms: i64) -> Self {
+        Self {
+            partitions: RefCell::new(HashMap::new()),
+            expiration_ms,
+        }
+    }
+
     /// Loads the partition's producer state from its log the first time it is needed.
     pub async fn ensure_loaded(&self, topic: &str, partition: u32, log: &PartitionLog) {
         let key = (topic.to_string(), partition);
@@ -73,6 +117,7 @@ impl ProducerStates {
             return;
         }
         let mut state = PartitionProducers::default();
+        let now = now_ms();
         let start = log.offset_before_end(REBUILD_BYTES);
         let end = log.stats().log_end_offset;
         let mut offset = start;
@@ -92,7 +137,7 @@ impl ProducerStates {
             for b in &read {
                 if let Some(h) = BatchHeader::parse(&b.payload) {
                     if h.is_idempotent() {
-                        record(&mut state, &h, b.base_offset as i64);
+                        record(&mut state, &h, b.base_offset as i64, now);
                         batches += 1;
                     }
                 }
@@ -144,9 +189,23 @@ impl ProducerStates {
 
     /// Remembers a batch that was stored at `base_offset`.
     pub fn stored(&self, topic: &str, partition: u32, h: &BatchHeader, base_offset: i64) {
+        self.stored_at(topic, partition, h, base_offset, now_ms());
+    }
+
+    fn stored_at(&self, topic: &str, partition: u32, h: &BatchHeader, base_offset: i64, now: i64) {
         let mut parts = self.partitions.borrow_mut();
         let state = parts.entry((topic.to_string(), partition)).or_default();
-        record(state, h, base_offset);
+        record(state, h, base_offset, now);
+        state.expire(now, self.expiration_ms);
+    }
+
+    /// Producer ids remembered for a partition.
+    #[cfg(test)]
+    fn producers(&self, topic: &str, partition: u32) -> usize {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .map_or(0, |p| p.by_id.len())
     }
 
     pub fn forget_topic(&self, topic: &str) {
@@ -154,8 +213,9 @@ impl ProducerStates {
     }
 }
 
-fn record(state: &mut PartitionProducers, h: &BatchHeader, base_offset: i64) {
+fn record(state: &mut PartitionProducers, h: &BatchHeader, base_offset: i64, now_ms: i64) {
     let p = state.by_id.entry(h.producer_id).or_default();
+    p.last_write_ms = now_ms;
     if h.producer_epoch != p.epoch {
         p.epoch = h.producer_epoch;
         p.recent.clear();
@@ -222,5 +282,30 @@ mod tests {
         assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::StaleEpoch);
         s.forget_topic("t");
         assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::Append);
+    }
+
+    #[test]
+    fn producer_ids_expire_after_their_last_batch() {
+        let day = PRODUCER_ID_EXPIRATION_MS;
+        let s = ProducerStates::new(day);
+        let t0 = 1_000_000_000_000;
+        // A long run: a new producer id every minute for three days, one that keeps writing.
+        let mut now = t0;
+        for pid in 0..3 * 24 * 60 {
+            s.stored_at("t", 0, &header(pid + 100, 0, 0, 1), pid, now);
+            s.stored_at("t", 0, &header(1, 0, pid as i32, 1), pid, now);
+            now += 60_000;
+        }
+        // About a day's worth of ids (plus the one checking interval), not three days'.
+        let kept = s.producers("t", 0);
+        assert!(kept <= 24 * 60 + 3, "{kept} producer ids kept");
+        assert!(kept >= 24 * 60 - 1, "{kept} producer ids kept");
+        // The active producer is still known (its retry is a duplicate), an expired one is new.
+        let last = 3 * 24 * 60 - 1;
+        assert_eq!(
+            s.check("t", 0, &header(1, 0, last as i32, 1)),
+            Verdict::Duplicate { base_offset: last }
+        );
+        assert_eq!(s.check("t", 0, &header(100, 0, 5, 1)), Verdict::Append);
     }
 }
