@@ -4,7 +4,7 @@
 //! for it runs there, so nothing here is shared or locked.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -707,6 +707,42 @@ impl Coordinator {
         })
     }
 
+    /// OffsetDelete: which of `topics` keep their offsets because a member of the group
+    /// subscribes to them (Kafka's GROUP_SUBSCRIBED_TO_TOPIC), or an error for the whole
+    /// request: GROUP_ID_NOT_FOUND, or NON_EMPTY_GROUP for a group with members whose protocol
+    /// is not "consumer" (its subscriptions cannot be read). A member whose subscription does
+    /// not decode counts as subscribed to every topic asked about.
+    pub fn subscribed_of(&self, group: &str, topics: &[String]) -> Result<BTreeSet<String>, i16> {
+        let groups = self.groups.borrow();
+        let Some(g) = groups.get(group) else {
+            return if self.offsets.borrow().contains_key(group) {
+                Ok(BTreeSet::new())
+            } else {
+                Err(GROUP_ID_NOT_FOUND)
+            };
+        };
+        if g.members.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        if g.protocol_type != "consumer" {
+            return Err(NON_EMPTY_GROUP);
+        }
+        let mut subscribed = BTreeSet::new();
+        for m in g.members.values() {
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == g.protocol)
+                .or_else(|| m.protocols.first())
+                .map(|(_, meta)| meta.clone());
+            match metadata.and_then(subscription_topics) {
+                Some(ts) => subscribed.extend(ts.into_iter().filter(|t| topics.contains(t))),
+                None => subscribed.extend(topics.iter().cloned()),
+            }
+        }
+        Ok(subscribed)
+    }
+
     /// DeleteGroups: only an empty group; returns its committed offsets to tombstone.
     pub fn delete(&self, group: &str) -> Result<Vec<(String, i32)>, i16> {
         let mut groups = self.groups.borrow_mut();
@@ -726,6 +762,22 @@ impl Coordinator {
             .unwrap_or_default();
         Ok(keys)
     }
+}
+
+/// The topics of a consumer protocol subscription (a version, then the subscription at that
+/// version), or `None` if it does not decode.
+fn subscription_topics(mut metadata: Bytes) -> Option<Vec<String>> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    if metadata.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+    let _ = metadata.split_to(2);
+    // Newer versions only add fields at the end: read what this codec knows.
+    let version = version.clamp(0, 3);
+    let sub = ConsumerProtocolSubscription::decode(&mut metadata, version).ok()?;
+    Some(sub.topics.iter().map(|t| t.as_str().to_string()).collect())
 }
 
 #[cfg(test)]
@@ -758,6 +810,50 @@ mod tests {
         }
         c.tick(Instant::now() + Duration::from_secs(1));
         block_on(f)
+    }
+
+    #[test]
+    fn offset_delete_keeps_the_topics_a_member_subscribes_to() {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let c = coordinator();
+        let topics = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(c.subscribed_of("g", &topics), Err(GROUP_ID_NOT_FOUND));
+        // Committed offsets and no members: everything may go.
+        c.apply_commit(
+            "g",
+            "a",
+            0,
+            Some(Committed {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 0,
+            }),
+        );
+        assert_eq!(c.subscribed_of("g", &topics), Ok(BTreeSet::new()));
+        // A member subscribed to "a" (a v1 subscription, as Java clients write it).
+        let mut meta = bytes::BytesMut::new();
+        meta.extend_from_slice(&1i16.to_be_bytes());
+        ConsumerProtocolSubscription::default()
+            .with_topics(vec![StrBytes::from_static_str("a")])
+            .encode(&mut meta, 1)
+            .unwrap();
+        let mut r = join("");
+        r.protocols = vec![("range".into(), meta.freeze())];
+        let joined = join_one(&c, r);
+        assert_eq!(joined.error, NONE);
+        assert_eq!(
+            c.subscribed_of("g", &topics),
+            Ok(BTreeSet::from(["a".to_string()]))
+        );
+        // A subscription that does not decode keeps every topic asked about.
+        let c2 = coordinator();
+        assert_eq!(join_one(&c2, join("")).error, NONE);
+        assert_eq!(
+            c2.subscribed_of("g", &topics),
+            Ok(topics.iter().cloned().collect())
+        );
     }
 
     fn join(member: &str) -> JoinRequest {

@@ -36,6 +36,7 @@ pub fn default_request(api: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),
         _ => return None,
     })
 }

@@ -304,3 +304,50 @@ def test_groups_kafka_python(broker):
         assert not {tp: om for tp, om in offs.items() if om.offset >= 0}, offs
     finally:
         a.close()
+
+
+
+def test_offset_delete_kafka_python(broker):
+    """OffsetDelete (kafka-python's delete_group_offsets; confluent-kafka's Python API has no
+    call for it) removes one partition's committed offset, and it stays removed after a
+    restart; while a member subscribes to the topic, the offset is kept with
+    GROUP_SUBSCRIBED_TO_TOPIC."""
+    topic, group = unique("odel"), unique("odel")
+    a = setup_group_topic(broker, topic)
+    tp0 = kp.TopicPartition(topic, 0)
+
+    def committed():
+        offs = a.list_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(
+            group, [ck.TopicPartition(topic, 0), ck.TopicPartition(topic, 1)])])
+        return {tp.partition: tp.offset for tp in offs[group].result(10).topic_partitions}
+
+    def delete_partition_0():
+        adm = kpa.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        try:
+            return adm.delete_group_offsets(group, [tp0])
+        finally:
+            adm.close()
+
+    c = run_member(broker, group, topic, 10)
+    try:
+        assert delete_partition_0() == {tp0: kerr.GroupSubscribedToTopicError}
+    finally:
+        c.close()
+    # Both partitions get a committed offset (the member may have read only one of them).
+    a.alter_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(
+        group, [ck.TopicPartition(topic, 0, 3), ck.TopicPartition(topic, 1, 4)])])[group] \
+        .result(10)
+    assert committed() == {0: 3, 1: 4}
+
+    assert delete_partition_0() == {tp0: kerr.NoError}
+    assert committed() == {0: ck.OFFSET_INVALID, 1: 4}
+    broker.restart()
+    a = ck_admin(broker)
+    assert committed() == {0: ck.OFFSET_INVALID, 1: 4}
+    # A group that does not exist: GROUP_ID_NOT_FOUND for the whole request.
+    adm = kpa.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        with pytest.raises(kerr.GroupIdNotFoundError):
+            adm.delete_group_offsets(unique("nope"), [tp0])
+    finally:
+        adm.close()

@@ -557,3 +557,97 @@ pub async fn delete_groups(
     }
     DeleteGroupsResponse::default().with_results(out)
 }
+
+/// OffsetDelete: removes a group's committed offsets for some partitions (tombstones in
+/// `__consumer_offsets`), except those of topics a member still subscribes to.
+pub async fn offset_delete(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let name = req.group_id.0.as_str().to_string();
+    let asked: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.as_str().to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let answer = |error: i16, per_partition: &dyn Fn(&str) -> i16| {
+        let topics = asked
+            .iter()
+            .map(|(topic, partitions)| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(TopicName(sb(topic)))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&p| {
+                                OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(per_partition(topic))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetDeleteResponse::default()
+            .with_error_code(error)
+            .with_topics(if error == code::NONE {
+                topics
+            } else {
+                Vec::new()
+            })
+    };
+    let Some((coord, offsets_partition)) = coordinator(shard, &name) else {
+        return answer(code::COORDINATOR_NOT_AVAILABLE, &|_| code::NONE);
+    };
+    let work = asked.clone();
+    let outcome = shard
+        .call(coord, move |s| {
+            Box::pin(async move {
+                let topics: Vec<String> = work.iter().map(|(t, _)| t.clone()).collect();
+                let subscribed = s.groups.subscribed_of(&name, &topics)?;
+                let committed = s.groups.committed(&name);
+                let tombstones: Vec<_> = work
+                    .iter()
+                    .filter(|(t, _)| !subscribed.contains(t))
+                    .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+                    .filter(|key| committed.contains_key(key))
+                    .map(|(t, p)| (t, p, None))
+                    .collect();
+                if !tombstones.is_empty() {
+                    let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
+                        return Err(code::COORDINATOR_NOT_AVAILABLE);
+                    };
+                    s.offsets
+                        .append(&log, offsets_partition, &name, &tombstones)
+                        .await
+                        .map_err(|e| engine_code(&e))?;
+                    for (t, p, _) in &tombstones {
+                        s.groups.apply_commit(&name, t, *p, None);
+                    }
+                    tracing::info!(group = %name, partitions = tombstones.len(), "committed offsets deleted");
+                }
+                Ok(subscribed)
+            })
+        })
+        .await;
+    match outcome {
+        Ok(Ok(subscribed)) => answer(code::NONE, &|t| {
+            if subscribed.contains(t) {
+                code::GROUP_SUBSCRIBED_TO_TOPIC
+            } else {
+                code::NONE
+            }
+        }),
+        Ok(Err(e)) => answer(e, &|_| code::NONE),
+        Err(_) => answer(code::COORDINATOR_NOT_AVAILABLE, &|_| code::NONE),
+    }
+}

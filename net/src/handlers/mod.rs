@@ -135,6 +135,7 @@ pub async fn dispatch_ordered(
         ApiKey::ListGroups => simple!(ListGroupsRequest, groups::list_groups),
         ApiKey::DescribeGroups => simple!(DescribeGroupsRequest, groups::describe_groups),
         ApiKey::DeleteGroups => simple!(DeleteGroupsRequest, groups::delete_groups),
+        ApiKey::OffsetDelete => simple!(OffsetDeleteRequest, groups::offset_delete),
         ApiKey::CreateTopics => simple!(CreateTopicsRequest, admin::create_topics),
         ApiKey::DeleteTopics => simple!(DeleteTopicsRequest, admin::delete_topics),
         ApiKey::CreatePartitions => simple!(CreatePartitionsRequest, admin::create_partitions),
@@ -175,6 +176,7 @@ pub mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_CONFIG: i16 = 40;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const INVALID_RECORD: i16 = 87;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 }
