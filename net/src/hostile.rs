@@ -37,6 +37,9 @@ pub fn default_request(api: ApiKey) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
+        ApiKey::DescribeProducers => RequestKind::DescribeProducers(Default::default()),
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(Default::default()),
         _ => return None,
     })
 }

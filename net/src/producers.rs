@@ -39,6 +39,17 @@ struct Producer {
     recent: VecDeque<Appended>,
     /// Wall-clock time of the last batch stored (or of the rebuild that found it).
     last_write_ms: i64,
+    /// The last batch's max timestamp (what DescribeProducers reports, as Kafka does).
+    last_timestamp: i64,
+}
+
+/// A producer as DescribeProducers shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +210,30 @@ impl ProducerStates {
         state.expire(now, self.expiration_ms);
     }
 
+    /// The producers a partition remembers, by id (its state loaded first, if need be, with
+    /// [`ProducerStates::ensure_loaded`]).
+    pub fn describe(&self, topic: &str, partition: u32) -> Vec<ProducerView> {
+        let parts = self.partitions.borrow();
+        let Some(p) = parts.get(&(topic.to_string(), partition)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ProducerView> = p
+            .by_id
+            .iter()
+            .filter_map(|(&id, pr)| {
+                let last = pr.recent.back()?;
+                Some(ProducerView {
+                    producer_id: id,
+                    epoch: pr.epoch,
+                    last_sequence: last.last_seq,
+                    last_timestamp: pr.last_timestamp,
+                })
+            })
+            .collect();
+        out.sort_by_key(|v| v.producer_id);
+        out
+    }
+
     /// Producer ids remembered for a partition.
     #[cfg(test)]
     fn producers(&self, topic: &str, partition: u32) -> usize {
@@ -216,6 +251,7 @@ impl ProducerStates {
 fn record(state: &mut PartitionProducers, h: &BatchHeader, base_offset: i64, now_ms: i64) {
     let p = state.by_id.entry(h.producer_id).or_default();
     p.last_write_ms = now_ms;
+    p.last_timestamp = h.max_timestamp;
     if h.producer_epoch != p.epoch {
         p.epoch = h.producer_epoch;
         p.recent.clear();
@@ -280,8 +316,18 @@ mod tests {
         assert_eq!(s.check("t", 0, &e1), Verdict::Append);
         s.stored("t", 0, &e1, 105);
         assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::StaleEpoch);
+        assert_eq!(
+            s.describe("t", 0),
+            vec![ProducerView {
+                producer_id: 1,
+                epoch: 1,
+                last_sequence: 0,
+                last_timestamp: 0
+            }]
+        );
         s.forget_topic("t");
         assert_eq!(s.check("t", 0, &header(1, 0, 5, 1)), Verdict::Append);
+        assert!(s.describe("t", 0).is_empty());
     }
 
     #[test]

@@ -351,3 +351,59 @@ def test_offset_delete_kafka_python(broker):
             adm.delete_group_offsets(unique("nope"), [tp0])
     finally:
         adm.close()
+
+
+def test_describe_topic_partitions_log_dirs_and_producers_kafka_python(broker):
+    """DescribeTopicPartitions pages through partitions with its cursor; DescribeLogDirs gives
+    the data directory, its disk and each partition's size; DescribeProducers shows the
+    idempotent producer that wrote a partition."""
+    a_topic, b_topic = "dtp-a-" + unique("t"), "dtp-b-" + unique("t")
+    a = ck_admin(broker)
+    for t, n in ((a_topic, 3), (b_topic, 2)):
+        a.create_topics([cka.NewTopic(t, num_partitions=n, replication_factor=1)])[t].result(15)
+    p = ck.Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    for i in range(10):
+        p.produce(a_topic, value=b"x" * 1000, partition=1)
+    assert p.flush(15) == 0
+
+    adm = kpa.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        # Pages of two partitions: a0 a1 | a2 b0 | b1, and an unknown topic flagged.
+        seen, cursor, pages = [], None, 0
+        while True:
+            r = adm.describe_topic_partitions([b_topic, a_topic, "no-such-topic"],
+                                              response_partition_limit=2, cursor=cursor)
+            pages += 1
+            for t in r["topics"]:
+                if t["name"] == "no-such-topic":
+                    assert t["error_code"] == 3, t
+                    continue
+                assert t["error_code"] == 0, t
+                for part in t["partitions"]:
+                    assert part["leader_id"] == 0 and part["isr_nodes"] == [0], part
+                    seen.append((t["name"], part["partition_index"]))
+            cursor = r["next_cursor"]
+            if cursor is None:
+                break
+            assert pages < 10, r
+        assert seen == [(a_topic, 0), (a_topic, 1), (a_topic, 2), (b_topic, 0), (b_topic, 1)]
+        assert pages == 3, pages
+
+        (dirs,) = adm.describe_log_dirs()
+        (d,) = dirs["log_dirs"]
+        assert d["error_code"] == 0 and d["log_dir"] == str(broker.data_dir), d
+        assert d["total_bytes"] > 0 and 0 <= d["usable_bytes"] <= d["total_bytes"], d
+        sizes = {(t["name"], q["partition_index"]): q["partition_size"]
+                 for t in d["topics"] for q in t["partitions"]}
+        assert sizes[(a_topic, 1)] >= 10 * 1000, sizes
+        assert sizes[(a_topic, 0)] == 0 and (b_topic, 1) in sizes, sizes
+
+        states = adm.describe_producers([kp.TopicPartition(a_topic, 1),
+                                         kp.TopicPartition(a_topic, 0)])
+        (producer,) = states[kp.TopicPartition(a_topic, 1)].active_producers
+        assert producer.producer_id >= 0 and producer.producer_epoch >= 0, producer
+        assert producer.last_sequence == 9, producer
+        assert producer.last_timestamp > 0, producer
+        assert states[kp.TopicPartition(a_topic, 0)].active_producers == []
+    finally:
+        adm.close()

@@ -3,6 +3,7 @@
 //! its handler in a module of its own area.
 
 mod admin;
+mod describe;
 mod fetch;
 mod groups;
 mod meta;
@@ -136,6 +137,16 @@ pub async fn dispatch_ordered(
         ApiKey::DescribeGroups => simple!(DescribeGroupsRequest, groups::describe_groups),
         ApiKey::DeleteGroups => simple!(DeleteGroupsRequest, groups::delete_groups),
         ApiKey::OffsetDelete => simple!(OffsetDeleteRequest, groups::offset_delete),
+        ApiKey::DescribeTopicPartitions => {
+            simple!(
+                DescribeTopicPartitionsRequest,
+                describe::describe_topic_partitions
+            )
+        }
+        ApiKey::DescribeLogDirs => simple!(DescribeLogDirsRequest, describe::describe_log_dirs),
+        ApiKey::DescribeProducers => {
+            simple!(DescribeProducersRequest, describe::describe_producers)
+        }
         ApiKey::CreateTopics => simple!(CreateTopicsRequest, admin::create_topics),
         ApiKey::DeleteTopics => simple!(DeleteTopicsRequest, admin::delete_topics),
         ApiKey::CreatePartitions => simple!(CreatePartitionsRequest, admin::create_partitions),

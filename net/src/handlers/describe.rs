@@ -1,0 +1,255 @@
+//! What admin tools describe beyond Metadata: DescribeTopicPartitions (KIP-966, paged),
+//! DescribeLogDirs (partition sizes on the data disk) and DescribeProducers (idempotent
+//! producer state per partition).
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use kafka_protocol::messages::*;
+
+use super::{code, sb, topic_name, Ctx};
+use crate::{Shard, BROKER_ID, OFFSETS_TOPIC};
+
+/// Kafka's `topic_authorized_operations` when authorized operations were not asked for.
+const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
+/// DescribeTopicPartitions: the topics asked (every topic if none), in name order, from the
+/// cursor on, with at most `response_partition_limit` partitions in all; `next_cursor` says
+/// where the next page starts.
+pub async fn describe_topic_partitions(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let meta = shard.cluster.metadata();
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        meta.topics.iter().map(|t| t.name.clone()).collect()
+    } else {
+        req.topics
+            .iter()
+            .map(|t| t.name.0.as_str().to_string())
+            .collect()
+    };
+    names.sort();
+    names.dedup();
+    let (from_topic, from_partition) = match &req.cursor {
+        Some(c) => (
+            c.topic_name.0.as_str().to_string(),
+            c.partition_index.max(0),
+        ),
+        None => (String::new(), 0),
+    };
+    let mut left = usize::try_from(req.response_partition_limit)
+        .unwrap_or(0)
+        .clamp(1, 2000);
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names.into_iter().filter(|n| *n >= from_topic) {
+        let Some(t) = shard.cluster.topic(&name) else {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_name(Some(topic_name(&name)))
+                    .with_topic_authorized_operations(OPERATIONS_NOT_ASKED),
+            );
+            continue;
+        };
+        if left == 0 {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partition_index(0),
+            );
+            break;
+        }
+        let first = if name == from_topic {
+            from_partition
+        } else {
+            0
+        };
+        let count = t.partitions() as i32;
+        let mut partitions = Vec::new();
+        let mut p = first;
+        while p < count && left > 0 {
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_leader_id(BrokerId(BROKER_ID))
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![BrokerId(BROKER_ID)])
+                    .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
+            );
+            p += 1;
+            left -= 1;
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(topic_name(&name)))
+                .with_is_internal(name == OFFSETS_TOPIC)
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(OPERATIONS_NOT_ASKED),
+        );
+        if p < count {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partition_index(p),
+            );
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}
+
+/// (topic, partitions) asked, or every partition of every topic.
+fn partitions_asked(
+    shard: &Shard,
+    asked: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<i32>)> {
+    match asked {
+        Some(a) => a,
+        None => shard
+            .cluster
+            .metadata()
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), (0..t.partitions() as i32).collect()))
+            .collect(),
+    }
+}
+
+/// DescribeLogDirs: the one data directory, its disk's size and free space (v4), and the
+/// size of every partition asked for that exists (unknown ones are left out, as Kafka does).
+pub async fn describe_log_dirs(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    let asked = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.topic.0.as_str().to_string(), t.partitions))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for (name, parts) in partitions_asked(shard, asked) {
+        let sizes = join_all(parts.into_iter().map(|p| {
+            let shard = shard.clone();
+            let name = name.clone();
+            async move {
+                let owner = shard.cluster.owner(&name, p)?;
+                shard
+                    .call(owner, move |s| {
+                        Box::pin(async move {
+                            s.logs
+                                .get(&name, p as u32)
+                                .map(|log| log.stats().size_bytes)
+                        })
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|size| (p, size))
+            }
+        }))
+        .await;
+        let partitions: Vec<_> = sizes
+            .into_iter()
+            .flatten()
+            .map(|(p, size)| {
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(p)
+                    .with_partition_size(size as i64)
+            })
+            .collect();
+        if !partitions.is_empty() {
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    let dir = &shard.cluster.data_dir;
+    let (total, free) = spate_engine::space::statvfs(dir)
+        .map_or((-1, -1), |(total, free)| (total as i64, free as i64));
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(sb(&dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(free)])
+}
+
+/// DescribeProducers: the idempotent producers each partition remembers (no transactions:
+/// coordinator epoch and transaction start are -1).
+pub async fn describe_producers(
+    shard: &Rc<Shard>,
+    _ctx: &Ctx,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let partitions = join_all(t.partition_indexes.into_iter().map(|p| {
+            let shard = shard.clone();
+            let name = name.clone();
+            async move {
+                let unknown = PartitionResponse::default()
+                    .with_partition_index(p)
+                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                let Some(owner) = shard.cluster.owner(&name, p) else {
+                    return unknown;
+                };
+                let producers = shard
+                    .call(owner, move |s| {
+                        Box::pin(async move {
+                            let log = s.logs.get(&name, p as u32)?;
+                            s.producers.ensure_loaded(&name, p as u32, &log).await;
+                            Some(s.producers.describe(&name, p as u32))
+                        })
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(producers) = producers else {
+                    return unknown;
+                };
+                PartitionResponse::default()
+                    .with_partition_index(p)
+                    .with_active_producers(
+                        producers
+                            .into_iter()
+                            .map(|v| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(v.producer_id))
+                                    .with_producer_epoch(i32::from(v.epoch))
+                                    .with_last_sequence(v.last_sequence)
+                                    .with_last_timestamp(v.last_timestamp)
+                                    .with_coordinator_epoch(-1)
+                                    .with_current_txn_start_offset(-1)
+                            })
+                            .collect(),
+                    )
+            }
+        }))
+        .await;
+        topics.push(
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DescribeProducersResponse::default().with_topics(topics)
+}
