@@ -16,6 +16,9 @@ use crate::codec::encode_response;
 use crate::producers::Verdict;
 use crate::Shard;
 
+/// Kafka's error 6 (NOT_LEADER_OR_FOLLOWER, formerly NOT_LEADER_FOR_PARTITION).
+const NOT_LEADER_FOR_PARTITION: i16 = 6;
+
 #[derive(Debug, Clone)]
 struct PartitionResult {
     error: i16,
@@ -120,15 +123,21 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
     if acks == 0 {
         return Outcome::Silent;
     }
+    let version = ctx.version;
     let responses = layout
         .into_iter()
         .map(|(name, parts)| {
             let partition_responses = parts
                 .into_iter()
                 .map(|index| {
-                    let r = results.next().unwrap_or_else(|| {
+                    let mut r = results.next().unwrap_or_else(|| {
                         PartitionResult::error(code::UNKNOWN_SERVER_ERROR, None)
                     });
+                    // Produce v4 is how a client says it knows KAFKA_STORAGE_ERROR; an older
+                    // one gets NOT_LEADER_FOR_PARTITION, retriable too, as Kafka answers.
+                    if version < 4 && r.error == code::KAFKA_STORAGE_ERROR {
+                        r.error = NOT_LEADER_FOR_PARTITION;
+                    }
                     PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(r.error)
