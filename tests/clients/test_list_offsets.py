@@ -178,3 +178,28 @@ def test_earliest_after_delete_records(broker, ts_topic):
             assert lo_hi == (want_lo[part], len(ts)), part
     finally:
         c.close()
+
+
+def test_max_timestamp_earliest_and_latest_confluent(broker, ts_topic):
+    """ListOffsets v7+ through confluent-kafka's AdminClient.list_offsets: max_timestamp
+    (KIP-734) is the record with the largest timestamp, inside a batch, compressed or not, and
+    out of timestamp order; earliest and latest as before."""
+    topic, _, lay = ts_topic
+    a = ck.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    for spec, want in (
+        (ck.admin.OffsetSpec.max_timestamp(),
+         {p: (ts.index(max(ts)), max(ts)) for p, ts in lay.items()}),
+        (ck.admin.OffsetSpec.earliest(), {p: (0, -1) for p in lay}),
+        (ck.admin.OffsetSpec.latest(), {p: (len(ts), -1) for p, ts in lay.items()}),
+    ):
+        req = {ck.TopicPartition(topic, p): spec for p in lay}
+        got = {tp.partition: (r.offset, r.timestamp)
+               for tp, f in a.list_offsets(req, request_timeout=10).items()
+               for r in [f.result(10)]}
+        assert got == want, (spec, got, want)
+    # An empty partition has no largest timestamp.
+    empty = unique("lo-empty")
+    a.create_topics([ck.admin.NewTopic(empty, 1, 1)])[empty].result(15)
+    (f,) = a.list_offsets({ck.TopicPartition(empty, 0): ck.admin.OffsetSpec.max_timestamp()},
+                          request_timeout=10).values()
+    assert f.result(10).offset == -1

@@ -1218,6 +1218,47 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The first batch holding the log's largest timestamp, and that timestamp (Kafka's
+    /// ListOffsets MAX_TIMESTAMP, KIP-734): the first segment whose largest timestamp is the
+    /// log's, scanned for its first batch that reaches it. `None` for an empty log.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<(u64, i64)>> {
+        let found = {
+            let st = self.inner.state.borrow();
+            let start = log_start(&st);
+            st.segments
+                .values()
+                .filter(|s| s.size_bytes > 0 && s.next_offset > start)
+                .fold(None::<&Segment>, |best, s| match best {
+                    Some(b) if b.max_timestamp_ms >= s.max_timestamp_ms => Some(b),
+                    _ => Some(s),
+                })
+                .map(|s| {
+                    // The time index says from where the largest timestamp can be reached.
+                    let rel = s.time_index.scan_start(s.max_timestamp_ms);
+                    let (irel, pos) = s.index.lookup(rel);
+                    (
+                        s.file.clone(),
+                        s.base_offset + u64::from(irel),
+                        pos,
+                        s.size_bytes,
+                        s.max_timestamp_ms,
+                        start,
+                    )
+                })
+        };
+        let Some((file, offset, pos, size, max_ts, start)) = found else {
+            return Ok(None);
+        };
+        let mut hit = None;
+        crate::log::scan::scan_frames(&*file, pos, offset, size, |h, _| {
+            if hit.is_none() && h.max_timestamp_ms >= max_ts && h.next_offset() > start {
+                hit = Some((h.base_offset, h.max_timestamp_ms));
+            }
+        })
+        .await?;
+        Ok(hit)
+    }
+
     /// Deletes closed segments beyond the size and age limits. Returns how many it deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
         let cfg = self.inner.config.borrow().clone();

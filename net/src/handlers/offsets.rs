@@ -1,4 +1,6 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), the record with the largest timestamp (-3), the
+//! earliest local offset (-4), the latest tiered one (-5), or the first offset at or after a
+//! timestamp.
 
 use std::rc::Rc;
 
@@ -15,6 +17,13 @@ use crate::Shard;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// The record with the largest timestamp (v7+, KIP-734).
+const MAX_TIMESTAMP: i64 = -3;
+/// The oldest offset on local disk (v8+, KIP-1005): the log start, nothing being tiered yet.
+const EARLIEST_LOCAL: i64 = -4;
+/// The last offset in the remote tier (v9+, KIP-1005): none, as Kafka answers for a topic
+/// without remote storage.
+const LATEST_TIERED: i64 = -5;
 
 async fn lookup_here(
     s: Rc<Shard>,
@@ -26,13 +35,24 @@ async fn lookup_here(
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
     };
     let stats = log.stats();
+    let limit = s.cluster.config.max_request_bytes;
     match timestamp {
         LATEST => (code::NONE, -1, stats.log_end_offset as i64),
-        EARLIEST => (code::NONE, -1, stats.log_start_offset as i64),
+        EARLIEST | EARLIEST_LOCAL => (code::NONE, -1, stats.log_start_offset as i64),
+        LATEST_TIERED => (code::NONE, -1, -1),
+        MAX_TIMESTAMP => match log.offset_of_max_timestamp().await {
+            Ok(Some((offset, ts))) => {
+                let (offset, ts) = exact_record(&log, offset, ts, limit)
+                    .await
+                    .unwrap_or((offset as i64, ts));
+                (code::NONE, ts, offset.max(stats.log_start_offset as i64))
+            }
+            Ok(None) => (code::NONE, -1, -1),
+            Err(e) => (engine_code(&e), -1, -1),
+        },
         t if t < 0 => (code::INVALID_REQUEST, -1, -1),
         t => match log.offset_for_timestamp(t).await {
             Ok(Some((offset, ts))) => {
-                let limit = s.cluster.config.max_request_bytes;
                 let (offset, ts) = exact_record(&log, offset, t, limit)
                     .await
                     .unwrap_or((offset as i64, ts));
@@ -79,9 +99,10 @@ async fn exact_record(
 
 pub async fn list_offsets(
     shard: &Rc<Shard>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let version = ctx.version;
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
@@ -102,6 +123,8 @@ pub async fn list_offsets(
                     .with_error_code(error)
                     .with_timestamp(timestamp)
                     .with_offset(offset)
+                    // One leader epoch so far (Metadata says 0 too); the field is v4+.
+                    .with_leader_epoch(if version >= 4 && offset >= 0 { 0 } else { -1 })
             }
         });
         let partitions = join_all(calls).await;
