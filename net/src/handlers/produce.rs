@@ -291,7 +291,10 @@ pub async fn init_producer_id(
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => {
-            tracing::error!("cannot allocate a producer id: {e}");
+            spate_engine::warn_limited!(
+                "producer id refused",
+                "cannot allocate a producer id: {e}"
+            );
             InitProducerIdResponse::default()
                 .with_error_code(code::UNKNOWN_SERVER_ERROR)
                 .with_producer_id(ProducerId(-1))
