@@ -95,7 +95,8 @@ fn list_segments(dir: &Path, name: &str) -> Result<Vec<u64>> {
             let _ = std::fs::remove_file(entry.path());
         } else if !(file_name.ends_with(".index")
             || file_name.ends_with(".timeindex")
-            || file_name == checkpoint::CHECKPOINT_FILE)
+            || file_name == checkpoint::CHECKPOINT_FILE
+            || file_name == crate::log::partition::START_FILE)
         {
             tracing::warn!(partition = name, file = %entry.path().display(), "ignoring a file that is not part of the log");
         }
