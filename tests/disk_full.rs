@@ -345,6 +345,129 @@ fn delete_topic(client: &mut Client, addr: &str, topic: &str) {
     );
 }
 
+/// confluent-kafka's producer (librdkafka, acks=all, its default retries) sending records of
+/// `value(topic, i)` to partition 0, started while the disk is full. Killed by pid if the test
+/// ends first.
+struct RetryingProducer {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    first: u64,
+    count: u64,
+}
+
+const PRODUCER_SCRIPT: &str = r#"
+import sys
+from confluent_kafka import Producer
+addr, topic, first, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+# debug=msg: librdkafka logs each refused request ("encountered error ... actions ...Retry").
+p = Producer({'bootstrap.servers': addr, 'acks': 'all', 'delivery.timeout.ms': 120000,
+              'retry.backoff.ms': 200, 'linger.ms': 5, 'debug': 'msg'})
+failed = []
+def done(err, msg):
+    if err is not None:
+        failed.append(err)
+        print('failed', err.name(), flush=True)
+    else:
+        print('acked', msg.offset(), msg.value()[:40].decode().split(':')[1], flush=True)
+for i in range(first, first + count):
+    v = ('%s:%d:' % (topic, i)).encode()
+    p.produce(topic, v + b'v' * (size - len(v)), partition=0, on_delivery=done)
+left = p.flush(150)
+sys.exit(1 if failed or left else 0)
+"#;
+
+impl RetryingProducer {
+    /// Starts it and waits (bounded) until librdkafka reports a refusal it will retry.
+    fn start(python: &Path, addr: &str, topic: &str, first: u64, count: u64) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(python)
+            .args(["-c", PRODUCER_SCRIPT, addr, topic])
+            .arg(first.to_string())
+            .arg(count.to_string())
+            .arg(VALUE_BYTES.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = RetryingProducer {
+            child,
+            stderr: rx,
+            seen: Vec::new(),
+            first,
+            count,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match p.stderr.recv_timeout(left) {
+                // librdkafka's text for KAFKA_STORAGE_ERROR, and the retry it decided on.
+                Ok(line) if line.contains("Disk error") && line.contains("Retry") => return p,
+                Ok(line) => p.seen.push(line),
+                Err(_) => panic!(
+                    "librdkafka never reported a retriable refusal; its log:\n{}",
+                    p.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits (bounded) for it to deliver everything, and records what was acked.
+    fn finish(mut self, acked: &mut Acked) {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the librdkafka producer did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+        }
+        assert!(
+            status.success(),
+            "librdkafka gave up on records the broker refused for a full disk: {out}"
+        );
+        let mut delivered = 0;
+        for line in out.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("acked") {
+                let offset: i64 = words.next().unwrap().parse().unwrap();
+                let index: u64 = words.next().unwrap().parse().unwrap();
+                acked.records.insert(offset, index);
+                delivered += 1;
+            }
+        }
+        assert_eq!(delivered, self.count, "{out}");
+        acked.next_index = acked.next_index.max(self.first + self.count);
+        eprintln!("librdkafka retried and delivered {delivered} records once space was freed");
+    }
+}
+
+impl Drop for RetryingProducer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Retries produce until it is accepted (space came back), within a bound.
 fn produce_once_accepted(client: &mut Client, topic: &str, acked: &mut Acked) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -426,12 +549,19 @@ fn a_full_disk_refuses_produce_frees_space_by_delete_topics_and_takes_writes_aga
     check_readable(&mut client, "big", &big);
 
     // 2. A Kafka admin client deletes the big topic on the full disk (its metadata write
-    // needs space: the reserve), which frees space.
+    // needs space: the reserve), which frees space. Meanwhile a real Kafka producer
+    // (librdkafka), refused, retries on its own and delivers once there is room.
+    let producer = python_with_confluent_kafka()
+        .map(|python| RetryingProducer::start(&python, &addr, "keep", keep.next_index, 40));
     delete_topic(&mut client, &addr, "big");
     assert!(
         disk.free_bytes() > (DISK_MIB / 2) << 20,
         "deleting freed no space"
     );
+    match producer {
+        Some(p) => p.finish(&mut keep),
+        None => eprintln!("confluent-kafka not found: no librdkafka producer retried"),
+    }
 
     // 3. The partition that was refused takes writes again, without a restart.
     produce_once_accepted(&mut client, "keep", &mut keep);
