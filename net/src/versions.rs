@@ -47,6 +47,33 @@ pub fn supported(api_key: i16) -> Option<(ApiKey, i16, i16)> {
 mod tests {
     use super::*;
 
+    /// docs/COMPATIBILITY.md has a row for every API key the codec knows, starting with its
+    /// served range here and Kafka's (the codec is generated from Kafka 4.1.0's message specs).
+    #[test]
+    fn the_compatibility_table_says_what_is_served() {
+        let doc = include_str!("../../docs/COMPATIBILITY.md");
+        let mut missing = Vec::new();
+        for key in 0..=200i16 {
+            let Ok(api) = ApiKey::try_from(key) else {
+                continue;
+            };
+            let known = api.valid_versions();
+            let served = supported(key).map_or("-".to_string(), |(_, a, b)| format!("{a}-{b}"));
+            let row = format!(
+                "| {key} | {api:?} | {served} | {}-{} |",
+                known.min, known.max
+            );
+            if !doc.contains(&row) {
+                missing.push(row);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/COMPATIBILITY.md lacks these rows (or their start differs):\n{}",
+            missing.join("\n")
+        );
+    }
+
     #[test]
     fn every_range_is_within_what_the_codec_knows() {
         for (key, min, max) in SUPPORTED {
