@@ -108,6 +108,18 @@ async fn shard_main(spec: ShardSpec) -> usize {
             }
         })
     };
+    // Free space is otherwise sampled only when something writes: the reserve must come
+    // back after space is freed even if nothing is produced (every shard ticks; the samples
+    // themselves stay one per interval for the broker).
+    let space_ticker = {
+        let space = spec.space.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(spate_engine::space::CHECK_INTERVAL).await;
+                space.free_bytes();
+            }
+        })
+    };
     let accept = listener::accept_loop(shard.clone(), listener);
     let stop = async {
         while !spec.shutdown.load(Ordering::SeqCst) {
@@ -116,6 +128,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
     };
     futures_lite::future::or(accept, stop).await;
     drop(retention);
+    drop(space_ticker);
     let unclean = logs.close_all().await;
     tracing::info!(shard = spec.shard_id, "shard stopped");
     unclean
