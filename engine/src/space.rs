@@ -63,6 +63,13 @@ pub fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
     Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
 }
 
+/// The preallocation step with `free_bytes` free above a floor of `min_free_bytes`.
+fn preallocate_step(free_bytes: u64, min_free_bytes: u64, configured: u64) -> u64 {
+    let headroom = free_bytes.saturating_sub(min_free_bytes);
+    let step = configured.min(headroom / PREALLOCATE_SHARE);
+    step - step % BLOCK_SIZE
+}
+
 struct Reserve {
     file: Option<File>,
     held: bool,
@@ -175,9 +182,7 @@ impl DiskSpace {
     /// How far a segment may preallocate at once: `configured`, or less when the space above
     /// the floor is short (a share of it, in whole blocks; 0 below the floor).
     pub fn preallocate_step(&self, configured: u64) -> u64 {
-        let headroom = self.free_bytes().saturating_sub(self.min_free_bytes);
-        let step = configured.min(headroom / PREALLOCATE_SHARE);
-        step - step % BLOCK_SIZE
+        preallocate_step(self.free_bytes(), self.min_free_bytes, configured)
     }
 
     /// Frees the reserve for a write that hit ENOSPC (`why` names it, for the log); the caller
@@ -259,6 +264,7 @@ impl DiskSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GIB;
 
     #[test]
     fn reserve_is_taken_released_and_taken_back() {
@@ -295,6 +301,29 @@ mod tests {
         assert_eq!(space.preallocate_step(32 * MIB), 0);
         let open = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(0)).unwrap();
         assert!(open.admit_append().is_ok());
+    }
+
+    #[test]
+    fn preallocation_shrinks_with_the_space_above_the_floor() {
+        let configured = 32 * MIB;
+        // Plenty of room: the configured step.
+        assert_eq!(
+            preallocate_step(100 * 1024 * MIB, GIB, configured),
+            configured
+        );
+        // 40 MiB above the floor (what freeing a little gives): a new partition takes 2.5 MiB,
+        // not 32, and sixteen of them still leave room.
+        assert_eq!(
+            preallocate_step(GIB + 40 * MIB, GIB, configured),
+            40 * MIB / 16
+        );
+        // Whole blocks only, and nothing at or below the floor.
+        assert_eq!(
+            preallocate_step(GIB + 16 * BLOCK_SIZE + 100, GIB, configured),
+            BLOCK_SIZE
+        );
+        assert_eq!(preallocate_step(GIB, GIB, configured), 0);
+        assert_eq!(preallocate_step(MIB, GIB, configured), 0);
     }
 
     #[test]
