@@ -517,6 +517,51 @@ fn close_on_a_full_disk_succeeds_and_keeps_every_acked_batch() {
     });
 }
 
+/// A start after a crash on a full disk: recovery has index entries to save and no room for
+/// them. It must start anyway (they stay in memory; the next start scans again), serve every
+/// acked batch, and take writes once space is back.
+#[test]
+fn a_start_after_a_crash_on_a_full_disk_serves_everything_and_writes_once_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        let cfg = LogConfig {
+            index_interval_bytes: 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        let mut acked = append_acked(&log, 0, 40, |seq| 1_500 + seq as usize).await;
+        let end = log.stats().log_end_offset;
+        // A crash: no close, so no index entries on disk and no checkpoint.
+        drop(log);
+
+        plan.fail_writes(libc::ENOSPC, 0);
+        let (log, report) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        assert_eq!(report.next_offset, end, "{report:?}");
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        read_each(&log, &acked).await;
+        let err = log
+            .append(vec![batch(40, 1_000, 5)], Durability::Durable)
+            .await
+            .unwrap_err();
+        assert!(err.is_disk_full(), "{err:?}");
+
+        plan.heal();
+        acked.extend(append_acked(&log, 41, 5, |_| 2_000).await);
+        assert_eq!(acked[40].offset, end);
+        log.close().await.unwrap();
+        drop(log);
+        let (log, report) = open(&root, cfg).await;
+        assert_eq!(
+            report.bytes_scanned, 0,
+            "a clean close after all: {report:?}"
+        );
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        read_each(&log, &acked).await;
+    });
+}
+
 /// An append below the disk's floor (`storage.min_free_bytes`) is refused before anything is
 /// queued or written, as a retriable disk-full error naming the floor.
 #[test]

@@ -216,6 +216,15 @@ async fn recover_active(
         config.preallocate_bytes,
     )
     .await?;
-    seg.persist_indexes().await?;
+    // On a full disk the index tail stays in memory only (the next start scans it again):
+    // a start must not need space.
+    match seg.persist_indexes().await {
+        Err(e) if e.is_disk_full() => crate::warn_limited!(
+            "index not persisted: disk full",
+            segment = %path.display(),
+            "the active segment's index tail is not saved: {e}"
+        ),
+        r => r?,
+    }
     Ok(seg)
 }

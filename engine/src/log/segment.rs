@@ -162,7 +162,15 @@ impl Segment {
                 .map_or(i64::MIN, |e| e.timestamp_ms),
         );
         if rebuilt {
-            persist_rebuilt(storage, dir, base, &seg).await?;
+            match persist_rebuilt(storage, dir, base, &seg).await {
+                // The rebuilt index is in memory; the next start rebuilds it again.
+                Err(e) if e.is_disk_full() => crate::warn_limited!(
+                    "index not persisted: disk full",
+                    segment = %path.display(),
+                    "a rebuilt index is not saved: {e}"
+                ),
+                r => r?,
+            }
         }
         Ok((seg, outcome, rebuilt))
     }
@@ -227,9 +235,12 @@ impl Segment {
     }
 
     /// Persists the in-memory indexes of the active segment.
+    /// The files stay with the segment whatever happens (its appender among them).
     pub async fn persist_indexes(&mut self) -> Result<()> {
-        if let Some(closing) = self.take_active() {
-            self.active = Some(closing.persist().await?);
+        if let Some(mut closing) = self.take_active() {
+            let written = closing.write().await;
+            self.active = Some(closing.into_files());
+            written?;
         }
         Ok(())
     }
