@@ -407,3 +407,26 @@ def test_describe_topic_partitions_log_dirs_and_producers_kafka_python(broker):
         assert states[kp.TopicPartition(a_topic, 0)].active_producers == []
     finally:
         adm.close()
+
+
+def test_group_type_filter_and_unknown_group_kafka_python(broker):
+    """ListGroups v5 filters by group type (every group here is classic); DescribeGroups v6
+    answers an unknown group with GROUP_ID_NOT_FOUND (KIP-1043)."""
+    topic, group = unique("gtype"), unique("gtype")
+    setup_group_topic(broker, topic)
+    c = run_member(broker, group, topic, 4)
+    adm = kpa.KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        def listed(**kw):
+            return [g for g in adm.list_groups(**kw) if g["group_id"] == group]
+
+        assert len(listed(types_filter=["classic"])) == 1, adm.list_groups()
+        assert listed(types_filter=["consumer"]) == []
+        assert len(listed()) == 1
+        missing = unique("nope")
+        desc = adm.describe_groups([group, missing])
+        assert desc[group]["error"] is None and desc[group]["group_state"] == "Stable", desc
+        assert "GroupIdNotFound" in desc[missing]["error"], desc[missing]
+    finally:
+        adm.close()
+        c.close()

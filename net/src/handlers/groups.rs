@@ -436,9 +436,16 @@ pub async fn list_groups(
         .iter()
         .map(|s| s.as_str().to_lowercase())
         .collect();
+    // v5: a type filter; every group here is of the classic protocol.
+    let classic_wanted = req.types_filter.is_empty()
+        || req
+            .types_filter
+            .iter()
+            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let groups = lists
         .into_iter()
         .flatten()
+        .filter(|_| classic_wanted)
         .filter(|(_, _, st)| states.is_empty() || states.contains(&st.name().to_lowercase()))
         .map(|(name, ptype, st)| {
             ListedGroup::default()
@@ -453,7 +460,7 @@ pub async fn list_groups(
 
 pub async fn describe_groups(
     shard: &Rc<Shard>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut out = Vec::new();
@@ -476,7 +483,13 @@ pub async fn describe_groups(
             .ok()
             .flatten();
         let described = match desc {
-            // Kafka answers an unknown group as "Dead" with no members.
+            // v6 (KIP-1043) says GROUP_ID_NOT_FOUND; before, Kafka answers an unknown group
+            // as "Dead" with no members.
+            None if ctx.version >= 6 => DescribedGroup::default()
+                .with_error_code(groups::GROUP_ID_NOT_FOUND)
+                .with_error_message(Some(sb(&format!("Group {name} not found."))))
+                .with_group_id(g)
+                .with_group_state(sb("Dead")),
             None => DescribedGroup::default()
                 .with_group_id(g)
                 .with_group_state(sb("Dead")),

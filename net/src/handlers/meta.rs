@@ -17,7 +17,7 @@ use super::{code, engine_code, sb, topic_name, Ctx};
 use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
 use crate::{versions, BROKER_ID, OFFSETS_TOPIC};
 
-/// ApiVersions at the version the client asked for; above v3, UNSUPPORTED_VERSION at v0
+/// ApiVersions at the version the client asked for; above v4, UNSUPPORTED_VERSION at v0
 /// (which still lists the ranges, so the client retries lower).
 pub fn api_versions(prefix: RequestPrefix, mut frame: Bytes) -> Result<ResponseChunks, CodecError> {
     let api_keys: Vec<ApiVersion> = versions::SUPPORTED
@@ -29,7 +29,8 @@ pub fn api_versions(prefix: RequestPrefix, mut frame: Bytes) -> Result<ResponseC
                 .with_max_version(*max)
         })
         .collect();
-    let supported = (0..=3).contains(&prefix.api_version);
+    let supported = versions::supported(ApiKey::ApiVersions as i16)
+        .is_some_and(|(_, min, max)| (min..=max).contains(&prefix.api_version));
     let version = if supported { prefix.api_version } else { 0 };
     let mut ctx = RequestContext {
         api_key: ApiKey::ApiVersions,
