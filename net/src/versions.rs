@@ -5,7 +5,7 @@ use kafka_protocol::messages::ApiKey;
 
 /// (api, min version, max version), as advertised.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
