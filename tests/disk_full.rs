@@ -99,6 +99,14 @@ impl LoopDisk {
         self.mnt.join("data")
     }
 
+    /// Whether the broker's space reserve holds its blocks.
+    fn reserve_held(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.data_dir().join(spate_engine::space::RESERVE_FILE);
+        std::fs::metadata(path)
+            .is_ok_and(|m| m.blocks() * 512 >= spate_engine::space::RESERVE_BYTES)
+    }
+
     fn free_bytes(&self) -> u64 {
         spate_engine::space::statvfs(&self.mnt).unwrap().1
     }
@@ -552,7 +560,12 @@ fn a_full_disk_refuses_produce_frees_space_by_delete_topics_and_takes_writes_aga
     check_readable(&mut client, "big", &big);
 
     // DeleteRecords on the full disk: the new log start is a small file (the reserve gives the
-    // room), and the segments below it are deleted.
+    // room), and the segments below it are deleted. Filling the disk by produce (rolls
+    // included) left the reserve alone.
+    assert!(
+        disk.reserve_held(),
+        "the reserve was spent before anything freed space"
+    );
     let middle = *big.records.keys().nth(big.records.len() / 2).unwrap();
     let req = DeleteRecordsRequest::default()
         .with_timeout_ms(10_000)

@@ -904,7 +904,7 @@ impl PartitionLog {
             }
         };
         if let Some(mut closing) = closing {
-            if let Err(e) = self.write_index_tails(&mut closing).await {
+            if let Err(e) = self.write_index_tails(&mut closing, false).await {
                 if !e.is_disk_full() {
                     return Err(WriteFault::Fatal(e));
                 }
@@ -930,20 +930,23 @@ impl PartitionLog {
         self.inner.state.borrow_mut().segments.insert(base, new);
         // Without it the previous checkpoint, which names the closed segment, is ignored at the
         // next start, and recovery scans the new segment from its last index entry.
-        if let Err(e) = self.write_checkpoint().await {
+        if let Err(e) = self.write_checkpoint(false).await {
             crate::warn_limited!("checkpoint failed", partition = %self.inner.name, "recovery checkpoint not written at roll: {e}");
         }
         Ok(())
     }
 
-    /// Writes the index entries a closing segment's files lack; on a full disk once more
-    /// after releasing the disk's reserve.
+    /// Writes the index entries a closing segment's files lack; on a full disk, with
+    /// `reserve` (a clean close), once more after releasing the disk's reserve. A roll does
+    /// without: its index entries can be rebuilt, and the reserve is kept for what frees space
+    /// (deletions, retention changes) and for the stop.
     async fn write_index_tails(
         &self,
         closing: &mut crate::log::segment::ClosingFiles,
+        reserve: bool,
     ) -> Result<()> {
         match closing.write().await {
-            Err(e) if e.is_disk_full() => match self.space() {
+            Err(e) if e.is_disk_full() && reserve => match self.space() {
                 Some(space) => {
                     space.release_reserve(&format!("the indexes of {}", self.inner.name));
                     closing.write().await
@@ -954,7 +957,9 @@ impl PartitionLog {
         }
     }
 
-    async fn write_checkpoint(&self) -> Result<()> {
+    /// Writes the recovery checkpoint; on a full disk with `reserve` (a clean close) once more
+    /// after releasing the disk's reserve (see [`PartitionLog::write_index_tails`]).
+    async fn write_checkpoint(&self, reserve: bool) -> Result<()> {
         let cp = {
             let st = self.inner.state.borrow();
             let Some(active) = st.segments.values().next_back() else {
@@ -970,7 +975,7 @@ impl PartitionLog {
                 max_timestamp_ms: active.max_timestamp_ms,
             }
         };
-        let space = self.space();
+        let space = self.space().filter(|_| reserve);
         checkpoint::write(&*self.inner.storage, &self.inner.dir, &cp, space.as_deref())
             .await
             .map_err(|e| {
@@ -1043,7 +1048,7 @@ impl PartitionLog {
         // durable by now: a disk too full for the indexes or the checkpoint (even after the
         // reserve) costs the next start a scan of the active segment, not a record.
         if let Some(mut closing) = closing {
-            if let Err(e) = self.write_index_tails(&mut closing).await {
+            if let Err(e) = self.write_index_tails(&mut closing, true).await {
                 if !e.is_disk_full() {
                     return Err(e);
                 }
@@ -1051,7 +1056,7 @@ impl PartitionLog {
                 return Ok(());
             }
         }
-        match self.write_checkpoint().await {
+        match self.write_checkpoint(true).await {
             Err(e) if e.is_disk_full() => {
                 tracing::warn!(partition = %self.inner.name, "closed without a recovery checkpoint; the next start scans the active segment: {e}");
                 Ok(())
