@@ -517,6 +517,58 @@ fn close_on_a_full_disk_succeeds_and_keeps_every_acked_batch() {
     });
 }
 
+/// A roll that finds no room for the new segment's files refuses the appends that needed it
+/// and tries again at the next append: once space is back the log rolls and goes on.
+#[test]
+fn a_roll_without_room_for_the_new_segment_is_tried_again_once_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let plan = FaultPlan::new();
+        plan.only_files_ending_with(".log");
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024,
+            preallocate_bytes: 64 * 1024,
+            ..small_config()
+        };
+        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+        // 60 000 bytes of frames: the next batch does not fit the 64 KiB segment.
+        let mut acked = append_acked(&log, 0, 6, |_| 10_000 - FRAME_HEADER_LEN).await;
+        assert_eq!(log.segment_bases().len(), 1);
+        let end = log.stats().log_end_offset;
+
+        plan.fail_creates(libc::ENOSPC);
+        for seq in 6..8 {
+            let err = log
+                .append(vec![batch(seq, 10_000, 5)], Durability::Durable)
+                .await
+                .unwrap_err();
+            assert!(err.is_disk_full(), "{err:?}");
+            assert!(log.failure().is_none(), "{:?}", log.failure());
+        }
+        assert_eq!(log.stats().log_end_offset, end);
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+
+        // A batch small enough for the old segment: it must still go to a new one (the old
+        // one is closed, without an appender).
+        plan.heal();
+        acked.extend(append_acked(&log, 8, 3, |seq| if seq == 8 { 100 } else { 10_000 }).await);
+        assert_eq!(acked[6].offset, end);
+        assert_eq!(
+            log.segment_bases(),
+            vec![0, end],
+            "rolled once space was back"
+        );
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        log.close().await.unwrap();
+        drop(log);
+        let (log, report) = open(&root, cfg).await;
+        assert_eq!(report.next_offset, acked.last().unwrap().next_offset());
+        check_log(&read_all(&log, 0).await, &acked, &[]);
+        read_each(&log, &acked).await;
+    });
+}
+
 /// A start after a crash on a full disk: recovery has index entries to save and no room for
 /// them. It must start anyway (they stay in memory; the next start scans again), serve every
 /// acked batch, and take writes once space is back.

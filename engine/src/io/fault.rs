@@ -31,6 +31,8 @@ struct PlanState {
     /// Syncs to let through before the single one that fails (see `fail_one_sync`).
     one_sync_failure_after: Option<u64>,
     allocate_errno: Option<i32>,
+    /// Opens that create a file fail with this (ENOSPC: no room for a new file).
+    create_errno: Option<i32>,
     tear_next_write_at: Option<u64>,
     /// Operations left before the simulated crash; after it every operation fails.
     ops_before_crash: Option<u64>,
@@ -79,6 +81,11 @@ impl FaultPlan {
     /// Every preallocation fails with `errno`.
     pub fn fail_allocations(&self, errno: i32) {
         self.state.borrow_mut().allocate_errno = Some(errno);
+    }
+
+    /// Every open that may create a file ([`OpenMode::Create`]) fails with `errno`.
+    pub fn fail_creates(&self, errno: i32) {
+        self.state.borrow_mut().create_errno = Some(errno);
     }
 
     /// The next write puts only its first `keep_bytes` (rounded down to a block) on disk,
@@ -191,6 +198,11 @@ impl Storage for FaultyStorage {
     fn open<'a>(&'a self, path: &'a Path, mode: OpenMode) -> IoFuture<'a, Rc<dyn StorageFile>> {
         Box::pin(async move {
             self.plan.tick(path)?;
+            if mode == OpenMode::Create && self.plan.applies_to(path) {
+                if let Some(errno) = self.plan.state.borrow().create_errno {
+                    return Err(errno_error(errno, "injected create failure", path));
+                }
+            }
             let inner = self.inner.open(path, mode).await?;
             let file: Rc<dyn StorageFile> = Rc::new(FaultyFile {
                 inner,
