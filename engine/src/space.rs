@@ -105,23 +105,33 @@ impl DiskSpace {
             }),
         };
         let path = dir.join(RESERVE_FILE);
-        let file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
-        let held = file.metadata()?.blocks() * 512 >= RESERVE_BYTES;
-        if let Ok(mut r) = space.reserve.lock() {
-            r.file = Some(file);
-            r.held = held;
-        }
-        if !held && !space.take_reserve() {
-            tracing::warn!(
+            .open(&path)
+            .and_then(|f| f.metadata().map(|m| (f, m.blocks() * 512 >= RESERVE_BYTES)));
+        match opened {
+            Ok((file, held)) => {
+                if let Ok(mut r) = space.reserve.lock() {
+                    r.file = Some(file);
+                    r.held = held;
+                }
+                if !held && !space.take_reserve() {
+                    tracing::warn!(
+                        path = %path.display(),
+                        free_bytes = free,
+                        "no room for the {RESERVE_BYTES}-byte space reserve; it is taken once the disk has room"
+                    );
+                }
+            }
+            // Not a reason to refuse to start (a disk without a free inode, say): the broker
+            // runs without a reserve, as before there was one.
+            Err(e) => tracing::warn!(
                 path = %path.display(),
-                free_bytes = free,
-                "no room for the {RESERVE_BYTES}-byte space reserve; it is taken once the disk has room"
-            );
+                "cannot open the space reserve, running without one: {e}"
+            ),
         }
         space.sample();
         Ok(space)
