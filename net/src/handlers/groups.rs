@@ -272,7 +272,7 @@ pub async fn offset_commit(
                     .append(&log, offsets_partition, &group, &entries)
                     .await
                 {
-                    tracing::warn!(group = %group, "offset commit failed: {e}");
+                    spate_engine::warn_limited!("offset commit failed", group = %group, "offset commit failed: {e}");
                     return engine_code(&e);
                 }
                 for (topic, partition, c) in entries {
