@@ -12,6 +12,8 @@ pub mod config;
 pub mod copies;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod log;
 pub mod log_limit;

@@ -15,6 +15,8 @@ mod conn;
 pub mod decompress;
 pub mod fetch_response;
 mod frame_read;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gather_write;
 mod groups;
 pub mod handlers;

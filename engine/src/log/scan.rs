@@ -7,7 +7,7 @@ use crate::frame::{FrameError, FrameHeader, FRAME_HEADER_LEN};
 use crate::io::StorageFile;
 
 /// Bytes read per step of a scan.
-const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Where a scan stopped and what it saw.
 #[derive(Debug, Clone)]

@@ -4,10 +4,10 @@
 //! group coordinators, and decodes record batches with any codec.
 
 mod connection;
-mod consumer;
+pub(crate) mod consumer;
 mod partitioner;
 mod plain_batch;
-mod producer;
+pub(crate) mod producer;
 
 pub use connection::{ClientError, Connection};
 pub use consumer::{Consumed, GroupConsumer, StartAt};

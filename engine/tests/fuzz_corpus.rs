@@ -1,0 +1,158 @@
+//! The engine fuzz targets' corpora (`fuzz/corpus/<target>/`) and every input that ever
+//! crashed one (`fuzz/regressions/<target>/`), replayed through the same checks the targets
+//! run (`spate_engine::fuzzing`), as ordinary tests. A target with no corpus files fails.
+//!
+//! `cargo test -p spate-engine --test fuzz_corpus -- --ignored write_seeds` writes the seed
+//! inputs (segment images, frames, metadata and checkpoint files as the engine writes them)
+//! to `fuzz/seeds/<target>/`.
+
+use std::path::{Path, PathBuf};
+
+use spate_engine::atomic_file;
+use spate_engine::frame::{FrameHeader, FrameMeta};
+use spate_engine::fuzzing::{self, CountingAlloc};
+use spate_engine::log::checkpoint::RecoveryCheckpoint;
+use spate_engine::metadata::{Metadata, TopicConfig, TopicMeta};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// Runs `check` on every file of the target's corpus and regressions; fails naming the file
+/// whose check panicked, and fails if there are no files at all.
+fn replay(target: &str, check: fn(&[u8])) {
+    let mut files = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let dir = fuzz_dir().join(dir).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        !files.is_empty(),
+        "no corpus files for fuzz target {target} under {}",
+        fuzz_dir().display()
+    );
+    files.sort();
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{} fails the {target} check", path.display());
+        }
+    }
+    eprintln!("{target}: {} inputs replayed", files.len());
+}
+
+#[test]
+fn scan() {
+    replay("scan", fuzzing::check_scan);
+}
+
+#[test]
+fn frame() {
+    replay("frame", fuzzing::check_frame);
+}
+
+#[test]
+fn atomic_file() {
+    replay("atomic_file", fuzzing::check_atomic_file);
+}
+
+fn encode_frame(base_offset: u64, record_count: u32, payload: &[u8]) -> Vec<u8> {
+    let h = FrameHeader::new(
+        FrameMeta {
+            base_offset,
+            record_count,
+            first_timestamp_ms: 1_700_000_000_000,
+            max_timestamp_ms: 1_700_000_000_000 + i64::from(record_count),
+            leader_epoch: 1,
+        },
+        payload,
+    );
+    [&h.encode()[..], payload].concat()
+}
+
+/// Writes the seed inputs of the engine targets to `fuzz/seeds/<target>/`.
+#[test]
+#[ignore = "writes fuzz/seeds; run by scripts/fuzz.sh --seed"]
+fn write_seeds() {
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = fuzz_dir().join("seeds").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), data).unwrap();
+    };
+    let f0 = encode_frame(100, 3, b"a kafka batch would be here");
+    let f1 = encode_frame(103, 1, &[7u8; 200]);
+    let f2 = encode_frame(104, 5, b"");
+    write("frame", "one", &f0);
+    write("frame", "empty-payload", &f2);
+    let segment = [&f0[..], &f1, &f2].concat();
+    // scan: the first byte picks the layout (even: the image alone; odd: behind a filler
+    // frame ending the next two bytes (little-endian) before the first chunk boundary).
+    write("scan", "three-frames", &[&[0u8][..], &segment].concat());
+    write(
+        "scan",
+        "zero-tail",
+        &[&[0u8][..], &segment, &[0u8; 300]].concat(),
+    );
+    let torn = &segment[..segment.len() - 30];
+    write("scan", "torn-tail", &[&[0u8][..], torn].concat());
+    let gap = [&f0[..], &encode_frame(200, 1, b"x")].concat();
+    write("scan", "offset-gap", &[&[0u8][..], &gap].concat());
+    for back in [10u16, 60, 120, 230] {
+        write(
+            "scan",
+            &format!("straddle-{back}"),
+            &[&[1u8][..], &back.to_le_bytes(), &segment].concat(),
+        );
+    }
+
+    let metadata = Metadata {
+        topics: vec![
+            TopicMeta {
+                name: "orders".into(),
+                partition_shards: vec![0, 1, 0],
+                config: TopicConfig {
+                    retention_bytes: Some(1 << 30),
+                    ..TopicConfig::default()
+                },
+            },
+            TopicMeta {
+                name: "__consumer_offsets".into(),
+                partition_shards: vec![1; 8],
+                config: TopicConfig::default(),
+            },
+        ],
+        producer_id_block_end: 2000,
+    };
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&metadata).unwrap();
+    write("atomic_file", "metadata", &atomic_file::encode(&bytes));
+    write("atomic_file", "metadata-bare", &bytes);
+    let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Metadata::default()).unwrap();
+    write(
+        "atomic_file",
+        "metadata-empty",
+        &atomic_file::encode(&empty),
+    );
+    let cp = RecoveryCheckpoint {
+        active_base_offset: 1000,
+        position: 65_536,
+        next_offset: 1234,
+        index_entries: 12,
+        time_index_entries: 11,
+        log_start_offset: 0,
+        max_timestamp_ms: 1_700_000_000_000,
+    };
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&cp).unwrap();
+    write("atomic_file", "checkpoint", &atomic_file::encode(&bytes));
+    write("atomic_file", "checkpoint-bare", &bytes);
+}
