@@ -53,10 +53,16 @@ py_passed=$(count passed)
 py_failed=$(( $(count failed) + $(count error) ))
 py_skipped=$(count skipped)
 
+# Every fuzz target for a few seconds (docs/TESTING.md); its corpus is also replayed by the
+# cargo tests above (net/tests/fuzz_corpus.rs, engine/tests/fuzz_corpus.rs).
+echo "== fuzz targets: ${SPATE_FUZZ_SECONDS:-10} s each (scripts/fuzz.sh)"
+fuzz_status=0
+bash scripts/fuzz.sh --seconds "${SPATE_FUZZ_SECONDS:-10}" || fuzz_status=1
+
 passed=$((passed + py_passed))
 failed=$((failed + py_failed))
 echo "tests: ${passed} passed, ${failed} failed (cargo and pytest; ${py_skipped} skipped)"
-if [ "$cargo_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+if [ "$cargo_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ] || [ "$failed" -ne 0 ]; then
     exit 1
 fi
 if [ "$py_skipped" -ne 0 ]; then
