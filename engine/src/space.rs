@@ -35,8 +35,12 @@ pub const RESERVE_FILE: &str = ".space-reserve";
 /// Size of the reserve: room for the metadata file, a checkpoint and an index tail of every
 /// partition of a shard several times over.
 pub const RESERVE_BYTES: u64 = 16 * MIB;
-/// Free space is sampled (statvfs) at most this often.
+/// Free space is sampled (statvfs) at most this often...
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// ...and, once the estimate (the last sample less what was admitted since) is below the
+/// floor, at most this often: a refusal looks again, so the estimate cannot refuse for long
+/// what the disk has room for (writes into preallocated space take none).
+const CHECK_INTERVAL_WHEN_LOW: Duration = Duration::from_millis(10);
 /// A segment's preallocation step is at most this fraction of the space above the floor, so
 /// that a few partitions growing at once cannot take it all.
 const PREALLOCATE_SHARE: u64 = 16;
@@ -84,6 +88,9 @@ pub struct DiskSpace {
     /// Milliseconds since `epoch` of the last sample, plus one (0: never sampled).
     sampled_at_ms: AtomicU64,
     free_bytes: AtomicU64,
+    /// Bytes of appends admitted since the last sample: between two samples a fast disk can
+    /// take far more than the floor, and the estimate must not wait for the next statvfs.
+    admitted_bytes: AtomicU64,
     reserve: Mutex<Reserve>,
 }
 
@@ -99,6 +106,7 @@ impl DiskSpace {
             epoch: Instant::now(),
             sampled_at_ms: AtomicU64::new(0),
             free_bytes: AtomicU64::new(free),
+            admitted_bytes: AtomicU64::new(0),
             reserve: Mutex::new(Reserve {
                 file: None,
                 held: false,
@@ -152,12 +160,16 @@ impl DiskSpace {
         self.reserve.lock().map(|r| r.held).unwrap_or(false)
     }
 
-    /// Free bytes, as last sampled (sampling again if the sample is older than
-    /// [`CHECK_INTERVAL`]).
+    /// Free bytes, estimated: the last sample (taken again if older than [`CHECK_INTERVAL`])
+    /// less the appends admitted since.
     pub fn free_bytes(&self) -> u64 {
+        self.estimate(CHECK_INTERVAL)
+    }
+
+    fn estimate(&self, max_age: Duration) -> u64 {
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         let at = self.sampled_at_ms.load(Ordering::Acquire);
-        if (at == 0 || now.saturating_sub(at) >= CHECK_INTERVAL.as_millis() as u64)
+        if (at == 0 || now.saturating_sub(at) >= max_age.as_millis() as u64)
             && self
                 .sampled_at_ms
                 .compare_exchange(at, now, Ordering::AcqRel, Ordering::Relaxed)
@@ -165,17 +177,23 @@ impl DiskSpace {
         {
             self.sample();
         }
-        self.free_bytes.load(Ordering::Acquire)
+        self.free_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(self.admitted_bytes.load(Ordering::Relaxed))
     }
 
-    /// Ok if an append may go ahead; else the refusal, naming the disk, what is free and the
-    /// floor (a `DiskFull` error: retriable, nothing was written).
-    pub fn admit_append(&self) -> Result<(), EngineError> {
+    /// Ok if an append of `bytes` may go ahead (and counts them); else the refusal, naming the
+    /// disk, what is free and the floor (a `DiskFull` error: retriable, nothing was written).
+    pub fn admit_append(&self, bytes: u64) -> Result<(), EngineError> {
         if self.min_free_bytes == 0 {
             return Ok(());
         }
-        let free = self.free_bytes();
+        let mut free = self.free_bytes();
+        if free < self.min_free_bytes {
+            free = self.estimate(CHECK_INTERVAL_WHEN_LOW);
+        }
         if free >= self.min_free_bytes {
+            self.admitted_bytes.fetch_add(bytes, Ordering::Relaxed);
             return Ok(());
         }
         Err(EngineError::DiskFull {
@@ -229,6 +247,9 @@ impl DiskSpace {
     fn sample(&self) {
         match statvfs(&self.dir) {
             Ok((_, free)) => {
+                // What was admitted before this sample is in it (written, or about to be: a
+                // little is counted twice at worst, never left out for long).
+                self.admitted_bytes.store(0, Ordering::Relaxed);
                 self.free_bytes.store(free, Ordering::Release);
                 // Taken back only with room to spare, so that it does not flap.
                 if free >= self.min_free_bytes.saturating_add(2 * RESERVE_BYTES)
@@ -301,7 +322,7 @@ mod tests {
     fn the_floor_refuses_and_names_itself() {
         let dir = tempfile::tempdir().unwrap();
         let space = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(u64::MAX)).unwrap();
-        let err = space.admit_append().unwrap_err();
+        let err = space.admit_append(1).unwrap_err();
         assert!(err.is_disk_full());
         let msg = err.to_string();
         assert!(
@@ -310,7 +331,18 @@ mod tests {
         );
         assert_eq!(space.preallocate_step(32 * MIB), 0);
         let open = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(0)).unwrap();
-        assert!(open.admit_append().is_ok());
+        assert!(open.admit_append(1).is_ok());
+        // What is admitted counts against the free space until the next sample.
+        let floor = open.free_bytes() / 2;
+        let near = DiskSpace::open(dir.path(), MinFreeBytes::Bytes(floor)).unwrap();
+        near.admit_append(0).unwrap();
+        near.admitted_bytes
+            .fetch_add(u64::MAX / 2, Ordering::Relaxed);
+        assert!(near.free_bytes() < floor);
+        // A refusal looks at the disk again (after CHECK_INTERVAL_WHEN_LOW) rather than trust
+        // the estimate: the disk still has its room.
+        std::thread::sleep(CHECK_INTERVAL_WHEN_LOW * 2);
+        near.admit_append(1).unwrap();
     }
 
     #[test]

@@ -275,7 +275,7 @@ impl Shard {
         // reserve that deleting topics needs.
         if let Some(space) = self.logs.disk_space() {
             if store.borrow().topic(&name).is_none() {
-                space.admit_append()?;
+                space.admit_append(0)?;
             }
         }
         let topic = {
@@ -334,7 +334,7 @@ impl Shard {
             Box::pin(async move {
                 let store = s.store.as_ref().ok_or(EngineError::Closed)?;
                 if let Some(space) = s.logs.disk_space() {
-                    space.admit_append()?;
+                    space.admit_append(0)?;
                 }
                 let (topic, before) = {
                     let mut st = store.borrow_mut();

@@ -342,7 +342,11 @@ impl PartitionLog {
         }
         self.check_writable()?;
         if let Some(space) = self.space() {
-            space.admit_append()?;
+            let bytes = batches
+                .iter()
+                .map(|b| (b.payload.len() + FRAME_HEADER_LEN) as u64)
+                .sum();
+            space.admit_append(bytes)?;
         }
         let mut permits = Vec::with_capacity(batches.len());
         for b in &batches {
