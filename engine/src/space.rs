@@ -5,9 +5,10 @@
 //!
 //! One [`DiskSpace`] per broker, shared by every shard (`Send + Sync`, atomics and one
 //! mutex taken only to release or restore the reserve). Free space is sampled with statvfs at
-//! most once per [`CHECK_INTERVAL`] by whichever shard asks first, never once per append: a
-//! refused producer retrying in a loop costs no syscalls. Writes resume by themselves within
-//! an interval of space coming back.
+//! most once per [`CHECK_INTERVAL`] by whichever shard asks first, never once per append, and
+//! the appends admitted since are subtracted from it; below the floor a refusal samples again,
+//! at most once per 10 ms for the broker, however fast refused producers retry. Writes resume
+//! by themselves within an interval of space coming back.
 //!
 //! Why a reserve file rather than writing those files in place: the atomic replacement
 //! (temporary file, fsync, rename) of `atomic_file` stays as it is, with its format, and one
