@@ -201,3 +201,45 @@ fn record_and_header_counts_larger_than_the_bytes_left_are_refused() {
     assert!(err.contains("headers in"), "{err}");
     assert!(peak < 64 << 10, "{peak} bytes");
 }
+
+#[test]
+fn record_deltas_past_the_ends_of_i64_wrap_instead_of_panicking() {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = |offset: i64, timestamp: i64| Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: offset as i32 - 1,
+        timestamp,
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record(0, 1), &record(1, 2)],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    // Base offset (0..8) and first timestamp (27..35) at i64::MAX: the second record's
+    // deltas of 1 go past it. The CRC32C (17..21, over 21..) is recomputed.
+    let mut v = buf.to_vec();
+    v[..8].copy_from_slice(&i64::MAX.to_be_bytes());
+    v[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    let set = spate_net::decompress::decode_batch(&mut Bytes::from(v), 1 << 20).unwrap();
+    assert_eq!(set.records[1].offset, i64::MIN);
+    assert_eq!(set.records[1].timestamp, i64::MIN);
+}
