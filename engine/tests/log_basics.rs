@@ -523,6 +523,52 @@ fn waits_given_up_do_not_pile_up_on_an_idle_partition() {
 }
 
 #[test]
+fn the_largest_timestamp_is_found_across_segments_and_after_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let (log, _) = open(&root, small_config()).await;
+        assert_eq!(log.offset_of_max_timestamp().await.unwrap(), None);
+        // Timestamps out of order over several segments: the largest (900) twice, first in
+        // batch 30; a larger one (950) in batch 5, which DeleteRecords will drop.
+        let mut cfg = log.config();
+        cfg.segment_bytes = 64 * 1024;
+        log.set_config(cfg);
+        let mut bases = Vec::new();
+        for i in 0..60u64 {
+            let ts = match i {
+                5 => 950,
+                30 | 45 => 900,
+                _ => (i as i64 * 7) % 500,
+            };
+            let r = log
+                .append(vec![batch(i, 4000, ts)], Durability::Appended)
+                .await
+                .unwrap();
+            bases.push(r.base_offset);
+        }
+        assert!(log.stats().segments > 2);
+        assert_eq!(
+            log.offset_of_max_timestamp().await.unwrap(),
+            Some((bases[5], 950))
+        );
+        log.delete_records(bases[6]).await.unwrap();
+        assert_eq!(
+            log.offset_of_max_timestamp().await.unwrap(),
+            Some((bases[30], 900))
+        );
+        // The same after a reopen (the indexes come from disk).
+        log.close().await.unwrap();
+        let (log, _) = open(&root, small_config()).await;
+        assert_eq!(
+            log.offset_of_max_timestamp().await.unwrap(),
+            Some((bases[30], 900))
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn offset_before_end_covers_the_last_bytes_asked_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

@@ -1228,42 +1228,85 @@ impl PartitionLog {
     }
 
     /// The first batch holding the log's largest timestamp, and that timestamp (Kafka's
-    /// ListOffsets MAX_TIMESTAMP, KIP-734): the first segment whose largest timestamp is the
-    /// log's, scanned for its first batch that reaches it. `None` for an empty log.
+    /// ListOffsets MAX_TIMESTAMP, KIP-734). A segment's largest timestamp is kept in memory;
+    /// only the segment holding the log start may owe it to batches below the start, so that
+    /// one is scanned from the start. The segment with the largest is then scanned from where
+    /// its time index says that timestamp is reached. `None` for an empty log.
     pub async fn offset_of_max_timestamp(&self) -> Result<Option<(u64, i64)>> {
-        let found = {
+        struct Candidate {
+            file: Rc<dyn crate::io::StorageFile>,
+            offset: u64,
+            position: u64,
+            size: u64,
+            max_ts: i64,
+            /// Its largest timestamp may be below the log start.
+            holds_start: bool,
+        }
+        let (start, mut candidates) = {
             let st = self.inner.state.borrow();
             let start = log_start(&st);
-            st.segments
+            let candidates: Vec<Candidate> = st
+                .segments
                 .values()
                 .filter(|s| s.size_bytes > 0 && s.next_offset > start)
-                .fold(None::<&Segment>, |best, s| match best {
-                    Some(b) if b.max_timestamp_ms >= s.max_timestamp_ms => Some(b),
-                    _ => Some(s),
-                })
                 .map(|s| {
-                    // The time index says from where the largest timestamp can be reached.
-                    let rel = s.time_index.scan_start(s.max_timestamp_ms);
-                    let (irel, pos) = s.index.lookup(rel);
-                    (
-                        s.file.clone(),
-                        s.base_offset + u64::from(irel),
-                        pos,
-                        s.size_bytes,
-                        s.max_timestamp_ms,
-                        start,
-                    )
+                    let holds_start = s.base_offset < start;
+                    let rel = if holds_start {
+                        s.relative(start)
+                    } else {
+                        s.time_index.scan_start(s.max_timestamp_ms)
+                    };
+                    let (irel, position) = s.index.lookup(rel);
+                    Candidate {
+                        file: s.file.clone(),
+                        offset: s.base_offset + u64::from(irel),
+                        position,
+                        size: s.size_bytes,
+                        max_ts: s.max_timestamp_ms,
+                        holds_start,
+                    }
                 })
+                .collect();
+            (start, candidates)
         };
-        let Some((file, offset, pos, size, max_ts, start)) = found else {
+        let mut first_found = None;
+        if let Some(c) = candidates.first_mut().filter(|c| c.holds_start) {
+            crate::log::scan::scan_frames(&*c.file, c.position, c.offset, c.size, |h, _| {
+                if h.next_offset() > start
+                    && first_found.is_none_or(|(_, ts)| h.max_timestamp_ms > ts)
+                {
+                    first_found = Some((h.base_offset, h.max_timestamp_ms));
+                }
+            })
+            .await?;
+            c.max_ts = first_found.map_or(i64::MIN, |(_, ts)| ts);
+        }
+        // The first segment with the largest timestamp.
+        let Some(best) = candidates
+            .iter()
+            .fold(None::<&Candidate>, |best, c| match best {
+                Some(b) if b.max_ts >= c.max_ts => Some(b),
+                _ => Some(c),
+            })
+            .filter(|c| c.max_ts > i64::MIN)
+        else {
             return Ok(None);
         };
+        if best.holds_start {
+            return Ok(first_found);
+        }
         let mut hit = None;
-        crate::log::scan::scan_frames(&*file, pos, offset, size, |h, _| {
-            if hit.is_none() && h.max_timestamp_ms >= max_ts && h.next_offset() > start {
-                hit = Some((h.base_offset, h.max_timestamp_ms));
-            }
-        })
+        crate::log::scan::scan_frames(
+            &*best.file,
+            best.position,
+            best.offset,
+            best.size,
+            |h, _| {
+                if hit.is_none() && h.max_timestamp_ms >= best.max_ts {
+                    hit = Some((h.base_offset, h.max_timestamp_ms));
+                }
+            },
+        )
         .await?;
         Ok(hit)
     }
