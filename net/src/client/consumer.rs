@@ -208,7 +208,7 @@ pub fn next_offset_after(records: &[u8]) -> Option<i64> {
             break; // partial batch: the next fetch starts there
         }
         let delta = i32::from_be_bytes(rest[23..27].try_into().ok()?);
-        next = Some(base + i64::from(delta) + 1);
+        next = Some(base.checked_add(i64::from(delta) + 1)?);
         rest = &rest[12 + len as usize..];
     }
     next
