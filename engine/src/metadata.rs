@@ -77,6 +77,9 @@ pub struct MetadataStore {
     /// On a full disk, saves fall back on its reserve (DeleteTopics and retention changes
     /// must work there: they are how space is freed).
     space: Option<std::sync::Arc<crate::space::DiskSpace>>,
+    /// A scratch copy (see [`MetadataStore::scratch`]): changes are made in memory only, and
+    /// the caller saves the result with [`MetadataStore::save_job`].
+    scratch: bool,
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -121,7 +124,37 @@ impl MetadataStore {
             metadata,
             next_producer_id,
             space: None,
+            scratch: false,
         })
+    }
+
+    /// A copy to make a change on without saving it: the store's methods run on it as on
+    /// the store, then [`MetadataStore::save_job`] saves the result (off the shard's reactor:
+    /// it writes, fsyncs and renames) and [`MetadataStore::install`] makes it current. What a
+    /// method would have rolled back on a failed save is rolled back by not installing.
+    pub fn scratch(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            metadata: self.metadata.clone(),
+            next_producer_id: self.next_producer_id,
+            space: self.space.clone(),
+            scratch: true,
+        }
+    }
+
+    /// Saving this store's metadata as a job for a blocking thread (the encoding is done
+    /// here, the file-system calls in the job).
+    pub fn save_job(&self) -> Result<impl FnOnce() -> Result<()> + Send + 'static> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
+            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        let (path, space) = (self.path.clone(), self.space.clone());
+        Ok(move || save_bytes(&path, &bytes, space.as_deref()))
+    }
+
+    /// Makes a saved scratch copy's metadata current.
+    pub fn install(&mut self, saved: MetadataStore) {
+        self.metadata = saved.metadata;
+        self.next_producer_id = saved.next_producer_id;
     }
 
     /// Lets saves release the disk's space reserve when they hit a full disk.
@@ -138,18 +171,12 @@ impl MetadataStore {
     }
 
     fn save(&self) -> Result<()> {
+        if self.scratch {
+            return Ok(());
+        }
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
             .map_err(|e| EngineError::Metadata(e.to_string()))?;
-        atomic_file::write_sync_reserved(&self.path, &bytes, self.space.as_deref()).map_err(|e| {
-            if e.is_disk_full() {
-                EngineError::DiskFull {
-                    path: self.path.clone(),
-                    detail: format!("the topic metadata could not be saved: {e}"),
-                }
-            } else {
-                EngineError::Metadata(e.to_string())
-            }
-        })
+        save_bytes(&self.path, &bytes, self.space.as_deref())
     }
 
     /// Records a new topic, placing its partitions on `shards` shards, and persists it.
@@ -276,6 +303,20 @@ impl MetadataStore {
     }
 }
 
+/// Writes the encoded metadata atomically, falling back on the disk's reserve when full.
+fn save_bytes(path: &Path, bytes: &[u8], space: Option<&crate::space::DiskSpace>) -> Result<()> {
+    atomic_file::write_sync_reserved(path, bytes, space).map_err(|e| {
+        if e.is_disk_full() {
+            EngineError::DiskFull {
+                path: path.to_path_buf(),
+                detail: format!("the topic metadata could not be saved: {e}"),
+            }
+        } else {
+            EngineError::Metadata(e.to_string())
+        }
+    })
+}
+
 /// Directory of a partition's log.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir
@@ -287,6 +328,39 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scratch_change_reaches_the_file_only_through_its_save_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        store
+            .create_topic("kept", 1, TopicConfig::default(), 1)
+            .unwrap();
+        let mut scratch = store.scratch();
+        scratch
+            .create_topic("new", 2, TopicConfig::default(), 1)
+            .unwrap();
+        scratch.delete_topic("kept").unwrap();
+        // Nothing saved, nothing current: the file and the store still say "kept" only.
+        let names = |s: &MetadataStore| -> Vec<String> {
+            s.metadata().topics.iter().map(|t| t.name.clone()).collect()
+        };
+        assert_eq!(names(&store), ["kept"]);
+        assert_eq!(names(&MetadataStore::open(dir.path()).unwrap()), ["kept"]);
+        // Saved (as a shard does, on a blocking thread) and installed.
+        (scratch.save_job().unwrap())().unwrap();
+        store.install(scratch);
+        assert_eq!(names(&store), ["new"]);
+        assert_eq!(names(&MetadataStore::open(dir.path()).unwrap()), ["new"]);
+        // Producer ids handed out by a scratch copy stay handed out.
+        let mut scratch = store.scratch();
+        let id = scratch.next_producer_id().unwrap();
+        (scratch.save_job().unwrap())().unwrap();
+        store.install(scratch);
+        assert!(store.next_producer_id().unwrap() > id);
+        let mut reopened = MetadataStore::open(dir.path()).unwrap();
+        assert!(reopened.next_producer_id().unwrap() > id);
+    }
 
     #[test]
     fn persists_and_reloads() {

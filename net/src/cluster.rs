@@ -173,6 +173,8 @@ pub struct Shard {
     pub logs: Rc<ShardLogs>,
     /// The metadata file: only shard 0 has it and makes every change to it.
     store: Option<RefCell<MetadataStore>>,
+    /// One metadata change at a time: each is saved off the reactor, across an await.
+    metadata_turn: glommio::sync::Semaphore,
     pub(crate) producers: ProducerStates,
     pub(crate) groups: Rc<Coordinator>,
     /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
@@ -198,6 +200,7 @@ impl Shard {
             cluster,
             logs,
             store,
+            metadata_turn: glommio::sync::Semaphore::new(1),
             producers: ProducerStates::default(),
             offsets: OffsetsWriter::default(),
         });
@@ -232,6 +235,33 @@ impl Shard {
         });
         inbox.send_async(task).await.map_err(|_| ShardGone(shard))?;
         rx.await.map_err(|_| ShardGone(shard))
+    }
+
+    /// Changes the metadata file (on shard 0, its owner): `change` runs on a scratch copy of
+    /// the store, the copy is saved on glommio's blocking thread (the write, fsync, rename
+    /// and directory fsync would stall every request of this shard), then made current and
+    /// published. A change that fails, or whose save fails, leaves the metadata as it was.
+    /// Changes run one at a time, in the order they were asked for.
+    async fn change_metadata<T>(
+        &self,
+        change: impl FnOnce(&mut MetadataStore) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let store = self.store.as_ref().ok_or(EngineError::Closed)?;
+        let _turn = self
+            .metadata_turn
+            .acquire_permit(1)
+            .await
+            .map_err(|_| EngineError::Closed)?;
+        let mut scratch = store.borrow().scratch();
+        let out = change(&mut scratch)?;
+        if scratch.metadata() != store.borrow().metadata() {
+            let save = scratch.save_job()?;
+            glommio::executor().spawn_blocking(save).await?;
+        }
+        let mut st = store.borrow_mut();
+        st.install(scratch);
+        self.cluster.publish(st.metadata().clone());
+        Ok(out)
     }
 
     /// A oneshot channel whose receiver is on this shard and whose sender may travel to
@@ -278,12 +308,10 @@ impl Shard {
                 space.admit_append(0)?;
             }
         }
-        let topic = {
-            let mut st = store.borrow_mut();
-            let t = st.create_topic(&name, partitions, config, self.cluster.shard_count)?;
-            self.cluster.publish(st.metadata().clone());
-            t
-        };
+        let shards = self.cluster.shard_count;
+        let topic = self
+            .change_metadata(|st| st.create_topic(&name, partitions, config, shards))
+            .await?;
         tracing::info!(topic = %name, partitions, "topic created");
         self.open_partitions(&topic, 0).await?;
         Ok(topic)
@@ -332,20 +360,19 @@ impl Shard {
     ) -> Result<TopicMeta, EngineError> {
         self.call(0, move |s| {
             Box::pin(async move {
-                let store = s.store.as_ref().ok_or(EngineError::Closed)?;
                 if let Some(space) = s.logs.disk_space() {
                     space.admit_append(0)?;
                 }
-                let (topic, before) = {
-                    let mut st = store.borrow_mut();
-                    let before = st
-                        .topic(&name)
-                        .map(|t| t.partitions())
-                        .ok_or_else(|| EngineError::UnknownPartition(name.clone()))?;
-                    let t = st.add_partitions(&name, total, s.cluster.shard_count)?;
-                    s.cluster.publish(st.metadata().clone());
-                    (t, before)
-                };
+                let shards = s.cluster.shard_count;
+                let (topic, before) = s
+                    .change_metadata(|st| {
+                        let before = st
+                            .topic(&name)
+                            .map(|t| t.partitions())
+                            .ok_or_else(|| EngineError::UnknownPartition(name.clone()))?;
+                        Ok((st.add_partitions(&name, total, shards)?, before))
+                    })
+                    .await?;
                 tracing::info!(topic = %name, from = before, to = total, "partitions added");
                 s.open_partitions(&topic, before).await?;
                 Ok(topic)
@@ -359,13 +386,7 @@ impl Shard {
     pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
         self.call(0, move |s| {
             Box::pin(async move {
-                let store = s.store.as_ref().ok_or(EngineError::Closed)?;
-                let topic = {
-                    let mut st = store.borrow_mut();
-                    let t = st.delete_topic(&name)?;
-                    s.cluster.publish(st.metadata().clone());
-                    t
-                };
+                let topic = s.change_metadata(|st| st.delete_topic(&name)).await?;
                 let shards: std::collections::BTreeSet<usize> =
                     topic.partition_shards.iter().map(|s| *s as usize).collect();
                 for shard in shards {
@@ -379,8 +400,15 @@ impl Shard {
                         })
                         .await;
                 }
+                // Thousands of files for a large topic: not on this shard's reactor.
                 let dir = s.cluster.data_dir.join("topics").join(&name);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                let removed = glommio::executor()
+                    .spawn_blocking({
+                        let dir = dir.clone();
+                        move || std::fs::remove_dir_all(dir)
+                    })
+                    .await;
+                if let Err(e) = removed {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!("cannot remove {}: {e}", dir.display());
                     }
@@ -401,15 +429,14 @@ impl Shard {
     ) -> Result<(), EngineError> {
         self.call(0, move |s| {
             Box::pin(async move {
-                let store = s.store.as_ref().ok_or(EngineError::Closed)?;
-                let topic = {
-                    let mut st = store.borrow_mut();
-                    st.set_topic_config(&name, config)?;
-                    s.cluster.publish(st.metadata().clone());
-                    st.topic(&name)
-                        .cloned()
-                        .ok_or_else(|| EngineError::UnknownPartition(name.clone()))?
-                };
+                let topic = s
+                    .change_metadata(|st| {
+                        st.set_topic_config(&name, config)?;
+                        st.topic(&name)
+                            .cloned()
+                            .ok_or_else(|| EngineError::UnknownPartition(name.clone()))
+                    })
+                    .await?;
                 let log_config = topic.config.apply(&s.cluster.log_defaults);
                 let shards: std::collections::BTreeSet<usize> =
                     topic.partition_shards.iter().map(|s| *s as usize).collect();
@@ -440,9 +467,8 @@ impl Shard {
     pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, EngineError> {
         self.call(0, |s| {
             Box::pin(async move {
-                let store = s.store.as_ref().ok_or(EngineError::Closed)?;
-                let id = store.borrow_mut().next_producer_id()?;
-                Ok(id)
+                // A new block of ids is saved once per 1000; the rest change nothing on disk.
+                s.change_metadata(|st| st.next_producer_id()).await
             })
         })
         .await
