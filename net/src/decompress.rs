@@ -51,11 +51,25 @@ pub fn decompress(
             read_bounded(codec, decoder, limit)
         }
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| invalid(&e))?;
+            let mut decoder = zstd::stream::read::Decoder::new(input).map_err(|e| invalid(&e))?;
+            // zstd reserves the window a frame's header declares before it decodes a byte
+            // (2^27 from 10 bytes): no more than the limit needs, or the 8 MiB that
+            // producers' default levels use.
+            decoder
+                .window_log_max(zstd_window_log(limit))
+                .map_err(|e| invalid(&e))?;
             read_bounded(codec, decoder, limit)
         }
         Compression::Snappy => snappy(input, limit),
     }
+}
+
+/// The largest zstd window (as a power of two) a decode within `limit` bytes allows: the
+/// limit rounded up to a power of two, from 2^23 (what producers' default levels use) to 2^27
+/// (zstd's own default ceiling).
+fn zstd_window_log(limit: usize) -> u32 {
+    let log = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    log.clamp(23, 27)
 }
 
 /// Reads `reader` to its end, failing once more than `limit` bytes came out.
@@ -255,6 +269,36 @@ mod tests {
             decompress(Compression::Snappy, &two, 1 << 20),
             Err(DecompressError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_zstd_window_beyond_the_limit_is_refused() {
+        assert_eq!(zstd_window_log(1 << 20), 23);
+        assert_eq!(zstd_window_log((16 << 20) + 1), 25);
+        assert_eq!(zstd_window_log(100 << 20), 27);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
+        // The fuzzer's input: a 10-byte frame declaring a 2^27-byte window.
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/regressions/decompress/zstd-window-128MiB"
+        ))
+        .unwrap();
+        // Byte 0 is the codec, byte 1 the limit as a power of two (the target's layout).
+        let frame = &input[2..];
+        let e = decompress(Compression::Zstd, frame, 1 << 20).unwrap_err();
+        assert!(matches!(e, DecompressError::Invalid { .. }), "{e}");
+        // A frame made with a 16 MiB window decodes when the limit allows it.
+        let data = vec![3u8; 20 << 20];
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        enc.window_log(24).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let compressed = enc.finish().unwrap();
+        assert_eq!(
+            decompress(Compression::Zstd, &compressed, 32 << 20)
+                .unwrap()
+                .len(),
+            data.len()
+        );
     }
 
     #[test]
