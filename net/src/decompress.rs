@@ -148,6 +148,15 @@ pub fn decode_batch(buf: &mut Bytes, limit: usize) -> anyhow::Result<RecordSet> 
         buf,
         Some(
             |records: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
+                if codec == Compression::None {
+                    // Uncompressed records are decoded where they lie, as kafka-protocol's
+                    // own path does, not copied first. Their size is the batch's, bounded by
+                    // what arrived.
+                    if records.len() > limit {
+                        return Err(DecompressError::TooLarge { codec, limit }.into());
+                    }
+                    return Ok(records.split_to(records.len()));
+                }
                 Ok(decompress(codec, records, limit)?)
             },
         ),
