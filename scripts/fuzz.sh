@@ -6,11 +6,12 @@
 # naming the crashing input (also kept under fuzz/artifacts/<target>/).
 #
 # Usage: bash scripts/fuzz.sh [--seconds N] [--nice N] [--sanitizer address|none]
-#                             [--overflow-checks] [--seed] [--cmin] [TARGET...]
+#                             [--no-overflow-checks] [--seed] [--cmin] [TARGET...]
 #   --seconds N   fuzzing time per target (default 10)
 #   --nice N      run the fuzzers at this niceness (default 0; use 19 for long runs)
 #   --sanitizer S passed to cargo fuzz (default address)
-#   --overflow-checks  build with overflow checks and debug assertions (default: release)
+#   --no-overflow-checks  plain release build, as the broker ships (default: release with
+#                 overflow checks and debug assertions, cargo fuzz's default)
 #   --seed        first regenerate fuzz/seeds/<target> (real requests, batches, segment
 #                 images, metadata files) and fuzz from them too
 #   --cmin        afterwards, minimise corpus + seeds + new inputs into fuzz/corpus/<target>
@@ -24,7 +25,7 @@ die() { echo "error: $*" >&2; exit 1; }
 seconds=10
 niceness=0
 sanitizer=address
-checks=0
+checks=1
 seed=0
 cmin=0
 targets=()
@@ -33,10 +34,10 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=${2:?--seconds needs a value}; shift 2 ;;
         --nice) niceness=${2:?--nice needs a value}; shift 2 ;;
         --sanitizer) sanitizer=${2:?--sanitizer needs a value}; shift 2 ;;
-        --overflow-checks) checks=1; shift ;;
+        --no-overflow-checks) checks=0; shift ;;
         --seed) seed=1; shift ;;
         --cmin) cmin=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -62,11 +63,10 @@ if [ "$seed" -eq 1 ]; then
         || die "writing the seeds failed"
 fi
 
-# Release builds (-O) by default, as the broker ships: kafka-protocol 0.18 has an integer
-# overflow on record offsets that only overflow checks turn into a panic (docs/TESTING.md);
-# --overflow-checks builds with them (and debug assertions) to look for more of that class.
-build_flags=(-s "$sanitizer" -O)
-[ "$checks" -eq 1 ] && build_flags=(-s "$sanitizer" -a)
+# Overflow checks and debug assertions on by default (cargo fuzz's default): an overflow is
+# a panic in every debug build and a wrong value in release, so it is a finding.
+build_flags=(-s "$sanitizer" -a)
+[ "$checks" -eq 0 ] && build_flags=(-s "$sanitizer" -O)
 echo "== building the fuzz targets (${build_flags[*]})"
 start=$(date +%s)
 (cd fuzz && cargo +nightly fuzz build "${build_flags[@]}") || die "cargo fuzz build failed"
