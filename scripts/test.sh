@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing what the tests need:
 #   - kcat, the Debian package (built on librdkafka 2.0.2: an old client, on purpose);
-#   - confluent-kafka and kafka-python from PyPI, in a virtualenv (target/test-venv).
+#   - confluent-kafka and kafka-python from PyPI, in a virtualenv (target/test-venv);
+#   - cargo-fuzz from crates.io, into target/tools (scripts/fuzz.sh, with the nightly
+#     toolchain the machine has), for a bounded run of every fuzz target (docs/TESTING.md).
 # Usage: bash scripts/test.sh   (from anywhere; CI runs it through .ci/run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
