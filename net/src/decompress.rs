@@ -175,40 +175,19 @@ pub fn decode_all(buf: &mut Bytes, limit: usize) -> anyhow::Result<Vec<RecordSet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use crate::client::{encode_batch, OutRecord};
 
     fn batch(codec: Compression, values: &[Vec<u8>]) -> Bytes {
-        let records: Vec<Record> = values
+        let records: Vec<OutRecord> = values
             .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // offset - sequence constant: one batch.
-                sequence: i as i32 - 1,
-                timestamp: 1,
+            .map(|v| OutRecord {
                 key: None,
                 value: Some(Bytes::from(v.clone())),
-                headers: Default::default(),
+                headers: Vec::new(),
+                timestamp_ms: 1,
             })
             .collect();
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: codec,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        encode_batch(&records, codec).unwrap()
     }
 
     const CODECS: [Compression; 5] = [

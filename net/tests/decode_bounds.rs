@@ -11,6 +11,8 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::records::Compression;
+use spate_net::client::{encode_batch, OutRecord};
 use spate_net::codec::{decode_header, RequestPrefix};
 use spate_net::hostile;
 
@@ -141,37 +143,23 @@ fn the_19_byte_metadata_request_is_refused_without_allocating_for_its_claim() {
     assert!(peak < 4096, "{peak} bytes");
 }
 
+/// One uncompressed batch of a record "v" per timestamp, as the client encodes it.
+fn one_batch(timestamps: &[i64]) -> Bytes {
+    let records: Vec<OutRecord> = timestamps
+        .iter()
+        .map(|&timestamp_ms| OutRecord {
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+            timestamp_ms,
+        })
+        .collect();
+    encode_batch(&records, Compression::None).unwrap()
+}
+
 #[test]
 fn record_and_header_counts_larger_than_the_bytes_left_are_refused() {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1,
-        key: None,
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    let good = buf.freeze();
+    let good = one_batch(&[1]);
     // Record count (bytes 57..61) rewritten to 2^31 - 1, the CRC32C (17..21, over 21..)
     // recomputed so that only the count is wrong.
     let with_crc = |mut v: Vec<u8>| {
@@ -204,34 +192,7 @@ fn record_and_header_counts_larger_than_the_bytes_left_are_refused() {
 
 #[test]
 fn record_deltas_past_the_ends_of_i64_wrap_instead_of_panicking() {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = |offset: i64, timestamp: i64| Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: offset as i32 - 1,
-        timestamp,
-        key: None,
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record(0, 1), &record(1, 2)],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    let buf = one_batch(&[1, 2]);
     // Base offset (0..8) and first timestamp (27..35) at i64::MAX: the second record's
     // deltas of 1 go past it. The CRC32C (17..21, over 21..) is recomputed.
     let mut v = buf.to_vec();
