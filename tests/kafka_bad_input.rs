@@ -223,7 +223,10 @@ fn bad_batches_get_kafka_errors_and_the_connection_carries_on() {
     // The internal offsets topic (made by the group below): INVALID_TOPIC_EXCEPTION (17), as
     // Kafka answers; only coordinators write there.
     client.coordinator("g").unwrap();
-    assert_eq!(produce_raw(&mut conn, "__consumer_offsets", good.clone()), 17);
+    assert_eq!(
+        produce_raw(&mut conn, "__consumer_offsets", good.clone()),
+        17
+    );
     // The same connection still appends a good batch, at offset 0: nothing bad was stored.
     assert_eq!(produce_raw(&mut conn, "crc", good.clone()), 0);
     assert_eq!(client.list_offset("crc", 0, 0, -1).unwrap(), 1);
