@@ -32,6 +32,8 @@ pub struct KafkaConfig {
     pub advertise: String,
     /// Largest request accepted; a bigger one closes the connection.
     pub max_request_bytes: u64,
+    /// Most bytes of records one fetch answers, whatever it asks (Kafka's `fetch.max.bytes`).
+    pub fetch_max_bytes: u64,
     /// Create a topic the first time a client asks for its metadata.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic (and of CreateTopics without a count).
@@ -54,6 +56,7 @@ impl Default for KafkaConfig {
         Self {
             advertise: String::new(),
             max_request_bytes: n.max_request_bytes as u64,
+            fetch_max_bytes: n.fetch_max_bytes as u64,
             auto_create_topics: n.auto_create_topics,
             default_partitions: n.default_partitions,
             group_initial_rebalance_delay_ms: n.group_initial_rebalance_delay_ms,
@@ -86,6 +89,7 @@ impl KafkaConfig {
             advertised_host: host,
             advertised_port: port,
             max_request_bytes: self.max_request_bytes as usize,
+            fetch_max_bytes: self.fetch_max_bytes as usize,
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
@@ -100,6 +104,12 @@ impl KafkaConfig {
     fn validate(&self) -> Result<(), String> {
         if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as u64 {
             return Err("kafka.max_request_bytes must be between 1024 and 2147483647".into());
+        }
+        if self.fetch_max_bytes < 1024 || self.fetch_max_bytes > i32::MAX as u64 {
+            return Err(format!(
+                "kafka.fetch_max_bytes = {} must be between 1024 and 2147483647",
+                self.fetch_max_bytes
+            ));
         }
         if self.default_partitions == 0 || self.offsets_topic_partitions == 0 {
             return Err(
@@ -224,6 +234,22 @@ mod tests {
                 Err(e) => {
                     assert!(!ok, "{bytes}: {e}");
                     assert!(e.contains("kafka.offsets_segment_bytes"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fetch_max_bytes_is_an_i32_of_at_least_a_kibibyte() {
+        assert_eq!(KafkaConfig::default().fetch_max_bytes, 55 << 20);
+        for (bytes, ok) in [(1024u64, true), (1023, false), (1 << 31, false)] {
+            let text = format!("[kafka]\nfetch_max_bytes = {bytes}\n");
+            let c: BrokerConfig = toml::from_str(&text).unwrap();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{bytes} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{bytes}: {e}");
+                    assert!(e.contains("kafka.fetch_max_bytes"), "{e}");
                 }
             }
         }

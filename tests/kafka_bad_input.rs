@@ -335,3 +335,67 @@ fn requests_that_claim_more_than_they_hold_close_their_connection_and_the_broker
     assert!(!lines.iter().any(|l| l.contains("panicked")));
     assert!(b.terminate().success());
 }
+
+#[test]
+fn a_fetch_gets_at_most_twice_the_brokers_fetch_max_bytes_whatever_it_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("spate.toml");
+    std::fs::write(&cfg, "[kafka]\nfetch_max_bytes = 65536\n").unwrap();
+    let mut b = start(
+        &dir.path().join("data"),
+        &["--shards", "2", "--config", cfg.to_str().unwrap()],
+    );
+    let addr = b.listen_addr();
+    let mut client = Client::new(&addr, "fetch-limit", Duration::from_secs(5)).unwrap();
+    // Four partitions of 8 batches of 20 KiB each: 640 KiB in all.
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(sb("big")))
+            .with_num_partitions(4)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let resp: CreateTopicsResponse = client.any().unwrap().call(req, 2, 7).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+    let mut conn = Connection::connect(&addr, "producer", Duration::from_secs(5)).unwrap();
+    for p in 0..4 {
+        for _ in 0..8 {
+            let batch = encode_batch(
+                &[OutRecord {
+                    key: None,
+                    value: Some(Bytes::from(vec![b'x'; 20 << 10])),
+                    headers: vec![],
+                    timestamp_ms: 1,
+                }],
+                Compression::None,
+            )
+            .unwrap();
+            let req = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(sb("big")))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(batch))])]);
+            let resp: ProduceResponse = conn.call(req, 3, 9).unwrap();
+            assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        }
+    }
+    // The client asks for megabytes from each of the four.
+    let got = client
+        .fetch(0, "big", &[(0, 0), (1, 0), (2, 0), (3, 0)], 0)
+        .unwrap();
+    let bytes: usize = got
+        .iter()
+        .flat_map(|(_, r)| r.as_ref().unwrap().iter())
+        .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    // Every partition answered something (an equal share at least: its first batch whole).
+    assert!(got.iter().all(|(_, r)| !r.as_ref().unwrap().is_empty()));
+    assert!(
+        bytes <= 2 * 65536 + 4 * (20 << 10),
+        "{bytes} bytes of records for a limit of 65536"
+    );
+    assert!(bytes < 640 << 10);
+    assert!(b.terminate().success());
+}

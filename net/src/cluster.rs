@@ -29,6 +29,8 @@ pub struct NetConfig {
     pub advertised_port: u16,
     /// Requests larger than this close the connection.
     pub max_request_bytes: usize,
+    /// The most bytes of records one fetch reads and answers (Kafka's `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
     /// Create unknown topics named in a Metadata request (if the client allows it).
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics without a count.
@@ -47,6 +49,8 @@ impl Default for NetConfig {
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
             max_request_bytes: 100 * 1024 * 1024,
+            // Kafka's default: 55 MiB.
+            fetch_max_bytes: 55 * 1024 * 1024,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 300,

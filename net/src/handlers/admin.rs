@@ -346,6 +346,10 @@ pub async fn describe_configs(
                         "message.max.bytes",
                         shard.cluster.config.max_request_bytes.to_string(),
                     ),
+                    (
+                        "fetch.max.bytes",
+                        shard.cluster.config.fetch_max_bytes.to_string(),
+                    ),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v, false, 4, true))

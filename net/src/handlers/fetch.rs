@@ -16,12 +16,6 @@ use crate::Shard;
 /// Longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// The most bytes of records one fetch reads and answers, whatever the request asks (Kafka's
-/// broker setting fetch.max.bytes, at its default of 55 MiB). A partition's first batch is
-/// returned whole even when it is larger than the partition's share, as Kafka does, so a
-/// consumer always makes progress.
-const FETCH_MAX_BYTES: usize = 55 << 20;
-
 /// How a fetch's byte limit is shared between its partitions, which are read at once on
 /// their owner shards: in request order each gets what it asks for while the limit lasts, and
 /// never less than an equal share of it. What the reads of one fetch hold at once is so at
@@ -132,10 +126,14 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
     let started = Instant::now();
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let min_bytes = req.min_bytes.max(0) as usize;
+    // At most the broker's `kafka.fetch_max_bytes` (Kafka's fetch.max.bytes) whatever the
+    // request asks. A partition's first batch is returned whole even when it is larger than
+    // the partition's share, as Kafka does, so a consumer always makes progress.
+    let broker_max = shard.cluster.config.fetch_max_bytes;
     let total_max = if ctx.version >= 3 && req.max_bytes > 0 {
-        (req.max_bytes as usize).min(FETCH_MAX_BYTES)
+        (req.max_bytes as usize).min(broker_max)
     } else {
-        FETCH_MAX_BYTES
+        broker_max
     };
     let mut budget = Budget::new(
         total_max,
@@ -248,12 +246,13 @@ mod tests {
     #[test]
     fn a_fetch_reads_at_most_twice_its_limit_and_every_partition_gets_a_share() {
         // 1000 partitions asking for 1 GiB each under a 55 MiB limit.
-        let mut b = Budget::new(FETCH_MAX_BYTES, 1000);
+        let limit = 55 << 20;
+        let mut b = Budget::new(limit, 1000);
         let caps: Vec<usize> = (0..1000).map(|_| b.take(1 << 30)).collect();
         let total: usize = caps.iter().sum();
-        assert!(total <= 2 * FETCH_MAX_BYTES, "{total}");
-        assert_eq!(caps[0], FETCH_MAX_BYTES);
-        assert!(caps.iter().all(|&c| c >= FETCH_MAX_BYTES / 1000));
+        assert!(total <= 2 * limit, "{total}");
+        assert_eq!(caps[0], limit);
+        assert!(caps.iter().all(|&c| c >= limit / 1000));
         // Partitions asking for little leave the rest to those after them.
         let mut b = Budget::new(10 << 20, 4);
         assert_eq!(b.take(1 << 20), 1 << 20);
