@@ -255,6 +255,42 @@ fn filler_frame(len: usize, base_offset: u64) -> Vec<u8> {
     out
 }
 
+/// Replays a fuzz target's committed inputs as a test: runs `check` on every file under
+/// `fuzz_dir/corpus/<target>` and `fuzz_dir/regressions/<target>`, failing with the name of
+/// the file whose check panicked, and failing if there are no files at all (a replay of
+/// nothing would pass for nothing). Used by the corpus tests of spate-engine and spate-net.
+pub fn replay_corpus(fuzz_dir: &Path, target: &str, check: fn(&[u8])) {
+    let mut files = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let dir = fuzz_dir.join(dir).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let path = e
+                .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+                .path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        !files.is_empty(),
+        "no corpus files for fuzz target {target} under {}",
+        fuzz_dir.display()
+    );
+    files.sort();
+    for path in &files {
+        let data =
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{} fails the {target} check", path.display());
+        }
+    }
+    eprintln!("{target}: {} inputs replayed", files.len());
+}
+
 /// The recovery scan (`log::scan::scan_frames`) over a segment image built from `data`.
 ///
 /// `data[0]`, if odd, puts the image behind a valid frame that ends `data[1..3]` bytes

@@ -21,35 +21,9 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
-/// Runs `check` on every file of the target's corpus and regressions; fails naming the file
-/// whose check panicked, and fails if there are no files at all.
+/// Replays the target's corpus and regressions (see `fuzzing::replay_corpus`).
 fn replay(target: &str, check: fn(&[u8])) {
-    let mut files = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let dir = fuzz_dir().join(dir).join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_file() {
-                files.push(path);
-            }
-        }
-    }
-    assert!(
-        !files.is_empty(),
-        "no corpus files for fuzz target {target} under {}",
-        fuzz_dir().display()
-    );
-    files.sort();
-    for path in &files {
-        let data = std::fs::read(path).unwrap();
-        if std::panic::catch_unwind(|| check(&data)).is_err() {
-            panic!("{} fails the {target} check", path.display());
-        }
-    }
-    eprintln!("{target}: {} inputs replayed", files.len());
+    spate_engine::fuzzing::replay_corpus(&fuzz_dir(), target, check);
 }
 
 #[test]
