@@ -198,14 +198,15 @@ async fn write_via(
 
 /// Reads the payload of `path` through the engine's storage; `Ok(None)` if it does not exist.
 pub async fn read(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>, AtomicFileError> {
-    if !path.exists() {
-        return Ok(None);
-    }
     let io = |source| AtomicFileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = storage.open(path, OpenMode::Read).await.map_err(io)?;
+    let file = match storage.open(path, OpenMode::Read).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
     let size = file.size().await.map_err(io)? as usize;
     if size > MAX_PAYLOAD_BYTES + HEADER_LEN {
         return Err(AtomicFileError::Corrupt {

@@ -31,6 +31,42 @@ fn to_io<T>(err: GlommioError<T>, op: &str, path: &Path) -> io::Error {
 }
 
 impl Storage for DmaStorage {
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            // The directories that do not exist yet, outermost first.
+            let mut missing = Vec::new();
+            let mut at = Some(dir);
+            while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                missing.push(d);
+                at = d.parent();
+            }
+            std::fs::create_dir_all(dir).map_err(|e| with_path(e, "create dir", dir))?;
+            for d in missing.into_iter().rev() {
+                if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    self.sync_dir(parent).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn list_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let io = |e| with_path(e, "list dir", dir);
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(dir).map_err(io)? {
+                names.push(
+                    entry
+                        .map_err(io)?
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+            Ok(names)
+        })
+    }
+
     fn open<'a>(&'a self, path: &'a Path, mode: OpenMode) -> IoFuture<'a, Rc<dyn StorageFile>> {
         Box::pin(async move {
             let mut options = OpenOptions::new();
@@ -75,8 +111,10 @@ impl StorageFile for DmaStorageFile {
     }
 
     fn alloc_buffer(&self, len: usize) -> IoBuffer {
-        self.file
-            .alloc_dma_buffer(super::align_up(len as u64) as usize)
+        IoBuffer::dma(
+            self.file
+                .alloc_dma_buffer(super::align_up(len as u64) as usize),
+        )
     }
 
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes> {
@@ -95,6 +133,18 @@ impl StorageFile for DmaStorageFile {
     fn write_at(&self, buf: IoBuffer, pos: u64) -> IoFuture<'_, usize> {
         Box::pin(async move {
             let len = buf.len();
+            let buf = match buf.into_dma() {
+                Ok(b) => b,
+                // A buffer of another storage: copied into an aligned one.
+                Err(bytes) => {
+                    let mut b = self
+                        .file
+                        .alloc_dma_buffer(super::align_up(len as u64) as usize);
+                    b.as_bytes_mut()[..len].copy_from_slice(&bytes);
+                    b.trim_to_size(len);
+                    b
+                }
+            };
             let written = self
                 .file
                 .write_at(buf, pos)

@@ -195,6 +195,20 @@ impl FaultyStorage {
 }
 
 impl Storage for FaultyStorage {
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            self.plan.tick(dir)?;
+            self.inner.create_dir_all(dir).await
+        })
+    }
+
+    fn list_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            self.plan.tick(dir)?;
+            self.inner.list_dir(dir).await
+        })
+    }
+
     fn open<'a>(&'a self, path: &'a Path, mode: OpenMode) -> IoFuture<'a, Rc<dyn StorageFile>> {
         Box::pin(async move {
             self.plan.tick(path)?;

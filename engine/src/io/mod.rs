@@ -1,15 +1,19 @@
 //! Storage I/O: the one narrow interface through which the engine touches files.
 //!
-//! Everything the log does to disk goes through [`Storage`] and [`StorageFile`]: open,
-//! read_at, write_at, fdatasync (or syncfs), allocate, truncate, remove (plus rename and directory sync
-//! for atomic replacement). [`dma::DmaStorage`] is the real implementation on glommio's
-//! O_DIRECT files; [`fault::FaultyStorage`] wraps any storage and injects EIO, ENOSPC, torn
-//! writes and crashes, so the layers above are tested against the failures disks really have.
+//! Everything the log does to disk goes through [`Storage`] and [`StorageFile`]: directory
+//! creation and listing, open, read_at, write_at, fdatasync (or syncfs), allocate, truncate,
+//! remove (plus rename and directory sync for atomic replacement), with buffers of the
+//! storage's own type ([`IoBuffer`]). [`dma::DmaStorage`] is the real implementation on
+//! glommio's O_DIRECT files; [`fault::FaultyStorage`] wraps any storage and injects EIO,
+//! ENOSPC, torn writes and crashes; [`mem::MemStorage`] keeps files in memory and, at a
+//! simulated crash, keeps only what a completed sync covered (data, and directory entries), so
+//! the layers above are tested against the failures disks really have.
 //!
 //! This module and `dma.rs` are the only places in the engine that name glommio's file types.
 
 pub mod dma;
 pub mod fault;
+pub mod mem;
 
 use std::future::Future;
 use std::io;
@@ -22,8 +26,63 @@ use bytes::Bytes;
 /// Alignment (and granularity) of every O_DIRECT write position and length.
 pub const BLOCK_SIZE: u64 = 4096;
 
-/// An aligned buffer that a write hands to the kernel.
-pub type IoBuffer = glommio::io::DmaBuffer;
+/// A buffer that a write hands to its storage: block aligned for O_DIRECT on the real disk,
+/// plain memory for the in-memory storage. Made by [`StorageFile::alloc_buffer`].
+pub struct IoBuffer(BufferRepr);
+
+enum BufferRepr {
+    Dma(glommio::io::DmaBuffer),
+    Heap(Vec<u8>),
+}
+
+impl IoBuffer {
+    /// A buffer in ordinary memory (storages that do no direct I/O).
+    pub fn heap(len: usize) -> Self {
+        IoBuffer(BufferRepr::Heap(vec![0; len]))
+    }
+
+    pub(crate) fn dma(buf: glommio::io::DmaBuffer) -> Self {
+        IoBuffer(BufferRepr::Dma(buf))
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            BufferRepr::Dma(b) => b.as_bytes(),
+            BufferRepr::Heap(v) => v,
+        }
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            BufferRepr::Dma(b) => b.as_bytes_mut(),
+            BufferRepr::Heap(v) => v,
+        }
+    }
+
+    /// Keeps only the first `len` bytes (a torn write).
+    pub fn trim_to_size(&mut self, len: usize) {
+        match &mut self.0 {
+            BufferRepr::Dma(b) => b.trim_to_size(len),
+            BufferRepr::Heap(v) => v.truncate(len),
+        }
+    }
+
+    /// The DMA buffer, if this is one (else the bytes, for the caller to copy).
+    pub(crate) fn into_dma(self) -> std::result::Result<glommio::io::DmaBuffer, Vec<u8>> {
+        match self.0 {
+            BufferRepr::Dma(b) => Ok(b),
+            BufferRepr::Heap(v) => Err(v),
+        }
+    }
+}
 
 /// A boxed future of an I/O result; storage is used from one shard, so nothing is `Send`.
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
@@ -41,6 +100,11 @@ pub enum OpenMode {
 
 /// A filesystem as the engine sees it.
 pub trait Storage {
+    /// Creates `dir` and its missing parents, durably: each new directory's entry is synced
+    /// in its parent before this returns.
+    fn create_dir_all<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, ()>;
+    /// The names of the entries of `dir` (files and directories), in no particular order.
+    fn list_dir<'a>(&'a self, dir: &'a Path) -> IoFuture<'a, Vec<String>>;
     fn open<'a>(&'a self, path: &'a Path, mode: OpenMode) -> IoFuture<'a, Rc<dyn StorageFile>>;
     fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;

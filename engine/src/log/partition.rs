@@ -213,10 +213,13 @@ impl PartitionLog {
         cache: Rc<RefCell<BatchCache>>,
         cache_key: u64,
     ) -> Result<(PartitionLog, RecoveryReport)> {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::from_io(e, dir))?;
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| EngineError::from_io(e, dir))?;
         let (segments, report) = recovery::recover(&*storage, dir, name, &config).await?;
         let next = segments.values().next_back().map_or(0, |s| s.next_offset);
-        let start_floor = read_start_floor(dir).await;
+        let start_floor = read_start_floor(&*storage, dir).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -1520,9 +1523,9 @@ pub const START_FILE: &str = "log-start";
 
 /// A missing or damaged file means no floor: the log then starts at its first segment, which
 /// serves records that were deleted but never loses any.
-async fn read_start_floor(dir: &Path) -> u64 {
+async fn read_start_floor(storage: &dyn Storage, dir: &Path) -> u64 {
     let path = dir.join(START_FILE);
-    match crate::atomic_file::read_sync(&path) {
+    match crate::atomic_file::read(storage, &path).await {
         Ok(Some(b)) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_le_bytes),
         Ok(None) => 0,
         Err(e) => {

@@ -44,7 +44,7 @@ pub async fn recover(
         partition: name.to_string(),
         ..Default::default()
     };
-    let bases = list_segments(dir, name)?;
+    let bases = list_segments(storage, dir, name).await?;
     let mut segments = BTreeMap::new();
     let Some((&last_base, closed)) = bases.split_last() else {
         let seg = Segment::create(storage, dir, 0, config).await?;
@@ -82,23 +82,23 @@ pub async fn recover(
 }
 
 /// Base offsets of the segment files in `dir`, in order. Foreign files are reported and left.
-fn list_segments(dir: &Path, name: &str) -> Result<Vec<u64>> {
+async fn list_segments(storage: &dyn Storage, dir: &Path, name: &str) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::from_io(e, dir))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| EngineError::from_io(e, dir))?;
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
+    let names = storage
+        .list_dir(dir)
+        .await
+        .map_err(|e| EngineError::from_io(e, dir))?;
+    for file_name in names {
         if let Some(base) = segment::parse_segment_name(&file_name) {
             bases.push(base);
         } else if file_name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = storage.remove(&dir.join(&file_name)).await;
         } else if !(file_name.ends_with(".index")
             || file_name.ends_with(".timeindex")
             || file_name == checkpoint::CHECKPOINT_FILE
             || file_name == crate::log::partition::START_FILE)
         {
-            tracing::warn!(partition = name, file = %entry.path().display(), "ignoring a file that is not part of the log");
+            tracing::warn!(partition = name, file = %dir.join(&file_name).display(), "ignoring a file that is not part of the log");
         }
     }
     bases.sort_unstable();

@@ -336,9 +336,6 @@ pub async fn read_indexes(
 }
 
 async fn read_whole(storage: &dyn Storage, path: &Path) -> Vec<u8> {
-    if !path.exists() {
-        return Vec::new();
-    }
     let Ok(file) = storage.open(path, OpenMode::Read).await else {
         return Vec::new();
     };
