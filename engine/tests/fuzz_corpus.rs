@@ -123,7 +123,6 @@ fn write_seeds() {
         next_offset: 1234,
         index_entries: 12,
         time_index_entries: 11,
-        log_start_offset: 0,
         max_timestamp_ms: 1_700_000_000_000,
     };
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&cp).unwrap();

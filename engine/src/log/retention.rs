@@ -1,0 +1,151 @@
+//! Where a partition log starts and how it shrinks from the front: retention by size and
+//! age, and DeleteRecords, whose new start is persisted in the `log-start` file before any
+//! segment goes.
+
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
+use crate::io::Storage;
+use crate::log::partition::{PartitionLog, State};
+use crate::log::segment::{self};
+
+impl PartitionLog {
+    /// Deletes closed segments beyond the size and age limits. Returns how many it deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let cfg = self.inner.config.borrow().clone();
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let st = self.inner.state.borrow();
+                if st.segments.len() < 2 {
+                    None
+                } else {
+                    let total: u64 = st.segments.values().map(|s| s.size_bytes).sum();
+                    st.segments.values().next().and_then(|oldest| {
+                        let by_size = cfg.retention_bytes >= 0
+                            && total.saturating_sub(oldest.size_bytes)
+                                >= cfg.retention_bytes as u64;
+                        let by_age = cfg.retention_ms >= 0
+                            && oldest.max_timestamp_ms >= 0
+                            && oldest.max_timestamp_ms < now_ms.saturating_sub(cfg.retention_ms);
+                        (by_size || by_age).then_some(oldest.base_offset)
+                    })
+                }
+            };
+            let Some(base) = victim else { break };
+            self.delete_segment(base).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    pub(super) async fn delete_segment(&self, base: u64) -> Result<()> {
+        let seg = self.inner.state.borrow_mut().segments.remove(&base);
+        let Some(seg) = seg else { return Ok(()) };
+        let new_start = {
+            let st = self.inner.state.borrow();
+            log_start(&st)
+        };
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, new_start);
+        drop(seg);
+        let dir = &self.inner.dir;
+        for path in [
+            segment::log_path(dir, base),
+            segment::index_path(dir, base),
+            segment::time_index_path(dir, base),
+        ] {
+            if let Err(e) = self.inner.storage.remove(&path).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(EngineError::from_io(e, &path));
+                }
+            }
+        }
+        tracing::info!(partition = %self.inner.name, base, "retention deleted segment");
+        Ok(())
+    }
+
+    /// Makes `offset` the new log start (Kafka's DeleteRecords): offsets below it are no
+    /// longer served and segments wholly below it are deleted. The new start is persisted
+    /// before anything is deleted. `offset` may not pass the log end. Returns the log start.
+    pub async fn delete_records(&self, offset: u64) -> Result<u64> {
+        let (start, end) = {
+            let st = self.inner.state.borrow();
+            (log_start(&st), st.written_offset)
+        };
+        if offset > end {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let path = self.inner.dir.join(START_FILE);
+        let space = self.space();
+        crate::atomic_file::write_reserved(
+            &*self.inner.storage,
+            &path,
+            &offset.to_le_bytes(),
+            space.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            if e.is_disk_full() {
+                EngineError::DiskFull {
+                    path: path.clone(),
+                    detail: format!("the new log start could not be saved: {e}"),
+                }
+            } else {
+                EngineError::Metadata(e.to_string())
+            }
+        })?;
+        self.inner.state.borrow_mut().start_floor = offset;
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, offset);
+        loop {
+            let victim = {
+                let st = self.inner.state.borrow();
+                let mut it = st.segments.iter();
+                match (it.next(), it.next()) {
+                    (Some((base, _)), Some((next_base, _))) if *next_base <= offset => Some(*base),
+                    _ => None,
+                }
+            };
+            let Some(base) = victim else { break };
+            self.delete_segment(base).await?;
+        }
+        Ok(self.stats().log_start_offset)
+    }
+}
+
+/// File holding the log start set by `delete_records` (8 bytes, little-endian).
+pub const START_FILE: &str = "log-start";
+
+/// A missing or damaged file means no floor: the log then starts at its first segment, which
+/// serves records that were deleted but never loses any.
+pub(super) async fn read_start_floor(storage: &dyn Storage, dir: &Path) -> u64 {
+    let path = dir.join(START_FILE);
+    match crate::atomic_file::read(storage, &path).await {
+        Ok(Some(b)) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_le_bytes),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            0
+        }
+    }
+}
+
+pub(super) fn log_start(st: &State) -> u64 {
+    st.segments
+        .values()
+        .next()
+        .map_or(st.written_offset, |s| s.base_offset)
+        .max(st.start_floor.min(st.written_offset))
+}
