@@ -63,6 +63,13 @@ impl BatchCache {
         }
         let entries = self.partitions.entry(key).or_default();
         if let Some(last) = entries.back() {
+            // The log inserts its batches in order, without gaps: a truncation or a removal
+            // tells the cache first. In a release build a gap costs the cached batches only.
+            debug_assert_eq!(
+                last.next_offset(),
+                batch.base_offset,
+                "a batch inserted into the cache does not follow the cached ones"
+            );
             if last.next_offset() != batch.base_offset {
                 let dropped: usize = entries.iter().map(|b| b.payload.len()).sum();
                 self.held -= entries.len();
@@ -144,6 +151,19 @@ impl BatchCache {
         self.sweep_order();
     }
 
+    /// Forgets batches that hold `offset` or later ones (the log's tail was cut there).
+    pub fn truncate_from(&mut self, key: u64, offset: u64) {
+        if let Some(entries) = self.partitions.get_mut(&key) {
+            while entries.back().is_some_and(|b| b.next_offset() > offset) {
+                if let Some(b) = entries.pop_back() {
+                    self.held -= 1;
+                    self.used_bytes -= b.payload.len();
+                }
+            }
+        }
+        self.sweep_order();
+    }
+
     /// Forgets batches that end at or below `offset` (retention moved the log start).
     pub fn evict_below(&mut self, key: u64, offset: u64) {
         if let Some(entries) = self.partitions.get_mut(&key) {
@@ -202,11 +222,14 @@ mod tests {
     #[test]
     fn the_insertion_order_stays_bounded_when_retention_keeps_the_cache_under_capacity() {
         // Retention drops each batch soon after it is cached: the cache never fills, so
-        // eviction never pops the order. A gap and an invalidation leave stale entries too.
+        // eviction never pops the order. Truncations and invalidations leave stale entries
+        // too.
         let mut cache = BatchCache::new(1 << 30);
         for i in 0..200_000u64 {
             cache.insert(1, batch(i, 1, 10));
-            cache.insert(2, batch(i * 2, 1, 10)); // never contiguous: replaces each time
+            // A tail cut before each insert: the one batch held is replaced each time.
+            cache.truncate_from(2, i);
+            cache.insert(2, batch(i, 1, 10));
             if i % 10 == 9 {
                 cache.evict_below(1, i - 2);
             }
@@ -227,20 +250,32 @@ mod tests {
     }
 
     #[test]
-    fn non_contiguous_insert_replaces_and_max_bytes_limits() {
+    fn truncation_drops_the_tail_and_max_bytes_limits() {
         let mut cache = BatchCache::new(10_000);
         cache.insert(1, batch(0, 1, 10));
-        cache.insert(1, batch(1, 1, 10));
-        cache.insert(1, batch(5, 1, 10));
-        assert!(cache.read(1, 0, 100).is_none());
+        cache.insert(1, batch(1, 2, 10));
+        cache.insert(1, batch(3, 1, 10));
+        // A cut inside the batch at 1..3 drops it and everything after.
+        cache.truncate_from(1, 2);
         assert_eq!(cache.used_bytes(), 10);
-        cache.insert(1, batch(6, 1, 10));
+        assert!(cache.read(1, 1, 100).is_none());
+        cache.insert(1, batch(1, 1, 10));
+        cache.insert(1, batch(2, 1, 10));
         assert_eq!(
-            cache.read(1, 5, 5).unwrap().len(),
+            cache.read(1, 1, 5).unwrap().len(),
             1,
             "at least one batch, then the limit"
         );
-        cache.evict_below(1, 6);
+        cache.evict_below(1, 2);
         assert_eq!(cache.used_bytes(), 10);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "does not follow the cached ones")]
+    fn a_gap_in_the_inserts_is_a_bug() {
+        let mut cache = BatchCache::new(10_000);
+        cache.insert(1, batch(0, 1, 10));
+        cache.insert(1, batch(5, 1, 10));
     }
 }

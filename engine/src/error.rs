@@ -29,6 +29,14 @@ pub enum EngineError {
     },
     #[error("invalid append: {0}")]
     InvalidAppend(String),
+    /// A replicated append whose first offset is not the log end: the follower must
+    /// truncate or fetch from `log_end` instead.
+    #[error("replicated batches start at offset {got} but the log ends at {log_end}")]
+    NotContiguous { got: u64, log_end: u64 },
+    /// A batch of an older leader epoch than the log already holds: it comes from a deposed
+    /// leader and is never applied.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    StaleEpoch { epoch: i32, latest: i32 },
     #[error("metadata: {0}")]
     Metadata(String),
     #[error("unknown topic or partition: {0}")]

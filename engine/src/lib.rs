@@ -27,7 +27,10 @@ use bytes::Bytes;
 
 pub use config::LogConfig;
 pub use error::{EngineError, Result};
-pub use log::partition::{AppendBatch, AppendResult, Appending, LogStats, PartitionLog};
+pub use log::partition::{
+    AppendBatch, AppendResult, Appending, LogOffsets, LogStats, PartitionLog,
+};
+pub use log::read::ReadBound;
 pub use log::recovery::RecoveryReport;
 
 /// When an append resolves.

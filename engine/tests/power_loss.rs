@@ -190,7 +190,7 @@ fn a_rolled_segment_survives_a_power_loss_without_a_checkpoint() {
             Rc::new(FaultyStorage::new(Rc::new(mem.clone()), plan.clone()));
         let log = open_on(faulty, rolling_config(), None).await;
         // No checkpoint can be created (its temporary file is refused): rolls go on without.
-        plan.only_files_ending_with(".tmp");
+        plan.only_files_ending_with("recovery.checkpoint.tmp");
         plan.fail_creates(libc::ENOSPC);
         let (acked, completed) = append_until_failure(&log, 30).await;
         assert!(completed);

@@ -2,11 +2,12 @@
 
 pub mod appender;
 pub mod checkpoint;
+pub mod epochs;
 pub mod index;
 pub mod index_file;
 pub mod partition;
 mod pending;
-mod read;
+pub mod read;
 pub mod readahead;
 pub mod recovery;
 mod retention;
@@ -16,4 +17,5 @@ pub mod segment;
 pub mod sync_group;
 pub mod time_index;
 mod timestamps;
+mod truncate;
 mod write;

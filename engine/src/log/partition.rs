@@ -33,6 +33,7 @@ use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::io::Storage;
+use crate::log::epochs::{self, EpochEntry, EpochIndex};
 use crate::log::pending::PendingQueue;
 use crate::log::readahead::ReadAhead;
 use crate::log::recovery::{self, RecoveryReport};
@@ -101,6 +102,84 @@ pub(super) struct State {
     pub(super) data_waiters: Vec<oneshot::Sender<()>>,
     /// Offsets below this were deleted by `delete_records` (persisted in `START_FILE`).
     pub(super) start_floor: u64,
+    /// Offsets below this are visible to consumers (see [`LogOffsets::high_watermark`]).
+    pub(super) high_watermark: u64,
+    /// The high watermark is set by the log's owner (replication), not by the writes.
+    pub(super) hw_managed: bool,
+    /// Readers waiting for the high watermark to move (consumers' long polls).
+    pub(super) hw_waiters: Vec<oneshot::Sender<()>>,
+    /// Leader epochs of the log, the queued appends' included.
+    pub(super) epochs: EpochIndex,
+    /// The index as last saved in its file.
+    pub(super) epochs_on_disk: EpochIndex,
+    /// A `truncate_suffix` runs: appends are refused.
+    pub(super) truncating: bool,
+}
+
+impl State {
+    /// Moves the high watermark (never past the written log end) and wakes its waiters.
+    pub(super) fn set_high_watermark(&mut self, offset: u64) {
+        debug_assert!(
+            offset <= self.written_offset,
+            "high watermark past the log end"
+        );
+        let offset = offset.min(self.written_offset);
+        if offset != self.high_watermark {
+            self.high_watermark = offset;
+            for w in self.hw_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    pub(super) fn offsets(&self) -> LogOffsets {
+        let log_start = log_start(self);
+        let local_start = self
+            .segments
+            .values()
+            .next()
+            .map_or(self.written_offset, |s| s.base_offset)
+            .max(log_start);
+        let o = LogOffsets {
+            log_start,
+            local_start,
+            high_watermark: self.high_watermark,
+            log_end: self.written_offset,
+            durable: self.durable_offset,
+        };
+        debug_assert!(o.holds(), "{o:?}");
+        o
+    }
+}
+
+/// Where a partition log starts and ends, and how far it is visible and durable.
+///
+/// `log_start <= local_start <= log_end`, `high_watermark <= log_end`, `durable <= log_end`.
+/// Without a cold tier `log_start == local_start`. Without replication the high watermark
+/// follows the log end (what is written is visible, as with Kafka's single replica); with it,
+/// the owner sets it (the minimum durable log end of the in-sync replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// The first offset served (DeleteRecords and retention move it).
+    pub log_start: u64,
+    /// The first offset on local disk.
+    pub local_start: u64,
+    /// Offsets below it are visible to consumers.
+    pub high_watermark: u64,
+    /// The next offset to be written: every offset below is written.
+    pub log_end: u64,
+    /// Offsets below it are durable (fdatasynced).
+    pub durable: u64,
+}
+
+impl LogOffsets {
+    /// Whether the invariants between the offsets hold.
+    pub fn holds(&self) -> bool {
+        self.log_start <= self.local_start
+            && self.local_start <= self.log_end
+            && self.high_watermark <= self.log_end
+            && self.durable <= self.log_end
+    }
 }
 
 pub(super) struct Inner {
@@ -154,6 +233,7 @@ impl PartitionLog {
         let (segments, report) = recovery::recover(&*storage, dir, name, &config).await?;
         let next = segments.values().next_back().map_or(0, |s| s.next_offset);
         let start_floor = read_start_floor(&*storage, dir).await;
+        let epochs = open_epochs(&*storage, dir, &segments, next).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -181,6 +261,12 @@ impl PartitionLog {
                     idle_waiters: Vec::new(),
                     data_waiters: Vec::new(),
                     start_floor,
+                    high_watermark: next,
+                    hw_managed: false,
+                    hw_waiters: Vec::new(),
+                    epochs_on_disk: epochs.clone(),
+                    epochs,
+                    truncating: false,
                 }),
             }),
         };
@@ -221,6 +307,51 @@ impl PartitionLog {
             segments: st.segments.len(),
             size_bytes: st.segments.values().map(|s| s.size_bytes).sum(),
         }
+    }
+
+    /// Where the log starts and ends, and how far it is visible and durable.
+    pub fn offsets(&self) -> LogOffsets {
+        self.inner.state.borrow().offsets()
+    }
+
+    /// Hands the high watermark to the log's owner (a replicated partition): from now on it
+    /// moves only by [`PartitionLog::advance_high_watermark`], starting at `initial` (at most
+    /// the log end).
+    pub fn manage_high_watermark(&self, initial: u64) {
+        let mut st = self.inner.state.borrow_mut();
+        st.hw_managed = true;
+        let end = st.written_offset;
+        st.high_watermark = initial.min(end);
+    }
+
+    /// Moves a managed high watermark forward to `offset`; a lower value is ignored. An
+    /// offset past the log end is an error (the owner computed it from replicas that have
+    /// what this log does not).
+    pub fn advance_high_watermark(&self, offset: u64) -> Result<()> {
+        let mut st = self.inner.state.borrow_mut();
+        if offset > st.written_offset {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: log_start(&st),
+                log_end: st.written_offset,
+            });
+        }
+        if offset > st.high_watermark {
+            st.set_high_watermark(offset);
+        }
+        Ok(())
+    }
+
+    /// The leader epochs of the log and where each starts, oldest first.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        self.inner.state.borrow().epochs.entries().to_vec()
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch for `epoch`: the largest epoch at or below it in this log
+    /// and the offset where it ends (see [`EpochIndex::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        let st = self.inner.state.borrow();
+        st.epochs.end_offset_for(epoch, st.written_offset)
     }
 
     /// Why the partition refuses writes, if it does.
@@ -362,4 +493,28 @@ impl PartitionLog {
             s.created_at = at;
         }
     }
+}
+
+/// The leader-epoch index at open: the saved one without entries at or past the recovered log
+/// end (their frames never reached the disk). A log without one (written before the index
+/// existed, or whose file is damaged) gets one entry, for the epoch of its first frame.
+async fn open_epochs(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &BTreeMap<u64, Segment>,
+    log_end: u64,
+) -> EpochIndex {
+    if let Some(mut index) = epochs::read(storage, dir).await {
+        index.truncate_from(log_end);
+        return index;
+    }
+    let mut index = EpochIndex::default();
+    if let Some(first) = segments.values().find(|s| s.size_bytes > 0) {
+        if let Ok(bytes) = first.file.read_at(0, crate::frame::FRAME_HEADER_LEN).await {
+            if let Ok(h) = crate::frame::FrameHeader::decode(&bytes) {
+                index.assign(h.leader_epoch, first.base_offset);
+            }
+        }
+    }
+    index
 }

@@ -13,17 +13,39 @@ use crate::log::partition::PartitionLog;
 use crate::log::retention::log_start;
 use crate::ReadBatch;
 
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Up to the high watermark: what a consumer may see.
+    HighWatermark,
+    /// Up to the log end: what a follower copies.
+    LogEnd,
+}
+
 impl PartitionLog {
-    /// Reads batches from the one containing `offset`, up to about `max_bytes` (always at
-    /// least one batch if any is readable). Empty at the log end.
+    /// A consumer's read: [`PartitionLog::read_to`] up to the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<ReadBatch>> {
-        let (start, end) = {
+        self.read_to(offset, max_bytes, ReadBound::HighWatermark)
+            .await
+    }
+
+    /// Reads batches from the one containing `offset`, up to about `max_bytes` (always at
+    /// least one batch if any is readable), and only whole batches below `bound`. Empty at
+    /// the bound; an offset below the log start or past the log end is out of range.
+    pub async fn read_to(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<Vec<ReadBatch>> {
+        let (start, end, limit) = {
             let st = self.inner.state.borrow();
-            (log_start(&st), st.written_offset)
+            let limit = match bound {
+                ReadBound::HighWatermark => st.high_watermark,
+                ReadBound::LogEnd => st.written_offset,
+            };
+            (log_start(&st), st.written_offset, limit)
         };
-        if offset == end {
-            return Ok(Vec::new());
-        }
         if offset < start || offset > end {
             return Err(EngineError::OffsetOutOfRange {
                 offset,
@@ -31,6 +53,25 @@ impl PartitionLog {
                 log_end: end,
             });
         }
+        if offset >= limit {
+            return Ok(Vec::new());
+        }
+        let mut batches = self.read_below_end(offset, max_bytes, end).await?;
+        if limit < end {
+            let keep = batches.partition_point(|b| b.next_offset() <= limit);
+            batches.truncate(keep);
+        }
+        Ok(batches)
+    }
+
+    /// [`PartitionLog::read_to`] without a bound below the log end (`end`, as it was when the
+    /// read was checked).
+    async fn read_below_end(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Vec<ReadBatch>> {
         // Taken whatever happens next: a resume point serves one read.
         let resume = self.inner.readahead.borrow_mut().take(offset);
         if let Some(hit) = self
@@ -127,19 +168,33 @@ impl PartitionLog {
         frames.batches
     }
 
-    /// Resolves once the log end is past `offset`, or the partition closes or fails. Returns
-    /// at once if it already is. Callers bound the wait with their own timer.
+    /// Resolves once the high watermark is past `offset` (a consumer's long poll), or the
+    /// partition closes or fails. Returns at once if it already is. Callers bound the wait
+    /// with their own timer.
     pub async fn wait_for_data(&self, offset: u64) {
+        self.wait_for(offset, ReadBound::HighWatermark).await
+    }
+
+    /// Resolves once `bound` is past `offset`, or the partition closes or fails.
+    pub async fn wait_for(&self, offset: u64, bound: ReadBound) {
         let rx = {
             let mut st = self.inner.state.borrow_mut();
-            if st.written_offset > offset || st.closed || st.failed.is_some() {
+            let at = match bound {
+                ReadBound::HighWatermark => st.high_watermark,
+                ReadBound::LogEnd => st.written_offset,
+            };
+            if at > offset || st.closed || st.failed.is_some() {
                 return;
             }
             // Waits given up (their caller's timer won) leave a cancelled sender: drop them
-            // here, so an idle partition's list holds only the live waits.
-            st.data_waiters.retain(|w| !w.is_canceled());
+            // here, so an idle partition's lists hold only the live waits.
+            let waiters = match bound {
+                ReadBound::HighWatermark => &mut st.hw_waiters,
+                ReadBound::LogEnd => &mut st.data_waiters,
+            };
+            waiters.retain(|w| !w.is_canceled());
             let (tx, rx) = oneshot::channel();
-            st.data_waiters.push(tx);
+            waiters.push(tx);
             rx
         };
         let _ = rx.await;
@@ -147,7 +202,8 @@ impl PartitionLog {
 
     /// How many waits for data are registered (live or given up and not yet dropped).
     pub fn data_waiters(&self) -> usize {
-        self.inner.state.borrow().data_waiters.len()
+        let st = self.inner.state.borrow();
+        st.data_waiters.len() + st.hw_waiters.len()
     }
 
     /// The first offset of the log's last `bytes` or a little more (an indexed batch at least

@@ -96,7 +96,8 @@ async fn list_segments(storage: &dyn Storage, dir: &Path, name: &str) -> Result<
         } else if !(file_name.ends_with(".index")
             || file_name.ends_with(".timeindex")
             || file_name == checkpoint::CHECKPOINT_FILE
-            || file_name == crate::log::retention::START_FILE)
+            || file_name == crate::log::retention::START_FILE
+            || file_name == crate::log::epochs::EPOCHS_FILE)
         {
             tracing::warn!(partition = name, file = %dir.join(&file_name).display(), "ignoring a file that is not part of the log");
         }

@@ -17,7 +17,8 @@ impl PartitionLog {
         loop {
             let victim = {
                 let st = self.inner.state.borrow();
-                if st.segments.len() < 2 {
+                // A truncation owns the segments while it runs; the next pass catches up.
+                if st.segments.len() < 2 || st.truncating {
                     None
                 } else {
                     let total: u64 = st.segments.values().map(|s| s.size_bytes).sum();
@@ -69,11 +70,13 @@ impl PartitionLog {
 
     /// Makes `offset` the new log start (Kafka's DeleteRecords): offsets below it are no
     /// longer served and segments wholly below it are deleted. The new start is persisted
-    /// before anything is deleted. `offset` may not pass the log end. Returns the log start.
+    /// before anything is deleted. `offset` may not pass the high watermark (the log end
+    /// without replication). Returns the log start.
     pub async fn delete_records(&self, offset: u64) -> Result<u64> {
+        self.check_writable()?;
         let (start, end) = {
             let st = self.inner.state.borrow();
-            (log_start(&st), st.written_offset)
+            (log_start(&st), st.high_watermark)
         };
         if offset > end {
             return Err(EngineError::OffsetOutOfRange {

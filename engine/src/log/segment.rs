@@ -356,7 +356,8 @@ pub async fn frame_at(file: &dyn StorageFile, position: u64, offset: u64) -> boo
     }
 }
 
-async fn persist_rebuilt(
+/// Writes a segment's index files anew from its in-memory indexes.
+pub(crate) async fn persist_rebuilt(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,

@@ -34,6 +34,65 @@ impl PartitionLog {
         batches: Vec<AppendBatch>,
         durability: Durability,
     ) -> Result<Appending> {
+        self.enqueue_at(batches, durability, None).await
+    }
+
+    /// A follower's append: `batches` as the leader's log holds them (read from it with
+    /// their offsets, epochs and timestamps), stored verbatim at those offsets. They must be
+    /// contiguous and start at this log's end ([`EngineError::NotContiguous`] otherwise),
+    /// and their epochs may not go below the log's latest ([`EngineError::StaleEpoch`]).
+    pub async fn append_replicated(
+        &self,
+        batches: Vec<ReadBatch>,
+        durability: Durability,
+    ) -> Result<AppendResult> {
+        self.enqueue_replicated(batches, durability)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// The first half of [`PartitionLog::append_replicated`] (see [`PartitionLog::enqueue`]).
+    pub async fn enqueue_replicated(
+        &self,
+        batches: Vec<ReadBatch>,
+        durability: Durability,
+    ) -> Result<Appending> {
+        let Some(first) = batches.first().map(|b| b.base_offset) else {
+            return Err(EngineError::InvalidAppend("no batches".into()));
+        };
+        let mut expected = first;
+        for b in &batches {
+            if b.base_offset != expected {
+                return Err(EngineError::InvalidAppend(format!(
+                    "replicated batches are not contiguous: offset {} follows {expected}",
+                    b.base_offset
+                )));
+            }
+            expected = b.next_offset();
+        }
+        let batches = batches
+            .into_iter()
+            .map(|b| AppendBatch {
+                payload: b.payload,
+                record_count: b.record_count,
+                first_timestamp_ms: b.first_timestamp_ms,
+                max_timestamp_ms: b.max_timestamp_ms,
+                leader_epoch: b.leader_epoch,
+                base_offset_field: None,
+            })
+            .collect();
+        self.enqueue_at(batches, durability, Some(first)).await
+    }
+
+    /// Queues `batches` at the log end, which must be `at` if given. Every check that can
+    /// refuse the append is made before any batch is queued.
+    async fn enqueue_at(
+        &self,
+        batches: Vec<AppendBatch>,
+        durability: Durability,
+        at: Option<u64>,
+    ) -> Result<Appending> {
         if batches.is_empty() {
             return Err(EngineError::InvalidAppend("no batches".into()));
         }
@@ -65,6 +124,7 @@ impl PartitionLog {
             }
         }
         self.check_writable()?;
+        self.check_placement(&batches, at)?;
         if let Some(space) = self.space() {
             let bytes = batches
                 .iter()
@@ -85,6 +145,8 @@ impl PartitionLog {
             permits.push(permit);
         }
         self.check_writable()?;
+        // Again: other appends may have been queued while this one waited for room.
+        self.check_placement(&batches, at)?;
         let (tx, rx) = oneshot::channel();
         let result = {
             let mut st = self.inner.state.borrow_mut();
@@ -107,6 +169,7 @@ impl PartitionLog {
                     },
                     &patched_chunks(&payload, offset_patch.as_ref()),
                 );
+                st.epochs.assign(b.leader_epoch, offset);
                 st.next_offset = header.next_offset();
                 st.pending.push(Pending {
                     header,
@@ -130,6 +193,63 @@ impl PartitionLog {
         })
     }
 
+    /// Whether `batches` may go at the log end now: at offset `at` if given, and with
+    /// leader epochs that never go down (along the batches, and from the log's latest).
+    fn check_placement(&self, batches: &[AppendBatch], at: Option<u64>) -> Result<()> {
+        let st = self.inner.state.borrow();
+        if let Some(at) = at {
+            if at != st.next_offset {
+                return Err(EngineError::NotContiguous {
+                    got: at,
+                    log_end: st.next_offset,
+                });
+            }
+        }
+        let mut latest = st.epochs.latest().map(|e| e.epoch);
+        for b in batches {
+            if let Some(l) = latest.filter(|l| b.leader_epoch < *l) {
+                return Err(EngineError::StaleEpoch {
+                    epoch: b.leader_epoch,
+                    latest: l,
+                });
+            }
+            latest = Some(b.leader_epoch);
+        }
+        Ok(())
+    }
+
+    /// Saves the leader-epoch index if the queued appends changed it.
+    async fn persist_epochs(&self) -> std::result::Result<(), WriteFault> {
+        let index = {
+            let st = self.inner.state.borrow();
+            if st.epochs == st.epochs_on_disk {
+                return Ok(());
+            }
+            st.epochs.clone()
+        };
+        let space = self.space();
+        crate::log::epochs::write(
+            &*self.inner.storage,
+            &self.inner.dir,
+            &index,
+            space.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            let path = crate::log::epochs::path(&self.inner.dir);
+            if e.is_disk_full() {
+                WriteFault::NoSpace(EngineError::DiskFull {
+                    path,
+                    detail: format!("the leader-epoch index could not be saved: {e}"),
+                })
+            } else {
+                WriteFault::Fatal(EngineError::Metadata(format!("{}: {e}", path.display())))
+            }
+        })?;
+        self.inner.state.borrow_mut().epochs_on_disk = index;
+        Ok(())
+    }
+
     pub(super) fn check_writable(&self) -> Result<()> {
         let st = self.inner.state.borrow();
         if st.closed {
@@ -140,6 +260,11 @@ impl PartitionLog {
                 partition: self.inner.name.clone(),
                 reason: reason.clone(),
             });
+        }
+        if st.truncating {
+            return Err(EngineError::InvalidAppend(
+                "the log's tail is being truncated; append again once it is done".into(),
+            ));
         }
         Ok(())
     }
@@ -269,6 +394,19 @@ impl PartitionLog {
                 }
             }
             let round = self.take_round();
+            // A round that starts a leader epoch is written only once the epoch index names it.
+            match self.persist_epochs().await {
+                Ok(()) => {}
+                Err(WriteFault::NoSpace(e)) => {
+                    crate::warn_limited!("epochs: disk full", partition = %self.inner.name, "appends refused: the leader-epoch index cannot be saved: {e}");
+                    self.refuse_unwritten(&e, round);
+                    continue;
+                }
+                Err(WriteFault::Fatal(e)) => {
+                    self.fail(e, round);
+                    continue;
+                }
+            }
             let sync = force_sync || round.iter().any(|p| p.durability == Durability::Durable);
             force_sync = false;
             match self.write_round(round).await {
@@ -310,6 +448,7 @@ impl PartitionLog {
         {
             let mut st = self.inner.state.borrow_mut();
             if st.flushing
+                || st.truncating
                 || st.closed
                 || st.failed.is_some()
                 || st.durable_offset >= st.written_offset
@@ -448,16 +587,29 @@ impl PartitionLog {
         let mut round = round;
         {
             let mut st = self.inner.state.borrow_mut();
+            // A round is the next frames of the log, in order, none of them written before.
+            debug_assert!(
+                round
+                    .iter()
+                    .try_fold(st.written_offset, |at, p| (p.header.base_offset == at)
+                        .then(|| p.header.next_offset()))
+                    .is_some(),
+                "a write round is not contiguous with the log end"
+            );
             if let Some(last) = round.last() {
                 st.written_offset = last.header.next_offset();
             }
             let written = st.written_offset;
+            debug_assert!(st.durable_offset <= written && written <= st.next_offset);
             if let Some(active) = st.segments.values_mut().next_back() {
                 active.size_bytes = end;
                 active.next_offset = written;
             }
             for w in st.data_waiters.drain(..) {
                 let _ = w.send(());
+            }
+            if !st.hw_managed {
+                st.set_high_watermark(written);
             }
             let mut cache = self.inner.cache.borrow_mut();
             for p in &round {
@@ -566,6 +718,8 @@ impl PartitionLog {
         let pending = {
             let mut st = self.inner.state.borrow_mut();
             st.next_offset = st.written_offset;
+            let end = st.written_offset;
+            st.epochs.truncate_from(end);
             st.pending.take_all()
         };
         for mut p in round.into_iter().chain(pending) {
