@@ -14,7 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use serde::Serialize;
-use spate_net::client::{
+use spate_client::{
     error_name, Acks, Client, ClientError, GroupConsumer, InFlightProduce, OutRecord, StartAt,
 };
 

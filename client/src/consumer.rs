@@ -19,7 +19,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use super::{sb, Client, ClientError};
+use crate::{sb, Client, ClientError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
