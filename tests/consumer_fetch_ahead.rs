@@ -16,7 +16,7 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use spate_net::client::{encode_batch, produce_request, Client, GroupConsumer, OutRecord, StartAt};
+use spate_client::{encode_batch, produce_request, Client, GroupConsumer, OutRecord, StartAt};
 
 use common::start;
 

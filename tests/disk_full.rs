@@ -28,7 +28,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use spate_net::client::{Acks, Client, ClientError, OutRecord};
+use spate_client::{Acks, Client, ClientError, OutRecord};
 
 use common::{field, start, Broker};
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
-use spate_net::client::{encode_batch, Client, Connection, OutRecord};
+use spate_client::{encode_batch, Client, Connection, OutRecord};
 
 use common::{start, Broker};
 

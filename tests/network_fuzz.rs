@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
-use spate_net::client::{Acks, Client, OutRecord};
+use spate_client::{Acks, Client, OutRecord};
 
 /// xorshift64*: small, seedable, good enough to pick mutations.
 struct Rng(u64);

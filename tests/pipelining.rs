@@ -14,7 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use spate_net::client::{encode_batch, produce_request, Connection, OutRecord};
+use spate_client::{encode_batch, produce_request, Connection, OutRecord};
 
 use common::start;
 

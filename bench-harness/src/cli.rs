@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kafka_protocol::records::Compression;
-use spate_net::client::Acks;
+use spate_client::Acks;
 
 use crate::broker::EmbeddedBroker;
 use crate::report;

@@ -1,4 +1,4 @@
-//! spate-bench: a load generator that speaks Kafka (through `spate_net::client`), so it
+//! spate-bench: a load generator that speaks Kafka (through spate-client), so it
 //! measures any Kafka-compatible broker. Workloads are OpenMessaging Benchmark YAML files;
 //! producers and consumers run on their own pinned threads; publish and end-to-end latencies
 //! go into HdrHistograms per interval and overall; the report is a table, a JSON file of every

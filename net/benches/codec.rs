@@ -8,8 +8,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::Compression;
+use spate_client::{encode_batch, OutRecord};
 use spate_engine::ReadBatch;
-use spate_net::client::{encode_batch, OutRecord};
 use spate_net::fetch_response::{encode, PartitionData, TopicData};
 
 fn sb(s: &str) -> StrBytes {

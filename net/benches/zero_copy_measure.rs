@@ -10,10 +10,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::Compression;
+use spate_client::{encode_batch, OutRecord};
 use spate_engine::copies::copy_counts;
 use spate_engine::metadata::MetadataStore;
 use spate_engine::registry::ShardLogs;
-use spate_net::client::{encode_batch, OutRecord};
 use spate_net::{dispatch, Cluster, NetConfig, Outcome, Shard};
 
 #[derive(Debug, Clone, Copy)]

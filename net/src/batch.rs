@@ -264,4 +264,24 @@ mod tests {
         h.last_offset_delta = 2;
         assert_eq!(h.last_sequence(), 1);
     }
+
+    #[test]
+    fn accepts_the_clients_batches() {
+        // The client's one-pass plain encoder and its compressed batches pass the broker's
+        // own check (lengths, magic, CRC32C).
+        let records: Vec<spate_client::OutRecord> = (0..4)
+            .map(|i| spate_client::OutRecord {
+                key: (i % 2 == 0).then(|| Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'v'; 50 * i])),
+                headers: vec![("h".into(), Some(Bytes::from_static(b"x")))],
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+            })
+            .collect();
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let batch = spate_client::encode_batch(&records, c).unwrap();
+            let split = split(&batch).unwrap();
+            assert_eq!(split.len(), 1, "{c:?}");
+            assert_eq!(split[0].header.record_count, 4, "{c:?}");
+        }
+    }
 }

@@ -13,12 +13,12 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
+use spate_client::decompress::{self, DecompressError};
+use spate_client::{self as client, OutRecord};
 use spate_engine::fuzzing::{assert_alloc_bound, measure};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
-use crate::client::{self, OutRecord};
 use crate::codec::{self, RequestPrefix};
-use crate::decompress::{self, DecompressError};
 use crate::groups::Committed;
 use crate::offsets_log;
 use crate::versions;
@@ -474,22 +474,17 @@ fn records_from(data: &[u8]) -> Vec<OutRecord> {
     out
 }
 
-/// The client's decoder of fetched records (`client::consumer::decode_records`,
+/// The client's decoder of fetched records (`spate_client::decode_records`,
 /// `next_offset_after`) on arbitrary bytes, and the round trip through the client's own
-/// encoder (`client::encode_batch`, plain or compressed): the records come back as written.
+/// encoder (`spate_client::encode_batch`, plain or compressed): the records come back as written.
 pub fn check_client_records(data: &[u8]) {
     let records = Bytes::copy_from_slice(data);
-    let (decoded, peak) = measure(|| client::consumer::decode_records(0, &records, 0));
-    check_records_bound(
-        "decode_records",
-        data,
-        peak,
-        client::consumer::MAX_DECOMPRESSED_BATCH,
-    );
+    let (decoded, peak) = measure(|| client::decode_records(0, &records, 0));
+    check_records_bound("decode_records", data, peak, client::MAX_DECOMPRESSED_BATCH);
     if let Ok(consumed) = decoded {
         assert!(consumed.iter().all(|c| c.offset >= 0));
     }
-    let _ = client::consumer::next_offset_after(data);
+    let _ = client::next_offset_after(data);
 
     let Some((&codec, rest)) = data.split_first() else {
         return;
@@ -511,12 +506,12 @@ pub fn check_client_records(data: &[u8]) {
     };
     if compression == Compression::None {
         // The client's one-pass plain encoder writes what kafka-protocol's encoder writes.
-        match client::producer::encode_general(&out, Compression::None) {
+        match client::encode_general(&out, Compression::None) {
             Ok(general) => assert_eq!(batch, general, "plain and general encoders differ"),
             Err(e) => panic!("the general encoder refuses what the plain one encodes: {e}"),
         }
     }
-    let back = match client::consumer::decode_records(3, &batch, 0) {
+    let back = match client::decode_records(3, &batch, 0) {
         Ok(b) => b,
         Err(e) => panic!("the client cannot decode its own {compression:?} batch: {e}"),
     };
@@ -530,10 +525,7 @@ pub fn check_client_records(data: &[u8]) {
             "record {i} differs after the client's encode and decode ({compression:?})"
         );
     }
-    assert_eq!(
-        client::consumer::next_offset_after(&batch),
-        Some(out.len() as i64)
-    );
+    assert_eq!(client::next_offset_after(&batch), Some(out.len() as i64));
 }
 
 // ---------------------------------------------------------------------------------------------

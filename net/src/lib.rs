@@ -1,18 +1,17 @@
 //! spate-net: the Kafka face of Spate. Every shard listens on the same port (SO_REUSEPORT);
 //! a connection stays on the shard that accepted it, and a request for a partition owned by
 //! another shard runs on the owner (a closure sent over the shard mesh) and comes back as
-//! `Bytes`, without copying record data. Also home of the Kafka client used by the command
-//! line and spate-bench.
+//! `Bytes`, without copying record data. The Kafka client used by the command line and
+//! spate-bench is its own crate, spate-client, which this one uses for the bounded decoding
+//! of record batches (`spate_client::decompress`).
 //!
 //! Runtime-specific code (glommio) lives in `listener` and `cluster` (the mesh); handlers
 //! read as plain async Rust.
 
 pub mod batch;
-pub mod client;
 pub mod cluster;
 pub mod codec;
 mod conn;
-pub mod decompress;
 pub mod fetch_response;
 mod frame_read;
 #[doc(hidden)]
@@ -29,7 +28,10 @@ mod producers;
 pub mod versions;
 
 pub use cluster::{Cluster, NetConfig, Shard};
+// The bounded record decoder is shared with the client and lives there; the broker's modules
+// name it `crate::decompress`.
 pub use handlers::{dispatch, Outcome};
+use spate_client::decompress;
 
 /// The one broker of a single-node Spate.
 pub const BROKER_ID: i32 = 0;

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use kafka_protocol::records::Compression;
-use spate_net::client::{encode_batch, OutRecord};
+use spate_client::{encode_batch, OutRecord};
 use spate_net::codec::{decode_header, RequestPrefix};
 use spate_net::hostile;
 
@@ -169,7 +169,8 @@ fn record_and_header_counts_larger_than_the_bytes_left_are_refused() {
     };
     let mut v = good.to_vec();
     v[57..61].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
-    let (peak, r) = peak_during(|| spate_net::decompress::decode_batch(&mut with_crc(v), 1 << 20));
+    let (peak, r) =
+        peak_during(|| spate_client::decompress::decode_batch(&mut with_crc(v), 1 << 20));
     let err = format!("{:#}", r.unwrap_err());
     assert!(err.contains("claims 2147483647 records"), "{err}");
     assert!(peak < 64 << 10, "{peak} bytes");
@@ -184,7 +185,8 @@ fn record_and_header_counts_larger_than_the_bytes_left_are_refused() {
     v[61] += 8;
     let len = (v.len() - 12) as i32;
     v[8..12].copy_from_slice(&len.to_be_bytes());
-    let (peak, r) = peak_during(|| spate_net::decompress::decode_batch(&mut with_crc(v), 1 << 20));
+    let (peak, r) =
+        peak_during(|| spate_client::decompress::decode_batch(&mut with_crc(v), 1 << 20));
     let err = format!("{:#}", r.unwrap_err());
     assert!(err.contains("headers in"), "{err}");
     assert!(peak < 64 << 10, "{peak} bytes");
@@ -200,7 +202,7 @@ fn record_deltas_past_the_ends_of_i64_wrap_instead_of_panicking() {
     v[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
     let crc = crc32c::crc32c(&v[21..]);
     v[17..21].copy_from_slice(&crc.to_be_bytes());
-    let set = spate_net::decompress::decode_batch(&mut Bytes::from(v), 1 << 20).unwrap();
+    let set = spate_client::decompress::decode_batch(&mut Bytes::from(v), 1 << 20).unwrap();
     assert_eq!(set.records[1].offset, i64::MIN);
     assert_eq!(set.records[1].timestamp, i64::MIN);
 }

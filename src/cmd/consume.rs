@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use spate_net::client::{GroupConsumer, StartAt};
+use spate_client::{GroupConsumer, StartAt};
 
 use super::Conn;
 

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use spate_net::client::error_name;
+use spate_client::error_name;
 
 use super::Conn;
 

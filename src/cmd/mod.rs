@@ -7,7 +7,7 @@ pub mod topic;
 
 use std::time::Duration;
 
-use spate_net::client::Client;
+use spate_client::Client;
 
 /// Where to connect, shared by every client command.
 #[derive(clap::Args, Debug, Clone)]

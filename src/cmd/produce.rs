@@ -4,7 +4,7 @@ use std::io::BufRead;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
-use spate_net::client::{Acks, OutRecord};
+use spate_client::{Acks, OutRecord};
 
 use super::Conn;
 
@@ -44,7 +44,7 @@ pub fn run(conn: &Conn, args: ProduceArgs) -> Result<(), String> {
     let mut next = 0u32;
     let mut sent = 0usize;
     let stdin = std::io::stdin();
-    let flush = |client: &mut spate_net::client::Client,
+    let flush = |client: &mut spate_client::Client,
                  pending: &mut Vec<OutRecord>,
                  next: &mut u32|
      -> Result<usize, String> {

@@ -5,7 +5,7 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use spate_net::client::{error_name, Client};
+use spate_client::{error_name, Client};
 
 use super::Conn;
 

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request};
 
-use super::sb;
+use crate::sb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,7 +25,7 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Protocol(String),
-    #[error("{context}: {}", super::error_name(*code))]
+    #[error("{context}: {}", crate::error_name(*code))]
     Kafka { code: i16, context: String },
 }
 

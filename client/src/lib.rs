@@ -1,18 +1,30 @@
-//! A small blocking Kafka client: enough for the command line (`spate topic|produce|consume|
-//! group`) and for spate-bench. It speaks to any Kafka-compatible broker: it negotiates
-//! versions with ApiVersions, follows Metadata to partition leaders and FindCoordinator to
-//! group coordinators, and decodes record batches with any codec.
+//! spate-client: a small blocking Kafka client, enough for the command line (`spate topic|
+//! produce|consume|group`), spate-bench and the tests. It speaks to any Kafka-compatible
+//! broker: it negotiates versions with ApiVersions, follows Metadata to partition leaders and
+//! FindCoordinator to group coordinators, and encodes and decodes record batches with any
+//! codec.
+//!
+//! It depends on no other Spate crate: it builds without the broker. The broker (spate-net)
+//! uses one piece of it, [`decompress`], the bounded decoder of record batches, so that
+//! every decode of records in Spate goes through the same bound.
 
 mod connection;
-pub(crate) mod consumer;
+mod consumer;
+pub mod decompress;
 mod partitioner;
 mod plain_batch;
-pub(crate) mod producer;
+mod producer;
 
 pub use connection::{ClientError, Connection};
-pub use consumer::{Consumed, GroupConsumer, StartAt};
+pub use consumer::{
+    decode_records, next_offset_after, Consumed, GroupConsumer, InFlightFetch, PartitionFetch,
+    StartAt, MAX_DECOMPRESSED_BATCH,
+};
 pub use partitioner::{murmur2, murmur2_partition};
-pub use producer::{encode_batch, produce_request, Acks, InFlightProduce, OutRecord};
+pub use producer::{
+    encode_batch, encode_general, produce_body, produce_request, Acks, InFlightProduce, OutRecord,
+    PRODUCE_ENCODED_MAX,
+};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,8 +2,10 @@
 //! limit, so a small compressed batch (a zip bomb, or a snappy block whose header claims 4 GB)
 //! cannot make this process allocate more than the limit. kafka-protocol's own decompressors
 //! read to the end (gzip, lz4, zstd) or allocate what the snappy header claims; every decode of
-//! records in Spate (ListOffsets by time, the `__consumer_offsets` replay, the client's
-//! consumer) goes through [`decode_batch`] or [`decode_all`] here instead.
+//! records in Spate (the broker's ListOffsets by time and `__consumer_offsets` replay in
+//! spate-net, this crate's consumer) goes through [`decode_batch`] or [`decode_all`] here
+//! instead. It lives in the client because both need it and the client must build without the
+//! broker; it holds no client state, only the codecs and the bound.
 //!
 //! The codecs themselves are the crates kafka-protocol uses (flate2, lz4, snap, zstd); what is
 //! written here is the bound, and the xerial framing of Kafka's snappy (a 16-byte magic, then
@@ -175,7 +177,7 @@ pub fn decode_all(buf: &mut Bytes, limit: usize) -> anyhow::Result<Vec<RecordSet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{encode_batch, OutRecord};
+    use crate::{encode_batch, OutRecord};
 
     fn batch(codec: Compression, values: &[Vec<u8>]) -> Bytes {
         let records: Vec<OutRecord> = values

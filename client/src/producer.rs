@@ -10,7 +10,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::{murmur2_partition, sb, Client, ClientError};
+use crate::{murmur2_partition, sb, Client, ClientError};
 
 /// Acknowledgement level of a produce request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +41,15 @@ pub struct OutRecord {
 /// Encodes records as one v2 record batch.
 pub fn encode_batch(records: &[OutRecord], compression: Compression) -> Result<Bytes, ClientError> {
     if compression == Compression::None && !records.is_empty() {
-        return Ok(super::plain_batch::encode_plain(records));
+        return Ok(crate::plain_batch::encode_plain(records));
     }
     encode_general(records, compression)
 }
 
 /// Encodes records as one v2 record batch with kafka_protocol's encoder (any codec).
-pub(crate) fn encode_general(
+/// [`encode_batch`] writes the same bytes in one pass for uncompressed records; this one is
+/// public so that tests and fuzz checks can compare the two.
+pub fn encode_general(
     records: &[OutRecord],
     compression: Compression,
 ) -> Result<Bytes, ClientError> {
