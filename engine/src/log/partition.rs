@@ -232,7 +232,7 @@ impl PartitionLog {
             .map_err(|e| EngineError::from_io(e, dir))?;
         let (segments, report) = recovery::recover(&*storage, dir, name, &config).await?;
         let next = segments.values().next_back().map_or(0, |s| s.next_offset);
-        let start_floor = read_start_floor(&*storage, dir).await;
+        let start_floor = read_start_floor(&*storage, dir, next).await?;
         let epochs = open_epochs(&*storage, dir, &segments, next).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {

@@ -131,18 +131,38 @@ impl PartitionLog {
 /// File holding the log start set by `delete_records` (8 bytes, little-endian).
 pub const START_FILE: &str = "log-start";
 
-/// A missing or damaged file means no floor: the log then starts at its first segment, which
-/// serves records that were deleted but never loses any.
-pub(super) async fn read_start_floor(storage: &dyn Storage, dir: &Path) -> u64 {
+/// The log start DeleteRecords saved, at most `log_end`. A missing or damaged file means no
+/// floor: the log then starts at its first segment, which serves records that were deleted
+/// but never loses any. A floor past the recovered end (records deleted that a power loss
+/// then took, unsynced) is lowered to the end and saved so: otherwise it would hide the
+/// records appended next, at those offsets.
+pub(super) async fn read_start_floor(
+    storage: &dyn Storage,
+    dir: &Path,
+    log_end: u64,
+) -> Result<u64> {
     let path = dir.join(START_FILE);
-    match crate::atomic_file::read(storage, &path).await {
+    let floor = match crate::atomic_file::read(storage, &path).await {
         Ok(Some(b)) => <[u8; 8]>::try_from(b.as_slice()).map_or(0, u64::from_le_bytes),
         Ok(None) => 0,
         Err(e) => {
             tracing::warn!("ignoring {}: {e}", path.display());
             0
         }
+    };
+    if floor <= log_end {
+        return Ok(floor);
     }
+    tracing::warn!(
+        path = %path.display(),
+        floor,
+        log_end,
+        "the saved log start is past the recovered log end; lowering it to the end"
+    );
+    crate::atomic_file::write(storage, &path, &log_end.to_le_bytes())
+        .await
+        .map_err(|e| EngineError::Metadata(e.to_string()))?;
+    Ok(log_end)
 }
 
 pub(super) fn log_start(st: &State) -> u64 {
