@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use std::rc::Rc;
 
-use crate::log::readahead::ReadAheadBudget;
+use crate::readahead_budget::ReadAheadBudget;
 use crate::ReadBatch;
 
 /// Share of the cache's capacity that the shard's read-ahead chunks may hold besides it.

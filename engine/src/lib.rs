@@ -19,6 +19,7 @@ pub mod log;
 pub mod log_limit;
 pub mod metadata;
 pub mod placement;
+pub mod readahead_budget;
 pub mod registry;
 pub mod shard;
 pub mod space;

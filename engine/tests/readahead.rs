@@ -13,7 +13,7 @@ use spate_engine::cache::BatchCache;
 use spate_engine::io::dma::DmaStorage;
 use spate_engine::io::fault::FaultPlan;
 use spate_engine::io::Storage;
-use spate_engine::log::readahead::ReadAheadBudget;
+use spate_engine::readahead_budget::ReadAheadBudget;
 use spate_engine::{Durability, PartitionLog};
 
 const BATCH: usize = 40 * 1024;

@@ -7,11 +7,10 @@
 //! read needs no index lookup and re-reads nothing) and starts reading the following chunk in
 //! the background. The next fetch at that offset takes the chunk, usually already in memory.
 //!
-//! Memory is bounded per shard by [`ReadAheadBudget`]: a chunk is only read ahead while the
+//! Memory is bounded per shard by [`ReadAheadBudget`](crate::readahead_budget::ReadAheadBudget): a chunk is only read ahead while the
 //! shard's chunks in memory stay under the budget; without budget the reader still gets the
 //! position (it just waits for its own read).
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -19,51 +18,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::Task;
 
+use crate::readahead_budget::{ReadAheadBudget, Reservation};
+
 /// Readers of one partition followed at once (a reader beyond these loses its read-ahead).
 const SLOTS_PER_PARTITION: usize = 4;
-
-/// Bytes of read-ahead the chunks of one shard may hold at once.
-pub struct ReadAheadBudget {
-    limit: usize,
-    used: Cell<usize>,
-}
-
-impl ReadAheadBudget {
-    pub fn new(limit: usize) -> Rc<Self> {
-        Rc::new(Self {
-            limit,
-            used: Cell::new(0),
-        })
-    }
-
-    pub fn used(&self) -> usize {
-        self.used.get()
-    }
-
-    fn reserve(self: &Rc<Self>, bytes: usize) -> Option<Reservation> {
-        let used = self.used.get();
-        if used + bytes > self.limit {
-            return None;
-        }
-        self.used.set(used + bytes);
-        Some(Reservation {
-            budget: self.clone(),
-            bytes,
-        })
-    }
-}
-
-/// Budget held by one chunk; given back when the chunk is consumed or dropped.
-struct Reservation {
-    budget: Rc<ReadAheadBudget>,
-    bytes: usize,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.used.set(self.budget.used.get() - self.bytes);
-    }
-}
 
 /// Where a sequential reader continues, and the chunk read ahead for it (if any).
 pub struct Resume {
