@@ -1,14 +1,13 @@
 //! What the shards share and how they talk. `Cluster` is the one `Send + Sync` object: the
 //! network settings, a snapshot of topic metadata (replaced whole on change, read without
-//! waiting on any shard), and the senders of every shard's inbox. `Shard` is one shard's own
-//! state: its partitions, producer state and consumer groups. Work for another shard travels
-//! as a closure through its inbox (flume) and the result comes back on a oneshot; record data
-//! inside is `Bytes`, so crossing shards copies none of it.
+//! waiting on any shard), and the shard mesh (`spate_mesh`). `Shard` is one shard's own
+//! state: its partitions, producer state, consumer groups and its end of the mesh. Work for
+//! another shard travels as a closure through the mesh's bounded queues and the result comes
+//! back home; record data inside is `Bytes`, so crossing shards copies none of it.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -16,6 +15,8 @@ use futures_channel::oneshot;
 use spate_engine::metadata::{Metadata, MetadataStore, TopicConfig, TopicMeta};
 use spate_engine::registry::ShardLogs;
 use spate_engine::{EngineError, LogConfig};
+use spate_mesh::{Endpoint, Mesh};
+pub use spate_mesh::{HomeSender, JoinError, ShardGone};
 
 use crate::groups::Coordinator;
 use crate::offsets_compaction::OffsetsWriter;
@@ -61,14 +62,6 @@ impl Default for NetConfig {
     }
 }
 
-type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
-type Task = Box<dyn FnOnce(Rc<Shard>) -> LocalFuture<()> + Send>;
-
-/// The shard a call was sent to has stopped (the broker is shutting down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("shard {0} is not running")]
-pub struct ShardGone(pub usize);
-
 pub struct Cluster {
     pub config: NetConfig,
     pub cluster_id: String,
@@ -76,8 +69,8 @@ pub struct Cluster {
     pub log_defaults: LogConfig,
     shard_count: usize,
     metadata: RwLock<Arc<Metadata>>,
-    inboxes: Vec<flume::Sender<Task>>,
-    receivers: Mutex<Vec<Option<flume::Receiver<Task>>>>,
+    /// Calls between shards: one bounded queue per pair of shards.
+    pub mesh: Arc<Mesh<Shard>>,
     /// The metadata file, owned by shard 0 once it starts.
     store: Mutex<Option<MetadataStore>>,
 }
@@ -90,10 +83,6 @@ impl Cluster {
         data_dir: PathBuf,
         log_defaults: LogConfig,
     ) -> Arc<Self> {
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shard_count)
-            .map(|_| flume::unbounded())
-            .map(|(s, r)| (s, Some(r)))
-            .unzip();
         Arc::new(Self {
             cluster_id: cluster_id(&data_dir),
             config,
@@ -101,8 +90,7 @@ impl Cluster {
             log_defaults,
             shard_count,
             metadata: RwLock::new(Arc::new(store.metadata().clone())),
-            inboxes,
-            receivers: Mutex::new(receivers),
+            mesh: Mesh::new(shard_count, spate_mesh::DEFAULT_INBOX_CAPACITY),
             store: Mutex::new(Some(store)),
         })
     }
@@ -142,13 +130,6 @@ impl Cluster {
         let p = usize::try_from(partition).ok()?;
         t.partition_shards.get(p).map(|s| *s as usize)
     }
-
-    fn take_inbox(&self, shard: usize) -> Option<flume::Receiver<Task>> {
-        self.receivers
-            .lock()
-            .ok()
-            .and_then(|mut r| r.get_mut(shard).and_then(Option::take))
-    }
 }
 
 /// A stable id for the cluster, kept in the data directory.
@@ -175,6 +156,8 @@ pub struct Shard {
     pub id: usize,
     pub cluster: Arc<Cluster>,
     pub logs: Rc<ShardLogs>,
+    /// This shard's end of the mesh.
+    pub mesh: Endpoint<Shard>,
     /// The metadata file: only shard 0 has it and makes every change to it.
     store: Option<RefCell<MetadataStore>>,
     /// One metadata change at a time: each is saved off the reactor, across an await.
@@ -186,8 +169,14 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Builds the shard's state and starts serving its inbox. Shard 0 takes the metadata file.
-    pub fn start(id: usize, cluster: Arc<Cluster>, logs: Rc<ShardLogs>) -> Rc<Self> {
+    /// Builds the shard's state and starts serving its inboxes on the mesh. Shard 0 takes the
+    /// metadata file. Runs on the shard's executor; each shard starts once.
+    pub fn start(
+        id: usize,
+        cluster: Arc<Cluster>,
+        logs: Rc<ShardLogs>,
+    ) -> Result<Rc<Self>, JoinError> {
+        let mesh = cluster.mesh.join(id)?;
         let store = if id == 0 {
             cluster
                 .store
@@ -203,42 +192,25 @@ impl Shard {
             groups: Rc::new(Coordinator::new(&cluster.config)),
             cluster,
             logs,
+            mesh,
             store,
             metadata_turn: glommio::sync::Semaphore::new(1),
             producers: ProducerStates::default(),
             offsets: OffsetsWriter::default(),
         });
-        if let Some(inbox) = shard.cluster.take_inbox(id) {
-            let s = shard.clone();
-            glommio::spawn_local(async move {
-                while let Ok(task) = inbox.recv_async().await {
-                    glommio::spawn_local(task(s.clone())).detach();
-                }
-            })
-            .detach();
-        }
-        shard
+        shard.mesh.serve(&shard);
+        Ok(shard)
     }
 
-    /// Runs `f` on shard `shard` with that shard's state and returns its result. On this
-    /// shard it runs inline; elsewhere it travels through the owner's inbox.
-    pub async fn call<R, F>(self: &Rc<Self>, shard: usize, f: F) -> Result<R, ShardGone>
+    /// Runs `f` on shard `shard` with that shard's state and returns its result: inline on
+    /// this shard, one mesh message (and its answer) to another.
+    pub async fn call<R, F, Fut>(&self, shard: usize, f: F) -> Result<R, ShardGone>
     where
         R: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> LocalFuture<R> + Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
     {
-        if shard == self.id {
-            return Ok(f(self.clone()).await);
-        }
-        let inbox = self.cluster.inboxes.get(shard).ok_or(ShardGone(shard))?;
-        let (tx, rx) = self.home_channel();
-        let task: Task = Box::new(move |s| {
-            Box::pin(async move {
-                tx.send(f(s).await);
-            })
-        });
-        inbox.send_async(task).await.map_err(|_| ShardGone(shard))?;
-        rx.await.map_err(|_| ShardGone(shard))
+        self.mesh.call(shard, f).await
     }
 
     /// Changes the metadata file (on shard 0, its owner): `change` runs on a scratch copy of
@@ -271,16 +243,7 @@ impl Shard {
     /// A oneshot channel whose receiver is on this shard and whose sender may travel to
     /// another shard: see [`HomeSender`].
     pub fn home_channel<T: Send + 'static>(&self) -> (HomeSender<T>, oneshot::Receiver<T>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            HomeSender {
-                tx: Some(tx),
-                home: self.id,
-                home_thread: std::thread::current().id(),
-                cluster: self.cluster.clone(),
-            },
-            rx,
-        )
+        self.mesh.home_channel()
     }
 
     /// Creates a topic (on shard 0, which owns the metadata file) and opens its partitions on
@@ -477,53 +440,5 @@ impl Shard {
         })
         .await
         .map_err(|_| EngineError::Closed)?
-    }
-}
-
-/// The sending half of a oneshot channel whose receiver waits on another shard (its home).
-/// Sent or dropped on another shard's thread, the value (or the drop) travels to the home
-/// shard's inbox and is delivered there: a glommio task must be woken only from its own
-/// thread. (glommio counts a task's references atomically but keeps its state machine
-/// thread-local, glommio issue #194: a wake from a foreign thread can race with the task
-/// being freed. A shard segfaulted in `RawTask::do_wake` under a produce load.) Only the
-/// inbox loop, which lives as long as its shard, is woken from other threads.
-pub struct HomeSender<T: Send + 'static> {
-    tx: Option<oneshot::Sender<T>>,
-    home: usize,
-    home_thread: std::thread::ThreadId,
-    cluster: Arc<Cluster>,
-}
-
-impl<T: Send + 'static> HomeSender<T> {
-    pub fn send(mut self, value: T) {
-        if let Some(tx) = self.tx.take() {
-            self.deliver(move || {
-                let _ = tx.send(value);
-            });
-        }
-    }
-
-    fn deliver(&self, f: impl FnOnce() + Send + 'static) {
-        if std::thread::current().id() == self.home_thread {
-            f();
-            return;
-        }
-        let task: Task = Box::new(move |_| {
-            Box::pin(async move {
-                f();
-            })
-        });
-        if let Some(inbox) = self.cluster.inboxes.get(self.home) {
-            // Unbounded: never waits. If the home shard is gone, so is the receiver.
-            let _ = inbox.send(task);
-        }
-    }
-}
-
-impl<T: Send + 'static> Drop for HomeSender<T> {
-    fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            self.deliver(move || drop(tx));
-        }
     }
 }
