@@ -84,6 +84,8 @@ impl<S: 'static> Endpoint<S> {
     /// each call off and spawns it with the state (and waits for nothing else), and one loop
     /// that runs the replies sent home. Calls that arrive before this wait in their queues
     /// (their senders wait once a queue is full). A second call only replaces the state.
+    /// The endpoint holds the state weakly (the state holds the endpoint): once its owner drops
+    /// it, calls that arrive are dropped and their callers get [`ShardGone`].
     pub fn serve(&self, state: &Rc<S>) {
         *self.state.borrow_mut() = Rc::downgrade(state);
         for (_peer, inbox) in self.inboxes.borrow_mut().drain(..) {
