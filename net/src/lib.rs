@@ -4,13 +4,14 @@
 //! `Bytes`, without copying record data. Also home of the Kafka client used by the command
 //! line and spate-bench.
 //!
-//! Runtime-specific code (glommio) lives in `listener` and `cluster` (the mesh); handlers
-//! read as plain async Rust.
+//! Runtime-specific code (glommio) lives in `listener` and in the mesh crate (`spate_mesh`);
+//! handlers read as plain async Rust.
 
 pub mod batch;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod config;
 mod conn;
 pub mod decompress;
 pub mod fetch_response;
@@ -26,10 +27,14 @@ pub mod listener;
 mod offsets_compaction;
 mod offsets_log;
 mod producers;
+pub mod shard;
+mod topic_controller;
 pub mod versions;
 
-pub use cluster::{Cluster, NetConfig, Shard};
+pub use cluster::Cluster;
+pub use config::NetConfig;
 pub use handlers::{dispatch, Outcome};
+pub use shard::Shard;
 
 /// The one broker of a single-node Spate.
 pub const BROKER_ID: i32 = 0;

@@ -14,10 +14,10 @@ use spate_engine::{AppendBatch, Durability};
 
 use super::{code, engine_code, sb, Ctx, Outcome, Queued};
 use crate::batch::{self, Batch};
-use crate::cluster::HomeSender;
 use crate::codec::encode_response;
 use crate::producers::Verdict;
 use crate::Shard;
+use spate_mesh::HomeSender;
 
 /// Kafka's error 6 (NOT_LEADER_OR_FOLLOWER, formerly NOT_LEADER_FOR_PARTITION).
 const NOT_LEADER_FOR_PARTITION: i16 = 6;
