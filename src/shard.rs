@@ -72,7 +72,15 @@ async fn shard_main(spec: ShardSpec) -> usize {
             return logs.close_all().await;
         }
     };
-    let shard = Shard::start(spec.shard_id, spec.cluster.clone(), logs.clone());
+    let shard = match Shard::start(spec.shard_id, spec.cluster.clone(), logs.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = spec
+                .ready
+                .send(Err(format!("shard {}: {e}", spec.shard_id)));
+            return logs.close_all().await;
+        }
+    };
     let offsets_restored = listener::restore_groups(&shard).await;
     let listener = match listener::bind_reuseport(spec.listen) {
         Ok(l) => l,

@@ -164,7 +164,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     data.clone(),
                     Default::default(),
                 );
-                let shard = Shard::start(0, cluster, logs.clone());
+                let shard = Shard::start(0, cluster, logs.clone()).unwrap();
                 let mut out = Phase::default();
                 if first {
                     // Produce, keeping every request buffer alive and noting where it lives.

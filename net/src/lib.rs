@@ -5,12 +5,13 @@
 //! spate-bench is its own crate, spate-client, which this one uses for the bounded decoding
 //! of record batches (`spate_client::decompress`).
 //!
-//! Runtime-specific code (glommio) lives in `listener` and `cluster` (the mesh); handlers
-//! read as plain async Rust.
+//! Runtime-specific code (glommio) lives in `listener` and in the mesh crate (`spate_mesh`);
+//! handlers read as plain async Rust.
 
 pub mod batch;
 pub mod cluster;
 pub mod codec;
+pub mod config;
 mod conn;
 pub mod fetch_response;
 mod frame_read;
@@ -25,12 +26,16 @@ pub mod listener;
 mod offsets_compaction;
 mod offsets_log;
 mod producers;
+pub mod shard;
+mod topic_controller;
 pub mod versions;
 
-pub use cluster::{Cluster, NetConfig, Shard};
+pub use cluster::Cluster;
+pub use config::NetConfig;
+pub use handlers::{dispatch, Outcome};
+pub use shard::Shard;
 // The bounded record decoder is shared with the client and lives there; the broker's modules
 // name it `crate::decompress`.
-pub use handlers::{dispatch, Outcome};
 use spate_client::decompress;
 
 /// The one broker of a single-node Spate.

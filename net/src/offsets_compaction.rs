@@ -346,7 +346,7 @@ mod tests {
     use spate_engine::LogConfig;
 
     use super::*;
-    use crate::cluster::NetConfig;
+    use crate::config::NetConfig;
     use crate::groups::Coordinator;
 
     type Model = BTreeMap<(String, String, i32), i64>;

@@ -560,35 +560,52 @@ async fn delete_records_here(
     }
 }
 
+/// DeleteRecords: every partition on its owner, one mesh call per owner shard.
 pub async fn delete_records(
     shard: &Rc<Shard>,
     _ctx: &Ctx,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let mut asks = Vec::new();
+    // Whether each partition, in request order, has an owner (and so an answer in `answers`).
+    let mut owned = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.as_str().to_string();
+        for p in &t.partitions {
+            let owner = shard.cluster.owner(&name, p.partition_index);
+            owned.push(owner.is_some());
+            if let Some(owner) = owner {
+                asks.push((owner, (name.clone(), p.partition_index as u32, p.offset)));
+            }
+        }
+    }
+    let mut answers = shard
+        .mesh
+        .call_each(asks, |s, (name, partition, offset)| {
+            delete_records_here(s, name, partition, offset)
+        })
+        .await
+        .into_iter();
+    let mut owned = owned.into_iter();
     let mut topics = Vec::new();
     for t in req.topics {
-        let name = t.name.0.as_str().to_string();
-        let mut parts = Vec::new();
-        for p in t.partitions {
-            let (error, low) = match shard.cluster.owner(&name, p.partition_index) {
-                None => (code::UNKNOWN_TOPIC_OR_PARTITION, -1),
-                Some(owner) => {
-                    let (n, idx, off) = (name.clone(), p.partition_index as u32, p.offset);
-                    shard
-                        .call(owner, move |s| {
-                            Box::pin(delete_records_here(s, n, idx, off))
-                        })
-                        .await
-                        .unwrap_or((code::UNKNOWN_SERVER_ERROR, -1))
-                }
-            };
-            parts.push(
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let (error, low) = match owned.next() {
+                    Some(false) | None => (code::UNKNOWN_TOPIC_OR_PARTITION, -1),
+                    Some(true) => answers
+                        .next()
+                        .and_then(Result::ok)
+                        .unwrap_or((code::UNKNOWN_SERVER_ERROR, -1)),
+                };
                 DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(low)
-                    .with_error_code(error),
-            );
-        }
+                    .with_error_code(error)
+            })
+            .collect();
         topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)

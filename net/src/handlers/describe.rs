@@ -2,9 +2,9 @@
 //! DescribeLogDirs (partition sizes on the data disk) and DescribeProducers (idempotent
 //! producer state per partition).
 
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use futures_util::future::join_all;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
@@ -143,38 +143,40 @@ pub async fn describe_log_dirs(
             .map(|t| (t.topic.0.as_str().to_string(), t.partitions))
             .collect()
     });
-    let mut topics = Vec::new();
-    for (name, parts) in partitions_asked(shard, asked) {
-        let sizes = join_all(parts.into_iter().map(|p| {
-            let shard = shard.clone();
-            let name = name.clone();
-            async move {
-                let owner = shard.cluster.owner(&name, p)?;
-                shard
-                    .call(owner, move |s| {
-                        Box::pin(async move {
-                            s.logs
-                                .get(&name, p as u32)
-                                .map(|log| log.stats().size_bytes)
-                        })
-                    })
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|size| (p, size))
-            }
-        }))
+    let asked = partitions_asked(shard, asked);
+    // Every partition's size from its owner: one mesh call per owner shard.
+    let asks: Vec<_> = asked
+        .iter()
+        .flat_map(|(name, parts)| {
+            parts.iter().filter_map(|p| {
+                let owner = shard.cluster.owner(name, *p)?;
+                Some((owner, (name.clone(), *p)))
+            })
+        })
+        .collect();
+    let sizes = shard
+        .mesh
+        .call_each(asks, |s, (name, p)| async move {
+            let size = s
+                .logs
+                .get(&name, p as u32)
+                .map(|log| log.stats().size_bytes);
+            (name, p, size)
+        })
         .await;
-        let partitions: Vec<_> = sizes
-            .into_iter()
-            .flatten()
-            .map(|(p, size)| {
+    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    for (name, p, size) in sizes.into_iter().flatten() {
+        if let Some(size) = size {
+            by_topic.entry(name).or_default().push(
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p)
-                    .with_partition_size(size as i64)
-            })
-            .collect();
-        if !partitions.is_empty() {
+                    .with_partition_size(size as i64),
+            );
+        }
+    }
+    let mut topics = Vec::new();
+    for (name, _) in asked {
+        if let Some(partitions) = by_topic.remove(&name) {
             topics.push(
                 DescribeLogDirsTopic::default()
                     .with_name(topic_name(&name))
@@ -199,38 +201,53 @@ pub async fn describe_producers(
     _ctx: &Ctx,
     req: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
+    // Every partition's producers from its owner: one mesh call per owner shard.
+    let asks: Vec<_> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.as_str().to_string();
+            t.partition_indexes.iter().filter_map(move |p| {
+                let owner = shard.cluster.owner(&name, *p)?;
+                Some((owner, (name.clone(), *p)))
+            })
+        })
+        .collect();
+    let found = shard
+        .mesh
+        .call_each(asks, |s, (name, p)| async move {
+            let producers = match s.logs.get(&name, p as u32) {
+                Some(log) => {
+                    s.producers.ensure_loaded(&name, p as u32, &log).await;
+                    Some(s.producers.describe(&name, p as u32))
+                }
+                None => None,
+            };
+            ((name, p), producers)
+        })
+        .await;
+    let found: HashMap<(String, i32), _> = found
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, producers)| Some((key, producers?)))
+        .collect();
     let mut topics = Vec::new();
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
-        let partitions = join_all(t.partition_indexes.into_iter().map(|p| {
-            let shard = shard.clone();
-            let name = name.clone();
-            async move {
-                let unknown = PartitionResponse::default()
-                    .with_partition_index(p)
-                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
-                let Some(owner) = shard.cluster.owner(&name, p) else {
-                    return unknown;
-                };
-                let producers = shard
-                    .call(owner, move |s| {
-                        Box::pin(async move {
-                            let log = s.logs.get(&name, p as u32)?;
-                            s.producers.ensure_loaded(&name, p as u32, &log).await;
-                            Some(s.producers.describe(&name, p as u32))
-                        })
-                    })
-                    .await
-                    .ok()
-                    .flatten();
-                let Some(producers) = producers else {
-                    return unknown;
+        let partitions = t
+            .partition_indexes
+            .iter()
+            .map(|&p| {
+                let Some(producers) = found.get(&(name.clone(), p)) else {
+                    return PartitionResponse::default()
+                        .with_partition_index(p)
+                        .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
                 };
                 PartitionResponse::default()
                     .with_partition_index(p)
                     .with_active_producers(
                         producers
-                            .into_iter()
+                            .iter()
                             .map(|v| {
                                 ProducerState::default()
                                     .with_producer_id(ProducerId(v.producer_id))
@@ -242,9 +259,8 @@ pub async fn describe_producers(
                             })
                             .collect(),
                     )
-            }
-        }))
-        .await;
+            })
+            .collect();
         topics.push(
             TopicResponse::default()
                 .with_name(t.name)

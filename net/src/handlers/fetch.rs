@@ -1,10 +1,11 @@
 //! Fetch with long polling: read every partition on its owner; if fewer than `min_bytes`
 //! came back, wait until one of them grows or `max_wait_ms` passes, then read again.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{join_all, select_all};
+use futures_util::future::select_all;
 use kafka_protocol::messages::FetchRequest;
 use spate_engine::{EngineError, ReadBatch};
 
@@ -122,6 +123,51 @@ async fn wait_here(s: Rc<Shard>, topic: String, partition: u32, offset: i64, wai
     futures_lite::future::or(log.wait_for_data(offset), glommio::timer::sleep(wait)).await;
 }
 
+/// Reads every wanted partition, one mesh call per owner shard; answers in `wanted`'s order.
+async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
+    let mut reads: Vec<Option<Read>> = Vec::with_capacity(wanted.len());
+    let mut asks = Vec::new();
+    let mut slots = Vec::new();
+    for (slot, w) in wanted.iter().enumerate() {
+        match w.owner {
+            Some(owner) => {
+                reads.push(None);
+                slots.push(slot);
+                let ask = (w.topic.clone(), w.partition as u32, w.offset, w.max_bytes);
+                asks.push((owner, ask));
+            }
+            None => reads.push(Some(Read::error(code::UNKNOWN_TOPIC_OR_PARTITION))),
+        }
+    }
+    let answers = shard
+        .mesh
+        .call_each(asks, |s, (topic, partition, offset, max_bytes)| {
+            read_here(s, topic, partition, offset, max_bytes)
+        })
+        .await;
+    for (slot, answer) in slots.into_iter().zip(answers) {
+        reads[slot] = Some(answer.unwrap_or_else(|_| Read::error(code::UNKNOWN_SERVER_ERROR)));
+    }
+    reads
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Read::error(code::UNKNOWN_SERVER_ERROR)))
+        .collect()
+}
+
+/// Waits until any of these partitions (of this shard) grows past its offset, or `wait`.
+async fn wait_any_here(s: Rc<Shard>, parts: Vec<(String, u32, i64)>, wait: Duration) {
+    let waits: Vec<_> = parts
+        .into_iter()
+        .map(|(topic, partition, offset)| {
+            Box::pin(wait_here(s.clone(), topic, partition, offset, wait))
+        })
+        .collect();
+    if waits.is_empty() {
+        return;
+    }
+    select_all(waits).await;
+}
+
 pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseChunks {
     let started = Instant::now();
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
@@ -154,24 +200,10 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
             });
         }
     }
+    // One mesh call per owner shard and phase: a round reads all of an owner's partitions in
+    // one call; a wait is one call per owner that returns when any of its partitions grows.
     let reads = loop {
-        let reads: Vec<Read> = join_all(wanted.iter().map(|w| {
-            let shard = shard.clone();
-            let (topic, partition, offset, max_bytes, owner) =
-                (w.topic.clone(), w.partition, w.offset, w.max_bytes, w.owner);
-            async move {
-                let Some(owner) = owner else {
-                    return Read::error(code::UNKNOWN_TOPIC_OR_PARTITION);
-                };
-                shard
-                    .call(owner, move |s| {
-                        Box::pin(read_here(s, topic, partition as u32, offset, max_bytes))
-                    })
-                    .await
-                    .unwrap_or_else(|_| Read::error(code::UNKNOWN_SERVER_ERROR))
-            }
-        }))
-        .await;
+        let reads = read_round(shard, &wanted).await;
         let bytes: usize = reads.iter().map(Read::bytes).sum();
         let errors = reads.iter().any(|r| r.error != code::NONE);
         let elapsed = started.elapsed();
@@ -182,40 +214,38 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         // offset: a partition holding less than min_bytes would wake the wait at once, and the
         // loop would re-read every partition until the deadline), or for the deadline.
         let remaining = wait - elapsed;
-        let growable: Vec<(&Wanted, i64)> = wanted
-            .iter()
-            .zip(&reads)
-            .filter_map(|(w, r)| Some((w, r.wait_past(w.offset)?)))
-            .collect();
+        let mut growable: BTreeMap<usize, Vec<(String, u32, i64)>> = BTreeMap::new();
+        for (w, r) in wanted.iter().zip(&reads) {
+            if let (Some(owner), Some(past)) = (w.owner, r.wait_past(w.offset)) {
+                growable.entry(owner).or_default().push((
+                    w.topic.clone(),
+                    w.partition as u32,
+                    past,
+                ));
+            }
+        }
         if growable.is_empty() {
             // Every partition stopped at its byte limit: this is all the answer can hold.
             break reads;
         }
-        let waits = growable.into_iter().filter_map(|(w, past)| {
-            let owner = w.owner?;
-            let shard = shard.clone();
-            let (topic, partition, offset) = (w.topic.clone(), w.partition, past);
-            Some(Box::pin(async move {
-                let _ = shard
-                    .call(owner, move |s| {
-                        Box::pin(wait_here(s, topic, partition as u32, offset, remaining))
-                    })
-                    .await;
+        let waits: Vec<_> = growable
+            .into_iter()
+            .map(|(owner, parts)| {
+                let shard = shard.clone();
+                Box::pin(async move {
+                    let _ = shard
+                        .call(owner, move |s| wait_any_here(s, parts, remaining))
+                        .await;
+                }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
             })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)
-        });
-        let waits: Vec<_> = waits.collect();
-        if waits.is_empty() {
-            glommio::timer::sleep(remaining).await;
-        } else {
-            futures_lite::future::or(
-                async {
-                    select_all(waits).await;
-                },
-                glommio::timer::sleep(remaining),
-            )
-            .await;
-        }
+            .collect();
+        futures_lite::future::or(
+            async {
+                select_all(waits).await;
+            },
+            glommio::timer::sleep(remaining),
+        )
+        .await;
         // A partition that grew: read again, and wait again past the new end while the answer
         // holds less than min_bytes and time remains.
     };

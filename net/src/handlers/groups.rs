@@ -463,25 +463,35 @@ pub async fn describe_groups(
     ctx: &Ctx,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    // Every group from its coordinator: one mesh call per coordinator shard.
+    let coords: Vec<_> = req
+        .groups
+        .iter()
+        .map(|g| coordinator(shard, g.0.as_str()).map(|(coord, _)| coord))
+        .collect();
+    let asks = req
+        .groups
+        .iter()
+        .zip(&coords)
+        .filter_map(|(g, coord)| Some(((*coord)?, g.0.as_str().to_string())))
+        .collect();
+    let mut described = shard
+        .mesh
+        .call_each(asks, |s, name| async move { s.groups.describe(&name) })
+        .await
+        .into_iter();
     let mut out = Vec::new();
-    for g in req.groups {
+    for (g, coord) in req.groups.into_iter().zip(coords) {
         let name = g.0.as_str().to_string();
-        let Some((coord, _)) = coordinator(shard, &name) else {
+        if coord.is_none() {
             out.push(
                 DescribedGroup::default()
                     .with_group_id(g)
                     .with_error_code(code::COORDINATOR_NOT_AVAILABLE),
             );
             continue;
-        };
-        let n = name.clone();
-        let desc = shard
-            .call(coord, move |s| {
-                Box::pin(async move { s.groups.describe(&n) })
-            })
-            .await
-            .ok()
-            .flatten();
+        }
+        let desc = described.next().and_then(Result::ok).flatten();
         let described = match desc {
             // v6 (KIP-1043) says GROUP_ID_NOT_FOUND; before, Kafka answers an unknown group
             // as "Dead" with no members.
@@ -529,46 +539,69 @@ pub async fn delete_groups(
     _ctx: &Ctx,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
-    let mut out = Vec::new();
-    for g in req.groups_names {
-        let name = g.0.as_str().to_string();
-        let error = match coordinator(shard, &name) {
-            None => code::COORDINATOR_NOT_AVAILABLE,
-            Some((coord, offsets_partition)) => shard
-                .call(coord, move |s| {
-                    Box::pin(async move {
-                        let keys = match s.groups.delete(&name) {
-                            Ok(k) => k,
-                            Err(e) => return e,
-                        };
-                        let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
-                            return code::COORDINATOR_NOT_AVAILABLE;
-                        };
-                        let tombstones: Vec<_> =
-                            keys.into_iter().map(|(t, p)| (t, p, None)).collect();
-                        match s
-                            .offsets
-                            .append(&log, offsets_partition, &name, &tombstones)
-                            .await
-                        {
-                            Ok(()) => {
-                                tracing::info!(group = %name, "group deleted");
-                                groups::NONE
-                            }
-                            Err(e) => engine_code(&e),
-                        }
-                    })
-                })
-                .await
-                .unwrap_or(code::COORDINATOR_NOT_AVAILABLE),
-        };
-        out.push(
+    // Every group on its coordinator: one mesh call per coordinator shard.
+    let coords: Vec<_> = req
+        .groups_names
+        .iter()
+        .map(|g| coordinator(shard, g.0.as_str()))
+        .collect();
+    let asks = req
+        .groups_names
+        .iter()
+        .zip(&coords)
+        .filter_map(|(g, coord)| {
+            let (coord, offsets_partition) = (*coord)?;
+            Some((coord, (g.0.as_str().to_string(), offsets_partition)))
+        })
+        .collect();
+    let mut deleted = shard
+        .mesh
+        .call_each(asks, |s, (name, offsets_partition)| {
+            delete_group_here(s, name, offsets_partition)
+        })
+        .await
+        .into_iter();
+    let out = req
+        .groups_names
+        .into_iter()
+        .zip(coords)
+        .map(|(g, coord)| {
+            let error = match coord {
+                None => code::COORDINATOR_NOT_AVAILABLE,
+                Some(_) => deleted
+                    .next()
+                    .and_then(Result::ok)
+                    .unwrap_or(code::COORDINATOR_NOT_AVAILABLE),
+            };
             DeletableGroupResult::default()
                 .with_group_id(g)
-                .with_error_code(error),
-        );
-    }
+                .with_error_code(error)
+        })
+        .collect();
     DeleteGroupsResponse::default().with_results(out)
+}
+
+/// Deletes a group on its coordinator: its state, and tombstones for its offsets.
+async fn delete_group_here(s: Rc<Shard>, name: String, offsets_partition: u32) -> i16 {
+    let keys = match s.groups.delete(&name) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
+        return code::COORDINATOR_NOT_AVAILABLE;
+    };
+    let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
+    match s
+        .offsets
+        .append(&log, offsets_partition, &name, &tombstones)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(group = %name, "group deleted");
+            groups::NONE
+        }
+        Err(e) => engine_code(&e),
+    }
 }
 
 /// OffsetDelete: removes a group's committed offsets for some partitions (tombstones in

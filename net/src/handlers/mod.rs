@@ -15,8 +15,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use crate::cluster::Shard;
 use crate::codec::{self, decode_body, encode_response, CodecError, RequestPrefix, ResponseChunks};
+use crate::shard::Shard;
 use crate::versions;
 
 /// What the connection does after a request.

@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 
-use futures_util::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -97,26 +96,48 @@ async fn exact_record(
     })
 }
 
+/// ListOffsets: every partition looked up on its owner, one mesh call per owner shard.
 pub async fn list_offsets(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let version = ctx.version;
+    let mut asks = Vec::new();
+    // Whether each partition, in request order, has an owner (and so an answer in `answers`).
+    let mut owned = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.as_str().to_string();
+        for p in &t.partitions {
+            let owner = shard.cluster.owner(&name, p.partition_index);
+            owned.push(owner.is_some());
+            if let Some(owner) = owner {
+                asks.push((owner, (name.clone(), p.partition_index, p.timestamp)));
+            }
+        }
+    }
+    let mut owned = owned.into_iter();
+    let mut answers = shard
+        .mesh
+        .call_each(asks, |s, (name, index, ts)| {
+            lookup_here(s, name, index as u32, ts)
+        })
+        .await
+        .into_iter();
     let mut topics = Vec::new();
     for t in req.topics {
-        let name = t.name.0.as_str().to_string();
-        let calls = t.partitions.iter().map(|p| {
-            let shard = shard.clone();
-            let (name, index, ts) = (name.clone(), p.partition_index, p.timestamp);
-            let owner = shard.cluster.owner(&name, index);
-            async move {
-                let (error, timestamp, offset) = match owner {
-                    None => (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                    Some(o) => shard
-                        .call(o, move |s| Box::pin(lookup_here(s, name, index as u32, ts)))
-                        .await
-                        .unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1)),
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let index = p.partition_index;
+                let (error, timestamp, offset) = match owned.next() {
+                    Some(false) | None => (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                    Some(true) => answers.next().and_then(Result::ok).unwrap_or((
+                        code::UNKNOWN_SERVER_ERROR,
+                        -1,
+                        -1,
+                    )),
                 };
                 ListOffsetsPartitionResponse::default()
                     .with_partition_index(index)
@@ -125,9 +146,8 @@ pub async fn list_offsets(
                     .with_offset(offset)
                     // One leader epoch so far (Metadata says 0 too); the field is v4+.
                     .with_leader_epoch(if version >= 4 && offset >= 0 { 0 } else { -1 })
-            }
-        });
-        let partitions = join_all(calls).await;
+            })
+            .collect();
         topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)

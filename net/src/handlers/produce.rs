@@ -2,19 +2,22 @@
 //! arrived (CRC, magic, lengths), then appended on the partition's owner shard as slices of
 //! the request buffer: the one copy of record bytes is the engine's into its aligned buffer.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use futures_channel::oneshot;
 use futures_util::future::join_all;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use spate_engine::{AppendBatch, Durability};
 
 use super::{code, engine_code, sb, Ctx, Outcome, Queued};
 use crate::batch::{self, Batch};
-use crate::cluster::HomeSender;
 use crate::codec::encode_response;
 use crate::producers::Verdict;
 use crate::Shard;
+use spate_mesh::HomeSender;
 
 /// Kafka's error 6 (NOT_LEADER_OR_FOLLOWER, formerly NOT_LEADER_FOR_PARTITION).
 const NOT_LEADER_FOR_PARTITION: i16 = 6;
@@ -38,8 +41,20 @@ impl PartitionResult {
     }
 }
 
+/// A partition's checked batches, on their way to the owner shard.
+struct PartitionAppend {
+    topic: String,
+    partition: u32,
+    batches: Vec<Batch>,
+}
+
 /// Produce. `queued` fires once every partition's batches are queued in its log (or refused):
 /// the connection may then start its next request, whose batches come after these.
+///
+/// Batches are checked here, then sent to their owners in one mesh call per owner shard,
+/// which appends all of that owner's partitions. That call answers twice, one message per
+/// phase: once every batch it carries is queued in its log (the connection's next request
+/// may start), then with the results. Record data travels as the request's `Bytes`.
 pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: Queued) -> Outcome {
     let acks = req.acks;
     let durability = match acks {
@@ -47,78 +62,66 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
         0 | 1 => Some(Durability::Appended),
         _ => None,
     };
-    let mut calls = Vec::new();
-    let mut queued_parts = Vec::new();
+    // One result per partition in request order; those refused here are filled at once.
+    let mut results: Vec<Option<PartitionResult>> = Vec::new();
+    let mut by_owner: BTreeMap<usize, Vec<(usize, PartitionAppend)>> = BTreeMap::new();
     let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let mut parts = Vec::new();
         for pd in topic.partition_data {
             parts.push(pd.index);
-            let records = pd.records.unwrap_or_default();
-            let owner = shard.cluster.owner(&name, pd.index);
-            let name = name.clone();
-            let shard = shard.clone();
-            let (part_queued, part_queued_rx) = shard.home_channel::<()>();
-            queued_parts.push(part_queued_rx);
-            calls.push(async move {
-                let Some(durability) = durability else {
-                    return PartitionResult::error(
-                        code::INVALID_REQUIRED_ACKS,
-                        format!("acks must be -1, 0 or 1, got {acks}"),
-                    );
-                };
-                let Some(owner) = owner else {
-                    return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
-                };
-                if name == crate::OFFSETS_TOPIC {
-                    // Only the coordinators write it (Kafka refuses the same way): a client's
-                    // batch there would be replayed as commits at every start.
-                    return PartitionResult::error(
-                        code::INVALID_TOPIC_EXCEPTION,
-                        format!("cannot append to the internal topic {name}"),
-                    );
+            let slot = results.len();
+            match check_partition(shard, &name, pd, durability, acks) {
+                Ok((owner, append)) => {
+                    results.push(None);
+                    by_owner.entry(owner).or_default().push((slot, append));
                 }
-                let batches = match batch::split(&records) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        spate_engine::warn_limited!("produce: bad batch", topic = %name, partition = pd.index, "produce refused: {e}");
-                        let code = match e {
-                            batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
-                                code::CORRUPT_MESSAGE
-                            }
-                            batch::BatchError::Magic { .. } => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
-                            _ => code::INVALID_RECORD,
-                        };
-                        return PartitionResult::error(code, e.to_string());
-                    }
-                };
-                let partition = pd.index as u32;
-                shard
-                    .call(owner, move |s| {
-                        Box::pin(append_here(
-                            s,
-                            name,
-                            partition,
-                            batches,
-                            durability,
-                            part_queued,
-                        ))
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        PartitionResult::error(code::UNKNOWN_SERVER_ERROR, e.to_string())
-                    })
-            });
+                Err(refused) => results.push(Some(refused)),
+            }
         }
         layout.push((topic.name, parts));
     }
+    let mut owners_queued = Vec::new();
+    let calls: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, parts)| {
+            let (slots, parts): (Vec<usize>, Vec<PartitionAppend>) = parts.into_iter().unzip();
+            let (owner_queued, owner_queued_rx) = shard.home_channel::<()>();
+            owners_queued.push(owner_queued_rx);
+            let shard = shard.clone();
+            // Checked above: only partitions with a valid acks get here.
+            let durability = durability.unwrap_or(Durability::Appended);
+            async move {
+                let count = parts.len();
+                let answers = shard
+                    .call(owner, move |s| {
+                        append_on_owner(s, parts, durability, owner_queued)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        vec![
+                            PartitionResult::error(code::UNKNOWN_SERVER_ERROR, e.to_string());
+                            count
+                        ]
+                    });
+                (slots, answers)
+            }
+        })
+        .collect();
     let all_queued = async move {
         // A dropped sender (refused, or the shard gone) counts as queued.
-        join_all(queued_parts).await;
+        join_all(owners_queued).await;
         let _ = queued.send(());
     };
-    let (results, ()) = futures_util::future::join(join_all(calls), all_queued).await;
+    let (answers, ()) = futures_util::future::join(join_all(calls), all_queued).await;
+    for (slots, answers) in answers {
+        for (slot, answer) in slots.into_iter().zip(answers) {
+            if let Some(r) = results.get_mut(slot) {
+                *r = Some(answer);
+            }
+        }
+    }
     let mut results = results.into_iter();
     if acks == 0 {
         return Outcome::Silent;
@@ -130,7 +133,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
             let partition_responses = parts
                 .into_iter()
                 .map(|index| {
-                    let mut r = results.next().unwrap_or_else(|| {
+                    let mut r = results.next().flatten().unwrap_or_else(|| {
                         PartitionResult::error(code::UNKNOWN_SERVER_ERROR, None)
                     });
                     // Produce v4 is how a client says it knows KAFKA_STORAGE_ERROR; an older
@@ -155,6 +158,93 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
     encode_response(ctx, &ProduceResponse::default().with_responses(responses)).into()
 }
 
+/// What can be checked where the request arrived: acks, the partition's owner, the internal
+/// topic, and every batch (length, magic, CRC). `Ok`: the owner and the batches to append.
+fn check_partition(
+    shard: &Shard,
+    name: &str,
+    pd: PartitionProduceData,
+    durability: Option<Durability>,
+    acks: i16,
+) -> Result<(usize, PartitionAppend), PartitionResult> {
+    if durability.is_none() {
+        return Err(PartitionResult::error(
+            code::INVALID_REQUIRED_ACKS,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        ));
+    }
+    let Some(owner) = shard.cluster.owner(name, pd.index) else {
+        return Err(PartitionResult::error(
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            None,
+        ));
+    };
+    if name == crate::OFFSETS_TOPIC {
+        // Only the coordinators write it (Kafka refuses the same way): a client's batch there
+        // would be replayed as commits at every start.
+        return Err(PartitionResult::error(
+            code::INVALID_TOPIC_EXCEPTION,
+            format!("cannot append to the internal topic {name}"),
+        ));
+    }
+    let records = pd.records.unwrap_or_default();
+    let batches = match batch::split(&records) {
+        Ok(b) => b,
+        Err(e) => {
+            spate_engine::warn_limited!("produce: bad batch", topic = %name, partition = pd.index, "produce refused: {e}");
+            let code = match e {
+                batch::BatchError::Crc { .. } | batch::BatchError::Truncated { .. } => {
+                    code::CORRUPT_MESSAGE
+                }
+                batch::BatchError::Magic { .. } => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                _ => code::INVALID_RECORD,
+            };
+            return Err(PartitionResult::error(code, e.to_string()));
+        }
+    };
+    Ok((
+        owner,
+        PartitionAppend {
+            topic: name.to_string(),
+            partition: pd.index as u32,
+            batches,
+        },
+    ))
+}
+
+/// On the owner shard: appends every partition of one request that this shard owns, all at
+/// once. `queued` goes home once each partition's batches are queued (or refused).
+async fn append_on_owner(
+    s: Rc<Shard>,
+    parts: Vec<PartitionAppend>,
+    durability: Durability,
+    queued: HomeSender<()>,
+) -> Vec<PartitionResult> {
+    let mut parts_queued = Vec::with_capacity(parts.len());
+    let appends: Vec<_> = parts
+        .into_iter()
+        .map(|p| {
+            let (part_queued, part_queued_rx) = oneshot::channel();
+            parts_queued.push(part_queued_rx);
+            append_here(
+                s.clone(),
+                p.topic,
+                p.partition,
+                p.batches,
+                durability,
+                part_queued,
+            )
+        })
+        .collect();
+    let all_queued = async move {
+        // A dropped sender (refused, or an idempotent batch stored) counts as queued.
+        join_all(parts_queued).await;
+        queued.send(());
+    };
+    let (results, ()) = futures_util::future::join(join_all(appends), all_queued).await;
+    results
+}
+
 /// Appends checked batches to a partition of this shard, deduplicating idempotent retries.
 /// `queued` fires when the batches are queued in the log; for an idempotent producer only
 /// when they are stored (its next batch is checked against this one's sequence).
@@ -164,7 +254,7 @@ async fn append_here(
     partition: u32,
     batches: Vec<Batch>,
     durability: Durability,
-    queued: HomeSender<()>,
+    queued: oneshot::Sender<()>,
 ) -> PartitionResult {
     let Some(log) = s.logs.get(&topic, partition) else {
         return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
@@ -229,7 +319,7 @@ async fn append_here(
     let appended = match log.enqueue(appends, durability).await {
         Ok(appending) => {
             if !idempotent {
-                queued.send(());
+                let _ = queued.send(());
             }
             appending.wait().await
         }

@@ -1,0 +1,89 @@
+//! One shard's state, shared by its tasks: its partitions (`ShardLogs`), idempotent producer
+//! state, the consumer groups it coordinates, its `__consumer_offsets` writer, its end of the
+//! mesh, and on shard 0 the metadata file. Work for another shard travels as a closure over
+//! the mesh and the result comes back home; record data inside is `Bytes`, so crossing shards
+//! copies none of it. The admin operations that change metadata are in `topic_controller`.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use spate_engine::metadata::MetadataStore;
+use spate_engine::registry::ShardLogs;
+use spate_mesh::{Endpoint, HomeSender, JoinError, ShardGone};
+
+use crate::cluster::Cluster;
+use crate::groups::Coordinator;
+use crate::offsets_compaction::OffsetsWriter;
+use crate::producers::ProducerStates;
+
+/// One shard's state, shared by its tasks.
+pub struct Shard {
+    pub id: usize,
+    pub cluster: Arc<Cluster>,
+    pub logs: Rc<ShardLogs>,
+    /// This shard's end of the mesh.
+    pub mesh: Endpoint<Shard>,
+    /// The metadata file: only shard 0 has it and makes every change to it.
+    pub(crate) store: Option<RefCell<MetadataStore>>,
+    /// One metadata change at a time: each is saved off the reactor, across an await.
+    pub(crate) metadata_turn: glommio::sync::Semaphore,
+    pub(crate) producers: ProducerStates,
+    pub(crate) groups: Rc<Coordinator>,
+    /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
+    pub(crate) offsets: OffsetsWriter,
+}
+
+impl Shard {
+    /// Builds the shard's state and starts serving its inboxes on the mesh. Shard 0 takes the
+    /// metadata file. Runs on the shard's executor; each shard starts once.
+    pub fn start(
+        id: usize,
+        cluster: Arc<Cluster>,
+        logs: Rc<ShardLogs>,
+    ) -> Result<Rc<Self>, JoinError> {
+        let mesh = cluster.mesh.join(id)?;
+        let store = if id == 0 {
+            cluster
+                .store
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .map(RefCell::new)
+        } else {
+            None
+        };
+        let shard = Rc::new(Shard {
+            id,
+            groups: Rc::new(Coordinator::new(&cluster.config)),
+            cluster,
+            logs,
+            mesh,
+            store,
+            metadata_turn: glommio::sync::Semaphore::new(1),
+            producers: ProducerStates::default(),
+            offsets: OffsetsWriter::default(),
+        });
+        shard.mesh.serve(&shard);
+        Ok(shard)
+    }
+
+    /// Runs `f` on shard `shard` with that shard's state and returns its result: inline on
+    /// this shard, one mesh message (and its answer) to another.
+    pub async fn call<R, F, Fut>(&self, shard: usize, f: F) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        self.mesh.call(shard, f).await
+    }
+
+    /// A oneshot channel whose receiver is on this shard and whose sender may travel to
+    /// another shard: see [`HomeSender`].
+    pub fn home_channel<T: Send + 'static>(&self) -> (HomeSender<T>, oneshot::Receiver<T>) {
+        self.mesh.home_channel()
+    }
+}

@@ -1,0 +1,237 @@
+//! The topic controller: the admin operations on shard 0, which owns the metadata file.
+//! Create a topic, add partitions, delete a topic, change a topic's settings, allocate
+//! producer ids. Each change runs on a scratch copy of the store, is saved off the reactor,
+//! then published to every shard (`Cluster::publish`); then the partitions are opened, closed
+//! or reconfigured on their owners (one mesh call per owner shard) before the answer.
+
+use std::rc::Rc;
+
+use spate_engine::metadata::{MetadataStore, TopicConfig, TopicMeta};
+use spate_engine::EngineError;
+
+use crate::shard::Shard;
+
+impl Shard {
+    /// Changes the metadata file (on shard 0, its owner): `change` runs on a scratch copy of
+    /// the store, the copy is saved on glommio's blocking thread (the write, fsync, rename
+    /// and directory fsync would stall every request of this shard), then made current and
+    /// published. A change that fails, or whose save fails, leaves the metadata as it was.
+    /// Changes run one at a time, in the order they were asked for.
+    pub(crate) async fn change_metadata<T>(
+        &self,
+        change: impl FnOnce(&mut MetadataStore) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let store = self.store.as_ref().ok_or(EngineError::Closed)?;
+        let _turn = self
+            .metadata_turn
+            .acquire_permit(1)
+            .await
+            .map_err(|_| EngineError::Closed)?;
+        let mut scratch = store.borrow().scratch();
+        let out = change(&mut scratch)?;
+        if scratch.metadata() != store.borrow().metadata() {
+            let save = scratch.save_job()?;
+            glommio::executor().spawn_blocking(save).await?;
+        }
+        let mut st = store.borrow_mut();
+        st.install(scratch);
+        self.cluster.publish(st.metadata().clone());
+        Ok(out)
+    }
+
+    /// Creates a topic (on shard 0, which owns the metadata file) and opens its partitions on
+    /// their owners before returning.
+    pub async fn create_topic(
+        self: &Rc<Self>,
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<TopicMeta, EngineError> {
+        self.call(0, move |s| {
+            Box::pin(async move { s.create_topic_here(name, partitions, config).await })
+        })
+        .await
+        .map_err(|_| EngineError::Closed)?
+    }
+
+    async fn create_topic_here(
+        self: &Rc<Self>,
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<TopicMeta, EngineError> {
+        let store = self.store.as_ref().ok_or(EngineError::Closed)?;
+        // A new topic on a disk below its floor could take nothing, and would spend the
+        // reserve that deleting topics needs.
+        if let Some(space) = self.logs.disk_space() {
+            if store.borrow().topic(&name).is_none() {
+                space.admit_append(0)?;
+            }
+        }
+        let shards = self.cluster.shard_count();
+        let topic = self
+            .change_metadata(|st| st.create_topic(&name, partitions, config, shards))
+            .await?;
+        tracing::info!(topic = %name, partitions, "topic created");
+        self.open_partitions(&topic, 0).await?;
+        Ok(topic)
+    }
+
+    /// Opens partitions `from..` of `topic` on their owner shards.
+    async fn open_partitions(
+        self: &Rc<Self>,
+        topic: &TopicMeta,
+        from: u32,
+    ) -> Result<(), EngineError> {
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
+        for (p, s) in topic
+            .partition_shards
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+        {
+            by_shard.entry(*s as usize).or_default().push(p as u32);
+        }
+        let config = topic.config.apply(&self.cluster.log_defaults);
+        for (shard, parts) in by_shard {
+            let name = topic.name.clone();
+            let config = config.clone();
+            self.call(shard, move |s| {
+                Box::pin(async move {
+                    for p in parts {
+                        if s.logs.get(&name, p).is_none() {
+                            s.logs.open_partition(&name, p, config.clone()).await?;
+                        }
+                    }
+                    Ok::<(), EngineError>(())
+                })
+            })
+            .await
+            .map_err(|_| EngineError::Closed)??;
+        }
+        Ok(())
+    }
+
+    /// Adds partitions to a topic, up to `total`.
+    pub async fn add_partitions(
+        self: &Rc<Self>,
+        name: String,
+        total: u32,
+    ) -> Result<TopicMeta, EngineError> {
+        self.call(0, move |s| {
+            Box::pin(async move {
+                if let Some(space) = s.logs.disk_space() {
+                    space.admit_append(0)?;
+                }
+                let shards = s.cluster.shard_count();
+                let (topic, before) = s
+                    .change_metadata(|st| {
+                        let before = st
+                            .topic(&name)
+                            .map(|t| t.partitions())
+                            .ok_or_else(|| EngineError::UnknownPartition(name.clone()))?;
+                        Ok((st.add_partitions(&name, total, shards)?, before))
+                    })
+                    .await?;
+                tracing::info!(topic = %name, from = before, to = total, "partitions added");
+                s.open_partitions(&topic, before).await?;
+                Ok(topic)
+            })
+        })
+        .await
+        .map_err(|_| EngineError::Closed)?
+    }
+
+    /// Deletes a topic: forgets it in the metadata, then closes and removes its partitions.
+    pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
+        self.call(0, move |s| {
+            Box::pin(async move {
+                let topic = s.change_metadata(|st| st.delete_topic(&name)).await?;
+                let shards: std::collections::BTreeSet<usize> =
+                    topic.partition_shards.iter().map(|s| *s as usize).collect();
+                for shard in shards {
+                    let name = name.clone();
+                    let _ = s
+                        .call(shard, move |s| {
+                            Box::pin(async move {
+                                s.logs.remove_topic(&name).await;
+                                s.producers.forget_topic(&name);
+                            })
+                        })
+                        .await;
+                }
+                // Thousands of files for a large topic: not on this shard's reactor.
+                let dir = s.cluster.data_dir.join("topics").join(&name);
+                let removed = glommio::executor()
+                    .spawn_blocking({
+                        let dir = dir.clone();
+                        move || std::fs::remove_dir_all(dir)
+                    })
+                    .await;
+                if let Err(e) = removed {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("cannot remove {}: {e}", dir.display());
+                    }
+                }
+                tracing::info!(topic = %name, "topic deleted");
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|_| EngineError::Closed)?
+    }
+
+    /// Replaces a topic's settings and applies them to its open partitions.
+    pub async fn set_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        config: TopicConfig,
+    ) -> Result<(), EngineError> {
+        self.call(0, move |s| {
+            Box::pin(async move {
+                let topic = s
+                    .change_metadata(|st| {
+                        st.set_topic_config(&name, config)?;
+                        st.topic(&name)
+                            .cloned()
+                            .ok_or_else(|| EngineError::UnknownPartition(name.clone()))
+                    })
+                    .await?;
+                let log_config = topic.config.apply(&s.cluster.log_defaults);
+                let shards: std::collections::BTreeSet<usize> =
+                    topic.partition_shards.iter().map(|s| *s as usize).collect();
+                for shard in shards {
+                    let name = name.clone();
+                    let log_config = log_config.clone();
+                    let n = topic.partitions();
+                    let _ = s
+                        .call(shard, move |s| {
+                            Box::pin(async move {
+                                for p in 0..n {
+                                    if let Some(log) = s.logs.get(&name, p) {
+                                        log.set_config(log_config.clone());
+                                    }
+                                }
+                            })
+                        })
+                        .await;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|_| EngineError::Closed)?
+    }
+
+    /// Allocates a producer id (InitProducerId), persisted in blocks so ids never repeat.
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, EngineError> {
+        self.call(0, |s| {
+            Box::pin(async move {
+                // A new block of ids is saved once per 1000; the rest change nothing on disk.
+                s.change_metadata(|st| st.next_producer_id()).await
+            })
+        })
+        .await
+        .map_err(|_| EngineError::Closed)?
+    }
+}
