@@ -93,11 +93,11 @@ async fn read_here(
     let Some(log) = s.logs.get(&topic, partition) else {
         return Read::error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
-    let stats = log.stats();
+    let offsets = log.offsets();
     let mut read = Read {
         error: code::NONE,
-        high_watermark: stats.log_end_offset as i64,
-        log_start_offset: stats.log_start_offset as i64,
+        high_watermark: offsets.high_watermark as i64,
+        log_start_offset: offsets.log_start as i64,
         batches: Vec::new(),
     };
     if offset < 0 {

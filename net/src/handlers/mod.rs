@@ -170,6 +170,7 @@ pub mod code {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
@@ -201,6 +202,8 @@ pub(crate) fn engine_code(e: &spate_engine::EngineError) -> i16 {
         E::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
         E::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         E::InvalidAppend(_) => code::MESSAGE_TOO_LARGE,
+        E::NotContiguous { .. } => code::OFFSET_OUT_OF_RANGE,
+        E::StaleEpoch { .. } => code::FENCED_LEADER_EPOCH,
         E::DiskFull { .. } | E::PartitionFailed { .. } | E::Corrupt { .. } => {
             code::KAFKA_STORAGE_ERROR
         }

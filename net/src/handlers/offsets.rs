@@ -33,18 +33,21 @@ async fn lookup_here(
     let Some(log) = s.logs.get(&topic, partition) else {
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
     };
-    let stats = log.stats();
+    let offsets = log.offsets();
+    let log_start = offsets.log_start as i64;
     let limit = s.cluster.config.max_request_bytes;
     match timestamp {
-        LATEST => (code::NONE, -1, stats.log_end_offset as i64),
-        EARLIEST | EARLIEST_LOCAL => (code::NONE, -1, stats.log_start_offset as i64),
+        // What a consumer can read up to (Kafka's LATEST for read_uncommitted).
+        LATEST => (code::NONE, -1, offsets.high_watermark as i64),
+        EARLIEST => (code::NONE, -1, log_start),
+        EARLIEST_LOCAL => (code::NONE, -1, offsets.local_start as i64),
         LATEST_TIERED => (code::NONE, -1, -1),
         MAX_TIMESTAMP => match log.offset_of_max_timestamp().await {
             Ok(Some((offset, ts))) => {
                 let (offset, ts) = exact_record(&log, offset, ts, limit)
                     .await
                     .unwrap_or((offset as i64, ts));
-                (code::NONE, ts, offset.max(stats.log_start_offset as i64))
+                (code::NONE, ts, offset.max(log_start))
             }
             Ok(None) => (code::NONE, -1, -1),
             Err(e) => (engine_code(&e), -1, -1),
@@ -55,7 +58,7 @@ async fn lookup_here(
                 let (offset, ts) = exact_record(&log, offset, t, limit)
                     .await
                     .unwrap_or((offset as i64, ts));
-                (code::NONE, ts, offset.max(stats.log_start_offset as i64))
+                (code::NONE, ts, offset.max(log_start))
             }
             Ok(None) => (code::NONE, -1, -1),
             Err(e) => (engine_code(&e), -1, -1),

@@ -275,7 +275,7 @@ async fn append_here(
                 return PartitionResult {
                     error: code::NONE,
                     base_offset: *base_offset,
-                    log_start_offset: log.stats().log_start_offset as i64,
+                    log_start_offset: log.offsets().log_start as i64,
                     message: None,
                 };
             }
@@ -339,7 +339,7 @@ async fn append_here(
             PartitionResult {
                 error: code::NONE,
                 base_offset: r.base_offset as i64,
-                log_start_offset: log.stats().log_start_offset as i64,
+                log_start_offset: log.offsets().log_start as i64,
                 message: None,
             }
         }
