@@ -19,8 +19,8 @@ use spate_engine::fuzzing::{assert_alloc_bound, measure};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::codec::{self, RequestPrefix};
+use crate::commit_log;
 use crate::groups::Committed;
-use crate::offsets_log;
 use crate::versions;
 
 /// How many bytes a request may hold in memory while it decodes, per byte of the request.
@@ -383,7 +383,7 @@ fn check_records_round_trip(set: &kafka_protocol::records::RecordSet) {
 // ---------------------------------------------------------------------------------------------
 // `__consumer_offsets` records
 
-/// The `__consumer_offsets` key and value decoders (`offsets_log::decode_key`,
+/// The `__consumer_offsets` key and value decoders (`commit_log::decode_key`,
 /// `decode_value`), on `data` split at the length in its first byte, and the whole input as
 /// the batches a replay reads: no panic (a panic there is a crash loop at start), and whatever
 /// decodes encodes to something that decodes the same.
@@ -397,7 +397,7 @@ pub fn check_offsets_record(data: &[u8]) {
     check_offsets_key_value(key, value);
     check_offsets_key_value(Bytes::copy_from_slice(data), Bytes::copy_from_slice(data));
 
-    // As `offsets_log::read_commits` reads a stored batch: every batch, every record.
+    // As `commit_log::read_commits` reads a stored batch: every batch, every record.
     let mut payload = Bytes::copy_from_slice(data);
     let (sets, peak) = measure(|| decompress::decode_all(&mut payload, FUZZ_DECOMPRESS_LIMIT));
     check_records_bound("offsets replay", data, peak, FUZZ_DECOMPRESS_LIMIT);
@@ -411,21 +411,21 @@ pub fn check_offsets_record(data: &[u8]) {
 }
 
 fn check_offsets_key_value(key: Bytes, value: Bytes) {
-    let (k, peak) = measure(|| offsets_log::decode_key(key.clone()));
+    let (k, peak) = measure(|| commit_log::decode_key(key.clone()));
     assert_alloc_bound("offsets key", peak, key.len(), 2);
     if let Some((group, topic, partition)) = k {
-        let again = offsets_log::encode_key(&group, &topic, partition);
+        let again = commit_log::encode_key(&group, &topic, partition);
         assert_eq!(
-            offsets_log::decode_key(again),
+            commit_log::decode_key(again),
             Some((group, topic, partition)),
             "offsets key: decode-encode-decode differs"
         );
     }
-    let (v, peak) = measure(|| offsets_log::decode_value(value.clone()));
+    let (v, peak) = measure(|| commit_log::decode_value(value.clone()));
     assert_alloc_bound("offsets value", peak, value.len(), 2);
     if let Some(c) = v {
-        let again = offsets_log::encode_value(&c);
-        let back: Option<Committed> = offsets_log::decode_value(again);
+        let again = commit_log::encode_value(&c);
+        let back: Option<Committed> = commit_log::decode_value(again);
         assert_eq!(
             back.as_ref(),
             Some(&c),

@@ -11,6 +11,8 @@
 pub mod batch;
 pub mod cluster;
 pub mod codec;
+mod commit_log;
+mod commit_log_compaction;
 pub mod config;
 mod conn;
 pub mod fetch_response;
@@ -23,8 +25,6 @@ pub mod handlers;
 #[doc(hidden)]
 pub mod hostile;
 pub mod listener;
-mod offsets_compaction;
-mod offsets_log;
 mod producers;
 pub mod shard;
 mod topic_controller;

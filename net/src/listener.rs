@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 
-use crate::{offsets_log, Shard, OFFSETS_TOPIC};
+use crate::{commit_log, Shard, OFFSETS_TOPIC};
 
 /// Binds `addr` with SO_REUSEPORT for this shard.
 pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -32,11 +32,11 @@ pub async fn restore_groups(shard: &Rc<Shard>) -> u64 {
     let mut applied = 0;
     for p in 0..topic.partitions() {
         if let Some(log) = shard.logs.get(OFFSETS_TOPIC, p) {
-            match offsets_log::replay(&log, &shard.groups).await {
+            match commit_log::replay(&log, &shard.groups).await {
                 Ok(n) => {
                     applied += n;
                     // A log that grew before this start (or before compaction existed).
-                    shard.offsets.compact_if_due(&log, p);
+                    shard.commit_log.compact_if_due(&log, p);
                 }
                 Err(e) => tracing::error!(partition = p, "cannot replay committed offsets: {e}"),
             }

@@ -15,8 +15,8 @@ use spate_engine::registry::ShardLogs;
 use spate_mesh::{Endpoint, HomeSender, JoinError, ShardGone};
 
 use crate::cluster::Cluster;
+use crate::commit_log_compaction::CommitLogWriter;
 use crate::groups::Coordinator;
-use crate::offsets_compaction::OffsetsWriter;
 use crate::producers::ProducerStates;
 
 /// One shard's state, shared by its tasks.
@@ -33,7 +33,7 @@ pub struct Shard {
     pub(crate) producers: ProducerStates,
     pub(crate) groups: Rc<Coordinator>,
     /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
-    pub(crate) offsets: OffsetsWriter,
+    pub(crate) commit_log: CommitLogWriter,
 }
 
 impl Shard {
@@ -64,7 +64,7 @@ impl Shard {
             store,
             metadata_turn: glommio::sync::Semaphore::new(1),
             producers: ProducerStates::default(),
-            offsets: OffsetsWriter::default(),
+            commit_log: CommitLogWriter::default(),
         });
         shard.mesh.serve(&shard);
         Ok(shard)

@@ -8,10 +8,10 @@
 //! Blocking and single-threaded: one consumer drives one `Client` at a time.
 
 mod assignor;
+mod commits;
 mod fetch;
 mod fetch_ahead;
 mod membership;
-mod offsets;
 mod records;
 
 use std::collections::BTreeMap;

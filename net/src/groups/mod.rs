@@ -8,7 +8,7 @@
 //! - `admin`: listing, describing and deleting groups, and OffsetDelete's subscriptions.
 
 mod admin;
-mod offsets;
+mod committed;
 mod rebalance;
 mod state;
 #[cfg(test)]
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::config::NetConfig;
 
-pub use offsets::{Committed, GroupOffsets};
+pub use committed::{Committed, GroupOffsets};
 pub use state::{Group, GroupState, JoinOutcome, JoinRequest, Member, SyncOutcome};
 
 pub const NONE: i16 = 0;

@@ -266,7 +266,7 @@ pub async fn create_partitions(
 /// (name, value, is the topic's own setting) for every topic key.
 fn topic_entries(shard: &Shard, topic: &str, c: &TopicConfig) -> Vec<(String, String, bool)> {
     let d = &shard.cluster.log_defaults;
-    // `__consumer_offsets` keeps each key's last record (offsets_compaction.rs).
+    // `__consumer_offsets` keeps each key's last record (commit_log_compaction.rs).
     let policy = if topic == OFFSETS_TOPIC {
         "compact"
     } else {

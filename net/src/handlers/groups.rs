@@ -20,14 +20,14 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 
 use super::{code, engine_code, sb, Ctx};
+use crate::commit_log;
 use crate::groups::{self, Committed, JoinOutcome, JoinRequest};
-use crate::offsets_log;
 use crate::{Shard, OFFSETS_TOPIC};
 
 /// The coordinator shard of a group and its offsets partition.
 fn coordinator(shard: &Shard, group: &str) -> Option<(usize, u32)> {
     let parts = shard.cluster.topic(OFFSETS_TOPIC)?.partitions();
-    let p = offsets_log::partition_for(group, parts);
+    let p = commit_log::partition_for(group, parts);
     shard.cluster.owner(OFFSETS_TOPIC, p as i32).map(|s| (s, p))
 }
 
@@ -234,7 +234,7 @@ pub async fn offset_commit(
     };
     let member = req.member_id.as_str().to_string();
     let generation = req.generation_id_or_member_epoch;
-    let now = offsets_log::now_ms();
+    let now = commit_log::now_ms();
     let entries: Vec<(String, i32, Option<Committed>)> = req
         .topics
         .iter()
@@ -268,7 +268,7 @@ pub async fn offset_commit(
                     return code::COORDINATOR_NOT_AVAILABLE;
                 };
                 if let Err(e) = s
-                    .offsets
+                    .commit_log
                     .append(&log, offsets_partition, &group, &entries)
                     .await
                 {
@@ -592,7 +592,7 @@ async fn delete_group_here(s: Rc<Shard>, name: String, offsets_partition: u32) -
     };
     let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
     match s
-        .offsets
+        .commit_log
         .append(&log, offsets_partition, &name, &tombstones)
         .await
     {
@@ -672,7 +672,7 @@ pub async fn offset_delete(
                     let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
                         return Err(code::COORDINATOR_NOT_AVAILABLE);
                     };
-                    s.offsets
+                    s.commit_log
                         .append(&log, offsets_partition, &name, &tombstones)
                         .await
                         .map_err(|e| engine_code(&e))?;

@@ -6,8 +6,8 @@ mod admin;
 mod describe;
 mod fetch;
 mod groups;
+mod list_offsets;
 mod meta;
-mod offsets;
 mod produce;
 
 use std::rc::Rc;
@@ -115,7 +115,7 @@ pub async fn dispatch_ordered(
             };
             Outcome::Respond(fetch::fetch(shard, &ctx, req).await)
         }
-        ApiKey::ListOffsets => simple!(ListOffsetsRequest, offsets::list_offsets),
+        ApiKey::ListOffsets => simple!(ListOffsetsRequest, list_offsets::list_offsets),
         ApiKey::Metadata => simple!(MetadataRequest, meta::metadata),
         ApiKey::DescribeCluster => simple!(DescribeClusterRequest, meta::describe_cluster),
         ApiKey::FindCoordinator => simple!(FindCoordinatorRequest, meta::find_coordinator),

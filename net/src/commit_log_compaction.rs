@@ -26,8 +26,8 @@ use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 use spate_engine::{AppendBatch, Durability, EngineError, PartitionLog};
 
+use crate::commit_log::{self, CommitRecord};
 use crate::groups::Committed;
-use crate::offsets_log::{self, CommitRecord};
 
 /// A partition is compacted once its size is this many times what the last compaction kept
 /// (and it has at least `MIN_SEGMENTS` segments).
@@ -37,7 +37,7 @@ const MIN_SEGMENTS: usize = 3;
 
 /// A shard's writer of the `__consumer_offsets` partitions it coordinates.
 #[derive(Default)]
-pub struct OffsetsWriter {
+pub struct CommitLogWriter {
     partitions: RefCell<HashMap<u32, Rc<PartitionWriter>>>,
 }
 
@@ -74,7 +74,7 @@ pub struct Compaction {
     pub segments_deleted: usize,
 }
 
-impl OffsetsWriter {
+impl CommitLogWriter {
     fn writer(&self, partition: u32) -> Rc<PartitionWriter> {
         self.partitions
             .borrow_mut()
@@ -95,7 +95,7 @@ impl OffsetsWriter {
         let w = self.writer(partition);
         {
             let _pass = w.gate.enter().await;
-            offsets_log::append(log, group, entries).await?;
+            commit_log::append(log, group, entries).await?;
         }
         self.compact_if_due(log, partition);
         Ok(())
@@ -192,7 +192,7 @@ async fn compact_with(log: &PartitionLog, gate: &WriteGate) -> Result<Compaction
     let before = log.stats();
     let bases_before = log.segment_bases();
     let mut live = Live::new();
-    let (mut records_read, cut) = offsets_log::read_commits(
+    let (mut records_read, cut) = commit_log::read_commits(
         log,
         before.log_start_offset,
         before.log_end_offset,
@@ -202,7 +202,7 @@ async fn compact_with(log: &PartitionLog, gate: &WriteGate) -> Result<Compaction
     let (new_start, live_bytes) = {
         let _paused = gate.pause().await;
         let end = log.stats().log_end_offset;
-        let (more, _) = offsets_log::read_commits(log, cut, end, fold(&mut live)).await?;
+        let (more, _) = commit_log::read_commits(log, cut, end, fold(&mut live)).await?;
         records_read += more;
         let batches = encode_live(&live, log.config().segment_bytes / 4)?;
         let bytes: u64 = batches.iter().map(|b| b.payload.len() as u64).sum();
@@ -235,14 +235,14 @@ fn encode_live(live: &Live, max_batch_bytes: u64) -> Result<Vec<AppendBatch>, En
     let mut chunk_bytes = 0u64;
     let mut flush = |chunk: &mut Vec<(Bytes, &Committed)>| -> Result<(), EngineError> {
         if !chunk.is_empty() {
-            batches.push(offsets_log::encode_batch(
+            batches.push(commit_log::encode_batch(
                 chunk.drain(..).map(|(key, c)| (key, Some(c))),
             )?);
         }
         Ok(())
     };
     for ((group, topic, partition), c) in live {
-        let key = offsets_log::encode_key(group, topic, *partition);
+        let key = commit_log::encode_key(group, topic, *partition);
         // Key, value (offset, epoch, metadata, time) and the record's own framing.
         let bytes = key.len() as u64 + c.metadata.len() as u64 + 48;
         if chunk_bytes + bytes > max_batch_bytes {
@@ -397,7 +397,7 @@ mod tests {
 
     /// Commits of `group` for partitions 0..4 of topic "t" at `offset`, into the model too.
     async fn commit_all(
-        w: &OffsetsWriter,
+        w: &CommitLogWriter,
         log: &PartitionLog,
         model: &RefCell<Model>,
         group: &str,
@@ -416,7 +416,7 @@ mod tests {
     /// What a broker start finds: the log replayed from its start into a coordinator.
     async fn replayed(log: &PartitionLog) -> Model {
         let coordinator = Coordinator::new(&NetConfig::default());
-        offsets_log::replay(log, &coordinator).await.unwrap();
+        commit_log::replay(log, &coordinator).await.unwrap();
         let mut out = Model::new();
         for g in 0..20 {
             let group = format!("g{g}");
@@ -433,7 +433,7 @@ mod tests {
     fn a_compacted_log_replays_to_the_same_offsets_and_loses_its_old_segments() {
         run(|root| async move {
             let log = open(&root).await;
-            let w = OffsetsWriter::default();
+            let w = CommitLogWriter::default();
             let model = RefCell::new(Model::new());
             for i in 0..3_000 {
                 commit_all(&w, &log, &model, &format!("g{}", i % 10), i).await;
@@ -477,7 +477,7 @@ mod tests {
     fn commits_during_a_compaction_are_neither_lost_nor_replayed_under_older_values() {
         run(|root| async move {
             let log = open(&root).await;
-            let w = Rc::new(OffsetsWriter::default());
+            let w = Rc::new(CommitLogWriter::default());
             let model = Rc::new(RefCell::new(Model::new()));
             for i in 0..500 {
                 commit_all(&w, &log, &model, &format!("g{}", i % 5), i).await;

@@ -1,5 +1,5 @@
 //! Committed offsets of the groups a shard coordinates, as replayed from and appended to
-//! `__consumer_offsets` (`offsets_log`), and who may commit: a current member, or a client
+//! `__consumer_offsets` (`commit_log`), and who may commit: a current member, or a client
 //! outside any group.
 
 use std::collections::BTreeMap;

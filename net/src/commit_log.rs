@@ -107,7 +107,7 @@ pub fn now_ms() -> i64 {
 /// the last `flush_interval_ms` of commits, which consumers then read again. Waiting for the
 /// sync made commits slow enough that clients committing inside a rebalance timed out.
 ///
-/// Callers go through [`crate::offsets_compaction::OffsetsWriter::append`], which keeps the
+/// Callers go through [`crate::commit_log_compaction::CommitLogWriter::append`], which keeps the
 /// appends out of the way of a compaction.
 pub async fn append(
     log: &PartitionLog,
