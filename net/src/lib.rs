@@ -23,8 +23,10 @@ pub mod handlers;
 #[doc(hidden)]
 pub mod hostile;
 pub mod listener;
+pub mod metadata;
 mod offsets_compaction;
 mod offsets_log;
+pub mod placement;
 mod producers;
 pub mod shard;
 mod topic_controller;
