@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use spate_engine::metadata::{MetadataStore, TopicConfig};
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
 use spate_engine::space::DiskSpace;
 use spate_engine::LogConfig;
+use spate_net::metadata::{MetadataStore, TopicConfig};
 use spate_net::Cluster;
 
 use crate::config::BrokerConfig;

@@ -63,7 +63,11 @@ async fn shard_main(spec: ShardSpec) -> usize {
         )
         .with_disk_space(spec.space.clone()),
     );
-    let reports = match logs.open_assigned(&spec.cluster.metadata()).await {
+    let assigned = spec
+        .cluster
+        .metadata()
+        .assigned_to(spec.shard_id, logs.default_config());
+    let reports = match logs.open_assigned(assigned).await {
         Ok(r) => r,
         Err(e) => {
             let _ = spec

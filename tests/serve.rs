@@ -146,7 +146,7 @@ fn recovers_partitions_and_restarts_fast_after_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     {
-        let mut store = spate_engine::metadata::MetadataStore::open(&data).unwrap();
+        let mut store = spate_net::metadata::MetadataStore::open(&data).unwrap();
         store
             .create_topic("orders", 3, Default::default(), 2)
             .unwrap();

@@ -20,7 +20,6 @@ use crate::frame::{decode_frame, FrameError, FrameHeader, FrameMeta, FRAME_HEADE
 use crate::io::{IoBuffer, IoFuture, StorageFile};
 use crate::log::checkpoint::RecoveryCheckpoint;
 use crate::log::scan::{scan_frames, ScanOutcome, SCAN_CHUNK_BYTES};
-use crate::metadata::Metadata;
 
 // ---------------------------------------------------------------------------------------------
 // Allocation accounting
@@ -405,19 +404,29 @@ pub fn check_frame(data: &[u8]) {
 
 /// rkyv's checked decode builds the native value from the archive, which is at least as
 /// large: strings and vectors are copied out, each element about twice its archived size.
-const ATOMIC_FILE_ALLOC_MULTIPLE: usize = 4;
+#[doc(hidden)]
+pub const ATOMIC_FILE_ALLOC_MULTIPLE: usize = 4;
 /// Magic, version, length and CRC32 before an atomic file's payload.
 const ENVELOPE_HEADER_LEN: usize = 16;
 
-/// rkyv's checked decode of one payload type, as metadata.rs and checkpoint.rs read it
-/// (copied into an aligned buffer, then `from_bytes`), then encode-decode-compare.
+/// rkyv's checked decode of one payload type, as the file's reader decodes it (copied into an
+/// aligned buffer, then `from_bytes`), then encode-decode-compare. Exported for the crates
+/// whose own types travel in atomic files (the network layer's topic metadata); the caller
+/// needs `rkyv` as a dependency.
+#[macro_export]
 macro_rules! check_archive {
     ($ty:ty, $what:expr, $payload:expr) => {{
         let payload: &[u8] = $payload;
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(payload);
-        let (decoded, peak) = measure(|| rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned));
-        assert_alloc_bound($what, peak, payload.len(), ATOMIC_FILE_ALLOC_MULTIPLE);
+        let (decoded, peak) =
+            $crate::fuzzing::measure(|| rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned));
+        $crate::fuzzing::assert_alloc_bound(
+            $what,
+            peak,
+            payload.len(),
+            $crate::fuzzing::ATOMIC_FILE_ALLOC_MULTIPLE,
+        );
         if let Ok(value) = decoded {
             let bytes = match rkyv::to_bytes::<rkyv::rancor::Error>(&value) {
                 Ok(b) => b,
@@ -431,11 +440,20 @@ macro_rules! check_archive {
     }};
 }
 
-/// The atomic-file envelope (`atomic_file::decode`), and the two payloads it carries (topic
-/// metadata and the recovery checkpoint), decoded both from inside the envelope and from the
-/// raw input (a fuzzer rarely gets a CRC32 right, so the payload decoders get it bare too).
+/// The atomic-file envelope (`atomic_file::decode`) and the payload the engine puts in one
+/// (the recovery checkpoint), decoded both from inside the envelope and from the raw input (a
+/// fuzzer rarely gets a CRC32 right, so the payload decoders get it bare too).
 pub fn check_atomic_file(data: &[u8]) {
-    let path = Path::new("fuzz/metadata.spate");
+    check_atomic_file_with(data, |payload| {
+        check_archive!(RecoveryCheckpoint, "checkpoint", payload);
+    });
+}
+
+/// The envelope checks of [`check_atomic_file`], with `check_payload` run on the payload
+/// inside a valid envelope and on the raw input: a crate with payloads of its own (the
+/// network layer's topic metadata) adds their checks here.
+pub fn check_atomic_file_with(data: &[u8], check_payload: impl Fn(&[u8])) {
+    let path = Path::new("fuzz/atomic.file");
     let (decoded, peak) = measure(|| atomic_file::decode(data, path).map(<[u8]>::len));
     assert_alloc_bound("atomic_file::decode", peak, data.len(), 1);
     if let Ok(len) = decoded {
@@ -446,8 +464,7 @@ pub fn check_atomic_file(data: &[u8]) {
             &data[..again.len()],
             "envelope re-encodes differently"
         );
-        check_archive!(Metadata, "metadata", payload);
-        check_archive!(RecoveryCheckpoint, "checkpoint", payload);
+        check_payload(payload);
     }
     let wrapped = atomic_file::encode(data);
     match atomic_file::decode(&wrapped, path) {
@@ -459,6 +476,5 @@ pub fn check_atomic_file(data: &[u8]) {
             );
         }
     }
-    check_archive!(Metadata, "metadata", data);
-    check_archive!(RecoveryCheckpoint, "checkpoint", data);
+    check_payload(data);
 }

@@ -17,8 +17,6 @@ pub mod fuzzing;
 pub mod io;
 pub mod log;
 pub mod log_limit;
-pub mod metadata;
-pub mod placement;
 pub mod readahead_budget;
 pub mod registry;
 pub mod shard;
@@ -33,6 +31,7 @@ pub use log::partition::{
 };
 pub use log::read::ReadBound;
 pub use log::recovery::RecoveryReport;
+pub use registry::{partition_dir, topic_dir, AssignedPartition};
 
 /// When an append resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

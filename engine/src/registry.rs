@@ -1,5 +1,10 @@
 //! The partitions a shard owns: opened (with recovery) at start, looked up by the network
-//! layer, retention applied on a timer, all closed cleanly at shutdown.
+//! layer, retention applied on a timer, all closed cleanly at shutdown. Also where the data
+//! directory's layout is decided (`topics/{topic}/{partition}/`): no other crate builds
+//! those paths, they ask [`topic_dir`] and [`partition_dir`].
+//!
+//! Which partitions a shard owns is not decided here: the caller (the network layer, which
+//! holds the topic metadata) names them, each with its settings.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,9 +18,36 @@ use crate::config::LogConfig;
 use crate::error::Result;
 use crate::io::Storage;
 use crate::log::sync_group::{SyncGroup, SyncScope};
-use crate::metadata::{partition_dir, Metadata};
 use crate::space::DiskSpace;
 use crate::{PartitionLog, RecoveryReport};
+
+/// The directory of a topic's partitions.
+pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
+    data_dir.join("topics").join(topic)
+}
+
+/// The directory of a partition's log.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    topic_dir(data_dir, topic).join(partition.to_string())
+}
+
+/// Removes a deleted topic's files (every partition's directory). Blocking, and possibly
+/// thousands of files: run it off a shard's reactor. A topic with no files is not an error.
+pub fn remove_topic_files(data_dir: &Path, topic: &str) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(topic_dir(data_dir, topic)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// A partition to open, as the owner of the placement names it: topic, partition and the
+/// settings of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedPartition {
+    pub topic: String,
+    pub partition: u32,
+    pub config: LogConfig,
+}
 
 pub struct ShardLogs {
     shard_id: usize,
@@ -76,19 +108,21 @@ impl ShardLogs {
         self.sync_group.as_ref().map(|(g, _)| g)
     }
 
-    /// Opens every partition of `metadata` placed on this shard, recovering each.
-    pub async fn open_assigned(&self, metadata: &Metadata) -> Result<Vec<RecoveryReport>> {
+    /// The broker-wide log settings partitions start from (a topic's overrides are applied
+    /// by the caller).
+    pub fn default_config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Opens each of `partitions` (the ones the caller has placed on this shard), recovering
+    /// each, in order; stops at the first that fails.
+    pub async fn open_assigned(
+        &self,
+        partitions: impl IntoIterator<Item = AssignedPartition>,
+    ) -> Result<Vec<RecoveryReport>> {
         let mut reports = Vec::new();
-        for topic in &metadata.topics {
-            let config = topic.config.apply(&self.config);
-            for (p, shard) in topic.partition_shards.iter().enumerate() {
-                if *shard as usize == self.shard_id {
-                    reports.push(
-                        self.open_partition(&topic.name, p as u32, config.clone())
-                            .await?,
-                    );
-                }
-            }
+        for p in partitions {
+            reports.push(self.open_partition(&p.topic, p.partition, p.config).await?);
         }
         Ok(reports)
     }

@@ -3,8 +3,10 @@
 //! run (`spate_engine::fuzzing`), as ordinary tests. A target with no corpus files fails.
 //!
 //! `cargo test -p spate-engine --test fuzz_corpus -- --ignored write_seeds` writes the seed
-//! inputs (segment images, frames, metadata and checkpoint files as the engine writes them)
-//! to `fuzz/seeds/<target>/`.
+//! inputs (segment images, frames, checkpoint files as the engine writes them) to
+//! `fuzz/seeds/<target>/`. The `atomic_file` corpus also holds the network layer's topic
+//! metadata files: `net/tests/fuzz_corpus.rs` writes those seeds and replays the corpus
+//! through its own check, which adds the metadata decode to this one's.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,6 @@ use spate_engine::atomic_file;
 use spate_engine::frame::{FrameHeader, FrameMeta};
 use spate_engine::fuzzing::{self, CountingAlloc};
 use spate_engine::log::checkpoint::RecoveryCheckpoint;
-use spate_engine::metadata::{Metadata, TopicConfig, TopicMeta};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -90,33 +91,6 @@ fn write_seeds() {
         );
     }
 
-    let metadata = Metadata {
-        topics: vec![
-            TopicMeta {
-                name: "orders".into(),
-                partition_shards: vec![0, 1, 0],
-                config: TopicConfig {
-                    retention_bytes: Some(1 << 30),
-                    ..TopicConfig::default()
-                },
-            },
-            TopicMeta {
-                name: "__consumer_offsets".into(),
-                partition_shards: vec![1; 8],
-                config: TopicConfig::default(),
-            },
-        ],
-        producer_id_block_end: 2000,
-    };
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&metadata).unwrap();
-    write("atomic_file", "metadata", &atomic_file::encode(&bytes));
-    write("atomic_file", "metadata-bare", &bytes);
-    let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Metadata::default()).unwrap();
-    write(
-        "atomic_file",
-        "metadata-empty",
-        &atomic_file::encode(&empty),
-    );
     let cp = RecoveryCheckpoint {
         active_base_offset: 1000,
         position: 65_536,

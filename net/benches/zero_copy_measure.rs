@@ -12,8 +12,8 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::Compression;
 use spate_client::{encode_batch, OutRecord};
 use spate_engine::copies::copy_counts;
-use spate_engine::metadata::MetadataStore;
 use spate_engine::registry::ShardLogs;
+use spate_net::metadata::MetadataStore;
 use spate_net::{dispatch, Cluster, NetConfig, Outcome, Shard};
 
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +156,9 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     Default::default(),
                     256 << 20,
                 ));
-                logs.open_assigned(&metadata).await.unwrap();
+                logs.open_assigned(metadata.assigned_to(0, logs.default_config()))
+                    .await
+                    .unwrap();
                 let cluster = Cluster::new(
                     NetConfig::default(),
                     1,

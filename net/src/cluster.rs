@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use spate_engine::metadata::{Metadata, MetadataStore, TopicMeta};
+use crate::metadata::{Metadata, MetadataStore, TopicMeta};
 use spate_engine::LogConfig;
 use spate_mesh::Mesh;
 

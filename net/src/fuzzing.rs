@@ -632,3 +632,18 @@ pub fn check_decompress(data: &[u8]) {
         }
     }
 }
+
+/// The atomic-file envelope and the payloads it carries: the engine's (the recovery
+/// checkpoint, `spate_engine::fuzzing::check_atomic_file`) and this crate's (the topic
+/// metadata, `crate::metadata`), each decoded from inside a valid envelope and from the raw
+/// input.
+pub fn check_atomic_file(data: &[u8]) {
+    spate_engine::fuzzing::check_atomic_file_with(data, |payload| {
+        spate_engine::check_archive!(
+            spate_engine::log::checkpoint::RecoveryCheckpoint,
+            "checkpoint",
+            payload
+        );
+        spate_engine::check_archive!(crate::metadata::Metadata, "metadata", payload);
+    });
+}

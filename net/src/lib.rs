@@ -25,6 +25,8 @@ pub mod handlers;
 #[doc(hidden)]
 pub mod hostile;
 pub mod listener;
+pub mod metadata;
+pub mod placement;
 mod producers;
 pub mod shard;
 mod topic_controller;

@@ -9,8 +9,8 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::metadata::MetadataStore;
 use futures_channel::oneshot;
-use spate_engine::metadata::MetadataStore;
 use spate_engine::registry::ShardLogs;
 use spate_mesh::{Endpoint, HomeSender, JoinError, ShardGone};
 

@@ -6,9 +6,9 @@
 
 use std::rc::Rc;
 
-use spate_engine::metadata::{MetadataStore, TopicConfig, TopicMeta};
 use spate_engine::EngineError;
 
+use crate::metadata::{MetadataStore, TopicConfig, TopicMeta};
 use crate::shard::Shard;
 
 impl Shard {
@@ -161,17 +161,15 @@ impl Shard {
                         .await;
                 }
                 // Thousands of files for a large topic: not on this shard's reactor.
-                let dir = s.cluster.data_dir.join("topics").join(&name);
+                let data_dir = s.cluster.data_dir.clone();
                 let removed = glommio::executor()
                     .spawn_blocking({
-                        let dir = dir.clone();
-                        move || std::fs::remove_dir_all(dir)
+                        let name = name.clone();
+                        move || spate_engine::registry::remove_topic_files(&data_dir, &name)
                     })
                     .await;
                 if let Err(e) = removed {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!("cannot remove {}: {e}", dir.display());
-                    }
+                    tracing::warn!(topic = %name, "cannot remove the topic's files: {e}");
                 }
                 tracing::info!(topic = %name, "topic deleted");
                 Ok(())

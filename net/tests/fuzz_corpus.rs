@@ -15,8 +15,10 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use spate_engine::atomic_file;
 use spate_engine::fuzzing::CountingAlloc;
 use spate_net::fuzzing;
+use spate_net::metadata::{Metadata, TopicConfig, TopicMeta};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -53,6 +55,11 @@ fn offsets() {
 #[test]
 fn client_records() {
     replay("client_records", fuzzing::check_client_records);
+}
+
+#[test]
+fn atomic_file() {
+    replay("atomic_file", fuzzing::check_atomic_file);
 }
 
 #[test]
@@ -616,6 +623,35 @@ fn write_seeds() {
             write("request", &format!("{key:?}-v{v}-hostile"), &frame[4..]);
         }
     }
+    // atomic_file: topic metadata files as the broker writes them (the engine's test writes
+    // the checkpoint seeds of the same target).
+    let metadata = Metadata {
+        topics: vec![
+            TopicMeta {
+                name: "orders".into(),
+                partition_shards: vec![0, 1, 0],
+                config: TopicConfig {
+                    retention_bytes: Some(1 << 30),
+                    ..TopicConfig::default()
+                },
+            },
+            TopicMeta {
+                name: "__consumer_offsets".into(),
+                partition_shards: vec![1; 8],
+                config: TopicConfig::default(),
+            },
+        ],
+        producer_id_block_end: 2000,
+    };
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&metadata).unwrap();
+    write("atomic_file", "metadata", &atomic_file::encode(&bytes));
+    write("atomic_file", "metadata-bare", &bytes);
+    let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Metadata::default()).unwrap();
+    write(
+        "atomic_file",
+        "metadata-empty",
+        &atomic_file::encode(&empty),
+    );
     // decompress: codec byte, limit byte (2^(b % 21)), then the codec's stream.
     let text = b"the quick brown fox jumps over the lazy dog; the quick brown fox again".repeat(4);
     for (i, codec) in CODECS.into_iter().enumerate() {

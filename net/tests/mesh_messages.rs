@@ -14,8 +14,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use spate_engine::metadata::MetadataStore;
 use spate_engine::registry::ShardLogs;
+use spate_net::metadata::MetadataStore;
 use spate_net::{dispatch, Cluster, NetConfig, Outcome, Shard};
 
 const TOPIC: &str = "spread";
@@ -107,7 +107,9 @@ where
                 Default::default(),
                 64 << 20,
             ));
-            logs.open_assigned(&cluster.metadata()).await.unwrap();
+            logs.open_assigned(cluster.metadata().assigned_to(id, logs.default_config()))
+                .await
+                .unwrap();
             let shard = Shard::start(id, cluster, logs.clone()).unwrap();
             body(shard).await;
             logs.close_all().await;

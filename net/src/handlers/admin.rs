@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use crate::metadata::{validate_topic_name, TopicConfig};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::{
@@ -14,7 +15,6 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::*;
-use spate_engine::metadata::{validate_topic_name, TopicConfig};
 use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};

@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use crate::metadata::TopicConfig;
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,7 +11,6 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::*;
-use spate_engine::metadata::TopicConfig;
 use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};
@@ -63,7 +63,7 @@ fn broker_host(shard: &crate::Shard) -> (String, i32) {
     (c.advertised_host.clone(), i32::from(c.advertised_port))
 }
 
-fn topic_entry(t: &spate_engine::metadata::TopicMeta) -> MetadataResponseTopic {
+fn topic_entry(t: &crate::metadata::TopicMeta) -> MetadataResponseTopic {
     let partitions = (0..t.partitions() as i32)
         .map(|p| {
             MetadataResponsePartition::default()

@@ -1,5 +1,8 @@
-//! Topic metadata: names, partition counts, owning shards and per-topic settings, persisted
-//! as one rkyv file (`DATA/metadata.spate`) replaced atomically on every change.
+//! Topic metadata: names, partition counts, owning shards, per-topic settings and the
+//! producer-id blocks handed out, persisted as one rkyv file (`DATA/metadata.spate`, in the
+//! engine's atomic-file envelope) replaced atomically on every change. Cluster state, not log
+//! state: it lives with the topic controller (`topic_controller.rs`, on shard 0), which is
+//! the one writer; the engine is told which partitions to open and with which settings.
 //!
 //! Loaded once at start, before the shards; changed rarely (create, delete, alter). A file
 //! that fails its checks stops the broker with a message saying so: starting empty instead
@@ -9,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::atomic_file;
-use crate::config::LogConfig;
-use crate::error::{EngineError, Result};
+use spate_engine::atomic_file;
+use spate_engine::space::DiskSpace;
+use spate_engine::{AssignedPartition, EngineError, LogConfig, Result};
+
 use crate::placement;
 
 pub const METADATA_FILE: &str = "metadata.spate";
@@ -66,6 +70,27 @@ pub struct Metadata {
     pub producer_id_block_end: i64,
 }
 
+impl Metadata {
+    /// The partitions placed on `shard`, each with its topic's settings over `defaults`: what
+    /// that shard opens at start (`spate_engine::registry::ShardLogs::open_assigned`).
+    pub fn assigned_to(&self, shard: usize, defaults: &LogConfig) -> Vec<AssignedPartition> {
+        let mut out = Vec::new();
+        for topic in &self.topics {
+            let config = topic.config.apply(defaults);
+            for (p, owner) in topic.partition_shards.iter().enumerate() {
+                if *owner as usize == shard {
+                    out.push(AssignedPartition {
+                        topic: topic.name.clone(),
+                        partition: p as u32,
+                        config: config.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Producer ids reserved per metadata write.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -76,7 +101,7 @@ pub struct MetadataStore {
     next_producer_id: i64,
     /// On a full disk, saves fall back on its reserve (DeleteTopics and retention changes
     /// must work there: they are how space is freed).
-    space: Option<std::sync::Arc<crate::space::DiskSpace>>,
+    space: Option<std::sync::Arc<DiskSpace>>,
     /// A scratch copy (see [`MetadataStore::scratch`]): changes are made in memory only, and
     /// the caller saves the result with [`MetadataStore::save_job`].
     scratch: bool,
@@ -158,7 +183,7 @@ impl MetadataStore {
     }
 
     /// Lets saves release the disk's space reserve when they hit a full disk.
-    pub fn use_disk_space(&mut self, space: std::sync::Arc<crate::space::DiskSpace>) {
+    pub fn use_disk_space(&mut self, space: std::sync::Arc<DiskSpace>) {
         self.space = Some(space);
     }
 
@@ -304,7 +329,7 @@ impl MetadataStore {
 }
 
 /// Writes the encoded metadata atomically, falling back on the disk's reserve when full.
-fn save_bytes(path: &Path, bytes: &[u8], space: Option<&crate::space::DiskSpace>) -> Result<()> {
+fn save_bytes(path: &Path, bytes: &[u8], space: Option<&DiskSpace>) -> Result<()> {
     atomic_file::write_sync_reserved(path, bytes, space).map_err(|e| {
         if e.is_disk_full() {
             EngineError::DiskFull {
@@ -315,14 +340,6 @@ fn save_bytes(path: &Path, bytes: &[u8], space: Option<&crate::space::DiskSpace>
             EngineError::Metadata(e.to_string())
         }
     })
-}
-
-/// Directory of a partition's log.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
-    data_dir
-        .join("topics")
-        .join(topic)
-        .join(partition.to_string())
 }
 
 #[cfg(test)]
