@@ -147,6 +147,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
         tracing::warn!("{w}");
     }
 
+    let mesh = spate_net::Shard::mesh(shards);
     let shutdown = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -164,6 +165,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
                 ..config.log.clone()
             },
             cluster: cluster.clone(),
+            mesh: mesh.clone(),
             space: space.clone(),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),

@@ -25,6 +25,8 @@ pub struct ShardSpec {
     pub cache_bytes: usize,
     pub log: LogConfig,
     pub cluster: Arc<Cluster>,
+    /// The shard mesh, shared by every shard.
+    pub mesh: Arc<spate_net::shard::ShardMesh>,
     /// The data disk's free space, shared by every shard.
     pub space: Arc<spate_engine::space::DiskSpace>,
     pub shutdown: Arc<AtomicBool>,
@@ -76,7 +78,12 @@ async fn shard_main(spec: ShardSpec) -> usize {
             return logs.close_all().await;
         }
     };
-    let shard = match Shard::start(spec.shard_id, spec.cluster.clone(), logs.clone()) {
+    let shard = match Shard::start(
+        spec.shard_id,
+        spec.cluster.clone(),
+        &spec.mesh,
+        logs.clone(),
+    ) {
         Ok(s) => s,
         Err(e) => {
             let _ = spec

@@ -166,7 +166,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     data.clone(),
                     Default::default(),
                 );
-                let shard = Shard::start(0, cluster, logs.clone()).unwrap();
+                let shard = Shard::start(0, cluster, &Shard::mesh(1), logs.clone()).unwrap();
                 let mut out = Phase::default();
                 if first {
                     // Produce, keeping every request buffer alive and noting where it lives.

@@ -1,17 +1,15 @@
 //! What the shards share: `Cluster` is the one `Send + Sync` object of the network layer: the
-//! settings, a snapshot of topic metadata (replaced whole on change, read without waiting on
-//! any shard), and the shard mesh (`spate_mesh`, one bounded queue per pair of shards). Each
-//! shard's own state is `Shard` (`shard.rs`).
+//! settings and a snapshot of topic metadata (replaced whole on change, read without waiting on
+//! any shard). Each shard's own state is `Shard` (`shard.rs`), which holds this and its end of
+//! the shard mesh; `Cluster` knows nothing of `Shard`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::metadata::{Metadata, MetadataStore, TopicMeta};
 use spate_engine::LogConfig;
-use spate_mesh::Mesh;
 
 use crate::config::NetConfig;
-use crate::shard::Shard;
 
 pub struct Cluster {
     pub config: NetConfig,
@@ -20,8 +18,6 @@ pub struct Cluster {
     pub log_defaults: LogConfig,
     pub(crate) shard_count: usize,
     metadata: RwLock<Arc<Metadata>>,
-    /// Calls between shards: one bounded queue per pair of shards.
-    pub mesh: Arc<Mesh<Shard>>,
     /// The metadata file, owned by shard 0 once it starts.
     pub(crate) store: Mutex<Option<MetadataStore>>,
 }
@@ -41,7 +37,6 @@ impl Cluster {
             log_defaults,
             shard_count,
             metadata: RwLock::new(Arc::new(store.metadata().clone())),
-            mesh: Mesh::new(shard_count, spate_mesh::DEFAULT_INBOX_CAPACITY),
             store: Mutex::new(Some(store)),
         })
     }

@@ -12,12 +12,15 @@ use std::sync::Arc;
 use crate::metadata::MetadataStore;
 use futures_channel::oneshot;
 use spate_engine::registry::ShardLogs;
-use spate_mesh::{Endpoint, HomeSender, JoinError, ShardGone};
+use spate_mesh::{Endpoint, HomeSender, JoinError, Mesh, ShardGone};
 
 use crate::cluster::Cluster;
 use crate::commit_log_compaction::CommitLogWriter;
 use crate::groups::Coordinator;
 use crate::producers::ProducerStates;
+
+/// The mesh the shards of a broker call each other over.
+pub type ShardMesh = Mesh<Shard>;
 
 /// One shard's state, shared by its tasks.
 pub struct Shard {
@@ -42,9 +45,10 @@ impl Shard {
     pub fn start(
         id: usize,
         cluster: Arc<Cluster>,
+        mesh: &Arc<Mesh<Shard>>,
         logs: Rc<ShardLogs>,
     ) -> Result<Rc<Self>, JoinError> {
-        let mesh = cluster.mesh.join(id)?;
+        let mesh = mesh.join(id)?;
         let store = if id == 0 {
             cluster
                 .store
@@ -68,6 +72,13 @@ impl Shard {
         });
         shard.mesh.serve(&shard);
         Ok(shard)
+    }
+
+    /// The mesh of `shards` shards, one bounded queue per pair
+    /// ([`spate_mesh::DEFAULT_INBOX_CAPACITY`] calls), built once and given to every shard's
+    /// [`Shard::start`].
+    pub fn mesh(shards: usize) -> Arc<Mesh<Shard>> {
+        Mesh::new(shards, spate_mesh::DEFAULT_INBOX_CAPACITY)
     }
 
     /// Runs `f` on shard `shard` with that shard's state and returns its result: inline on

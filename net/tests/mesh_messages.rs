@@ -16,6 +16,7 @@ use kafka_protocol::records::{
 };
 use spate_engine::registry::ShardLogs;
 use spate_net::metadata::MetadataStore;
+use spate_net::shard::ShardMesh;
 use spate_net::{dispatch, Cluster, NetConfig, Outcome, Shard};
 
 const TOPIC: &str = "spread";
@@ -84,6 +85,7 @@ fn batch(partition: i32) -> Bytes {
 /// Runs one shard of `cluster` on its own executor: `body` on it once it has started.
 fn run_shard<F, Fut>(
     cluster: Arc<Cluster>,
+    mesh: Arc<ShardMesh>,
     id: usize,
     data: std::path::PathBuf,
     body: F,
@@ -110,7 +112,7 @@ where
             logs.open_assigned(cluster.metadata().assigned_to(id, logs.default_config()))
                 .await
                 .unwrap();
-            let shard = Shard::start(id, cluster, logs.clone()).unwrap();
+            let shard = Shard::start(id, cluster, &mesh, logs.clone()).unwrap();
             body(shard).await;
             logs.close_all().await;
         })
@@ -118,10 +120,10 @@ where
 }
 
 /// Mesh calls shard 0 sends, and replies it receives, while `f` runs.
-async fn cost<T>(shard: &Rc<Shard>, f: impl std::future::Future<Output = T>) -> (T, u64, u64) {
-    let before = shard.cluster.mesh.counters(0);
+async fn cost<T>(mesh: &ShardMesh, f: impl std::future::Future<Output = T>) -> (T, u64, u64) {
+    let before = mesh.counters(0);
     let out = f.await;
-    let after = shard.cluster.mesh.counters(0);
+    let after = mesh.counters(0);
     (
         out,
         after.calls_sent - before.calls_sent,
@@ -150,20 +152,29 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
         data.clone(),
         Default::default(),
     );
+    let mesh = Shard::mesh(2);
     let done = Arc::new(AtomicBool::new(false));
 
     let owner = {
         let done = done.clone();
-        run_shard(cluster.clone(), 1, data.clone(), move |shard| async move {
-            // Held while it serves: the mesh keeps a shard's state only weakly.
-            let _shard = shard;
-            while !done.load(Ordering::SeqCst) {
-                glommio::timer::sleep(Duration::from_millis(5)).await;
-            }
-        })
+        run_shard(
+            cluster.clone(),
+            mesh.clone(),
+            1,
+            data.clone(),
+            move |shard| async move {
+                // Held while it serves: the mesh keeps a shard's state only weakly.
+                let _shard = shard;
+                while !done.load(Ordering::SeqCst) {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+            },
+        )
     };
     let asker_done = done.clone();
-    let asker = run_shard(cluster, 0, data, move |shard| async move {
+    let asker_mesh = mesh.clone();
+    let asker = run_shard(cluster, mesh, 0, data, move |shard| async move {
+        let mesh = asker_mesh;
         let done = asker_done;
         let topic_name = || TopicName(sb(TOPIC));
 
@@ -186,7 +197,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
                         .collect(),
                 )]);
         let (resp, calls, replies) = cost(
-            &shard,
+            &mesh,
             dispatch(&shard, frame(ApiKey::Produce, 9, &produce), "test"),
         )
         .await;
@@ -227,7 +238,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
                         .collect(),
                 )]);
         let (resp, calls, _) = cost(
-            &shard,
+            &mesh,
             dispatch(&shard, frame(ApiKey::Fetch, 11, &fetch), "test"),
         )
         .await;
@@ -259,7 +270,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
                         .collect(),
                 )]);
         let (resp, calls, _) = cost(
-            &shard,
+            &mesh,
             dispatch(&shard, frame(ApiKey::ListOffsets, 7, &list), "test"),
         )
         .await;
@@ -279,7 +290,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
                 .with_partition_indexes(remote.clone()),
         ]);
         let (resp, calls, _) = cost(
-            &shard,
+            &mesh,
             dispatch(
                 &shard,
                 frame(ApiKey::DescribeProducers, 0, &describe),
@@ -295,7 +306,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
 
         // DescribeLogDirs of every partition (both shards): one call, to shard 1.
         let (resp, calls, _) = cost(
-            &shard,
+            &mesh,
             dispatch(
                 &shard,
                 frame(
@@ -330,7 +341,7 @@ fn a_request_for_many_partitions_costs_one_mesh_call_per_owner_shard() {
                         .collect(),
                 )]);
         let (resp, calls, _) = cost(
-            &shard,
+            &mesh,
             dispatch(&shard, frame(ApiKey::DeleteRecords, 2, &delete), "test"),
         )
         .await;
