@@ -8,6 +8,27 @@ use serde::{Deserialize, Serialize};
 use spate_engine::config::{MinFreeBytes, StorageConfig};
 use spate_engine::LogConfig;
 
+/// Broker settings that Kafka has too: (TOML table, key, Kafka's name).
+const KAFKA_NAMES: &[(&str, &str, &str)] = &[
+    ("log", "retention_ms", "log.retention.ms"),
+    ("log", "retention_bytes", "log.retention.bytes"),
+    ("log", "segment_bytes", "log.segment.bytes"),
+    ("log", "segment_ms", "log.roll.ms"),
+    ("log", "index_interval_bytes", "log.index.interval.bytes"),
+    ("log", "flush_interval_ms", "log.flush.interval.ms"),
+    ("kafka", "message_max_bytes", "message.max.bytes"),
+    ("kafka", "min_insync_replicas", "min.insync.replicas"),
+    ("kafka", "default_partitions", "num.partitions"),
+    ("kafka", "auto_create_topics", "auto.create.topics.enable"),
+    ("kafka", "max_request_bytes", "socket.request.max.bytes"),
+    ("kafka", "fetch_max_bytes", "fetch.max.bytes"),
+    (
+        "kafka",
+        "offsets_topic_partitions",
+        "offsets.topic.num.partitions",
+    ),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -22,6 +43,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     pub kafka: KafkaConfig,
     pub storage: StorageConfig,
+    /// The Kafka names of the settings the config file set (see [`BrokerConfig::load`]).
+    #[serde(skip)]
+    pub kafka_keys_set: std::collections::BTreeSet<String>,
 }
 
 /// The Kafka protocol settings (`[kafka]`).
@@ -48,6 +72,12 @@ pub struct KafkaConfig {
     /// partition is compacted once it holds two closed segments. Used only when the topic is
     /// first created.
     pub offsets_segment_bytes: u64,
+    /// Kafka's `message.max.bytes`: the largest record batch a topic takes unless its
+    /// `max.message.bytes` says otherwise.
+    pub message_max_bytes: u32,
+    /// Kafka's `min.insync.replicas`: every topic's default (stored; enforced once
+    /// replication lands).
+    pub min_insync_replicas: u32,
 }
 
 impl Default for KafkaConfig {
@@ -64,6 +94,8 @@ impl Default for KafkaConfig {
             group_max_session_timeout_ms: n.group_max_session_timeout_ms as u32,
             offsets_topic_partitions: n.offsets_topic_partitions,
             offsets_segment_bytes: 64 * 1024 * 1024,
+            message_max_bytes: n.message_max_bytes as u32,
+            min_insync_replicas: n.min_insync_replicas as u32,
         }
     }
 }
@@ -98,6 +130,9 @@ impl KafkaConfig {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.min(i32::MAX as u32)
                 as i32,
             offsets_topic_partitions: self.offsets_topic_partitions,
+            message_max_bytes: self.message_max_bytes.min(i32::MAX as u32) as i32,
+            min_insync_replicas: self.min_insync_replicas.min(i32::MAX as u32) as i32,
+            broker_keys_set: Default::default(),
         })
     }
 
@@ -123,6 +158,15 @@ impl KafkaConfig {
                 self.offsets_segment_bytes
             ));
         }
+        if self.message_max_bytes > i32::MAX as u32 {
+            return Err(format!(
+                "kafka.message_max_bytes = {} must be at most 2147483647",
+                self.message_max_bytes
+            ));
+        }
+        if self.min_insync_replicas == 0 || self.min_insync_replicas > i32::MAX as u32 {
+            return Err("kafka.min_insync_replicas must be between 1 and 2147483647".into());
+        }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("kafka.group_min_session_timeout_ms must not exceed kafka.group_max_session_timeout_ms".into());
         }
@@ -140,6 +184,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
             storage: StorageConfig::default(),
+            kafka_keys_set: Default::default(),
         }
     }
 }
@@ -149,7 +194,28 @@ impl BrokerConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        config.kafka_keys_set = Self::kafka_keys_set(&text);
+        Ok(config)
+    }
+
+    /// The Kafka names of the broker settings a config file's text sets (DescribeConfigs
+    /// shows those as STATIC_BROKER_CONFIG).
+    pub fn kafka_keys_set(text: &str) -> std::collections::BTreeSet<String> {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return Default::default();
+        };
+        KAFKA_NAMES
+            .iter()
+            .filter(|(section, key, _)| {
+                table
+                    .get(*section)
+                    .and_then(|t| t.as_table())
+                    .is_some_and(|t| t.contains_key(*key))
+            })
+            .map(|(_, _, kafka)| kafka.to_string())
+            .collect()
     }
 
     pub fn validate(&self) -> Result<(), String> {

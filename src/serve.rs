@@ -9,7 +9,7 @@ use std::time::Instant;
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
 use spate_engine::space::DiskSpace;
 use spate_engine::LogConfig;
-use spate_net::metadata::{MetadataStore, TopicConfig};
+use spate_net::metadata::{MetadataStore, TopicConfigs};
 use spate_net::Cluster;
 
 use crate::config::BrokerConfig;
@@ -107,13 +107,17 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
         );
     }
     if store.topic(spate_net::OFFSETS_TOPIC).is_none() {
-        let offsets_config = TopicConfig {
-            // Kept whole: committed offsets must outlive any age or size limit.
-            retention_ms: Some(-1),
-            retention_bytes: Some(-1),
-            segment_bytes: Some(config.kafka.offsets_segment_bytes),
-            ..TopicConfig::default()
-        };
+        // Kept whole: committed offsets must outlive any age or size limit; compacted by the
+        // broker itself (commit_log_compaction.rs).
+        let offsets_config = TopicConfigs::from_pairs([
+            ("cleanup.policy", "compact".to_string()),
+            ("retention.ms", "-1".to_string()),
+            ("retention.bytes", "-1".to_string()),
+            (
+                "segment.bytes",
+                config.kafka.offsets_segment_bytes.to_string(),
+            ),
+        ]);
         store
             .create_topic(
                 spate_net::OFFSETS_TOPIC,
@@ -125,7 +129,8 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     }
 
     let listen = claim_listen_address(config.listen)?;
-    let net_config = config.kafka.net_config(listen)?;
+    let mut net_config = config.kafka.net_config(listen)?;
+    net_config.broker_keys_set = config.kafka_keys_set.clone();
     let cluster = Cluster::new(
         net_config,
         shards,

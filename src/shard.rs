@@ -68,7 +68,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
     let assigned = spec
         .cluster
         .metadata()
-        .assigned_to(spec.shard_id, logs.default_config());
+        .assigned_to(spec.shard_id, &spec.cluster.broker_defaults);
     let reports = match logs.open_assigned(assigned).await {
         Ok(r) => r,
         Err(e) => {

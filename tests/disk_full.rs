@@ -531,7 +531,7 @@ fn a_full_disk_refuses_produce_frees_space_by_delete_topics_and_takes_writes_aga
     let disk = LoopDisk::new();
     let config = write_config(
         &disk,
-        "[log]\nsegment_bytes = 16777216\n[storage]\nmin_free_bytes = 0\n",
+        "[log]\nsegment_bytes = 16777216\n[storage]\nmin_free_bytes = 0\n[kafka]\n# Batches of 1 MiB and more, above Kafka's default max.message.bytes.\nmessage_max_bytes = 16777216\n",
     );
     let (mut broker, addr) = start_on(&disk, &config);
     let mut client = Client::new(&addr, "disk-full-test", Duration::from_secs(30)).unwrap();
@@ -656,7 +656,7 @@ fn below_the_floor_produce_is_refused_by_name_and_resumes_by_itself_when_retenti
     let disk = LoopDisk::new();
     let config = write_config(
         &disk,
-        "[log]\nsegment_bytes = 8388608\nretention_check_ms = 200\n",
+        "[log]\nsegment_bytes = 8388608\nretention_check_ms = 200\n[kafka]\nmessage_max_bytes = 16777216\n",
     );
     let (mut broker, addr) = start_on(&disk, &config);
     let mut client = Client::new(&addr, "disk-floor-test", Duration::from_secs(30)).unwrap();

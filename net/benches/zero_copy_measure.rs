@@ -156,7 +156,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     Default::default(),
                     256 << 20,
                 ));
-                logs.open_assigned(metadata.assigned_to(0, logs.default_config()))
+                logs.open_assigned(metadata.assigned_to(0, &Default::default()))
                     .await
                     .unwrap();
                 let cluster = Cluster::new(

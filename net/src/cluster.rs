@@ -3,10 +3,12 @@
 //! any shard). Each shard's own state is `Shard` (`shard.rs`), which holds this and its end of
 //! the shard mesh; `Cluster` knows nothing of `Shard`.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::metadata::{Metadata, MetadataStore, TopicMeta};
+use crate::metadata::{Metadata, MetadataStore, TopicConfigs, TopicMeta};
+use crate::topic_configs::{BrokerDefaults, TopicSettings};
 use spate_engine::LogConfig;
 
 use crate::config::NetConfig;
@@ -16,8 +18,14 @@ pub struct Cluster {
     pub cluster_id: String,
     pub data_dir: PathBuf,
     pub log_defaults: LogConfig,
+    /// What topics inherit: `log_defaults` and the broker keys of `config`.
+    pub broker_defaults: BrokerDefaults,
     pub(crate) shard_count: usize,
     metadata: RwLock<Arc<Metadata>>,
+    /// Each topic's configs parsed (`TopicSettings`), replaced with the metadata.
+    settings: RwLock<Arc<HashMap<String, Arc<TopicSettings>>>>,
+    /// Topics whose `cleanup.policy=compact` has been warned about (once per topic).
+    compact_warned: Mutex<BTreeSet<String>>,
     /// The metadata file, owned by shard 0 once it starts.
     pub(crate) store: Mutex<Option<MetadataStore>>,
 }
@@ -30,15 +38,43 @@ impl Cluster {
         data_dir: PathBuf,
         log_defaults: LogConfig,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let broker_defaults = BrokerDefaults {
+            log: log_defaults.clone(),
+            message_max_bytes: config.message_max_bytes,
+            min_insync_replicas: config.min_insync_replicas,
+            set_in_file: config.broker_keys_set.clone(),
+        };
+        let cluster = Arc::new(Self {
             cluster_id: cluster_id(&data_dir),
             config,
             data_dir,
             log_defaults,
+            broker_defaults,
             shard_count,
-            metadata: RwLock::new(Arc::new(store.metadata().clone())),
-            store: Mutex::new(Some(store)),
-        })
+            metadata: RwLock::new(Arc::new(Metadata::default())),
+            settings: RwLock::new(Arc::new(HashMap::new())),
+            compact_warned: Mutex::new(BTreeSet::new()),
+            store: Mutex::new(None),
+        });
+        cluster.publish(store.metadata().clone());
+        if let Ok(mut slot) = cluster.store.lock() {
+            *slot = Some(store);
+        }
+        cluster
+    }
+
+    /// A topic's configs parsed against this broker's defaults.
+    pub fn settings_of(&self, configs: &TopicConfigs) -> Arc<TopicSettings> {
+        Arc::new(TopicSettings::new(configs, &self.broker_defaults))
+    }
+
+    /// The parsed configs of a topic, if it exists.
+    pub fn topic_settings(&self, topic: &str) -> Option<Arc<TopicSettings>> {
+        let map = match self.settings.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        map.get(topic).cloned()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -54,10 +90,40 @@ impl Cluster {
     }
 
     pub(crate) fn publish(&self, m: Metadata) {
+        let settings: HashMap<String, Arc<TopicSettings>> = m
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), self.settings_of(&t.config)))
+            .collect();
+        self.warn_compact_once(&settings);
+        let settings = Arc::new(settings);
         let m = Arc::new(m);
+        // Settings first: a reader that sees a topic in the metadata finds its settings.
+        match self.settings.write() {
+            Ok(mut g) => *g = settings,
+            Err(poisoned) => *poisoned.into_inner() = settings,
+        }
         match self.metadata.write() {
             Ok(mut g) => *g = m,
             Err(poisoned) => *poisoned.into_inner() = m,
+        }
+    }
+
+    /// `cleanup.policy=compact` is accepted, but Spate has no log cleaner yet (other than the
+    /// internal offsets topic's own compaction): say so once per topic.
+    fn warn_compact_once(&self, settings: &HashMap<String, Arc<TopicSettings>>) {
+        let Ok(mut warned) = self.compact_warned.lock() else {
+            return;
+        };
+        for (name, s) in settings {
+            if s.compact && name != crate::OFFSETS_TOPIC && warned.insert(name.clone()) {
+                tracing::warn!(
+                    topic = %name,
+                    delete = s.delete,
+                    "cleanup.policy includes compact, but compaction is not implemented yet: the topic is kept whole{}",
+                    if s.delete { " apart from retention (delete is listed too)" } else { " (no retention either)" }
+                );
+            }
         }
     }
 

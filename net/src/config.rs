@@ -21,6 +21,14 @@ pub struct NetConfig {
     pub group_max_session_timeout_ms: i32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created.
     pub offsets_topic_partitions: u32,
+    /// Kafka's `message.max.bytes`: the default `max.message.bytes` of every topic.
+    pub message_max_bytes: i32,
+    /// Kafka's `min.insync.replicas`: the default of every topic's (stored; enforced once
+    /// replication lands).
+    pub min_insync_replicas: i32,
+    /// The Kafka names of the broker settings the config file set (`log.retention.ms`, ...):
+    /// DescribeConfigs shows them as STATIC_BROKER_CONFIG, the rest as DEFAULT_CONFIG.
+    pub broker_keys_set: std::collections::BTreeSet<String>,
 }
 
 impl Default for NetConfig {
@@ -37,6 +45,10 @@ impl Default for NetConfig {
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 300_000,
             offsets_topic_partitions: 4,
+            // Kafka's default: 1 MiB plus a batch's 12-byte log overhead.
+            message_max_bytes: 1_048_588,
+            min_insync_replicas: 1,
+            broker_keys_set: Default::default(),
         }
     }
 }

@@ -635,8 +635,9 @@ pub fn check_decompress(data: &[u8]) {
 
 /// The atomic-file envelope and the payloads it carries: the engine's (the recovery
 /// checkpoint, `spate_engine::fuzzing::check_atomic_file`) and this crate's (the topic
-/// metadata, `crate::metadata`), each decoded from inside a valid envelope and from the raw
-/// input.
+/// metadata in both formats, `crate::metadata`: the archives bare, and the versioned decode
+/// the broker runs at start, which must agree with them), each decoded from inside a valid
+/// envelope and from the raw input.
 pub fn check_atomic_file(data: &[u8]) {
     spate_engine::fuzzing::check_atomic_file_with(data, |payload| {
         spate_engine::check_archive!(
@@ -644,6 +645,26 @@ pub fn check_atomic_file(data: &[u8]) {
             "checkpoint",
             payload
         );
+        spate_engine::check_archive!(crate::metadata::v1::Metadata, "metadata v1", payload);
         spate_engine::check_archive!(crate::metadata::Metadata, "metadata", payload);
+        let (decoded, peak) = measure(|| crate::metadata::decode(payload));
+        assert_alloc_bound(
+            "metadata::decode",
+            peak,
+            payload.len(),
+            spate_engine::fuzzing::ATOMIC_FILE_ALLOC_MULTIPLE,
+        );
+        if let Ok(m) = decoded {
+            // What loads is saved in the current format and loads back the same.
+            let again = match crate::metadata::encode(&m) {
+                Ok(b) => b,
+                Err(e) => panic!("metadata: a decoded value does not encode: {e}"),
+            };
+            assert_eq!(
+                crate::metadata::decode(&again).as_ref(),
+                Ok(&m),
+                "metadata: decode-encode-decode differs"
+            );
+        }
     });
 }

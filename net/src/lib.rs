@@ -27,8 +27,10 @@ pub mod hostile;
 pub mod listener;
 pub mod metadata;
 pub mod placement;
+pub mod produce_policy;
 mod producers;
 pub mod shard;
+pub mod topic_configs;
 mod topic_controller;
 pub mod versions;
 

@@ -14,36 +14,71 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use spate_engine::atomic_file;
 use spate_engine::space::DiskSpace;
-use spate_engine::{AssignedPartition, EngineError, LogConfig, Result};
+use spate_engine::{AssignedPartition, EngineError, Result};
 
 use crate::placement;
+use crate::topic_configs::{BrokerDefaults, TopicSettings};
 
 pub const METADATA_FILE: &str = "metadata.spate";
 
-/// Per-topic overrides of the broker's log settings; `None` inherits.
+/// A topic's dynamic configs (Kafka's DYNAMIC_TOPIC_CONFIG): the keys set on the topic, by
+/// name, each value checked and normalised by `topic_configs` before it is stored. A key not
+/// here takes the broker's value or Kafka's default.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub retention_bytes: Option<i64>,
-    pub retention_ms: Option<i64>,
-    pub segment_bytes: Option<u64>,
-    pub segment_ms: Option<u64>,
+pub struct TopicConfigs {
+    /// Sorted by name, one entry per name.
+    entries: Vec<ConfigOverride>,
 }
 
-impl TopicConfig {
-    /// The broker settings with this topic's overrides applied.
-    pub fn apply(&self, base: &LogConfig) -> LogConfig {
-        let mut c = base.clone();
-        if let Some(v) = self.retention_bytes {
-            c.retention_bytes = v;
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ConfigOverride {
+    pub name: String,
+    pub value: String,
+}
+
+impl TopicConfigs {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.entries[i].value.as_str())
+    }
+
+    pub fn set(&mut self, name: &str, value: String) {
+        match self.entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+            Ok(i) => self.entries[i].value = value,
+            Err(i) => self.entries.insert(
+                i,
+                ConfigOverride {
+                    name: name.to_string(),
+                    value,
+                },
+            ),
         }
-        if let Some(v) = self.retention_ms {
-            c.retention_ms = v;
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+            self.entries.remove(i);
         }
-        if let Some(v) = self.segment_bytes {
-            c.segment_bytes = v;
-        }
-        if let Some(v) = self.segment_ms {
-            c.segment_ms = v;
+    }
+
+    /// (name, value) in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// From (name, value) pairs, the last of a repeated name winning.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let mut c = Self::default();
+        for (k, v) in pairs {
+            c.set(k, v);
         }
         c
     }
@@ -54,7 +89,7 @@ pub struct TopicMeta {
     pub name: String,
     /// Owning shard of each partition, recorded at creation.
     pub partition_shards: Vec<u32>,
-    pub config: TopicConfig,
+    pub config: TopicConfigs,
 }
 
 impl TopicMeta {
@@ -71,23 +106,125 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// The partitions placed on `shard`, each with its topic's settings over `defaults`: what
-    /// that shard opens at start (`spate_engine::registry::ShardLogs::open_assigned`).
-    pub fn assigned_to(&self, shard: usize, defaults: &LogConfig) -> Vec<AssignedPartition> {
+    /// The partitions placed on `shard`, each with its topic's settings over the broker's:
+    /// what that shard opens at start (`spate_engine::registry::ShardLogs::open_assigned`).
+    pub fn assigned_to(&self, shard: usize, broker: &BrokerDefaults) -> Vec<AssignedPartition> {
         let mut out = Vec::new();
         for topic in &self.topics {
-            let config = topic.config.apply(defaults);
+            let settings = TopicSettings::new(&topic.config, broker);
             for (p, owner) in topic.partition_shards.iter().enumerate() {
                 if *owner as usize == shard {
                     out.push(AssignedPartition {
                         topic: topic.name.clone(),
                         partition: p as u32,
-                        config: config.clone(),
+                        config: settings.log_config(&topic.name, p as u32),
                     });
                 }
             }
         }
         out
+    }
+}
+
+/// What starts a metadata file of format 2 and later: this magic, then the format version
+/// (u32, little-endian), then the rkyv archive. A format-1 file (before topic configs were a
+/// map) is the bare archive of [`v1::Metadata`]; it cannot start with these bytes (its first
+/// bytes are a topic name of `[a-zA-Z0-9._-]`, shard numbers, or the root of an empty list).
+const FORMAT_MAGIC: &[u8; 4] = b"SPMD";
+/// The format this broker writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The metadata as format 1 had it: four typed settings per topic. Read, never written;
+/// converted to [`TopicConfigs`] on load (and saved in the current format at the next
+/// change).
+pub mod v1 {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+    pub struct TopicConfig {
+        pub retention_bytes: Option<i64>,
+        pub retention_ms: Option<i64>,
+        pub segment_bytes: Option<u64>,
+        pub segment_ms: Option<u64>,
+    }
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct TopicMeta {
+        pub name: String,
+        pub partition_shards: Vec<u32>,
+        pub config: TopicConfig,
+    }
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Metadata {
+        pub topics: Vec<TopicMeta>,
+        pub producer_id_block_end: i64,
+    }
+
+    impl From<Metadata> for super::Metadata {
+        fn from(old: Metadata) -> Self {
+            let topics = old
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let c = &t.config;
+                    let pairs = [
+                        ("retention.bytes", c.retention_bytes.map(|v| v.to_string())),
+                        ("retention.ms", c.retention_ms.map(|v| v.to_string())),
+                        ("segment.bytes", c.segment_bytes.map(|v| v.to_string())),
+                        ("segment.ms", c.segment_ms.map(|v| v.to_string())),
+                    ];
+                    super::TopicMeta {
+                        config: super::TopicConfigs::from_pairs(
+                            pairs.into_iter().filter_map(|(k, v)| Some((k, v?))),
+                        ),
+                        name: t.name,
+                        partition_shards: t.partition_shards,
+                    }
+                })
+                .collect();
+            super::Metadata {
+                topics,
+                producer_id_block_end: old.producer_id_block_end,
+            }
+        }
+    }
+}
+
+/// The bytes of a metadata file's payload: magic, format version, archive.
+pub fn encode(metadata: &Metadata) -> Result<Vec<u8>> {
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(metadata)
+        .map_err(|e| EngineError::Metadata(e.to_string()))?;
+    let mut out = Vec::with_capacity(8 + archive.len());
+    out.extend_from_slice(FORMAT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&archive);
+    Ok(out)
+}
+
+/// A metadata file's payload, of any format this broker reads (1 and 2).
+pub fn decode(payload: &[u8]) -> Result<Metadata, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    let versioned = payload
+        .strip_prefix(FORMAT_MAGIC)
+        .and_then(|rest| rest.split_first_chunk::<4>())
+        .map(|(v, archive)| (u32::from_le_bytes(*v), archive));
+    if let Some((FORMAT_VERSION, archive)) = versioned {
+        aligned.extend_from_slice(archive);
+        return rkyv::from_bytes::<Metadata, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| e.to_string());
+    }
+    // Format 1 (a first topic whose name starts with the magic looks versioned, but its
+    // "version" is four name characters, never a small number).
+    aligned.extend_from_slice(payload);
+    match rkyv::from_bytes::<v1::Metadata, rkyv::rancor::Error>(&aligned) {
+        Ok(old) => Ok(Metadata::from(old)),
+        Err(e) => match versioned {
+            Some((version, _)) if version < 0x0100_0000 => Err(format!(
+                "format {version}, newer than this broker reads (up to {FORMAT_VERSION}): run the newer version"
+            )),
+            _ => Err(format!("format 1: {e}")),
+        },
     }
 }
 
@@ -135,13 +272,9 @@ impl MetadataStore {
             ))
         })? {
             None => Metadata::default(),
-            Some(bytes) => {
-                let mut aligned = rkyv::util::AlignedVec::<16>::new();
-                aligned.extend_from_slice(&bytes);
-                rkyv::from_bytes::<Metadata, rkyv::rancor::Error>(&aligned).map_err(|e| {
-                    EngineError::Metadata(format!("{} does not decode ({e}); restore it from a backup, or move it aside to start with no topics", path.display()))
-                })?
-            }
+            Some(bytes) => decode(&bytes).map_err(|e| {
+                EngineError::Metadata(format!("{} does not decode ({e}); restore it from a backup, or move it aside to start with no topics", path.display()))
+            })?,
         };
         let next_producer_id = metadata.producer_id_block_end;
         Ok(Self {
@@ -170,8 +303,7 @@ impl MetadataStore {
     /// Saving this store's metadata as a job for a blocking thread (the encoding is done
     /// here, the file-system calls in the job).
     pub fn save_job(&self) -> Result<impl FnOnce() -> Result<()> + Send + 'static> {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
-            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        let bytes = encode(&self.metadata)?;
         let (path, space) = (self.path.clone(), self.space.clone());
         Ok(move || save_bytes(&path, &bytes, space.as_deref()))
     }
@@ -199,8 +331,7 @@ impl MetadataStore {
         if self.scratch {
             return Ok(());
         }
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&self.metadata)
-            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        let bytes = encode(&self.metadata)?;
         save_bytes(&self.path, &bytes, self.space.as_deref())
     }
 
@@ -209,7 +340,7 @@ impl MetadataStore {
         &mut self,
         name: &str,
         partitions: u32,
-        config: TopicConfig,
+        config: TopicConfigs,
         shards: usize,
     ) -> Result<TopicMeta> {
         validate_topic_name(name)?;
@@ -292,7 +423,7 @@ impl MetadataStore {
     }
 
     /// Replaces a topic's settings and persists.
-    pub fn set_topic_config(&mut self, name: &str, config: TopicConfig) -> Result<()> {
+    pub fn set_topic_config(&mut self, name: &str, config: TopicConfigs) -> Result<()> {
         let topic = self
             .metadata
             .topics
@@ -351,11 +482,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
         store
-            .create_topic("kept", 1, TopicConfig::default(), 1)
+            .create_topic("kept", 1, TopicConfigs::default(), 1)
             .unwrap();
         let mut scratch = store.scratch();
         scratch
-            .create_topic("new", 2, TopicConfig::default(), 1)
+            .create_topic("new", 2, TopicConfigs::default(), 1)
             .unwrap();
         scratch.delete_topic("kept").unwrap();
         // Nothing saved, nothing current: the file and the store still say "kept" only.
@@ -383,20 +514,17 @@ mod tests {
     fn persists_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
-        let cfg = TopicConfig {
-            retention_bytes: Some(1 << 30),
-            ..Default::default()
-        };
+        let cfg = TopicConfigs::from_pairs([("retention.bytes", "1073741824".to_string())]);
         store.create_topic("orders", 4, cfg.clone(), 2).unwrap();
         assert!(matches!(
-            store.create_topic("orders", 1, TopicConfig::default(), 2),
+            store.create_topic("orders", 1, TopicConfigs::default(), 2),
             Err(EngineError::TopicExists(_))
         ));
         assert!(store
-            .create_topic("bad/name", 1, TopicConfig::default(), 2)
+            .create_topic("bad/name", 1, TopicConfigs::default(), 2)
             .is_err());
         assert!(store
-            .create_topic("zero", 0, TopicConfig::default(), 2)
+            .create_topic("zero", 0, TopicConfigs::default(), 2)
             .is_err());
         let reloaded = MetadataStore::open(dir.path()).unwrap();
         let t = reloaded.topic("orders").unwrap();
@@ -405,12 +533,52 @@ mod tests {
         assert!(t.partition_shards.iter().all(|s| *s < 2));
     }
 
+    /// A file written by a broker of format 1 (the four typed settings) loads, with its
+    /// settings as configs, and is written back in the current format at the next change.
+    #[test]
+    fn a_format_1_file_is_read_and_rewritten_in_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = v1::Metadata {
+            topics: vec![v1::TopicMeta {
+                name: "orders".into(),
+                partition_shards: vec![0, 1],
+                config: v1::TopicConfig {
+                    retention_ms: Some(3_600_000),
+                    segment_bytes: Some(1 << 20),
+                    ..Default::default()
+                },
+            }],
+            producer_id_block_end: 3000,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        atomic_file::write_sync_reserved(&dir.path().join(METADATA_FILE), &bytes, None).unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        let t = store.topic("orders").unwrap();
+        assert_eq!(t.partition_shards, [0, 1]);
+        let pairs: Vec<(&str, &str)> = t.config.iter().collect();
+        assert_eq!(
+            pairs,
+            [("retention.ms", "3600000"), ("segment.bytes", "1048576")]
+        );
+        assert!(store.next_producer_id().unwrap() >= 3000);
+        let written = atomic_file::read_sync(&dir.path().join(METADATA_FILE))
+            .unwrap()
+            .unwrap();
+        assert!(written.starts_with(FORMAT_MAGIC));
+        let again = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(again.metadata(), store.metadata());
+        // A newer format than this broker knows is refused with a message, not misread.
+        let mut newer = written.to_vec();
+        newer[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert!(decode(&newer).unwrap_err().contains("newer"));
+    }
+
     #[test]
     fn corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
         store
-            .create_topic("a", 1, TopicConfig::default(), 1)
+            .create_topic("a", 1, TopicConfigs::default(), 1)
             .unwrap();
         let path = dir.path().join(METADATA_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -431,7 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
         store
-            .create_topic("t", 2, TopicConfig::default(), 2)
+            .create_topic("t", 2, TopicConfigs::default(), 2)
             .unwrap();
         assert!(store.add_partitions("t", 2, 2).is_err());
         assert!(store.add_partitions("nope", 3, 2).is_err());
@@ -449,7 +617,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = MetadataStore::open(dir.path()).unwrap();
         store
-            .create_topic("t", 8, TopicConfig::default(), 8)
+            .create_topic("t", 8, TopicConfigs::default(), 8)
             .unwrap();
         let moved = store.fit_to_shards(2).unwrap();
         assert!(moved > 0);

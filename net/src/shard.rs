@@ -5,6 +5,7 @@
 //! copies none of it. The admin operations that change metadata are in `topic_controller`.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct Shard {
     pub(crate) groups: Rc<Coordinator>,
     /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
     pub(crate) commit_log: CommitLogWriter,
+    /// Records appended to each partition of a topic with `flush.messages` since the last
+    /// append that waited for an fdatasync (`flush_policy_durability`).
+    pub(crate) unflushed_records: RefCell<HashMap<(String, u32), i64>>,
 }
 
 impl Shard {
@@ -69,6 +73,7 @@ impl Shard {
             metadata_turn: glommio::sync::Semaphore::new(1),
             producers: ProducerStates::default(),
             commit_log: CommitLogWriter::default(),
+            unflushed_records: RefCell::new(HashMap::new()),
         });
         shard.mesh.serve(&shard);
         Ok(shard)
@@ -90,6 +95,39 @@ impl Shard {
         Fut: Future<Output = R> + 'static,
     {
         self.mesh.call(shard, f).await
+    }
+
+    /// `flush.messages`: the durability of an append of `records` to a partition of this
+    /// shard. An append that brings the records since the last synced one to the topic's
+    /// `flush.messages` waits for an fdatasync (which covers everything written before it),
+    /// whatever the producer's acks; the others keep `asked`.
+    pub(crate) fn flush_policy_durability(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: i64,
+        asked: spate_engine::Durability,
+    ) -> spate_engine::Durability {
+        let Some(settings) = self.cluster.topic_settings(topic) else {
+            return asked;
+        };
+        if settings.flush_messages == i64::MAX {
+            return asked;
+        }
+        let mut counts = self.unflushed_records.borrow_mut();
+        let key = (topic.to_string(), partition);
+        if asked == spate_engine::Durability::Durable {
+            counts.remove(&key);
+            return asked;
+        }
+        let count = counts.entry(key.clone()).or_insert(0);
+        *count = count.saturating_add(records);
+        if *count >= settings.flush_messages {
+            counts.remove(&key);
+            spate_engine::Durability::Durable
+        } else {
+            asked
+        }
     }
 
     /// A oneshot channel whose receiver is on this shard and whose sender may travel to

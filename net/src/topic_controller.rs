@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use spate_engine::EngineError;
 
-use crate::metadata::{MetadataStore, TopicConfig, TopicMeta};
+use crate::metadata::{MetadataStore, TopicConfigs, TopicMeta};
 use crate::shard::Shard;
 
 impl Shard {
@@ -45,7 +45,7 @@ impl Shard {
         self: &Rc<Self>,
         name: String,
         partitions: u32,
-        config: TopicConfig,
+        config: TopicConfigs,
     ) -> Result<TopicMeta, EngineError> {
         self.call(0, move |s| {
             Box::pin(async move { s.create_topic_here(name, partitions, config).await })
@@ -58,7 +58,7 @@ impl Shard {
         self: &Rc<Self>,
         name: String,
         partitions: u32,
-        config: TopicConfig,
+        config: TopicConfigs,
     ) -> Result<TopicMeta, EngineError> {
         let store = self.store.as_ref().ok_or(EngineError::Closed)?;
         // A new topic on a disk below its floor could take nothing, and would spend the
@@ -92,15 +92,16 @@ impl Shard {
         {
             by_shard.entry(*s as usize).or_default().push(p as u32);
         }
-        let config = topic.config.apply(&self.cluster.log_defaults);
+        let settings = self.cluster.settings_of(&topic.config);
         for (shard, parts) in by_shard {
             let name = topic.name.clone();
-            let config = config.clone();
+            let settings = settings.clone();
             self.call(shard, move |s| {
                 Box::pin(async move {
                     for p in parts {
                         if s.logs.get(&name, p).is_none() {
-                            s.logs.open_partition(&name, p, config.clone()).await?;
+                            let config = settings.log_config(&name, p);
+                            s.logs.open_partition(&name, p, config).await?;
                         }
                     }
                     Ok::<(), EngineError>(())
@@ -156,6 +157,9 @@ impl Shard {
                             Box::pin(async move {
                                 s.logs.remove_topic(&name).await;
                                 s.producers.forget_topic(&name);
+                                s.unflushed_records
+                                    .borrow_mut()
+                                    .retain(|(t, _), _| *t != name);
                             })
                         })
                         .await;
@@ -183,7 +187,7 @@ impl Shard {
     pub async fn set_topic_config(
         self: &Rc<Self>,
         name: String,
-        config: TopicConfig,
+        config: TopicConfigs,
     ) -> Result<(), EngineError> {
         self.call(0, move |s| {
             Box::pin(async move {
@@ -195,19 +199,19 @@ impl Shard {
                             .ok_or_else(|| EngineError::UnknownPartition(name.clone()))
                     })
                     .await?;
-                let log_config = topic.config.apply(&s.cluster.log_defaults);
+                let settings = s.cluster.settings_of(&topic.config);
                 let shards: std::collections::BTreeSet<usize> =
                     topic.partition_shards.iter().map(|s| *s as usize).collect();
                 for shard in shards {
                     let name = name.clone();
-                    let log_config = log_config.clone();
+                    let settings = settings.clone();
                     let n = topic.partitions();
                     let _ = s
                         .call(shard, move |s| {
                             Box::pin(async move {
                                 for p in 0..n {
                                     if let Some(log) = s.logs.get(&name, p) {
-                                        log.set_config(log_config.clone());
+                                        log.set_config(settings.log_config(&name, p));
                                     }
                                 }
                             })

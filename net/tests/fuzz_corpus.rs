@@ -18,7 +18,7 @@ use kafka_protocol::records::{
 use spate_engine::atomic_file;
 use spate_engine::fuzzing::CountingAlloc;
 use spate_net::fuzzing;
-use spate_net::metadata::{Metadata, TopicConfig, TopicMeta};
+use spate_net::metadata::{self, v1, Metadata, TopicConfigs, TopicMeta};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -630,28 +630,43 @@ fn write_seeds() {
             TopicMeta {
                 name: "orders".into(),
                 partition_shards: vec![0, 1, 0],
-                config: TopicConfig {
-                    retention_bytes: Some(1 << 30),
-                    ..TopicConfig::default()
-                },
+                config: TopicConfigs::from_pairs([
+                    ("cleanup.policy", "compact,delete".to_string()),
+                    ("retention.bytes", "1073741824".to_string()),
+                ]),
             },
             TopicMeta {
                 name: "__consumer_offsets".into(),
                 partition_shards: vec![1; 8],
-                config: TopicConfig::default(),
+                config: TopicConfigs::default(),
             },
         ],
         producer_id_block_end: 2000,
     };
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&metadata).unwrap();
-    write("atomic_file", "metadata", &atomic_file::encode(&bytes));
-    write("atomic_file", "metadata-bare", &bytes);
-    let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Metadata::default()).unwrap();
+    let bytes = metadata::encode(&metadata).unwrap();
+    write("atomic_file", "metadata-v2", &atomic_file::encode(&bytes));
+    write("atomic_file", "metadata-v2-bare", &bytes);
+    let empty = metadata::encode(&Metadata::default()).unwrap();
     write(
         "atomic_file",
-        "metadata-empty",
+        "metadata-v2-empty",
         &atomic_file::encode(&empty),
     );
+    // Format 1, as brokers before topic configs wrote it (still read).
+    let old = v1::Metadata {
+        topics: vec![v1::TopicMeta {
+            name: "orders".into(),
+            partition_shards: vec![0, 1, 0],
+            config: v1::TopicConfig {
+                retention_bytes: Some(1 << 30),
+                ..v1::TopicConfig::default()
+            },
+        }],
+        producer_id_block_end: 2000,
+    };
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+    write("atomic_file", "metadata", &atomic_file::encode(&bytes));
+    write("atomic_file", "metadata-bare", &bytes);
     // decompress: codec byte, limit byte (2^(b % 21)), then the codec's stream.
     let text = b"the quick brown fox jumps over the lazy dog; the quick brown fox again".repeat(4);
     for (i, codec) in CODECS.into_iter().enumerate() {

@@ -109,7 +109,7 @@ where
                 Default::default(),
                 64 << 20,
             ));
-            logs.open_assigned(cluster.metadata().assigned_to(id, logs.default_config()))
+            logs.open_assigned(cluster.metadata().assigned_to(id, &cluster.broker_defaults))
                 .await
                 .unwrap();
             let shard = Shard::start(id, cluster, &mesh, logs.clone()).unwrap();

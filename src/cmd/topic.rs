@@ -17,7 +17,7 @@ pub enum TopicCommand {
         /// Number of partitions [default: the broker's default]
         #[arg(long, short = 'p')]
         partitions: Option<i32>,
-        /// Topic setting as key=value (retention.ms, retention.bytes, segment.bytes, segment.ms); repeatable
+        /// Topic config as key=value (any Kafka topic config: retention.ms, cleanup.policy, ...); repeatable
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },

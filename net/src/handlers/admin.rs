@@ -4,9 +4,12 @@
 
 use std::rc::Rc;
 
-use crate::metadata::{validate_topic_name, TopicConfig};
+use crate::metadata::{validate_topic_name, TopicConfigs};
+use crate::topic_configs::{self, AlterOp, ConfigChange, TOPIC_CONFIGS};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -33,47 +36,75 @@ use crate::{Shard, OFFSETS_TOPIC};
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-/// Topic settings Spate knows, by their Kafka names.
-const TOPIC_KEYS: &[&str] = &[
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
-
-fn set_key(c: &mut TopicConfig, key: &str, value: Option<&str>) -> Result<(), String> {
-    let parse_i64 = |v: Option<&str>| -> Result<Option<i64>, String> {
-        match v {
-            None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| format!("{key} must be an integer, got {v:?}")),
-        }
-    };
-    let nonneg = |v: Option<i64>| -> Result<Option<u64>, String> {
-        v.map(|x| u64::try_from(x).map_err(|_| format!("{key} must not be negative")))
-            .transpose()
-    };
-    match key {
-        "retention.bytes" => c.retention_bytes = parse_i64(value)?,
-        "retention.ms" => c.retention_ms = parse_i64(value)?,
-        "segment.bytes" => c.segment_bytes = nonneg(parse_i64(value)?)?,
-        "segment.ms" => c.segment_ms = nonneg(parse_i64(value)?)?,
-        other => {
-            return Err(format!(
-                "unknown or unsupported topic config {other:?}; supported: {}",
-                TOPIC_KEYS.join(", ")
-            ))
-        }
-    }
-    Ok(())
+/// A topic's overrides from the (name, value) pairs of CreateTopics, checked as a whole.
+fn creation_configs(
+    shard: &Shard,
+    pairs: &[(String, Option<String>)],
+) -> Result<TopicConfigs, String> {
+    let changes: Vec<ConfigChange> = pairs
+        .iter()
+        .map(|(name, value)| ConfigChange {
+            name: name.clone(),
+            op: AlterOp::Set,
+            value: value.clone(),
+        })
+        .collect();
+    topic_configs::apply_changes(
+        &TopicConfigs::default(),
+        &changes,
+        true,
+        &shard.cluster.broker_defaults,
+    )
 }
 
-/// Checks a topic config against the engine's limits.
-fn check_config(shard: &Shard, c: &TopicConfig) -> Result<(), String> {
-    c.apply(&shard.cluster.log_defaults).validate()
+/// Every config of a topic as DescribeConfigs and CreateTopics (v5+) answer them.
+fn topic_described(
+    shard: &Shard,
+    topic: &str,
+    configs: &TopicConfigs,
+    synonyms: bool,
+    documentation: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let mut r = topic_configs::resolve(def, configs, &shard.cluster.broker_defaults);
+            let mut read_only = def.read_only;
+            if topic == OFFSETS_TOPIC && def.name == "cleanup.policy" {
+                // Compacted by the broker itself (commit_log_compaction.rs), whatever is stored.
+                r.value = "compact".into();
+                read_only = true;
+            }
+            let entry = DescribeConfigsResourceResult::default()
+                .with_name(sb(def.name))
+                .with_value(Some(sb(&r.value)))
+                .with_read_only(read_only)
+                .with_config_source(r.source)
+                .with_is_sensitive(false)
+                .with_config_type(def.ty.code());
+            let entry = if synonyms {
+                entry.with_synonyms(
+                    r.synonyms
+                        .iter()
+                        .map(|(name, value, source)| {
+                            DescribeConfigsSynonym::default()
+                                .with_name(sb(name))
+                                .with_value(Some(sb(value)))
+                                .with_source(*source)
+                        })
+                        .collect(),
+                )
+            } else {
+                entry
+            };
+            if documentation {
+                entry.with_documentation(Some(sb(def.doc)))
+            } else {
+                entry
+            }
+        })
+        .collect()
 }
 
 pub async fn create_topics(
@@ -125,23 +156,37 @@ pub async fn create_topics(
             results.push(result(code::INVALID_TOPIC_EXCEPTION, Some(e.to_string())));
             continue;
         }
-        let mut config = TopicConfig::default();
-        let bad = t
+        let pairs: Vec<(String, Option<String>)> = t
             .configs
             .iter()
-            .find_map(|c| {
-                set_key(
-                    &mut config,
-                    c.name.as_str(),
-                    c.value.as_ref().map(|v| v.as_str()),
+            .map(|c| {
+                (
+                    c.name.as_str().to_string(),
+                    c.value.as_ref().map(|v| v.as_str().to_string()),
                 )
-                .err()
             })
-            .or_else(|| check_config(shard, &config).err());
-        if let Some(msg) = bad {
-            results.push(result(code::INVALID_CONFIG, Some(msg)));
-            continue;
-        }
+            .collect();
+        let config = match creation_configs(shard, &pairs) {
+            Ok(c) => c,
+            Err(msg) => {
+                spate_engine::warn_limited!("admin refused: config", topic = %name, "CreateTopics refused: {msg}");
+                results.push(result(code::INVALID_CONFIG, Some(msg)));
+                continue;
+            }
+        };
+        let described = |c: &TopicConfigs| -> Vec<CreatableTopicConfigs> {
+            topic_described(shard, &name, c, false, false)
+                .into_iter()
+                .map(|d| {
+                    CreatableTopicConfigs::default()
+                        .with_name(d.name)
+                        .with_value(d.value)
+                        .with_read_only(d.read_only)
+                        .with_config_source(d.config_source)
+                        .with_is_sensitive(d.is_sensitive)
+                })
+                .collect()
+        };
         if req.validate_only {
             let exists = shard.cluster.topic(&name).is_some();
             results.push(if exists {
@@ -153,14 +198,17 @@ pub async fn create_topics(
                 result(code::NONE, None)
                     .with_num_partitions(partitions as i32)
                     .with_replication_factor(1)
+                    .with_configs(Some(described(&config)))
             });
             continue;
         }
+        let configs = described(&config);
         match shard.create_topic(name.clone(), partitions, config).await {
             Ok(_) => results.push(
                 result(code::NONE, None)
                     .with_num_partitions(partitions as i32)
-                    .with_replication_factor(1),
+                    .with_replication_factor(1)
+                    .with_configs(Some(configs)),
             ),
             Err(e) => {
                 log_refused("CreateTopics", &name, &e);
@@ -263,38 +311,72 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(out)
 }
 
-/// (name, value, is the topic's own setting) for every topic key.
-fn topic_entries(shard: &Shard, topic: &str, c: &TopicConfig) -> Vec<(String, String, bool)> {
-    let d = &shard.cluster.log_defaults;
-    // `__consumer_offsets` keeps each key's last record (commit_log_compaction.rs).
-    let policy = if topic == OFFSETS_TOPIC {
-        "compact"
-    } else {
-        "delete"
-    };
-    vec![
+/// The broker resource: the settings of Spate's broker config that Kafka has too, by their
+/// Kafka names; STATIC_BROKER_CONFIG where the config file set them. Read-only: they change
+/// by editing the file and restarting.
+fn broker_described(shard: &Shard, synonyms: bool) -> Vec<DescribeConfigsResourceResult> {
+    use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
+    let b = &shard.cluster.broker_defaults;
+    let c = &shard.cluster.config;
+    let mut entries: Vec<(&str, String, i8)> = b
+        .broker_entries()
+        .into_iter()
+        .map(|(k, v)| (k, v, 5))
+        .collect();
+    entries.extend([
+        ("num.partitions", c.default_partitions.to_string(), 3),
+        ("default.replication.factor", "1".to_string(), 3),
         (
-            "retention.bytes".into(),
-            c.retention_bytes.unwrap_or(d.retention_bytes).to_string(),
-            c.retention_bytes.is_some(),
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            1,
         ),
         (
-            "retention.ms".into(),
-            c.retention_ms.unwrap_or(d.retention_ms).to_string(),
-            c.retention_ms.is_some(),
+            "socket.request.max.bytes",
+            c.max_request_bytes.to_string(),
+            3,
         ),
+        ("fetch.max.bytes", c.fetch_max_bytes.to_string(), 3),
         (
-            "segment.bytes".into(),
-            c.segment_bytes.unwrap_or(d.segment_bytes).to_string(),
-            c.segment_bytes.is_some(),
+            "offsets.topic.num.partitions",
+            c.offsets_topic_partitions.to_string(),
+            3,
         ),
-        (
-            "segment.ms".into(),
-            c.segment_ms.unwrap_or(d.segment_ms).to_string(),
-            c.segment_ms.is_some(),
-        ),
-        ("cleanup.policy".into(), policy.into(), false),
-    ]
+    ]);
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+        .into_iter()
+        .map(|(k, v, ty)| {
+            // default.replication.factor is fixed (one broker), not a setting of the file.
+            let source = if b.set_in_file.contains(k) {
+                topic_configs::source::STATIC_BROKER_CONFIG
+            } else {
+                topic_configs::source::DEFAULT_CONFIG
+            };
+            let ty = if ty == 5 {
+                topic_configs::TOPIC_CONFIGS
+                    .iter()
+                    .find(|d| d.broker_key == Some(k))
+                    .map_or(ty, |d| d.ty.code())
+            } else {
+                ty
+            };
+            let entry = DescribeConfigsResourceResult::default()
+                .with_name(sb(k))
+                .with_value(Some(sb(&v)))
+                .with_read_only(true)
+                .with_config_source(source)
+                .with_config_type(ty);
+            if synonyms {
+                entry.with_synonyms(vec![DescribeConfigsSynonym::default()
+                    .with_name(sb(k))
+                    .with_value(Some(sb(&v)))
+                    .with_source(source)])
+            } else {
+                entry
+            }
+        })
+        .collect()
 }
 
 pub async fn describe_configs(
@@ -308,7 +390,7 @@ pub async fn describe_configs(
         let result = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let entries: Vec<(String, String, bool, i8, bool)> = match r.resource_type {
+        let entries = match r.resource_type {
             RESOURCE_TOPIC => match shard.cluster.topic(&name) {
                 None => {
                     out.push(
@@ -318,43 +400,15 @@ pub async fn describe_configs(
                     );
                     continue;
                 }
-                // Source 1: set on the topic; 5: the broker's default.
-                Some(t) => topic_entries(shard, &name, &t.config)
-                    .into_iter()
-                    .map(|(k, v, own)| {
-                        let read_only = k == "cleanup.policy";
-                        (k, v, own, if own { 1 } else { 5 }, read_only)
-                    })
-                    .collect(),
+                Some(t) => topic_described(
+                    shard,
+                    &name,
+                    &t.config,
+                    req.include_synonyms,
+                    req.include_documentation,
+                ),
             },
-            RESOURCE_BROKER => {
-                let d = &shard.cluster.log_defaults;
-                [
-                    ("log.retention.bytes", d.retention_bytes.to_string()),
-                    ("log.retention.ms", d.retention_ms.to_string()),
-                    ("log.segment.bytes", d.segment_bytes.to_string()),
-                    ("log.roll.ms", d.segment_ms.to_string()),
-                    (
-                        "num.partitions",
-                        shard.cluster.config.default_partitions.to_string(),
-                    ),
-                    (
-                        "auto.create.topics.enable",
-                        shard.cluster.config.auto_create_topics.to_string(),
-                    ),
-                    (
-                        "message.max.bytes",
-                        shard.cluster.config.max_request_bytes.to_string(),
-                    ),
-                    (
-                        "fetch.max.bytes",
-                        shard.cluster.config.fetch_max_bytes.to_string(),
-                    ),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v, false, 4, true))
-                .collect()
-            }
+            RESOURCE_BROKER => broker_described(shard, req.include_synonyms),
             other => {
                 out.push(
                     result
@@ -369,15 +423,9 @@ pub async fn describe_configs(
         let wanted = r.configuration_keys.as_ref();
         let configs = entries
             .into_iter()
-            .filter(|(k, ..)| {
-                wanted.is_none_or(|w| w.is_empty() || w.iter().any(|x| x.as_str() == k))
-            })
-            .map(|(k, v, _, source, read_only)| {
-                DescribeConfigsResourceResult::default()
-                    .with_name(sb(&k))
-                    .with_value(Some(sb(&v)))
-                    .with_read_only(read_only)
-                    .with_config_source(source)
+            .filter(|e| {
+                wanted
+                    .is_none_or(|w| w.is_empty() || w.iter().any(|x| x.as_str() == e.name.as_str()))
             })
             .collect();
         out.push(result.with_configs(configs));
@@ -385,11 +433,11 @@ pub async fn describe_configs(
     DescribeConfigsResponse::default().with_results(out)
 }
 
-/// Applies (name, op, value) changes to a topic; op 0 sets, 1 deletes (back to the default).
+/// Applies changes to a topic: all of them or, if one is refused, none.
 async fn alter_topic(
     shard: &Rc<Shard>,
     name: &str,
-    changes: Vec<(String, i8, Option<String>)>,
+    changes: Vec<ConfigChange>,
     replace: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
@@ -399,26 +447,18 @@ async fn alter_topic(
             Some(format!("unknown topic {name}")),
         );
     };
-    let mut config = if replace {
-        TopicConfig::default()
-    } else {
-        topic.config.clone()
-    };
-    for (key, op, value) in &changes {
-        let r = match op {
-            0 => set_key(&mut config, key, value.as_deref()),
-            1 => set_key(&mut config, key, None),
-            _ => Err(format!(
-                "{key}: APPEND and SUBTRACT apply to list settings only"
-            )),
-        };
-        if let Err(msg) = r {
+    let config = match topic_configs::apply_changes(
+        &topic.config,
+        &changes,
+        replace,
+        &shard.cluster.broker_defaults,
+    ) {
+        Ok(c) => c,
+        Err(msg) => {
+            spate_engine::warn_limited!("admin refused: config", topic = %name, "AlterConfigs refused: {msg}");
             return (code::INVALID_CONFIG, Some(msg));
         }
-    }
-    if let Err(msg) = check_config(shard, &config) {
-        return (code::INVALID_CONFIG, Some(msg));
-    }
+    };
     if validate_only {
         return (code::NONE, None);
     }
@@ -439,7 +479,7 @@ async fn alter_resource(
     shard: &Rc<Shard>,
     resource_type: i8,
     name: &str,
-    changes: Vec<(String, i8, Option<String>)>,
+    changes: Vec<ConfigChange>,
     replace: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
@@ -460,17 +500,36 @@ pub async fn incremental_alter_configs(
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let mut out = Vec::new();
     for r in req.resources {
-        let changes = r
+        let changes: Result<Vec<ConfigChange>, String> = r
             .configs
             .iter()
             .map(|c| {
-                (
-                    c.name.as_str().to_string(),
-                    c.config_operation,
-                    c.value.as_ref().map(|v| v.as_str().to_string()),
-                )
+                Ok(ConfigChange {
+                    name: c.name.as_str().to_string(),
+                    op: AlterOp::from_code(c.config_operation).ok_or_else(|| {
+                        format!(
+                            "{}: unknown operation {} (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)",
+                            c.name.as_str(),
+                            c.config_operation
+                        )
+                    })?,
+                    value: c.value.as_ref().map(|v| v.as_str().to_string()),
+                })
             })
             .collect();
+        let changes = match changes {
+            Ok(c) => c,
+            Err(msg) => {
+                out.push(
+                    AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name)
+                        .with_error_code(code::INVALID_REQUEST)
+                        .with_error_message(Some(sb(&msg))),
+                );
+                continue;
+            }
+        };
         let (error, msg) = alter_resource(
             shard,
             r.resource_type,
@@ -503,12 +562,10 @@ pub async fn alter_configs(
         let changes = r
             .configs
             .iter()
-            .map(|c| {
-                (
-                    c.name.as_str().to_string(),
-                    0,
-                    c.value.as_ref().map(|v| v.as_str().to_string()),
-                )
+            .map(|c| ConfigChange {
+                name: c.name.as_str().to_string(),
+                op: AlterOp::Set,
+                value: c.value.as_ref().map(|v| v.as_str().to_string()),
             })
             .collect();
         let (error, msg) = alter_resource(

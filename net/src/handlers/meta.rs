@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use crate::metadata::TopicConfig;
+use crate::metadata::TopicConfigs;
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -118,7 +118,7 @@ pub async fn metadata(
                         .create_topic(
                             name.clone(),
                             cluster.config.default_partitions,
-                            TopicConfig::default(),
+                            TopicConfigs::default(),
                         )
                         .await
                     {

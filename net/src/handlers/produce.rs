@@ -15,6 +15,7 @@ use spate_engine::{AppendBatch, Durability};
 use super::{code, engine_code, sb, Ctx, Outcome, Queued};
 use crate::batch::{self, Batch};
 use crate::codec::encode_response;
+use crate::produce_policy;
 use crate::producers::Verdict;
 use crate::Shard;
 use spate_mesh::HomeSender;
@@ -27,6 +28,8 @@ struct PartitionResult {
     error: i16,
     base_offset: i64,
     log_start_offset: i64,
+    /// The broker's time written into the batches of a LogAppendTime topic; else -1.
+    log_append_time_ms: i64,
     message: Option<String>,
 }
 
@@ -36,6 +39,7 @@ impl PartitionResult {
             error,
             base_offset: -1,
             log_start_offset: -1,
+            log_append_time_ms: -1,
             message: message.into(),
         }
     }
@@ -46,6 +50,7 @@ struct PartitionAppend {
     topic: String,
     partition: u32,
     batches: Vec<Batch>,
+    log_append_time_ms: i64,
 }
 
 /// Produce. `queued` fires once every partition's batches are queued in its log (or refused):
@@ -145,7 +150,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                         .with_index(index)
                         .with_error_code(r.error)
                         .with_base_offset(r.base_offset)
-                        .with_log_append_time_ms(-1)
+                        .with_log_append_time_ms(r.log_append_time_ms)
                         .with_log_start_offset(r.log_start_offset)
                         .with_error_message(r.message.as_deref().map(sb))
                 })
@@ -202,12 +207,31 @@ fn check_partition(
             return Err(PartitionResult::error(code, e.to_string()));
         }
     };
+    // The topic's configs: size limit, timestamps, compression, LogAppendTime.
+    let settings = shard
+        .cluster
+        .topic_settings(name)
+        .unwrap_or_else(|| shard.cluster.settings_of(&Default::default()));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let applied = produce_policy::apply(
+        &settings,
+        batches,
+        now_ms,
+        spate_client::MAX_DECOMPRESSED_BATCH,
+    )
+    .map_err(|(code, msg)| {
+        spate_engine::warn_limited!("produce: refused by topic config", topic = %name, partition = pd.index, "produce refused: {msg}");
+        PartitionResult::error(code, msg)
+    })?;
     Ok((
         owner,
         PartitionAppend {
             topic: name.to_string(),
             partition: pd.index as u32,
-            batches,
+            batches: applied.batches,
+            log_append_time_ms: applied.log_append_time_ms,
         },
     ))
 }
@@ -226,14 +250,16 @@ async fn append_on_owner(
         .map(|p| {
             let (part_queued, part_queued_rx) = oneshot::channel();
             parts_queued.push(part_queued_rx);
-            append_here(
-                s.clone(),
-                p.topic,
-                p.partition,
-                p.batches,
-                durability,
-                part_queued,
-            )
+            let log_append_time_ms = p.log_append_time_ms;
+            let s = s.clone();
+            async move {
+                let mut r =
+                    append_here(s, p.topic, p.partition, p.batches, durability, part_queued).await;
+                if r.error == code::NONE {
+                    r.log_append_time_ms = log_append_time_ms;
+                }
+                r
+            }
         })
         .collect();
     let all_queued = async move {
@@ -276,6 +302,7 @@ async fn append_here(
                     error: code::NONE,
                     base_offset: *base_offset,
                     log_start_offset: log.offsets().log_start as i64,
+                    log_append_time_ms: -1,
                     message: None,
                 };
             }
@@ -305,11 +332,18 @@ async fn append_here(
         }
     }
     let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
+    let records: i64 = headers.iter().map(|h| i64::from(h.offset_count())).sum();
+    let durability = s.flush_policy_durability(&topic, partition, records, durability);
     let appends = batches
         .into_iter()
         .map(|b| AppendBatch {
             record_count: b.header.offset_count(),
-            first_timestamp_ms: b.header.first_timestamp,
+            // Every record of a LogAppendTime batch has the append time (its max timestamp).
+            first_timestamp_ms: if produce_policy::is_log_append_time(&b.header) {
+                b.header.max_timestamp
+            } else {
+                b.header.first_timestamp
+            },
             max_timestamp_ms: b.header.max_timestamp,
             leader_epoch: 0,
             base_offset_field: Some(0),
@@ -340,6 +374,7 @@ async fn append_here(
                 error: code::NONE,
                 base_offset: r.base_offset as i64,
                 log_start_offset: log.offsets().log_start as i64,
+                log_append_time_ms: -1,
                 message: None,
             }
         }
