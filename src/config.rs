@@ -16,6 +16,8 @@ const KAFKA_NAMES: &[(&str, &str, &str)] = &[
     ("log", "segment_ms", "log.roll.ms"),
     ("log", "index_interval_bytes", "log.index.interval.bytes"),
     ("log", "flush_interval_ms", "log.flush.interval.ms"),
+    ("log", "segment_index_bytes", "log.index.size.max.bytes"),
+    ("log", "file_delete_delay_ms", "log.segment.delete.delay.ms"),
     ("kafka", "message_max_bytes", "message.max.bytes"),
     ("kafka", "min_insync_replicas", "min.insync.replicas"),
     ("kafka", "default_partitions", "num.partitions"),

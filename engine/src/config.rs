@@ -23,6 +23,14 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// One sparse index entry per this many bytes of log.
     pub index_interval_bytes: u64,
+    /// A segment is rolled once its offset index would pass this size (8 bytes an entry, as
+    /// Kafka's `segment.index.bytes` counts).
+    pub segment_index_bytes: u64,
+    /// A segment deleted by retention or DeleteRecords leaves the log at once and its files
+    /// are removed this long after (renamed `*.deleted` meanwhile; Kafka's
+    /// `file.delete.delay.ms`). 0: removed at once (Spate's readers keep their file open, so
+    /// an unlinked segment stays readable to them).
+    pub file_delete_delay_ms: u64,
     /// Segment files grow by preallocation steps of this size.
     pub preallocate_bytes: u64,
     /// Appends waiting to be written, per partition; further appends wait (backpressure).
@@ -46,6 +54,8 @@ impl Default for LogConfig {
             retention_bytes: -1,
             retention_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4 * KIB,
+            segment_index_bytes: 10 * MIB,
+            file_delete_delay_ms: 0,
             preallocate_bytes: 32 * MIB,
             max_pending_bytes: 64 * MIB,
             max_write_bytes: 16 * MIB,

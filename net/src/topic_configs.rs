@@ -187,7 +187,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(0),
         doc: "The time to wait before deleting a file from the filesystem",
         read_only: false,
-        support: Support::Stored("segments are deleted at once; a delay needs the engine's retention to defer removal"),
+        support: Support::Honoured("a segment deleted by retention or DeleteRecords leaves the log at once; its files are renamed *.deleted and removed after the delay (the broker's default is log.file_delete_delay_ms, 0: at once)"),
     },
     ConfigDef {
         name: "flush.messages",
@@ -417,7 +417,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(4),
         doc: "This configuration controls the size of the index that maps offsets to file positions. We preallocate this index file and shrink it only after log rolls. You generally should not need to change this setting.",
         read_only: false,
-        support: Support::Stored("Spate's index grows with its segment; a roll at a full index needs the engine to count index entries against a limit"),
+        support: Support::Honoured("a segment is rolled once its offset index holds this many bytes of 8-byte entries (the broker's default is log.segment_index_bytes)"),
     },
     ConfigDef {
         name: "segment.jitter.ms",
@@ -612,6 +612,8 @@ impl BrokerDefaults {
             "segment.bytes" => l.segment_bytes.to_string(),
             "segment.ms" => l.segment_ms.to_string(),
             "index.interval.bytes" => l.index_interval_bytes.to_string(),
+            "segment.index.bytes" => l.segment_index_bytes.to_string(),
+            "file.delete.delay.ms" => l.file_delete_delay_ms.to_string(),
             "flush.ms" => l.flush_interval_ms.to_string(),
             "max.message.bytes" => self.message_max_bytes.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
@@ -735,6 +737,8 @@ impl TopicSettings {
         log.index_interval_bytes =
             positive("index.interval.bytes", log.index_interval_bytes).max(1);
         log.flush_interval_ms = positive("flush.ms", log.flush_interval_ms).clamp(1, FLUSH_MS_MAX);
+        log.segment_index_bytes = positive("segment.index.bytes", log.segment_index_bytes).max(8);
+        log.file_delete_delay_ms = positive("file.delete.delay.ms", log.file_delete_delay_ms);
         let compression = match value("compression.type").as_str() {
             "uncompressed" => TopicCompression::Codec(Compression::None),
             "gzip" => TopicCompression::Codec(Compression::Gzip),

@@ -91,7 +91,10 @@ async fn list_segments(storage: &dyn Storage, dir: &Path, name: &str) -> Result<
     for file_name in names {
         if let Some(base) = segment::parse_segment_name(&file_name) {
             bases.push(base);
-        } else if file_name.ends_with(".tmp") {
+        } else if file_name.ends_with(".tmp")
+            || file_name.ends_with(crate::log::retention::DELETED_SUFFIX)
+        {
+            // A write that never completed, or a deleted segment whose delay a stop cut short.
             let _ = storage.remove(&dir.join(&file_name)).await;
         } else if !(file_name.ends_with(".index")
             || file_name.ends_with(".timeindex")

@@ -53,18 +53,42 @@ impl PartitionLog {
             .evict_below(self.inner.cache_key, new_start);
         drop(seg);
         let dir = &self.inner.dir;
-        for path in [
+        let paths = [
             segment::log_path(dir, base),
             segment::index_path(dir, base),
             segment::time_index_path(dir, base),
-        ] {
-            if let Err(e) = self.inner.storage.remove(&path).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(EngineError::from_io(e, &path));
-                }
+        ];
+        let delay = self.inner.config.borrow().file_delete_delay_ms;
+        if delay == 0 {
+            for path in &paths {
+                remove_if_present(&*self.inner.storage, path).await?;
+            }
+            tracing::info!(partition = %self.inner.name, base, "retention deleted segment");
+            return Ok(());
+        }
+        // Out of the log now, off the disk later: renamed so that a restart meanwhile finds
+        // them marked (recovery removes `*.deleted` files).
+        let mut marked = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let to = deleted_path(path);
+            match self.inner.storage.rename(path, &to).await {
+                Ok(()) => marked.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::from_io(e, path)),
             }
         }
-        tracing::info!(partition = %self.inner.name, base, "retention deleted segment");
+        let storage = self.inner.storage.clone();
+        let name = self.inner.name.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(std::time::Duration::from_millis(delay)).await;
+            for path in &marked {
+                if let Err(e) = remove_if_present(&*storage, path).await {
+                    tracing::warn!(partition = %name, "cannot remove {}: {e}", path.display());
+                }
+            }
+        })
+        .detach();
+        tracing::info!(partition = %self.inner.name, base, delay_ms = delay, "retention deleted segment; its files go after the delay");
         Ok(())
     }
 
@@ -130,6 +154,22 @@ impl PartitionLog {
 
 /// File holding the log start set by `delete_records` (8 bytes, little-endian).
 pub const START_FILE: &str = "log-start";
+
+/// Suffix of a deleted segment's files while they wait for `file_delete_delay_ms`.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
+fn deleted_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(DELETED_SUFFIX);
+    std::path::PathBuf::from(name)
+}
+
+async fn remove_if_present(storage: &dyn Storage, path: &Path) -> Result<()> {
+    match storage.remove(path).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngineError::from_io(e, path)),
+        _ => Ok(()),
+    }
+}
 
 /// The log start DeleteRecords saved, at most `log_end`. A missing or damaged file means no
 /// floor: the log then starts at its first segment, which serves records that were deleted

@@ -472,9 +472,12 @@ impl PartitionLog {
             return false;
         }
         let next = st.pending.front().map_or(0, |p| p.len());
-        active.size_bytes + next > self.inner.config.borrow().segment_bytes
-            || active.created_at.elapsed()
-                >= Duration::from_millis(self.inner.config.borrow().segment_ms)
+        let config = self.inner.config.borrow();
+        let index_full =
+            active.index.entries().len() as u64 >= (config.segment_index_bytes / 8).max(1);
+        active.size_bytes + next > config.segment_bytes
+            || index_full
+            || active.created_at.elapsed() >= Duration::from_millis(config.segment_ms)
     }
 
     /// Takes the frames of the next write: as many pending frames as fit in one write and in
