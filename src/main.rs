@@ -218,6 +218,6 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         config.shards = s;
     }
     config.validate()?;
-    spate_engine::alloc::keep_freed_memory();
+    spate_tuning::alloc::keep_freed_memory();
     serve::serve(config)
 }

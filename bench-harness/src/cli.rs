@@ -68,7 +68,7 @@ pub struct RunArgs {
 
 /// Runs a workload; with `spate` given, against an embedded broker started from it.
 pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
-    spate_engine::alloc::keep_freed_memory();
+    spate_tuning::alloc::keep_freed_memory();
     let mut w = match &args.workload {
         Some(p) => Workload::load(p).map_err(|e| e.to_string())?,
         None => Workload::parse(DEFAULT_WORKLOAD).map_err(|e| format!("built-in workload: {e}"))?,

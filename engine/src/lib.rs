@@ -5,7 +5,6 @@
 //! Everything here runs inside one glommio executor per shard; nothing is shared between
 //! shards.
 
-pub mod alloc;
 pub mod atomic_file;
 pub mod cache;
 pub mod config;
