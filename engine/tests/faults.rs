@@ -349,43 +349,50 @@ fn a_write_that_lands_in_part_before_enospc_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let plan = FaultPlan::new();
-        plan.only_files_ending_with(".log");
-        let cfg = small_config();
-        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
-        let mut acked = append_acked(&log, 0, 2, |_| 1_000).await;
-        let end = log.stats().log_end_offset;
+        on_each_disk(|memory| {
+            let root = root.clone();
+            async move {
+                let plan = FaultPlan::new();
+                plan.only_files_ending_with(".log");
+                let cfg = small_config();
+                let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+                let mut acked = append_acked(&log, 0, 2, |_| 1_000).await;
+                let end = log.stats().log_end_offset;
 
-        // Eight 60 KiB frames queued together: one write of several 256 KiB pieces, of which
-        // only the first reaches the disk (the first four frames, whole).
-        plan.fail_writes(libc::ENOSPC, 1);
-        let len = 60_000;
-        let round = (10..18u64).map(|seq| batch(seq, len, 7)).collect();
-        let err = log
-            .append(round, Durability::Appended)
-            .await
-            .expect_err("nothing of a failed write is acked");
-        assert!(err.is_disk_full(), "{err:?}");
-        assert!(plan.writes() >= 2, "the write was not cut in pieces");
-        assert!(log.failure().is_none(), "{:?}", log.failure());
-        assert_eq!(log.stats().log_end_offset, end);
+                // Eight 60 KiB frames queued together: one write of several 256 KiB pieces, of which
+                // only the first reaches the disk (the first four frames, whole).
+                plan.fail_writes(libc::ENOSPC, 1);
+                let len = 60_000;
+                let round = (10..18u64).map(|seq| batch(seq, len, 7)).collect();
+                let err = log
+                    .append(round, Durability::Appended)
+                    .await
+                    .expect_err("nothing of a failed write is acked");
+                assert!(err.is_disk_full(), "{err:?}");
+                assert!(plan.writes() >= 2, "the write was not cut in pieces");
+                assert!(log.failure().is_none(), "{:?}", log.failure());
+                assert_eq!(log.stats().log_end_offset, end);
 
-        // Frames like the first three refused ones (same sizes and record counts, so the same
-        // offsets): the fourth refused frame, on disk, would follow them seamlessly.
-        plan.heal();
-        acked.extend(append_acked(&log, 19, 3, |_| len).await);
-        assert_eq!(acked[2].offset, end);
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        // A crash now (no clean close): recovery must find exactly the acked frames.
-        drop(log);
-        let (log, report) = open(&root, cfg.clone()).await;
-        assert_eq!(
-            report.next_offset,
-            acked.last().unwrap().next_offset(),
-            "refused frames came back after a restart: {report:?}"
-        );
-        assert_eq!(report.bytes_cut, 0, "{report:?}");
-        check_log(&read_all(&log, 0).await, &acked, &[]);
+                // Frames like the first three refused ones (same sizes and record counts, so the same
+                // offsets): the fourth refused frame, on disk, would follow them seamlessly.
+                plan.heal();
+                acked.extend(append_acked(&log, 19, 3, |_| len).await);
+                assert_eq!(acked[2].offset, end);
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                // A crash now (no clean close): recovery must find exactly the acked frames.
+                drop(log);
+                power_loss();
+                let (log, report) = open(&root, cfg.clone()).await;
+                assert_eq!(
+                    report.next_offset,
+                    acked.last().unwrap().next_offset(),
+                    "refused frames came back after a restart: {report:?}"
+                );
+                assert_eq!(report.bytes_cut, 0, "{report:?}");
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+            }
+        })
+        .await;
     });
 }
 
@@ -577,40 +584,47 @@ fn a_start_after_a_crash_on_a_full_disk_serves_everything_and_writes_once_space_
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let plan = FaultPlan::new();
-        let cfg = LogConfig {
-            index_interval_bytes: 1024,
-            ..small_config()
-        };
-        let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
-        let mut acked = append_acked(&log, 0, 40, |seq| 1_500 + seq as usize).await;
-        let end = log.stats().log_end_offset;
-        // A crash: no close, so no index entries on disk and no checkpoint.
-        drop(log);
+        on_each_disk(|memory| {
+            let root = root.clone();
+            async move {
+                let plan = FaultPlan::new();
+                let cfg = LogConfig {
+                    index_interval_bytes: 1024,
+                    ..small_config()
+                };
+                let (log, _) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+                let mut acked = append_acked(&log, 0, 40, |seq| 1_500 + seq as usize).await;
+                let end = log.stats().log_end_offset;
+                // A crash: no close, so no index entries on disk and no checkpoint.
+                drop(log);
+                power_loss();
 
-        plan.fail_writes(libc::ENOSPC, 0);
-        let (log, report) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
-        assert_eq!(report.next_offset, end, "{report:?}");
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        read_each(&log, &acked).await;
-        let err = log
-            .append(vec![batch(40, 1_000, 5)], Durability::Durable)
-            .await
-            .unwrap_err();
-        assert!(err.is_disk_full(), "{err:?}");
+                plan.fail_writes(libc::ENOSPC, 0);
+                let (log, report) = open_with(faulty(&plan), &root, cfg.clone(), 1024).await;
+                assert_eq!(report.next_offset, end, "{report:?}");
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                read_each(&log, &acked).await;
+                let err = log
+                    .append(vec![batch(40, 1_000, 5)], Durability::Durable)
+                    .await
+                    .unwrap_err();
+                assert!(err.is_disk_full(), "{err:?}");
 
-        plan.heal();
-        acked.extend(append_acked(&log, 41, 5, |_| 2_000).await);
-        assert_eq!(acked[40].offset, end);
-        log.close().await.unwrap();
-        drop(log);
-        let (log, report) = open(&root, cfg).await;
-        assert_eq!(
-            report.bytes_scanned, 0,
-            "a clean close after all: {report:?}"
-        );
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        read_each(&log, &acked).await;
+                plan.heal();
+                acked.extend(append_acked(&log, 41, 5, |_| 2_000).await);
+                assert_eq!(acked[40].offset, end);
+                log.close().await.unwrap();
+                drop(log);
+                let (log, report) = open(&root, cfg).await;
+                assert_eq!(
+                    report.bytes_scanned, 0,
+                    "a clean close after all: {report:?}"
+                );
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                read_each(&log, &acked).await;
+            }
+        })
+        .await;
     });
 }
 
@@ -673,78 +687,96 @@ fn torn_final_frame_is_cut_at_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let plan = FaultPlan::new();
-        plan.only_files_ending_with(".log");
-        let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
-        let mut acked = append_acked(&log, 0, 6, |seq| 5_000 + seq as usize * 11).await;
-        let end = log.stats().log_end_offset;
-        let data_end: u64 = acked
-            .iter()
-            .map(|s| FRAME_HEADER_LEN as u64 + s.len as u64)
-            .sum();
+        on_each_disk(|memory| {
+            let root = root.clone();
+            async move {
+                let plan = FaultPlan::new();
+                plan.only_files_ending_with(".log");
+                let (log, _) = open_with(faulty(&plan), &root, small_config(), 1024).await;
+                let mut acked = append_acked(&log, 0, 6, |seq| 5_000 + seq as usize * 11).await;
+                let end = log.stats().log_end_offset;
+                let data_end: u64 = acked
+                    .iter()
+                    .map(|s| FRAME_HEADER_LEN as u64 + s.len as u64)
+                    .sum();
 
-        // The next write (a 64 KiB frame) puts only its first 16 KiB (from the block holding
-        // the old tail) on disk, then the disk "crashes".
-        plan.tear_next_write(16 * 1024);
-        let err = log
-            .append(vec![batch(6, 64 * 1024, 5)], Durability::Durable)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, EngineError::PartitionFailed { .. }),
-            "{err:?}"
-        );
-        assert!(log.failure().is_some());
-        drop(log);
+                // The next write (a 64 KiB frame) puts only its first 16 KiB (from the block holding
+                // the old tail) on disk, then the disk "crashes".
+                plan.tear_next_write(16 * 1024);
+                let err = log
+                    .append(vec![batch(6, 64 * 1024, 5)], Durability::Durable)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, EngineError::PartitionFailed { .. }),
+                    "{err:?}"
+                );
+                assert!(log.failure().is_some());
+                drop(log);
+                let torn_end = data_end - data_end % 4096 + 16 * 1024;
+                if memory {
+                    // The torn write was never synced: a power loss takes it all, and recovery finds a
+                    // clean end where the process-crash pass finds a torn frame to cut.
+                    power_loss();
+                    let (log, report) = open(&root, small_config()).await;
+                    assert_eq!(report.next_offset, end, "{report:?}");
+                    check_log(&read_all(&log, 0).await, &acked, &[]);
+                    let r = log
+                        .append(vec![batch(7, 64 * 1024, 5)], Durability::Durable)
+                        .await
+                        .unwrap();
+                    assert_eq!(r.base_offset, end);
+                    return;
+                }
 
-        // The torn frame's start really is on disk.
-        let bytes = std::fs::read(partition_dir(&root).join("00000000000000000000.log")).unwrap();
-        let torn_end = data_end - data_end % 4096 + 16 * 1024;
-        assert!(
-            bytes[data_end as usize..torn_end as usize]
-                .iter()
-                .any(|b| *b != 0),
-            "the torn write left nothing on disk"
-        );
-        assert!(
-            bytes[torn_end as usize..].iter().all(|b| *b == 0),
-            "more than the kept part of the torn write reached the disk"
-        );
+                // The torn frame's start really is on disk.
+                let bytes = file_bytes(&partition_dir(&root).join("00000000000000000000.log"));
+                assert!(
+                    bytes[data_end as usize..torn_end as usize]
+                        .iter()
+                        .any(|b| *b != 0),
+                    "the torn write left nothing on disk"
+                );
+                assert!(
+                    bytes[torn_end as usize..].iter().all(|b| *b == 0),
+                    "more than the kept part of the torn write reached the disk"
+                );
 
-        let (log, report) = open(&root, small_config()).await;
-        assert!(!report.from_checkpoint);
-        assert!(
-            report.bytes_cut > 0 && report.bytes_cut <= torn_end - data_end,
-            "{report:?}"
-        );
-        assert!(report.cut_reason.is_some(), "{report:?}");
-        assert_eq!(report.next_offset, end, "{report:?}");
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        assert_eq!(
-            std::fs::metadata(partition_dir(&root).join("00000000000000000000.log"))
-                .unwrap()
-                .len(),
-            data_end
-        );
+                let (log, report) = open(&root, small_config()).await;
+                assert!(!report.from_checkpoint);
+                assert!(
+                    report.bytes_cut > 0 && report.bytes_cut <= torn_end - data_end,
+                    "{report:?}"
+                );
+                assert!(report.cut_reason.is_some(), "{report:?}");
+                assert_eq!(report.next_offset, end, "{report:?}");
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                assert_eq!(
+                    file_bytes(&partition_dir(&root).join("00000000000000000000.log")).len() as u64,
+                    data_end
+                );
 
-        // Appends continue at the offset after the last intact batch, and survive a restart.
-        let r = log
-            .append(vec![batch(7, 64 * 1024, 5)], Durability::Durable)
-            .await
-            .unwrap();
-        assert_eq!(r.base_offset, end);
-        acked.push(Sent {
-            offset: end,
-            seq: 7,
-            len: 64 * 1024,
-        });
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        drop(log);
-        let (log, report) = open(&root, small_config()).await;
-        assert_eq!(report.bytes_cut, 0, "{report:?}");
-        assert!(report.cut_reason.is_none(), "{report:?}");
-        check_log(&read_all(&log, 0).await, &acked, &[]);
-        log.close().await.unwrap();
+                // Appends continue at the offset after the last intact batch, and survive a restart.
+                let r = log
+                    .append(vec![batch(7, 64 * 1024, 5)], Durability::Durable)
+                    .await
+                    .unwrap();
+                assert_eq!(r.base_offset, end);
+                acked.push(Sent {
+                    offset: end,
+                    seq: 7,
+                    len: 64 * 1024,
+                });
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                drop(log);
+                let (log, report) = open(&root, small_config()).await;
+                assert_eq!(report.bytes_cut, 0, "{report:?}");
+                assert!(report.cut_reason.is_none(), "{report:?}");
+                check_log(&read_all(&log, 0).await, &acked, &[]);
+                log.close().await.unwrap();
+            }
+        })
+        .await;
     });
 }
 
@@ -764,90 +796,97 @@ fn crash_at_every_operation_keeps_every_acked_batch() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        let len_of = |seq: u64| 2_000 + (seq as usize * 7_919) % 14_000;
-        // Crash after 0, 1, 2, ... storage operations, until a run completes without a crash:
-        // every operation of the sequence (appends, syncs, preallocations, rolls, checkpoint
-        // and index writes) is a crash point once.
-        let mut crash_after = 0u64;
-        let mut max_acked = 0;
-        loop {
-            assert!(crash_after < 1_000, "the sequence never completed");
-            let case = root.join(format!("crash-{crash_after}"));
-            std::fs::create_dir_all(&case).unwrap();
-            let plan = FaultPlan::new();
-            let (log, _) = open_with(faulty(&plan), &case, crash_config(), 64 * 1024).await;
-            plan.crash_after(crash_after);
-            let mut acked = Vec::new();
-            let mut unacked = Vec::new();
-            let mut next = 0u64;
-            for seq in 0..APPENDS {
-                let len = len_of(seq);
-                match log
-                    .append(
-                        vec![batch(seq, len, 1_000 + seq as i64)],
-                        Durability::Durable,
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        assert!(unacked.is_empty(), "crash point {crash_after}: append {seq} acked after an earlier one failed");
-                        assert_eq!(r.base_offset, next);
-                        acked.push(Sent {
-                            offset: next,
-                            seq,
-                            len,
-                        });
-                    }
-                    Err(e) => {
-                        assert!(
-                            matches!(e, EngineError::PartitionFailed { .. }),
-                            "crash point {crash_after}: {e:?}"
-                        );
-                        // Only the first failed append got an offset; later ones are refused.
-                        if unacked.is_empty() {
-                            unacked.push(Sent {
+        on_each_disk(|memory| {
+            let root = root.clone();
+            async move {
+            let len_of = |seq: u64| 2_000 + (seq as usize * 7_919) % 14_000;
+            // Crash after 0, 1, 2, ... storage operations, until a run completes without a crash:
+            // every operation of the sequence (appends, syncs, preallocations, rolls, checkpoint
+            // and index writes) is a crash point once.
+            let mut crash_after = 0u64;
+            let mut max_acked = 0;
+            loop {
+                assert!(crash_after < 1_000, "the sequence never completed");
+                let case = root.join(format!("crash-{crash_after}"));
+                std::fs::create_dir_all(&case).unwrap();
+                let plan = FaultPlan::new();
+                let (log, _) = open_with(faulty(&plan), &case, crash_config(), 64 * 1024).await;
+                plan.crash_after(crash_after);
+                let mut acked = Vec::new();
+                let mut unacked = Vec::new();
+                let mut next = 0u64;
+                for seq in 0..APPENDS {
+                    let len = len_of(seq);
+                    match log
+                        .append(
+                            vec![batch(seq, len, 1_000 + seq as i64)],
+                            Durability::Durable,
+                        )
+                        .await
+                    {
+                        Ok(r) => {
+                            assert!(unacked.is_empty(), "crash point {crash_after}: append {seq} acked after an earlier one failed");
+                            assert_eq!(r.base_offset, next);
+                            acked.push(Sent {
                                 offset: next,
                                 seq,
                                 len,
                             });
                         }
+                        Err(e) => {
+                            assert!(
+                                matches!(e, EngineError::PartitionFailed { .. }),
+                                "crash point {crash_after}: {e:?}"
+                            );
+                            // Only the first failed append got an offset; later ones are refused.
+                            if unacked.is_empty() {
+                                unacked.push(Sent {
+                                    offset: next,
+                                    seq,
+                                    len,
+                                });
+                            }
+                        }
                     }
+                    next += 1 + seq % 3;
                 }
-                next += 1 + seq % 3;
-            }
-            let completed = unacked.is_empty();
-            if !completed {
-                assert!(log.failure().is_some());
-            }
-            max_acked = max_acked.max(acked.len());
-            drop(log);
+                let completed = unacked.is_empty();
+                if !completed {
+                    assert!(log.failure().is_some());
+                }
+                max_acked = max_acked.max(acked.len());
+                drop(log);
+                power_loss();
 
-            let (log, report) = open(&case, crash_config()).await;
-            let got = read_all(&log, 0).await;
-            check_log(&got, &acked, &unacked);
-            assert_eq!(
-                report.next_offset,
-                got.last().map_or(0, |b| b.next_offset()),
-                "crash point {crash_after}: {report:?}"
-            );
-            // The recovered log takes appends at its end.
-            let r = log
-                .append(vec![batch(999, 100, 5)], Durability::Durable)
-                .await
-                .unwrap();
-            assert_eq!(r.base_offset, report.next_offset);
-            drop(log);
-            std::fs::remove_dir_all(&case).unwrap();
-            if completed {
-                break;
+                let (log, report) = open(&case, crash_config()).await;
+                let got = read_all(&log, 0).await;
+                check_log(&got, &acked, &unacked);
+                assert_eq!(
+                    report.next_offset,
+                    got.last().map_or(0, |b| b.next_offset()),
+                    "crash point {crash_after}: {report:?}"
+                );
+                // The recovered log takes appends at its end.
+                let r = log
+                    .append(vec![batch(999, 100, 5)], Durability::Durable)
+                    .await
+                    .unwrap();
+                assert_eq!(r.base_offset, report.next_offset);
+                drop(log);
+                std::fs::remove_dir_all(&case).unwrap();
+                if completed {
+                    break;
+                }
+                crash_after += 1;
             }
-            crash_after += 1;
-        }
-        assert_eq!(max_acked, APPENDS as usize);
-        assert!(
-            crash_after > 30,
-            "only {crash_after} crash points: the sequence should span several rolls"
-        );
+            assert_eq!(max_acked, APPENDS as usize);
+            assert!(
+                crash_after > 30,
+                "only {crash_after} crash points: the sequence should span several rolls"
+            );
+            }
+        })
+        .await;
     });
 }
 

@@ -12,6 +12,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use spate_engine::cache::BatchCache;
 use spate_engine::io::dma::DmaStorage;
 use spate_engine::io::fault::{FaultPlan, FaultyStorage};
+use spate_engine::io::mem::{CrashMode, MemStorage};
 use spate_engine::io::Storage;
 use spate_engine::{AppendBatch, LogConfig, PartitionLog, RecoveryReport};
 
@@ -52,7 +53,53 @@ pub fn partition_dir(root: &Path) -> PathBuf {
 }
 
 pub async fn open(root: &Path, config: LogConfig) -> (PartitionLog, RecoveryReport) {
-    open_with(Rc::new(DmaStorage), root, config, 64 * 1024 * 1024).await
+    open_with(disk(), root, config, 64 * 1024 * 1024).await
+}
+
+thread_local! {
+    /// The in-memory disk of the `on_each_disk` pass running on this thread, if any.
+    static MEMORY: RefCell<Option<MemStorage>> = const { RefCell::new(None) };
+}
+
+/// Runs a crash test twice: on the real disk (a crash is the process dying: what was written
+/// stays), then on the in-memory storage, where `power_loss` also drops everything no sync
+/// covered. `body` gets whether it runs in memory.
+pub async fn on_each_disk<F, Fut>(mut body: F)
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    MEMORY.with(|m| *m.borrow_mut() = None);
+    body(false).await;
+    MEMORY.with(|m| *m.borrow_mut() = Some(MemStorage::new()));
+    body(true).await;
+    MEMORY.with(|m| *m.borrow_mut() = None);
+}
+
+/// The disk of this pass: the real one, or the in-memory one of `on_each_disk`.
+pub fn disk() -> Rc<dyn Storage> {
+    MEMORY.with(|m| match m.borrow().as_ref() {
+        Some(mem) => Rc::new(mem.clone()) as Rc<dyn Storage>,
+        None => Rc::new(DmaStorage),
+    })
+}
+
+/// After a crash (the log dropped without a close): on the in-memory disk, the power goes
+/// too, and what no sync covered is lost. On the real disk, nothing more happens.
+pub fn power_loss() {
+    MEMORY.with(|m| {
+        if let Some(mem) = m.borrow().as_ref() {
+            mem.crash(CrashMode::DropUnsynced);
+        }
+    })
+}
+
+/// The bytes of a file on this pass's disk.
+pub fn file_bytes(path: &Path) -> Vec<u8> {
+    MEMORY.with(|m| match m.borrow().as_ref() {
+        Some(mem) => mem.file_bytes(path).unwrap_or_default(),
+        None => std::fs::read(path).unwrap(),
+    })
 }
 
 pub async fn open_with(
@@ -68,7 +115,7 @@ pub async fn open_with(
 }
 
 pub fn faulty(plan: &Rc<FaultPlan>) -> Rc<dyn Storage> {
-    Rc::new(FaultyStorage::new(Rc::new(DmaStorage), plan.clone()))
+    Rc::new(FaultyStorage::new(disk(), plan.clone()))
 }
 
 /// A self-describing payload: `seq` repeated, so a reader can check it without a model.
