@@ -349,7 +349,7 @@ fn a_write_that_lands_in_part_before_enospc_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        on_each_disk(|memory| {
+        on_each_disk(|_memory| {
             let root = root.clone();
             async move {
                 let plan = FaultPlan::new();
@@ -584,7 +584,7 @@ fn a_start_after_a_crash_on_a_full_disk_serves_everything_and_writes_once_space_
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        on_each_disk(|memory| {
+        on_each_disk(|_memory| {
             let root = root.clone();
             async move {
                 let plan = FaultPlan::new();
@@ -796,7 +796,7 @@ fn crash_at_every_operation_keeps_every_acked_batch() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(&root.clone(), move || async move {
-        on_each_disk(|memory| {
+        on_each_disk(|_memory| {
             let root = root.clone();
             async move {
             let len_of = |seq: u64| 2_000 + (seq as usize * 7_919) % 14_000;
