@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::log::sync_group::SyncScope;
-
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
@@ -178,4 +176,19 @@ impl<'de> Deserialize<'de> for MinFreeBytes {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// How an acks=all append is made durable: the `log.sync_scope` setting (resolved and described
+/// in `log::sync_group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncScope {
+    /// `filesystem` when the data directory is the root of its own filesystem (a data disk of
+    /// its own) and the kernel reports syncfs errors; `file` otherwise.
+    #[default]
+    Auto,
+    /// One `syncfs` per shard covers every partition written since the last one.
+    Filesystem,
+    /// Each partition fdatasyncs its own segment file.
+    File,
 }

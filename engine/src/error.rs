@@ -73,7 +73,7 @@ impl EngineError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             EngineError::DiskFull { .. } => true,
-            EngineError::Io(e) => crate::space::is_enospc(e),
+            EngineError::Io(e) => crate::io::is_enospc(e),
             _ => false,
         }
     }

@@ -46,10 +46,7 @@ const CHECK_INTERVAL_WHEN_LOW: Duration = Duration::from_millis(10);
 /// that a few partitions growing at once cannot take it all.
 const PREALLOCATE_SHARE: u64 = 16;
 
-/// Whether `err` is ENOSPC (or Rust's StorageFull), looking through the path context.
-pub fn is_enospc(err: &io::Error) -> bool {
-    crate::io::raw_os_error(err) == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
-}
+pub use crate::io::is_enospc;
 
 /// Size and free space of the filesystem holding `path` (statvfs; free as `df` counts it,
 /// without the blocks reserved for root).

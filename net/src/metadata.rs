@@ -14,10 +14,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use spate_engine::atomic_file;
 use spate_engine::space::DiskSpace;
-use spate_engine::{AssignedPartition, EngineError, Result};
+use spate_engine::{EngineError, Result};
 
 use crate::placement;
-use crate::topic_configs::{BrokerDefaults, TopicSettings};
 
 pub const METADATA_FILE: &str = "metadata.spate";
 
@@ -103,27 +102,6 @@ pub struct Metadata {
     pub topics: Vec<TopicMeta>,
     /// Producer ids below this may have been handed out (allocated in blocks).
     pub producer_id_block_end: i64,
-}
-
-impl Metadata {
-    /// The partitions placed on `shard`, each with its topic's settings over the broker's:
-    /// what that shard opens at start (`spate_engine::registry::ShardLogs::open_assigned`).
-    pub fn assigned_to(&self, shard: usize, broker: &BrokerDefaults) -> Vec<AssignedPartition> {
-        let mut out = Vec::new();
-        for topic in &self.topics {
-            let settings = TopicSettings::new(&topic.config, broker);
-            for (p, owner) in topic.partition_shards.iter().enumerate() {
-                if *owner as usize == shard {
-                    out.push(AssignedPartition {
-                        topic: topic.name.clone(),
-                        partition: p as u32,
-                        config: settings.log_config(&topic.name, p as u32),
-                    });
-                }
-            }
-        }
-        out
-    }
 }
 
 /// What starts a metadata file of format 2 and later: this magic, then the format version

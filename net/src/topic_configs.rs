@@ -19,7 +19,8 @@ use std::collections::BTreeSet;
 use kafka_protocol::records::Compression;
 use spate_engine::LogConfig;
 
-use crate::metadata::TopicConfigs;
+use crate::metadata::{Metadata, TopicConfigs};
+use spate_engine::AssignedPartition;
 
 /// Kafka's config types (`ConfigDef.Type`), with the codes DescribeConfigs v3+ answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -917,6 +918,28 @@ pub fn apply_changes(
     }
     check_topic(&next, broker)?;
     Ok(next)
+}
+
+/// Where the metadata meets the configs: what each shard opens, with its settings.
+impl Metadata {
+    /// The partitions placed on `shard`, each with its topic's settings over the broker's:
+    /// what that shard opens at start (`spate_engine::registry::ShardLogs::open_assigned`).
+    pub fn assigned_to(&self, shard: usize, broker: &BrokerDefaults) -> Vec<AssignedPartition> {
+        let mut out = Vec::new();
+        for topic in &self.topics {
+            let settings = TopicSettings::new(&topic.config, broker);
+            for (p, owner) in topic.partition_shards.iter().enumerate() {
+                if *owner as usize == shard {
+                    out.push(AssignedPartition {
+                        topic: topic.name.clone(),
+                        partition: p as u32,
+                        config: settings.log_config(&topic.name, p as u32),
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -172,3 +172,8 @@ pub fn raw_os_error(err: &io::Error) -> Option<i32> {
         .and_then(|inner| inner.downcast_ref::<PathError>())
         .and_then(|p| raw_os_error(&p.source))
 }
+
+/// Whether `err` is ENOSPC (or Rust's StorageFull), looking through the path context.
+pub fn is_enospc(err: &io::Error) -> bool {
+    raw_os_error(err) == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
+}

@@ -18,23 +18,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 use futures_channel::oneshot;
-use serde::{Deserialize, Serialize};
 
+pub use crate::config::SyncScope;
 use crate::io::StorageFile;
-
-/// How an acks=all append is made durable: the `log.sync_scope` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncScope {
-    /// `filesystem` when the data directory is the root of its own filesystem (a data disk of
-    /// its own) and the kernel reports syncfs errors; `file` otherwise.
-    #[default]
-    Auto,
-    /// One `syncfs` per shard covers every partition written since the last one.
-    Filesystem,
-    /// Each partition fdatasyncs its own segment file.
-    File,
-}
 
 impl SyncScope {
     /// What makes a durable append durable under this (resolved) scope.
