@@ -86,6 +86,10 @@ impl TopicConfigs {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
     pub name: String,
+    /// Kafka's topic id: a random (version 4) UUID given at creation, so a topic deleted and
+    /// created again under the same name is another topic to clients that track ids. Topics
+    /// of a format-1 file get theirs at the first open that reads it (saved at once).
+    pub topic_id: [u8; 16],
     /// Owning shard of each partition, recorded at creation.
     pub partition_shards: Vec<u32>,
     pub config: TopicConfigs,
@@ -157,6 +161,8 @@ pub mod v1 {
                             pairs.into_iter().filter_map(|(k, v)| Some((k, v?))),
                         ),
                         name: t.name,
+                        // Given by `MetadataStore::open`, which saves them.
+                        topic_id: [0; 16],
                         partition_shards: t.partition_shards,
                     }
                 })
@@ -255,13 +261,29 @@ impl MetadataStore {
             })?,
         };
         let next_producer_id = metadata.producer_id_block_end;
-        Ok(Self {
+        let mut store = Self {
             path,
             metadata,
             next_producer_id,
             space: None,
             scratch: false,
-        })
+        };
+        // Topics without an id (read from a format-1 file) get one now, saved before anyone
+        // sees it: an id must not change from one start to the next.
+        let mut assigned = false;
+        for t in store
+            .metadata
+            .topics
+            .iter_mut()
+            .filter(|t| t.topic_id == [0; 16])
+        {
+            t.topic_id = new_topic_id();
+            assigned = true;
+        }
+        if assigned {
+            store.save()?;
+        }
+        Ok(store)
     }
 
     /// A copy to make a change on without saving it: the store's methods run on it as on
@@ -332,6 +354,7 @@ impl MetadataStore {
         }
         let topic = TopicMeta {
             name: name.to_string(),
+            topic_id: new_topic_id(),
             partition_shards: (0..partitions)
                 .map(|p| placement::shard_for(name, p, shards) as u32)
                 .collect(),
@@ -451,6 +474,27 @@ fn save_bytes(path: &Path, bytes: &[u8], space: Option<&DiskSpace>) -> Result<()
     })
 }
 
+/// A random version-4 UUID (RFC 9562) from the kernel's generator; if that cannot be read,
+/// one made of the time, the process id and a counter (unique, not unpredictable).
+pub fn new_topic_id() -> [u8; 16] {
+    use std::io::Read;
+    let mut id = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
+    if read.is_err() || id == [0; 16] {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        id[..8].copy_from_slice(&nanos.to_le_bytes());
+        id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        id[12..].copy_from_slice(&(n as u32).to_le_bytes());
+    }
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +558,32 @@ mod tests {
     /// A file written by a broker of format 1 (the four typed settings) loads, with its
     /// settings as configs, and is written back in the current format at the next change.
     #[test]
+    fn topics_get_distinct_version_4_ids_that_a_restart_keeps_and_a_new_topic_does_not_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = MetadataStore::open(dir.path()).unwrap();
+        let a = store
+            .create_topic("a", 1, TopicConfigs::default(), 1)
+            .unwrap();
+        let b = store
+            .create_topic("b", 1, TopicConfigs::default(), 1)
+            .unwrap();
+        assert_ne!(a.topic_id, [0; 16]);
+        assert_ne!(a.topic_id, b.topic_id);
+        assert_eq!(a.topic_id[6] >> 4, 4, "a version-4 UUID");
+        assert_eq!(a.topic_id[8] >> 6, 0b10, "RFC 9562's variant");
+        let again = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(again.topic("a").unwrap().topic_id, a.topic_id);
+        store.delete_topic("a").unwrap();
+        let a2 = store
+            .create_topic("a", 1, TopicConfigs::default(), 1)
+            .unwrap();
+        assert_ne!(
+            a2.topic_id, a.topic_id,
+            "a topic created again is another topic"
+        );
+    }
+
+    #[test]
     fn a_format_1_file_is_read_and_rewritten_in_the_current_format() {
         let dir = tempfile::tempdir().unwrap();
         let old = v1::Metadata {
@@ -533,6 +603,19 @@ mod tests {
         let mut store = MetadataStore::open(dir.path()).unwrap();
         let t = store.topic("orders").unwrap();
         assert_eq!(t.partition_shards, [0, 1]);
+        // An id given at this first open, and saved at once: an open that changes nothing
+        // else sees the same.
+        assert_ne!(t.topic_id, [0; 16]);
+        let id = t.topic_id;
+        assert_eq!(
+            MetadataStore::open(dir.path())
+                .unwrap()
+                .topic("orders")
+                .unwrap()
+                .topic_id,
+            id
+        );
+        let t = store.topic("orders").unwrap();
         let pairs: Vec<(&str, &str)> = t.config.iter().collect();
         assert_eq!(
             pairs,

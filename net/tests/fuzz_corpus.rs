@@ -629,6 +629,7 @@ fn write_seeds() {
         topics: vec![
             TopicMeta {
                 name: "orders".into(),
+                topic_id: *b"\x8e\x1c\x52\x0a\x3f\x64\x4b\x2d\x9a\x07\x11\xc4\x5e\x90\x3b\x62",
                 partition_shards: vec![0, 1, 0],
                 config: TopicConfigs::from_pairs([
                     ("cleanup.policy", "compact,delete".to_string()),
@@ -637,6 +638,7 @@ fn write_seeds() {
             },
             TopicMeta {
                 name: "__consumer_offsets".into(),
+                topic_id: [7; 16],
                 partition_shards: vec![1; 8],
                 config: TopicConfigs::default(),
             },

@@ -430,3 +430,38 @@ def test_group_type_filter_and_unknown_group_kafka_python(broker):
     finally:
         adm.close()
         c.close()
+
+
+def test_topic_ids_are_real_stable_across_a_restart_and_new_for_a_recreated_topic(broker):
+    """Kafka's topic ids: confluent-kafka reads them from DescribeTopicPartitions (KIP-966),
+    kafka-python from Metadata v10+. A zero id (what Spate answered before) breaks clients that
+    track topics by id (KIP-848 consumers, topic-id Fetch)."""
+    topic = unique("ids")
+    a = cka.AdminClient(ck_conf(broker.bootstrap))
+    a.create_topics([cka.NewTopic(topic, 2, 1)])[topic].result(15)
+
+    def ck_id():
+        d = a.describe_topics(ck.TopicCollection([topic]))[topic].result(15)
+        return str(d.topic_id)
+
+    def kp_id():
+        c = kp.KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+        try:
+            (d,) = c.describe_topics([topic])
+            return d.get("topic_id")
+        finally:
+            c.close()
+
+    first = ck_id()
+    assert first and first != "AAAAAAAAAAAAAAAAAAAAAA" and first.strip("0-") != "", first
+    kp_first = kp_id()
+    assert kp_first not in (None, "", "00000000-0000-0000-0000-000000000000"), kp_first
+    broker.restart()
+    a = cka.AdminClient(ck_conf(broker.bootstrap))
+    assert ck_id() == first, "an id must not change across a restart"
+    assert kp_id() == kp_first
+    a.delete_topics([topic])[topic].result(15)
+    wait_until(lambda: topic not in a.list_topics(timeout=10).topics, 15, "topic deleted")
+    a.create_topics([cka.NewTopic(topic, 1, 1)])[topic].result(15)
+    wait_until(lambda: topic in a.list_topics(timeout=10).topics, 15, "topic recreated")
+    assert ck_id() != first, "a topic created again is another topic"

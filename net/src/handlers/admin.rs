@@ -204,8 +204,9 @@ pub async fn create_topics(
         }
         let configs = described(&config);
         match shard.create_topic(name.clone(), partitions, config).await {
-            Ok(_) => results.push(
+            Ok(topic) => results.push(
                 result(code::NONE, None)
+                    .with_topic_id(uuid::Uuid::from_bytes(topic.topic_id))
                     .with_num_partitions(partitions as i32)
                     .with_replication_factor(1)
                     .with_configs(Some(configs)),

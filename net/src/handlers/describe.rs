@@ -96,6 +96,7 @@ pub async fn describe_topic_partitions(
         topics.push(
             DescribeTopicPartitionsResponseTopic::default()
                 .with_name(Some(topic_name(&name)))
+                .with_topic_id(uuid::Uuid::from_bytes(t.topic_id))
                 .with_is_internal(name == OFFSETS_TOPIC)
                 .with_partitions(partitions)
                 .with_topic_authorized_operations(OPERATIONS_NOT_ASKED),

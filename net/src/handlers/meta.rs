@@ -76,6 +76,7 @@ fn topic_entry(t: &crate::metadata::TopicMeta) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(uuid::Uuid::from_bytes(t.topic_id))
         .with_is_internal(t.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
