@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
+use spate_client::{encode_batch, OutRecord};
 use spate_engine::registry::ShardLogs;
 use spate_net::metadata::MetadataStore;
 use spate_net::shard::ShardMesh;
@@ -52,34 +50,15 @@ fn decode<R: Decodable + HeaderVersion>(o: Outcome, version: i16) -> R {
 }
 
 fn batch(partition: i32) -> Bytes {
-    let records: Vec<Record> = (0..3)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
+    let records: Vec<OutRecord> = (0..3)
+        .map(|i| OutRecord {
             key: None,
             value: Some(Bytes::from(format!("p{partition}-{i}"))),
-            headers: IndexMap::new(),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    encode_batch(&records, Compression::None).unwrap()
 }
 
 /// Runs one shard of `cluster` on its own executor: `body` on it once it has started.

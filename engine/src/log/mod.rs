@@ -2,7 +2,9 @@
 
 pub mod appender;
 pub mod checkpoint;
+mod enqueue;
 pub mod epochs;
+mod failure;
 pub mod index;
 pub mod index_file;
 pub mod partition;

@@ -1,6 +1,6 @@
 //! The log of one partition: its state and handle, open (with recovery) and a clean close.
-//! The rest of its behaviour lives beside it, one concept a file: `write.rs` (appends and
-//! the group-commit flush loop), `roll.rs` (sealing a segment, index tails, the recovery
+//! The rest of its behaviour lives beside it, one concept a file: `enqueue.rs` (queueing
+//! appends), `write.rs` (the group-commit flush loop), `failure.rs` (full disk, fatal errors), `roll.rs` (sealing a segment, index tails, the recovery
 //! checkpoint), `read.rs` (reads and waits for data), `timestamps.rs` (lookups by time),
 //! `retention.rs` (retention, DeleteRecords and the log start).
 //!
@@ -33,6 +33,7 @@ use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::{EngineError, Result};
 use crate::io::Storage;
+pub use crate::log::enqueue::Appending;
 use crate::log::epochs::{self, EpochEntry, EpochIndex};
 use crate::log::pending::PendingQueue;
 use crate::log::readahead::ReadAhead;
@@ -40,7 +41,6 @@ use crate::log::recovery::{self, RecoveryReport};
 use crate::log::retention::{log_start, read_start_floor};
 use crate::log::segment::Segment;
 use crate::log::sync_group::SyncGroup;
-pub use crate::log::write::Appending;
 use crate::space::DiskSpace;
 
 /// One batch to append.

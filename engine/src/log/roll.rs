@@ -4,9 +4,9 @@
 
 use crate::error::{EngineError, Result};
 use crate::log::checkpoint::{self, RecoveryCheckpoint};
+use crate::log::failure::WriteFault;
 use crate::log::partition::PartitionLog;
 use crate::log::segment::Segment;
-use crate::log::write::WriteFault;
 
 impl PartitionLog {
     /// Closes the active segment and starts a new one at the next offset to write.

@@ -1,223 +1,21 @@
-//! The append path of a partition log: queueing batches with their offsets, and the flush
-//! loop that writes them in rounds, pipelines fdatasyncs (group commit) and resolves each
-//! append at the durability it asked for; after a fatal error, the partition's failure.
+//! The flush loop of a partition log: it writes the queued frames in rounds (epochs saved
+//! first, rolls where a segment is full), pipelines fdatasyncs (group commit) and resolves each
+//! append at the durability it asked for. Queueing is in `enqueue.rs`, failures in
+//! `failure.rs`.
 
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 
 use crate::error::{EngineError, Result};
-use crate::frame::{FrameHeader, FrameMeta, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
-use crate::log::partition::{AppendBatch, AppendResult, PartitionLog, State};
+use crate::frame::FRAME_HEADER_LEN;
+use crate::log::failure::WriteFault;
+use crate::log::partition::{PartitionLog, State};
 use crate::log::pending::Pending;
 use crate::{Durability, ReadBatch};
 
 impl PartitionLog {
-    /// Appends `batches` in order; resolves per `durability`. The batches get consecutive
-    /// offsets unless another append interleaves while this one waits for buffer space.
-    pub async fn append(
-        &self,
-        batches: Vec<AppendBatch>,
-        durability: Durability,
-    ) -> Result<AppendResult> {
-        self.enqueue(batches, durability).await?.wait().await
-    }
-
-    /// The first half of [`PartitionLog::append`]: waits for buffer space and queues the
-    /// batches, which then have their offsets (the order of `enqueue` calls is log order).
-    /// The returned [`Appending`] resolves per `durability`. A caller that queues appends
-    /// from several requests in order and waits for them concurrently keeps their order.
-    pub async fn enqueue(
-        &self,
-        batches: Vec<AppendBatch>,
-        durability: Durability,
-    ) -> Result<Appending> {
-        self.enqueue_at(batches, durability, None).await
-    }
-
-    /// A follower's append: `batches` as the leader's log holds them (read from it with
-    /// their offsets, epochs and timestamps), stored verbatim at those offsets. They must be
-    /// contiguous and start at this log's end ([`EngineError::NotContiguous`] otherwise),
-    /// and their epochs may not go below the log's latest ([`EngineError::StaleEpoch`]).
-    pub async fn append_replicated(
-        &self,
-        batches: Vec<ReadBatch>,
-        durability: Durability,
-    ) -> Result<AppendResult> {
-        self.enqueue_replicated(batches, durability)
-            .await?
-            .wait()
-            .await
-    }
-
-    /// The first half of [`PartitionLog::append_replicated`] (see [`PartitionLog::enqueue`]).
-    pub async fn enqueue_replicated(
-        &self,
-        batches: Vec<ReadBatch>,
-        durability: Durability,
-    ) -> Result<Appending> {
-        let Some(first) = batches.first().map(|b| b.base_offset) else {
-            return Err(EngineError::InvalidAppend("no batches".into()));
-        };
-        let mut expected = first;
-        for b in &batches {
-            if b.base_offset != expected {
-                return Err(EngineError::InvalidAppend(format!(
-                    "replicated batches are not contiguous: offset {} follows {expected}",
-                    b.base_offset
-                )));
-            }
-            expected = b.next_offset();
-        }
-        let batches = batches
-            .into_iter()
-            .map(|b| AppendBatch {
-                payload: b.payload,
-                record_count: b.record_count,
-                first_timestamp_ms: b.first_timestamp_ms,
-                max_timestamp_ms: b.max_timestamp_ms,
-                leader_epoch: b.leader_epoch,
-                base_offset_field: None,
-            })
-            .collect();
-        self.enqueue_at(batches, durability, Some(first)).await
-    }
-
-    /// Queues `batches` at the log end, which must be `at` if given. Every check that can
-    /// refuse the append is made before any batch is queued.
-    async fn enqueue_at(
-        &self,
-        batches: Vec<AppendBatch>,
-        durability: Durability,
-        at: Option<u64>,
-    ) -> Result<Appending> {
-        if batches.is_empty() {
-            return Err(EngineError::InvalidAppend("no batches".into()));
-        }
-        let max_frame = self
-            .inner
-            .config
-            .borrow()
-            .segment_bytes
-            .min(u64::from(FRAME_PAYLOAD_MAX_BYTES));
-        for b in &batches {
-            if b.record_count == 0 {
-                return Err(EngineError::InvalidAppend(
-                    "a batch must hold at least one record".into(),
-                ));
-            }
-            if (b.payload.len() + FRAME_HEADER_LEN) as u64 > max_frame {
-                return Err(EngineError::InvalidAppend(format!(
-                    "batch of {} bytes is larger than the segment size limit of {} bytes",
-                    b.payload.len(),
-                    max_frame
-                )));
-            }
-            if let Some(at) = b.base_offset_field {
-                if at + 8 > b.payload.len() {
-                    return Err(EngineError::InvalidAppend(
-                        "base offset field lies outside the payload".into(),
-                    ));
-                }
-            }
-        }
-        self.check_writable()?;
-        self.check_placement(&batches, at)?;
-        if let Some(space) = self.space() {
-            let bytes = batches
-                .iter()
-                .map(|b| (b.payload.len() + FRAME_HEADER_LEN) as u64)
-                .sum();
-            space.admit_append(bytes)?;
-        }
-        let mut permits = Vec::with_capacity(batches.len());
-        for b in &batches {
-            let units = ((b.payload.len() + FRAME_HEADER_LEN) as u64)
-                .min(self.inner.config.borrow().max_pending_bytes);
-            let permit = self
-                .inner
-                .pending_budget
-                .acquire_static_permit(units)
-                .await
-                .map_err(|_| EngineError::Closed)?;
-            permits.push(permit);
-        }
-        self.check_writable()?;
-        // Again: other appends may have been queued while this one waited for room.
-        self.check_placement(&batches, at)?;
-        let (tx, rx) = oneshot::channel();
-        let result = {
-            let mut st = self.inner.state.borrow_mut();
-            let base = st.next_offset;
-            let count = batches.len();
-            let mut tx = Some(tx);
-            for (i, (b, permit)) in batches.into_iter().zip(permits).enumerate() {
-                let offset = st.next_offset;
-                let offset_patch = b
-                    .base_offset_field
-                    .map(|at| (at, (offset as i64).to_be_bytes()));
-                let payload = b.payload;
-                let header = FrameHeader::new_chunks(
-                    FrameMeta {
-                        base_offset: offset,
-                        record_count: b.record_count,
-                        first_timestamp_ms: b.first_timestamp_ms,
-                        max_timestamp_ms: b.max_timestamp_ms,
-                        leader_epoch: b.leader_epoch,
-                    },
-                    &patched_chunks(&payload, offset_patch.as_ref()),
-                );
-                st.epochs.assign(b.leader_epoch, offset);
-                st.next_offset = header.next_offset();
-                st.pending.push(Pending {
-                    header,
-                    payload,
-                    offset_patch,
-                    durability,
-                    waiter: if i + 1 == count { tx.take() } else { None },
-                    _permit: permit,
-                });
-            }
-            AppendResult {
-                base_offset: base,
-                last_offset: st.next_offset - 1,
-            }
-        };
-        self.start_flush();
-        Ok(Appending {
-            log: self.clone(),
-            result,
-            done: rx,
-        })
-    }
-
-    /// Whether `batches` may go at the log end now: at offset `at` if given, and with
-    /// leader epochs that never go down (along the batches, and from the log's latest).
-    fn check_placement(&self, batches: &[AppendBatch], at: Option<u64>) -> Result<()> {
-        let st = self.inner.state.borrow();
-        if let Some(at) = at {
-            if at != st.next_offset {
-                return Err(EngineError::NotContiguous {
-                    got: at,
-                    log_end: st.next_offset,
-                });
-            }
-        }
-        let mut latest = st.epochs.latest().map(|e| e.epoch);
-        for b in batches {
-            if let Some(l) = latest.filter(|l| b.leader_epoch < *l) {
-                return Err(EngineError::StaleEpoch {
-                    epoch: b.leader_epoch,
-                    latest: l,
-                });
-            }
-            latest = Some(b.leader_epoch);
-        }
-        Ok(())
-    }
-
     /// Saves the leader-epoch index if the queued appends changed it.
     async fn persist_epochs(&self) -> std::result::Result<(), WriteFault> {
         let index = {
@@ -248,39 +46,6 @@ impl PartitionLog {
         })?;
         self.inner.state.borrow_mut().epochs_on_disk = index;
         Ok(())
-    }
-
-    pub(super) fn check_writable(&self) -> Result<()> {
-        let st = self.inner.state.borrow();
-        if st.closed {
-            return Err(EngineError::Closed);
-        }
-        if let Some(reason) = &st.failed {
-            return Err(EngineError::PartitionFailed {
-                partition: self.inner.name.clone(),
-                reason: reason.clone(),
-            });
-        }
-        if st.truncating {
-            return Err(EngineError::InvalidAppend(
-                "the log's tail is being truncated; append again once it is done".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) fn failed_error(&self) -> EngineError {
-        let reason = self
-            .inner
-            .state
-            .borrow()
-            .failed
-            .clone()
-            .unwrap_or_else(|| "append abandoned".into());
-        EngineError::PartitionFailed {
-            partition: self.inner.name.clone(),
-            reason,
-        }
     }
 
     pub(super) fn start_flush(&self) {
@@ -713,49 +478,6 @@ impl PartitionLog {
             active.max_timestamp_ms = max_timestamp_ms;
         }
     }
-
-    /// Refuses `round` and every append queued behind it, none of them written, after a write
-    /// or roll found no space. Their offsets are given out again; the partition stays
-    /// writable.
-    pub(super) fn refuse_unwritten(&self, err: &EngineError, round: Vec<Pending>) {
-        let pending = {
-            let mut st = self.inner.state.borrow_mut();
-            st.next_offset = st.written_offset;
-            let end = st.written_offset;
-            st.epochs.truncate_from(end);
-            st.pending.take_all()
-        };
-        for mut p in round.into_iter().chain(pending) {
-            if let Some(w) = p.waiter.take() {
-                let _ = w.send(Err(disk_full_copy(err)));
-            }
-        }
-    }
-
-    /// Marks the partition failed and fails `round` and everything pending.
-    pub(super) fn fail(&self, err: EngineError, round: Vec<Pending>) {
-        let reason = err.to_string();
-        tracing::error!(partition = %self.inner.name, "partition refuses writes until restart: {reason}");
-        let pending: Vec<Pending> = {
-            let mut st = self.inner.state.borrow_mut();
-            if st.failed.is_none() {
-                st.failed = Some(reason.clone());
-            }
-            st.pending.take_all()
-        };
-        self.fail_waiters(round.into_iter().chain(pending).collect(), &reason);
-    }
-
-    pub(super) fn fail_waiters(&self, pending: Vec<Pending>, reason: &str) {
-        for mut p in pending {
-            if let Some(w) = p.waiter.take() {
-                let _ = w.send(Err(EngineError::PartitionFailed {
-                    partition: self.inner.name.clone(),
-                    reason: reason.to_string(),
-                }));
-            }
-        }
-    }
 }
 
 /// While an fdatasync is in flight, frames that all wait for durability are written only
@@ -765,65 +487,10 @@ impl PartitionLog {
 /// halves that alternate: 950 against 830 MiB/s on the development VM.
 pub(super) const PIPELINE_WRITE_BYTES: u64 = 1024 * 1024;
 
-/// Batches queued by [`PartitionLog::enqueue`]: their offsets are assigned; `wait` resolves
-/// when they are written (or durable, as asked).
-pub struct Appending {
-    log: PartitionLog,
-    result: AppendResult,
-    done: oneshot::Receiver<Result<()>>,
-}
-
-impl Appending {
-    /// The offsets the batches were given.
-    pub fn offsets(&self) -> AppendResult {
-        self.result
-    }
-
-    pub async fn wait(self) -> Result<AppendResult> {
-        match self.done.await {
-            Ok(Ok(())) => Ok(self.result),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(self.log.failed_error()),
-        }
-    }
-}
-
 /// An fdatasync in flight. Its task resolves the appends it covers as soon as it returns
 /// (not when the flush loop next looks), and yields whether it succeeded.
 pub(super) struct InflightSync {
     task: glommio::Task<bool>,
-}
-
-/// Why a write step failed: a full disk leaves the log's state known and writable later;
-/// anything else fails the partition.
-pub(super) enum WriteFault {
-    NoSpace(EngineError),
-    Fatal(EngineError),
-}
-
-impl WriteFault {
-    /// Sorts a write or allocation error (never a sync error: those are always fatal).
-    pub(super) fn of_write(e: EngineError) -> Self {
-        if e.is_disk_full() {
-            WriteFault::NoSpace(e)
-        } else {
-            WriteFault::Fatal(e)
-        }
-    }
-}
-
-/// A copy of a disk-full error for each refused append.
-pub(super) fn disk_full_copy(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::DiskFull { path, detail } => EngineError::DiskFull {
-            path: path.clone(),
-            detail: detail.clone(),
-        },
-        other => EngineError::DiskFull {
-            path: PathBuf::new(),
-            detail: other.to_string(),
-        },
-    }
 }
 
 /// The payload as stored: with the base offset patch, three slices; without, the payload.
