@@ -3,8 +3,13 @@
 //! Everything here is a sans-I/O state machine, driven by messages and ticks and answering
 //! with what to send, persist and apply (as raft-rs itself is), so that one test process can
 //! run a whole cluster on a simulated network and clock:
-//! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279);
-//! - [`isr`]: the leader's in-sync set and high watermark.
+//! - [`metadata`]: the records of the cluster metadata log and the image they build;
+//! - [`controller`]: what the quorum's leader decides (registration, fencing, elections,
+//!   placement, ISR changes);
+//! - [`isr`]: a partition leader's in-sync set and high watermark;
+//! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279).
 
+pub mod controller;
 pub mod divergence;
 pub mod isr;
+pub mod metadata;

@@ -1,0 +1,303 @@
+use super::*;
+use crate::metadata::{Endpoint, NO_LEADER};
+
+/// An image and the log index of the next record, records applied as the quorum would.
+struct Cluster {
+    image: ClusterImage,
+    next: u64,
+    controller: Controller,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let mut c = Cluster {
+            image: ClusterImage::default(),
+            next: 1,
+            controller: Controller::new(ControllerConfig::default(), 0),
+        };
+        c.apply(vec![MetadataRecord::Bootstrap {
+            cluster_id: [9; 16],
+        }]);
+        c
+    }
+
+    fn apply(&mut self, records: Vec<MetadataRecord>) {
+        for r in records {
+            let _ = self.image.apply(self.next, &r);
+            self.next += 1;
+        }
+    }
+
+    fn join(&mut self, id: BrokerId, now: u64) -> u64 {
+        let records = self
+            .controller
+            .register(&self.image, reg(id, [id as u8; 16]), now)
+            .expect("registered");
+        self.apply(records);
+        let epoch = self.image.brokers[&id].epoch;
+        let reply = self
+            .controller
+            .heartbeat(&self.image, id, epoch, self.image.applied_index, now)
+            .expect("heartbeat");
+        assert!(reply.fenced);
+        self.apply(reply.records);
+        assert!(self.image.is_live(id));
+        epoch
+    }
+
+    fn beat(&mut self, id: BrokerId, now: u64) {
+        let epoch = self.image.brokers[&id].epoch;
+        let reply = self
+            .controller
+            .heartbeat(&self.image, id, epoch, self.image.applied_index, now)
+            .expect("heartbeat");
+        self.apply(reply.records);
+    }
+
+    fn create(&mut self, name: &str, partitions: i32, rf: i32) -> TopicId {
+        let id = [name.len() as u8; 16];
+        let records = self
+            .controller
+            .create_topic(
+                &self.image,
+                CreateTopic {
+                    name: name.into(),
+                    topic_id: id,
+                    partitions,
+                    replication_factor: rf,
+                    assignment: None,
+                    configs: vec![],
+                },
+            )
+            .expect("created");
+        self.apply(records);
+        id
+    }
+}
+
+fn reg(id: BrokerId, incarnation: [u8; 16]) -> BrokerRegistration {
+    BrokerRegistration {
+        broker_id: id,
+        incarnation,
+        listener: Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092 + id as u16,
+        },
+        cluster_addr: format!("127.0.0.1:{}", 19092 + id),
+        shards: 2,
+        rack: None,
+    }
+}
+
+#[test]
+fn replicas_spread_over_live_brokers_and_a_factor_too_large_is_refused() {
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("orders", 6, 3);
+    let topic = &c.image.topics[&t];
+    let mut leaders = BTreeMap::new();
+    for p in &topic.partitions {
+        let mut r = p.assignment.replicas.clone();
+        r.sort_unstable();
+        assert_eq!(r, vec![1, 2, 3]);
+        assert_eq!(p.state.isr.len(), 3);
+        assert!(p.assignment.shard < 2);
+        *leaders.entry(p.state.leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    let err = c
+        .controller
+        .create_topic(
+            &c.image,
+            CreateTopic {
+                name: "big".into(),
+                topic_id: [1; 16],
+                partitions: 1,
+                replication_factor: 4,
+                assignment: None,
+                configs: vec![],
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ControllerError::Placement(PlacementError::InvalidReplicationFactor { factor: 4, live: 3 })
+    );
+    let err = c
+        .controller
+        .create_topic(
+            &c.image,
+            CreateTopic {
+                name: "twice".into(),
+                topic_id: [2; 16],
+                partitions: 1,
+                replication_factor: 1,
+                assignment: Some(vec![vec![1, 1]]),
+                configs: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ControllerError::Placement(PlacementError::InvalidReplicaAssignment(_))
+    ));
+}
+
+#[test]
+fn a_second_live_process_with_the_same_id_is_refused() {
+    let mut c = Cluster::new();
+    c.join(1, 0);
+    let err = c.controller.register(&c.image, reg(1, [0xee; 16]), 100);
+    assert_eq!(err, Err(ControllerError::DuplicateBrokerRegistration(1)));
+    // Once it has been silent for the session timeout, a restarted process may take over.
+    assert!(c
+        .controller
+        .register(&c.image, reg(1, [0xee; 16]), 20_000)
+        .is_ok());
+}
+
+#[test]
+fn a_silent_leader_is_fenced_and_replaced_in_one_tick() {
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 3, 3);
+    let led_by_1: Vec<usize> = (0..3)
+        .filter(|&p| c.image.topics[&t].partitions[p].state.leader == 1)
+        .collect();
+    assert!(!led_by_1.is_empty());
+    // 2 and 3 go on heartbeating; 1 stops.
+    for now in (1000..9000).step_by(1000) {
+        c.beat(2, now);
+        c.beat(3, now);
+        let records = c.controller.tick(&c.image, now);
+        assert!(records.is_empty(), "nothing to do at {now}: {records:?}");
+    }
+    c.beat(2, 9500);
+    c.beat(3, 9500);
+    let records = c.controller.tick(&c.image, 9500);
+    assert!(matches!(
+        records[0],
+        MetadataRecord::FenceBroker { broker_id: 1, .. }
+    ));
+    assert!(
+        c.controller.tick(&c.image, 9600).is_empty(),
+        "in flight: not proposed twice"
+    );
+    c.apply(records);
+    assert!(!c.image.is_live(1));
+    for (i, p) in c.image.topics[&t].partitions.iter().enumerate() {
+        assert!(!p.state.isr.contains(&1), "partition {i}");
+        assert_ne!(p.state.leader, 1);
+        if led_by_1.contains(&i) {
+            assert_eq!(p.state.leader_epoch, 1, "a new leader, a new epoch");
+        } else {
+            assert_eq!(p.state.leader_epoch, 0, "same leader, same epoch");
+        }
+    }
+    assert!(c.controller.tick(&c.image, 9700).is_empty());
+}
+
+#[test]
+fn isr_changes_follow_kafkas_alter_partition_rules() {
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 1, 3);
+    let p = c.image.topics[&t].partitions[0].clone();
+    let leader = p.state.leader;
+    let others: Vec<BrokerId> = p.assignment.replicas[1..].to_vec();
+    let req = AlterPartition {
+        broker_id: leader,
+        broker_epoch: c.image.brokers[&leader].epoch,
+        topic_id: t,
+        partition: 0,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        new_isr: vec![leader, others[0]],
+    };
+    let stale = AlterPartition {
+        leader_epoch: 1,
+        ..req.clone()
+    };
+    assert!(matches!(
+        c.controller.alter_partition(&c.image, &stale),
+        Err(ControllerError::FencedLeaderEpoch { got: 1, current: 0 })
+    ));
+    let not_leader = AlterPartition {
+        broker_id: others[0],
+        broker_epoch: c.image.brokers[&others[0]].epoch,
+        ..req.clone()
+    };
+    assert_eq!(
+        c.controller.alter_partition(&c.image, &not_leader),
+        Err(ControllerError::NotLeader(others[0]))
+    );
+    let outsider = AlterPartition {
+        new_isr: vec![leader, 7],
+        ..req.clone()
+    };
+    assert_eq!(
+        c.controller.alter_partition(&c.image, &outsider),
+        Err(ControllerError::IneligibleReplica(7))
+    );
+    let records = c.controller.alter_partition(&c.image, &req).expect("valid");
+    c.apply(records);
+    let state = &c.image.topics[&t].partitions[0].state;
+    assert_eq!(state.partition_epoch, 1);
+    assert_eq!(state.isr.len(), 2);
+    // The same request again names an old partition epoch.
+    assert_eq!(
+        c.controller.alter_partition(&c.image, &req),
+        Err(ControllerError::InvalidUpdateVersion { got: 0, current: 1 })
+    );
+}
+
+#[test]
+fn an_offline_partition_comes_back_when_its_last_isr_member_returns() {
+    let mut c = Cluster::new();
+    c.join(1, 0);
+    c.join(2, 0);
+    let t = c.create("t", 1, 1);
+    let only = c.image.topics[&t].partitions[0].state.leader;
+    let other = if only == 1 { 2 } else { 1 };
+    c.beat(other, 9_500);
+    let records = c.controller.tick(&c.image, 9_500);
+    c.apply(records);
+    let state = &c.image.topics[&t].partitions[0].state;
+    assert_eq!((state.leader, state.isr.clone()), (NO_LEADER, vec![only]));
+    // It comes back: registers again (a new epoch), is unfenced, leads again.
+    let records = c
+        .controller
+        .register(&c.image, reg(only, [0x55; 16]), 12_000)
+        .expect("re-register");
+    c.apply(records);
+    c.beat(only, 12_001);
+    assert!(c.image.is_live(only));
+    let records = c.controller.tick(&c.image, 12_002);
+    c.apply(records);
+    let state = &c.image.topics[&t].partitions[0].state;
+    assert_eq!((state.leader, state.leader_epoch), (only, 2));
+}
+
+#[test]
+fn a_stale_broker_epoch_is_refused() {
+    let mut c = Cluster::new();
+    let epoch = c.join(1, 0);
+    assert_eq!(
+        c.controller.heartbeat(&c.image, 1, epoch + 100, 0, 1),
+        Err(ControllerError::StaleBrokerEpoch {
+            broker_id: 1,
+            got: epoch + 100,
+            current: epoch
+        })
+    );
+    assert_eq!(
+        c.controller.heartbeat(&c.image, 5, 1, 0, 1),
+        Err(ControllerError::UnknownBroker(5))
+    );
+}

@@ -1,0 +1,258 @@
+//! The cluster metadata image: what the committed metadata log says, applied in log order.
+//! Every broker holds one and publishes snapshots of it to its shards. Applying is
+//! deterministic: the same log gives the same image (and the same refusals) everywhere.
+
+use std::collections::BTreeMap;
+
+use super::records::{
+    BrokerId, BrokerRegistration, MetadataRecord, PartitionAssignment, PartitionState, TopicId,
+    NO_LEADER,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerState {
+    pub registration: BrokerRegistration,
+    /// The log index of its registration.
+    pub epoch: u64,
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub assignment: PartitionAssignment,
+    pub state: PartitionState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: TopicId,
+    pub configs: Vec<(String, String)>,
+    pub partitions: Vec<PartitionImage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterImage {
+    pub cluster_id: Option<[u8; 16]>,
+    pub brokers: BTreeMap<BrokerId, BrokerState>,
+    pub topics: BTreeMap<TopicId, TopicImage>,
+    pub names: BTreeMap<String, TopicId>,
+    pub producer_id_block_end: i64,
+    /// The log index of the last record applied.
+    pub applied_index: u64,
+}
+
+/// Why a committed record changed nothing: the state it expected is gone. Every broker
+/// refuses it the same way; the requester learns it from the image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the cluster is already bootstrapped")]
+    AlreadyBootstrapped,
+    #[error("not bootstrapped yet")]
+    NotBootstrapped,
+    #[error("broker {0} is not registered")]
+    UnknownBroker(BrokerId),
+    #[error("broker {broker_id} epoch {got} is not its current epoch {current}")]
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        got: u64,
+        current: u64,
+    },
+    #[error("topic {0} exists")]
+    TopicExists(String),
+    #[error("unknown topic id")]
+    UnknownTopic,
+    #[error("unknown partition {0}")]
+    UnknownPartition(u32),
+    #[error("partition epoch {got} is not the current {current}")]
+    StalePartitionEpoch { got: i32, current: i32 },
+    #[error("invalid partition state: {0}")]
+    InvalidState(&'static str),
+}
+
+impl ClusterImage {
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(self.names.get(name)?)
+    }
+
+    pub fn partition(&self, topic: &TopicId, partition: u32) -> Option<&PartitionImage> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// Registered brokers that are not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerState> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    pub fn is_live(&self, broker: BrokerId) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Applies the committed record at log `index`. The index moves on whether or not the
+    /// record is refused.
+    pub fn apply(&mut self, index: u64, record: &MetadataRecord) -> Result<(), ApplyError> {
+        self.applied_index = self.applied_index.max(index);
+        if self.cluster_id.is_none() && !matches!(record, MetadataRecord::Bootstrap { .. }) {
+            return Err(ApplyError::NotBootstrapped);
+        }
+        match record {
+            MetadataRecord::Bootstrap { cluster_id } => {
+                if self.cluster_id.is_some() {
+                    return Err(ApplyError::AlreadyBootstrapped);
+                }
+                self.cluster_id = Some(*cluster_id);
+            }
+            MetadataRecord::RegisterBroker(reg) => {
+                self.brokers.insert(
+                    reg.broker_id,
+                    BrokerState {
+                        registration: reg.clone(),
+                        epoch: index,
+                        fenced: true,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            } => self.broker_at_epoch(*broker_id, *broker_epoch)?.fenced = true,
+            MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => self.broker_at_epoch(*broker_id, *broker_epoch)?.fenced = false,
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                configs,
+                partitions,
+            } => {
+                if self.names.contains_key(name) || self.topics.contains_key(topic_id) {
+                    return Err(ApplyError::TopicExists(name.clone()));
+                }
+                if partitions.iter().any(|p| p.replicas.is_empty()) {
+                    return Err(ApplyError::InvalidState("a partition without replicas"));
+                }
+                let partitions = partitions
+                    .iter()
+                    .map(|a| PartitionImage {
+                        assignment: a.clone(),
+                        state: PartitionState {
+                            leader: a.replicas[0],
+                            leader_epoch: 0,
+                            isr: a.replicas.clone(),
+                            partition_epoch: 0,
+                        },
+                    })
+                    .collect();
+                self.names.insert(name.clone(), *topic_id);
+                self.topics.insert(
+                    *topic_id,
+                    TopicImage {
+                        name: name.clone(),
+                        id: *topic_id,
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
+            }
+            MetadataRecord::DeleteTopic { topic_id } => {
+                let topic = self
+                    .topics
+                    .remove(topic_id)
+                    .ok_or(ApplyError::UnknownTopic)?;
+                self.names.remove(&topic.name);
+            }
+            MetadataRecord::SetTopicConfigs { topic_id, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(ApplyError::UnknownTopic)?;
+                topic.configs = configs.clone();
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                expected_partition_epoch,
+                state,
+                replicas,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(ApplyError::UnknownTopic)?;
+                let p = topic
+                    .partitions
+                    .get_mut(*partition as usize)
+                    .ok_or(ApplyError::UnknownPartition(*partition))?;
+                if p.state.partition_epoch != *expected_partition_epoch {
+                    return Err(ApplyError::StalePartitionEpoch {
+                        got: *expected_partition_epoch,
+                        current: p.state.partition_epoch,
+                    });
+                }
+                let replicas = replicas.as_ref().unwrap_or(&p.assignment.replicas);
+                check_state(&p.state, state, replicas)?;
+                if let Some(r) = replicas_change(replicas, &p.assignment.replicas) {
+                    p.assignment.replicas = r;
+                }
+                p.state = state.clone();
+            }
+            MetadataRecord::ProducerIds { block_end } => {
+                self.producer_id_block_end = self.producer_id_block_end.max(*block_end);
+            }
+        }
+        Ok(())
+    }
+
+    fn broker_at_epoch(
+        &mut self,
+        broker_id: BrokerId,
+        epoch: u64,
+    ) -> Result<&mut BrokerState, ApplyError> {
+        let b = self
+            .brokers
+            .get_mut(&broker_id)
+            .ok_or(ApplyError::UnknownBroker(broker_id))?;
+        if b.epoch != epoch {
+            return Err(ApplyError::StaleBrokerEpoch {
+                broker_id,
+                got: epoch,
+                current: b.epoch,
+            });
+        }
+        Ok(b)
+    }
+}
+
+fn replicas_change(new: &[BrokerId], old: &[BrokerId]) -> Option<Vec<BrokerId>> {
+    (new != old).then(|| new.to_vec())
+}
+
+/// The rules every partition state obeys, whoever computed it: the partition epoch grows, the
+/// leader epoch never goes back and grows with every change of leader, the ISR is a non-empty
+/// set of replicas, and the leader (if any) is in it.
+fn check_state(
+    old: &PartitionState,
+    new: &PartitionState,
+    replicas: &[BrokerId],
+) -> Result<(), ApplyError> {
+    if new.partition_epoch <= old.partition_epoch {
+        return Err(ApplyError::InvalidState("the partition epoch must grow"));
+    }
+    if new.leader_epoch < old.leader_epoch
+        || (new.leader != old.leader && new.leader_epoch == old.leader_epoch)
+    {
+        return Err(ApplyError::InvalidState(
+            "a new leader needs a new leader epoch",
+        ));
+    }
+    if new.isr.is_empty() || new.isr.iter().any(|r| !replicas.contains(r)) {
+        return Err(ApplyError::InvalidState(
+            "the ISR is a non-empty set of replicas",
+        ));
+    }
+    if new.leader != NO_LEADER && !new.isr.contains(&new.leader) {
+        return Err(ApplyError::InvalidState("the leader is in the ISR"));
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The cluster metadata: the records of the metadata log and the image they build.
+
+mod image;
+mod records;
+
+pub use image::{ApplyError, BrokerState, ClusterImage, PartitionImage, TopicImage};
+pub use records::{
+    BrokerId, BrokerRegistration, DecodeError, Endpoint, MetadataRecord, PartitionAssignment,
+    PartitionState, TopicId, NO_LEADER,
+};
