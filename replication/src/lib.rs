@@ -8,8 +8,10 @@
 //!   placement, ISR changes);
 //! - [`isr`]: a partition leader's in-sync set and high watermark;
 //! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279).
+//! - [`quorum`]: one node of the metadata quorum, on raft-rs.
 
 pub mod controller;
 pub mod divergence;
 pub mod isr;
 pub mod metadata;
+pub mod quorum;

@@ -256,3 +256,125 @@ fn check_state(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::records::PartitionAssignment;
+
+    fn image_with_partition() -> ClusterImage {
+        let mut image = ClusterImage::default();
+        image
+            .apply(
+                1,
+                &MetadataRecord::Bootstrap {
+                    cluster_id: [1; 16],
+                },
+            )
+            .unwrap();
+        image
+            .apply(
+                2,
+                &MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    topic_id: [2; 16],
+                    configs: vec![],
+                    partitions: vec![PartitionAssignment {
+                        replicas: vec![1, 2, 3],
+                        shard: 0,
+                    }],
+                },
+            )
+            .unwrap();
+        image
+    }
+
+    fn change(
+        expected: i32,
+        leader: BrokerId,
+        leader_epoch: i32,
+        isr: &[BrokerId],
+    ) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id: [2; 16],
+            partition: 0,
+            expected_partition_epoch: expected,
+            state: PartitionState {
+                leader,
+                leader_epoch,
+                isr: isr.to_vec(),
+                partition_epoch: expected + 1,
+            },
+            replicas: None,
+        }
+    }
+
+    #[test]
+    fn of_two_changes_computed_from_one_state_only_the_first_applies() {
+        let mut image = image_with_partition();
+        // Two controllers (or a controller and a stale request) elect different leaders
+        // from partition epoch 0: the second must not make a second leader of epoch 1.
+        assert_eq!(image.apply(3, &change(0, 2, 1, &[2, 3])), Ok(()));
+        assert_eq!(
+            image.apply(4, &change(0, 3, 1, &[3])),
+            Err(ApplyError::StalePartitionEpoch { got: 0, current: 1 })
+        );
+        let s = &image.partition(&[2; 16], 0).unwrap().state;
+        assert_eq!((s.leader, s.leader_epoch, s.partition_epoch), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_partition_state_that_breaks_the_rules_is_refused() {
+        let mut image = image_with_partition();
+        let bad = [
+            change(0, 2, 0, &[2]),    // a new leader in the same epoch
+            change(0, 1, 0, &[]),     // an empty ISR
+            change(0, 1, 0, &[1, 9]), // an ISR member that is no replica
+            change(0, 2, 1, &[1, 3]), // a leader outside the ISR
+        ];
+        for (i, r) in bad.iter().enumerate() {
+            assert!(
+                matches!(
+                    image.apply(3 + i as u64, r),
+                    Err(ApplyError::InvalidState(_))
+                ),
+                "{r:?}"
+            );
+        }
+        assert_eq!(
+            image.partition(&[2; 16], 0).unwrap().state.partition_epoch,
+            0
+        );
+        assert_eq!(
+            image.apply(10, &MetadataRecord::DeleteTopic { topic_id: [9; 16] }),
+            Err(ApplyError::UnknownTopic)
+        );
+    }
+
+    #[test]
+    fn nothing_applies_before_the_bootstrap_and_it_applies_once() {
+        let mut image = ClusterImage::default();
+        assert_eq!(
+            image.apply(1, &MetadataRecord::ProducerIds { block_end: 1 }),
+            Err(ApplyError::NotBootstrapped)
+        );
+        image
+            .apply(
+                2,
+                &MetadataRecord::Bootstrap {
+                    cluster_id: [1; 16],
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            image.apply(
+                3,
+                &MetadataRecord::Bootstrap {
+                    cluster_id: [2; 16]
+                }
+            ),
+            Err(ApplyError::AlreadyBootstrapped)
+        );
+        assert_eq!(image.cluster_id, Some([1; 16]));
+    }
+}

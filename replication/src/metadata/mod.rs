@@ -5,6 +5,6 @@ mod records;
 
 pub use image::{ApplyError, BrokerState, ClusterImage, PartitionImage, TopicImage};
 pub use records::{
-    BrokerId, BrokerRegistration, DecodeError, Endpoint, MetadataRecord, PartitionAssignment,
-    PartitionState, TopicId, NO_LEADER,
+    decode_batch, encode_batch, BrokerId, BrokerRegistration, DecodeError, Endpoint,
+    MetadataRecord, PartitionAssignment, PartitionState, TopicId, NO_LEADER,
 };

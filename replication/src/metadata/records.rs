@@ -129,6 +129,23 @@ impl MetadataRecord {
     }
 }
 
+/// The records one proposal carries: one Raft entry, applied together (a fencing and the
+/// elections it causes commit as one).
+pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    match rkyv::to_bytes::<rkyv::rancor::Error>(&records.to_vec()) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(e) => unreachable!("rkyv serialization of metadata records: {e}"),
+    }
+}
+
+/// Decodes [`encode_batch`]'s bytes, checked.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, DecodeError> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<Vec<MetadataRecord>, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| DecodeError(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +164,11 @@ mod tests {
         assert_eq!(MetadataRecord::decode(&r.encode()), Ok(r));
         assert!(MetadataRecord::decode(&[0xff; 7]).is_err());
         assert!(MetadataRecord::decode(&[]).is_err());
+        let batch = vec![
+            MetadataRecord::ProducerIds { block_end: 5 },
+            MetadataRecord::DeleteTopic { topic_id: [1; 16] },
+        ];
+        assert_eq!(decode_batch(&encode_batch(&batch)), Ok(batch));
+        assert!(decode_batch(&[1, 2, 3]).is_err());
     }
 }
