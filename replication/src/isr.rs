@@ -8,9 +8,11 @@
 //! - A replica out of the ISR whose durable log end reaches the high watermark, and the start
 //!   of this leader's epoch (so that it truncated its divergent tail), is proposed for adding.
 //! - One change is in flight at a time, sent to the controller (AlterPartition) with the
-//!   partition epoch it applies to; while it is, the high watermark is computed over the
-//!   *maximal* ISR (the committed ISR plus the members being added), so that whatever ISR the
-//!   controller commits, every member of it holds every record below the high watermark.
+//!   partition epoch it applies to, and sent again until the metadata shows the outcome;
+//!   until the next partition epoch the high watermark is computed over the *maximal* ISR
+//!   (the committed ISR plus every member a change proposed at this epoch adds, refused ones
+//!   included, since a delayed copy may still commit), so that whatever ISR the controller
+//!   commits, every member of it holds every record below the high watermark.
 //! - The high watermark is the smallest durable log end over the maximal ISR (the leader's
 //!   own included) and never goes back.
 //! - acks=all is refused up front if the committed ISR is smaller than `min.insync.replicas`
@@ -87,6 +89,10 @@ pub struct ReplicaSet {
     replicas: Vec<BrokerId>,
     isr: Vec<BrokerId>,
     pending: Option<IsrChange>,
+    /// Every member any change proposed at the current partition epoch adds: a copy of a
+    /// refused or forgotten request may still be committed, so they count for the high
+    /// watermark until the controller commits the next partition epoch.
+    proposed: Vec<BrokerId>,
     followers: BTreeMap<BrokerId, Follower>,
     leader_end: u64,
     leader_durable: u64,
@@ -136,6 +142,7 @@ impl ReplicaSet {
             replicas: l.replicas,
             isr: l.isr,
             pending: None,
+            proposed: Vec::new(),
             followers,
             leader_end: l.log_end,
             leader_durable: l.durable.min(l.log_end),
@@ -173,14 +180,12 @@ impl ReplicaSet {
         self.config = config;
     }
 
-    /// The committed ISR plus the members a pending change adds.
+    /// The committed ISR plus the members any change proposed since adds.
     pub fn maximal_isr(&self) -> Vec<BrokerId> {
         let mut all = self.isr.clone();
-        if let Some(p) = &self.pending {
-            for r in &p.new_isr {
-                if !all.contains(r) {
-                    all.push(*r);
-                }
+        for r in &self.proposed {
+            if !all.contains(r) {
+                all.push(*r);
             }
         }
         all
@@ -285,6 +290,11 @@ impl ReplicaSet {
             partition_epoch: self.partition_epoch,
             leader_epoch: self.leader_epoch,
         };
+        for r in &change.new_isr {
+            if !self.proposed.contains(r) {
+                self.proposed.push(*r);
+            }
+        }
         self.pending = Some(change.clone());
         Some(change)
     }
@@ -298,11 +308,13 @@ impl ReplicaSet {
         self.isr = isr;
         self.partition_epoch = partition_epoch;
         self.pending = None;
+        self.proposed.clear();
         self.update_high_watermark()
     }
 
-    /// The controller refused the pending change (stale epochs, an ineligible replica): it
-    /// may be proposed again from the current state.
+    /// The controller refused the pending change (stale epochs, an ineligible replica): a
+    /// new one may be proposed from the current state. Its members still count for the high
+    /// watermark until the next partition epoch (a delayed copy of it may yet commit).
     pub fn on_isr_rejected(&mut self) {
         self.pending = None;
     }
@@ -411,6 +423,33 @@ mod tests {
         p.on_fetch(2, 20, 20, 11).unwrap();
         let change = p.propose(11).expect("caught up");
         assert_eq!(change.new_isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_refused_expansion_still_counts_until_the_next_partition_epoch() {
+        let mut p = ReplicaSet::new(
+            Leadership {
+                me: 1,
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![1, 2],
+                isr: vec![1],
+                log_end: 0,
+                durable: 0,
+                high_watermark: 0,
+            },
+            IsrConfig::default(),
+            0,
+        );
+        p.on_fetch(2, 0, 0, 1).unwrap();
+        assert_eq!(p.propose(1).map(|c| c.new_isr), Some(vec![1, 2]));
+        p.on_isr_rejected();
+        p.on_leader_write(5);
+        p.on_leader_durable(5);
+        // A delayed copy of the refused request may still commit 2 into the ISR.
+        assert_eq!(p.high_watermark(), 0);
+        p.on_isr_committed(vec![1], 2);
+        assert_eq!(p.high_watermark(), 5);
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`controller`]: what the quorum's leader decides (registration, fencing, elections,
 //!   placement, ISR changes);
 //! - [`isr`]: a partition leader's in-sync set and high watermark;
+//! - [`follower`]: a follower of one partition: divergence search, then fetching;
 //! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279).
 //! - [`quorum`]: one node of the metadata quorum, on raft-rs.
 
 pub mod controller;
 pub mod divergence;
+pub mod follower;
 pub mod isr;
 pub mod metadata;
 pub mod quorum;
