@@ -510,6 +510,12 @@ impl Sim {
             return;
         }
         let state = &p.state;
+        if state.leader == id && !b.image.is_live(id) {
+            // A fenced broker leads nothing until the controller lets it back (it may be a
+            // restart that lost its unsynced tail); it goes on following.
+            b.role = Role::None;
+            return;
+        }
         if state.leader == id {
             match &mut b.role {
                 Role::Leader { set, .. } if set.leader_epoch() == state.leader_epoch => {

@@ -168,7 +168,17 @@ impl Controller {
             }
         }
         self.heartbeats.insert(reg.broker_id, now_ms);
-        Ok(vec![MetadataRecord::RegisterBroker(reg)])
+        let registered = image.brokers.contains_key(&reg.broker_id);
+        let mut records = vec![MetadataRecord::RegisterBroker(reg)];
+        if registered {
+            // A new process under a known id (a restart): it lost whatever it had not
+            // synced, so the previous incarnation's leaderships and ISR places go in the
+            // same batch, before it can be seen leading an epoch it no longer holds whole.
+            let mut view = image.clone();
+            let _ = view.apply(view.applied_index + 1, &records[0]);
+            records.extend(self.elections(&view, now_ms, false));
+        }
+        Ok(records)
     }
 
     /// A heartbeat from `broker_id` at `broker_epoch`, which has applied the metadata log up
@@ -258,6 +268,19 @@ impl Controller {
                 .partition(t, *p)
                 .is_some_and(|part| part.state.partition_epoch == *epoch)
         });
+        records.extend(self.elections(image, now_ms, preferred));
+        records
+    }
+
+    /// The partition changes `image` calls for (see [`election`]), except those proposed
+    /// within `retry_ms` from the same partition epoch.
+    fn elections(
+        &mut self,
+        image: &ClusterImage,
+        now_ms: u64,
+        preferred: bool,
+    ) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
         for (topic_id, topic) in &image.topics {
             let unclean = topic
                 .configs

@@ -301,3 +301,26 @@ fn a_stale_broker_epoch_is_refused() {
         Err(ControllerError::UnknownBroker(5))
     );
 }
+
+#[test]
+fn a_restarted_leader_loses_its_leaderships_in_its_registration_batch() {
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 3, 3);
+    c.beat(2, 9_000);
+    c.beat(3, 9_000);
+    // Broker 1 restarted: its lease ran out, and it registers again before any tick
+    // fenced it.
+    let records = c
+        .controller
+        .register(&c.image, reg(1, [0x77; 16]), 9_500)
+        .expect("the old lease is over");
+    assert!(records.len() > 1, "the elections come with it: {records:?}");
+    c.apply(records);
+    for p in &c.image.topics[&t].partitions {
+        assert_ne!(p.state.leader, 1);
+        assert!(!p.state.isr.contains(&1));
+    }
+}
