@@ -13,6 +13,7 @@
 //! with the same seed runs the same way.
 
 mod log_bridge;
+pub mod store;
 pub mod wire;
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
