@@ -1,6 +1,6 @@
 //! spate-replication: what makes several Spate brokers one cluster.
 //!
-//! Everything here but the quorum's store is a sans-I/O state machine, driven by messages and
+//! Everything here but the quorum's store and [`node`] is a sans-I/O state machine, driven by messages and
 //! ticks and answering with what to send, persist and apply (as raft-rs itself is), so that
 //! one test process can run a whole cluster on a simulated network and clock
 //! (`tests/*_sim.rs`):
@@ -11,12 +11,14 @@
 //! - [`follower`]: a follower of one partition: divergence search, then fetching;
 //! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279);
 //! - [`quorum`]: one node of the metadata quorum, on raft-rs, and its durable store;
-//! - [`voters`]: the voter list as operators write it.
+//! - [`voters`]: the voter list as operators write it;
+//! - [`node`]: all of it driven for real: the cluster thread of a broker.
 
 pub mod controller;
 pub mod divergence;
 pub mod follower;
 pub mod isr;
 pub mod metadata;
+pub mod node;
 pub mod quorum;
 pub mod voters;

@@ -1,0 +1,127 @@
+//! The running cluster node: the state machines of this crate driven for real, on a thread
+//! of its own (a glommio executor, `spate-cluster`): the metadata quorum with its store in
+//! `DATA/__cluster_metadata/0`, the cluster listener and connections to the other voters, the
+//! controller while this node leads the quorum, and the broker's registration and heartbeats.
+//! What it knows is published as a [`ClusterView`] that the Kafka side reads without waiting.
+//!
+//! A thread rather than a shard: the quorum's fdatasyncs and ticks stay off the shards'
+//! produce path, and metadata traffic is small.
+
+mod frame;
+pub mod identity;
+mod run;
+mod transport;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::metadata::{BrokerId, ClusterImage};
+use crate::voters::Voter;
+
+pub use frame::{Body, Frame, MAX_FRAME_BYTES};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: BrokerId,
+    /// Where this node listens for other brokers.
+    pub cluster_listen: SocketAddr,
+    pub voters: Vec<Voter>,
+    pub data_dir: PathBuf,
+    /// Where Kafka clients reach this broker (registered with the controller).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub shards: u32,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// Milliseconds per quorum tick (elections after 10 to 20 ticks without a leader).
+    pub tick_ms: u64,
+}
+
+impl NodeConfig {
+    /// Checks the settings against each other: the node must be a voter (observers are not
+    /// built yet), at the address the list gives it.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(me) = self.voters.iter().find(|v| v.id == self.node_id) else {
+            let list: Vec<String> = self.voters.iter().map(|v| v.to_string()).collect();
+            return Err(format!(
+                "node id {} is not among the voters ({}); brokers that are not voters (observers) are not built yet: list every broker in --voters",
+                self.node_id,
+                list.join(",")
+            ));
+        };
+        if me.port != self.cluster_listen.port() {
+            return Err(format!(
+                "--voters gives node {} the address {}:{}, but --cluster-listen is {}: they must name the same port",
+                self.node_id, me.host, me.port, self.cluster_listen
+            ));
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return Err(format!(
+                "cluster.broker_heartbeat_interval_ms = {} must be above 0 and below cluster.broker_session_timeout_ms = {}",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn cluster_id(&self) -> [u8; 16] {
+        identity::cluster_id(&self.voters)
+    }
+}
+
+/// What this node knows of the cluster, as of its last applied metadata record.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub node_id: BrokerId,
+    /// The quorum's leader (the controller), if known.
+    pub controller: Option<BrokerId>,
+    pub image: ClusterImage,
+}
+
+/// The Kafka side's handle on the running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    view: Arc<RwLock<Arc<ClusterView>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl NodeHandle {
+    pub fn view(&self) -> Arc<ClusterView> {
+        match self.view.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts the node's thread; it runs until [`NodeHandle::stop`].
+pub fn start(
+    config: NodeConfig,
+) -> Result<(NodeHandle, glommio::ExecutorJoinHandle<Result<(), String>>), String> {
+    config.validate()?;
+    let view = Arc::new(RwLock::new(Arc::new(ClusterView {
+        node_id: config.node_id,
+        ..ClusterView::default()
+    })));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = NodeHandle {
+        view: view.clone(),
+        stop: stop.clone(),
+    };
+    let join = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("spate-cluster")
+        .io_memory(1 << 20)
+        .spawn(move || async move { run::run(config, view, stop).await })
+        .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
+    Ok((handle, join))
+}

@@ -1,0 +1,395 @@
+//! The node's loop: frames in, ticks, the controller while leading, the broker's own
+//! registration and heartbeats, and the quorum's outputs (send, persist, then send what waited
+//! and apply what is committed), one at a time as the quorum's contract asks.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use glommio::net::TcpListener;
+
+use spate_engine::io::dma::DmaStorage;
+use spate_engine::io::Storage;
+
+use super::frame::{Body, Frame};
+use super::transport::Transport;
+use super::{identity, ClusterView, NodeConfig};
+use crate::controller::{Controller, ControllerConfig};
+use crate::metadata::{
+    decode_batch, encode_batch, BrokerId, BrokerRegistration, ClusterImage, Endpoint,
+    MetadataRecord,
+};
+use crate::quorum::store::QuorumStore;
+use crate::quorum::{wire, Quorum, QuorumConfig};
+
+/// raft-rs reserves id 0; node ids start at 0.
+fn raft_id(node: BrokerId) -> u64 {
+    node as u64 + 1
+}
+
+fn node_of(raft: u64) -> BrokerId {
+    raft.saturating_sub(1) as BrokerId
+}
+
+fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Node {
+    config: NodeConfig,
+    cluster_id: [u8; 16],
+    incarnation: [u8; 16],
+    started: Instant,
+    quorum: Quorum,
+    transport: Transport,
+    image: ClusterImage,
+    controller: Option<Controller>,
+    proposals: Vec<Vec<MetadataRecord>>,
+    last_bootstrap: Option<Instant>,
+    view: Arc<RwLock<Arc<ClusterView>>>,
+    published_leader: Option<BrokerId>,
+}
+
+pub async fn run(
+    config: NodeConfig,
+    view: Arc<RwLock<Arc<ClusterView>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let cluster_id = config.cluster_id();
+    let storage: Rc<dyn Storage> = Rc::new(DmaStorage);
+    let dir = config.data_dir.join("__cluster_metadata").join("0");
+    let (store, durable) = QuorumStore::open(storage, &dir)
+        .await
+        .map_err(|e| format!("the metadata quorum's store: {e}"))?;
+    let quorum_config = QuorumConfig {
+        node_id: raft_id(config.node_id),
+        voters: config.voters.iter().map(|v| raft_id(v.id)).collect(),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        seed: random_u64(),
+    };
+    let quorum = Quorum::start(&quorum_config, durable).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(config.cluster_listen).map_err(|e| {
+        format!(
+            "cannot listen for the cluster on {}: {e}; pick another with --cluster-listen",
+            config.cluster_listen
+        )
+    })?;
+    let (inbox_tx, mut inbox) = mpsc::channel::<Frame>(4096);
+    let transport = Transport::start(
+        config.node_id,
+        cluster_id,
+        &config.voters,
+        listener,
+        inbox_tx,
+    );
+    let mut incarnation = [0u8; 16];
+    incarnation[..8].copy_from_slice(&random_u64().to_le_bytes());
+    incarnation[8..].copy_from_slice(&random_u64().to_le_bytes());
+    tracing::info!(
+        node_id = config.node_id,
+        cluster_listen = %config.cluster_listen,
+        cluster = %identity::hex(&cluster_id),
+        voters = config.voters.len(),
+        "cluster node starting: metadata quorum in {}",
+        dir.display()
+    );
+    let mut node = Node {
+        cluster_id,
+        incarnation,
+        started: Instant::now(),
+        quorum,
+        transport,
+        image: ClusterImage::default(),
+        controller: None,
+        proposals: Vec::new(),
+        last_bootstrap: None,
+        view,
+        published_leader: None,
+        config,
+    };
+    let tick = Duration::from_millis(node.config.tick_ms.max(1));
+    let heartbeat = Duration::from_millis(node.config.broker_heartbeat_interval_ms);
+    let mut next_tick = Instant::now() + tick;
+    let mut next_heartbeat = Instant::now();
+    let mut next_wait_log = Instant::now() + Duration::from_secs(3);
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let first = futures_lite::future::or(async { inbox.next().await }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        if let Some(f) = first {
+            node.on_frame(f);
+        }
+        while let Ok(f) = inbox.try_recv() {
+            node.on_frame(f);
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = (next_tick + tick).max(now);
+            node.on_tick();
+        }
+        if now >= next_heartbeat {
+            next_heartbeat = now + heartbeat;
+            node.heartbeat();
+        }
+        if now >= next_wait_log {
+            next_wait_log = now + Duration::from_secs(5);
+            node.log_waiting();
+        }
+        if let Err(e) = node.drive(&store).await {
+            break Err(e);
+        }
+    };
+    store.close().await;
+    if let Err(e) = &result {
+        tracing::error!("the cluster node stopped: {e}");
+    }
+    result
+}
+
+impl Node {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        let now_ms = self.now_ms();
+        match frame.body {
+            Body::Raft(bytes) => {
+                match wire::decode(&bytes, &self.cluster_id, raft_id(self.config.node_id)) {
+                    Ok(m) => {
+                        if let Err(e) = self.quorum.step(m) {
+                            tracing::debug!(from = frame.from, "quorum message ignored: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(from = frame.from, "quorum message refused: {e}"),
+                }
+            }
+            Body::Register(reg) => {
+                if let Some(c) = self.controller.as_mut() {
+                    match c.register(&self.image, reg, now_ms) {
+                        Ok(r) => self.proposals.push(r),
+                        Err(e) => tracing::info!(from = frame.from, "registration refused: {e}"),
+                    }
+                }
+            }
+            Body::Heartbeat {
+                broker_id,
+                broker_epoch,
+                applied,
+            } => self.on_heartbeat(broker_id, broker_epoch, applied),
+        }
+    }
+
+    fn on_heartbeat(&mut self, broker_id: BrokerId, broker_epoch: u64, applied: u64) {
+        let now_ms = self.now_ms();
+        if let Some(c) = self.controller.as_mut() {
+            match c.heartbeat(&self.image, broker_id, broker_epoch, applied, now_ms) {
+                Ok(reply) if !reply.records.is_empty() => self.proposals.push(reply.records),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(broker_id, "heartbeat refused: {e}"),
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.quorum.tick();
+        if !self.quorum.is_leader() {
+            self.controller = None;
+            return;
+        }
+        let now_ms = self.now_ms();
+        let config = ControllerConfig {
+            broker_session_timeout_ms: self.config.broker_session_timeout_ms,
+            ..ControllerConfig::default()
+        };
+        if self.controller.is_none() {
+            tracing::info!(
+                node_id = self.config.node_id,
+                term = self.quorum.term(),
+                "this node is the controller"
+            );
+        }
+        let c = self
+            .controller
+            .get_or_insert_with(|| Controller::new(config, now_ms));
+        if self.image.cluster_id.is_none()
+            && self
+                .last_bootstrap
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        {
+            self.last_bootstrap = Some(Instant::now());
+            self.proposals.push(vec![MetadataRecord::Bootstrap {
+                cluster_id: self.cluster_id,
+            }]);
+        }
+        let records = c.tick(&self.image, now_ms);
+        if !records.is_empty() {
+            self.proposals.push(records);
+        }
+    }
+
+    /// The broker side: register with the controller, then heartbeat.
+    fn heartbeat(&mut self) {
+        if self.image.cluster_id.is_none() {
+            return;
+        }
+        let Some(leader) = self.quorum.leader().map(node_of) else {
+            return;
+        };
+        let me = self.config.node_id;
+        let mine = self
+            .image
+            .brokers
+            .get(&me)
+            .filter(|b| b.registration.incarnation == self.incarnation)
+            .map(|b| b.epoch);
+        let body = match mine {
+            None => Body::Register(BrokerRegistration {
+                broker_id: me,
+                incarnation: self.incarnation,
+                listener: Endpoint {
+                    host: self.config.advertised_host.clone(),
+                    port: self.config.advertised_port,
+                },
+                cluster_addr: self.config.cluster_listen.to_string(),
+                shards: self.config.shards,
+                rack: None,
+            }),
+            Some(epoch) => Body::Heartbeat {
+                broker_id: me,
+                broker_epoch: epoch,
+                applied: self.image.applied_index,
+            },
+        };
+        if leader == me {
+            self.on_frame(Frame {
+                cluster_id: self.cluster_id,
+                from: me,
+                body,
+            });
+        } else {
+            self.transport.send(leader, body);
+        }
+    }
+
+    fn log_waiting(&self) {
+        if self.quorum.leader().is_some() {
+            return;
+        }
+        let unreachable: Vec<String> = self
+            .transport
+            .states
+            .iter()
+            .filter(|(_, s)| !s.borrow().connected)
+            .filter_map(|(id, _)| self.config.voters.iter().find(|v| v.id == *id))
+            .map(|v| v.to_string())
+            .collect();
+        tracing::info!(
+            "waiting for the metadata quorum to elect a leader (a majority of {} voters must be up); not reachable yet: {}",
+            self.config.voters.len(),
+            if unreachable.is_empty() {
+                "none".to_string()
+            } else {
+                unreachable.join(", ")
+            }
+        );
+    }
+
+    /// Proposes what was decided, then works through the quorum's outputs.
+    async fn drive(&mut self, store: &QuorumStore) -> Result<(), String> {
+        for batch in std::mem::take(&mut self.proposals) {
+            if let Err(e) = self.quorum.propose(encode_batch(&batch)) {
+                tracing::debug!("proposal dropped: {e}");
+            }
+        }
+        let mut changed = false;
+        while let Some(out) = self.quorum.ready() {
+            for m in out.send {
+                let to = node_of(m.to);
+                self.transport
+                    .send(to, Body::Raft(wire::encode(&self.cluster_id, &m)));
+            }
+            store
+                .persist(&out.persist)
+                .await
+                .map_err(|e| format!("cannot persist the metadata log: {e}"))?;
+            for m in out.send_after_persist {
+                let to = node_of(m.to);
+                self.transport
+                    .send(to, Body::Raft(wire::encode(&self.cluster_id, &m)));
+            }
+            for (index, data) in out.committed {
+                self.apply(index, &data);
+                changed = true;
+            }
+        }
+        let leader = self.quorum.leader().map(node_of);
+        if changed || leader != self.published_leader {
+            self.published_leader = leader;
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, index: u64, data: &[u8]) {
+        let batch = match decode_batch(data) {
+            Ok(b) => b,
+            Err(e) => {
+                // Every node skips it alike: the image stays the same everywhere.
+                tracing::error!(index, "metadata entry skipped: {e}");
+                self.image.applied_index = index;
+                return;
+            }
+        };
+        for r in &batch {
+            match self.image.apply(index, r) {
+                Ok(()) => {
+                    if let MetadataRecord::Bootstrap { cluster_id } = r {
+                        if *cluster_id != self.cluster_id {
+                            tracing::error!(
+                                "the metadata log names cluster {}, this node is configured for {}",
+                                identity::hex(cluster_id),
+                                identity::hex(&self.cluster_id)
+                            );
+                        }
+                    }
+                    if let MetadataRecord::RegisterBroker(reg) = r {
+                        tracing::info!(broker_id = reg.broker_id, index, "broker registered");
+                    }
+                }
+                Err(e) => tracing::debug!(index, "metadata record refused: {e}"),
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let v = Arc::new(ClusterView {
+            node_id: self.config.node_id,
+            controller: self.published_leader,
+            image: self.image.clone(),
+        });
+        match self.view.write() {
+            Ok(mut slot) => *slot = v,
+            Err(poisoned) => *poisoned.into_inner() = v,
+        }
+    }
+}
