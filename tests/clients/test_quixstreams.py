@@ -23,7 +23,7 @@ import confluent_kafka.admin as cka
 import pytest
 
 from conftest import REPO
-from kutil import Deadline, ck_conf, unique, wait_until
+from kutil import Deadline, ck_conf, unique
 
 QUIX_PYTHON = os.environ.get(
     "SPATE_QUIX_PYTHON", str(REPO / "target" / "quix-venv" / "bin" / "python"))
