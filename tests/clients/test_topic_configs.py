@@ -291,8 +291,9 @@ def test_timestamps_outside_the_window_are_invalid_timestamp(broker):
     assert [r.value for r in read_all("confluent", broker.bootstrap, topic)] == [b"recent"]
 
 
-@pytest.mark.parametrize("target,codec_id", [("gzip", 1), ("zstd", 4), ("uncompressed", 0),
-                                             ("producer", 3)])
+@pytest.mark.parametrize("target,codec_id", [("gzip", 1), ("snappy", 2), ("zstd", 4),
+                                             ("uncompressed", 0), ("producer", 3),
+                                             ("lz4", 3)])
 def test_compression_type_recompresses_batches(broker, target, codec_id):
     a = admin(broker)
     topic = unique("cfg-comp")
