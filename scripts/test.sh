@@ -2,6 +2,8 @@
 # Runs every test of the workspace, after installing what the tests need:
 #   - kcat, the Debian package (built on librdkafka 2.0.2: an old client, on purpose);
 #   - confluent-kafka and kafka-python from PyPI, in a virtualenv (target/test-venv);
+#   - quixstreams from PyPI, in a virtualenv of its own (target/quix-venv: it pins an older
+#     confluent-kafka), which tests/clients/test_quixstreams.py runs its application in;
 #   - cargo-fuzz from crates.io, into target/tools (scripts/fuzz.sh, with the nightly
 #     toolchain the machine has), for a bounded run of every fuzz target (docs/TESTING.md).
 # Usage: bash scripts/test.sh   (from anywhere; CI runs it through .ci/run)
@@ -27,6 +29,15 @@ if ! "$venv/bin/python" -c 'import confluent_kafka, kafka, pytest, lz4, snappy, 
     "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt \
         || die "pip install -r tests/clients/requirements.txt failed"
 fi
+quix_venv="${SPATE_QUIX_VENV:-target/quix-venv}"
+case "$quix_venv" in /*) ;; *) quix_venv="$PWD/$quix_venv" ;; esac
+if ! "$quix_venv/bin/python" -c 'import quixstreams' >/dev/null 2>&1; then
+    echo "== installing quixstreams into $quix_venv"
+    python3 -m venv "$quix_venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$quix_venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements-quix.txt \
+        || die "pip install -r tests/clients/requirements-quix.txt failed"
+fi
+export SPATE_QUIX_PYTHON="$quix_venv/bin/python"
 
 set -e
 echo "== cargo fmt --check"
@@ -45,7 +56,7 @@ cargo test --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
 
-echo "== client tests: kcat, confluent-kafka, kafka-python against target/debug/spate"
+echo "== client tests: kcat, confluent-kafka, kafka-python, quixstreams against target/debug/spate"
 cargo build --bin spate || die "cargo build --bin spate failed"
 SPATE_BIN="$PWD/target/debug/spate" "$venv/bin/python" -m pytest tests/clients -q -p no:cacheprovider -rfEs 2>&1 | tee "$pylog"
 py_status=${PIPESTATUS[0]}

@@ -249,6 +249,50 @@ fn reopen_without_close_recovers_everything_durable() {
 }
 
 #[test]
+fn a_lowered_flush_interval_applies_at_once_and_the_periodic_sync_does_not_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(&root.clone(), move || async move {
+        let mut cfg = small_config();
+        cfg.flush_interval_ms = 3_600_000;
+        cfg.segment_ms = 60_000;
+        let (log, _) = open(&root, cfg.clone()).await;
+        log.append(vec![batch(0, 100, 1_000)], Durability::Appended)
+            .await
+            .unwrap();
+        // An hour's timer is armed. Lowered on the open partition (flush.ms altered), the
+        // interval holds from the next write on.
+        cfg.flush_interval_ms = 10;
+        log.set_config(cfg);
+        log.append(vec![batch(1, 100, 2_000)], Durability::Appended)
+            .await
+            .unwrap();
+        let end = log.stats().log_end_offset;
+        assert_eq!(log.stats().durable_offset, 0);
+        // No await before this: the 10 ms timer cannot have fired yet. The active segment is
+        // now past segment_ms, with nothing to append.
+        log.set_active_segment_created_at(
+            std::time::Instant::now() - std::time::Duration::from_secs(120),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.stats().durable_offset < end {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not synced: {:?}",
+                log.stats()
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            log.stats().segments,
+            1,
+            "a periodic sync of an idle partition starts no empty segment"
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn rolls_by_age_and_applies_retention_by_size_and_age() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

@@ -291,8 +291,9 @@ def test_timestamps_outside_the_window_are_invalid_timestamp(broker):
     assert [r.value for r in read_all("confluent", broker.bootstrap, topic)] == [b"recent"]
 
 
-@pytest.mark.parametrize("target,codec_id", [("gzip", 1), ("zstd", 4), ("uncompressed", 0),
-                                             ("producer", 3)])
+@pytest.mark.parametrize("target,codec_id", [("gzip", 1), ("snappy", 2), ("zstd", 4),
+                                             ("uncompressed", 0), ("producer", 3),
+                                             ("lz4", 3)])
 def test_compression_type_recompresses_batches(broker, target, codec_id):
     a = admin(broker)
     topic = unique("cfg-comp")
@@ -338,3 +339,145 @@ def test_compact_topics_are_kept_whole_and_warned_about_once(broker):
                 if "compaction is not implemented" in line and compact in line]
     # once per topic per broker run: two runs here
     assert len(warnings) == 2, warnings
+
+
+def assert_invalid_config(excinfo, *needles):
+    """INVALID_CONFIG whose message names the key, the value and what is allowed."""
+    code, msg = config_error(excinfo)
+    assert code == ck.KafkaError.INVALID_CONFIG, (code, msg)
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+# (config, what the message names besides "allowed"): wrong types, out of range, unknown
+# keys, contradictions between keys.
+BAD_CHANGES = [
+    ({"segment.bytes": "12"}, ["segment.bytes", '"12"', "allowed: a INT of at least 1048576"]),
+    ({"preallocate": "yes"}, ["preallocate", '"yes"', "allowed: a BOOLEAN"]),
+    ({"min.cleanable.dirty.ratio": "1.5"}, ["min.cleanable.dirty.ratio", '"1.5"',
+                                            "allowed: a DOUBLE from 0 to 1"]),
+    ({"max.message.bytes": "3000000000"}, ["max.message.bytes", '"3000000000"', "INT"]),
+    ({"compression.type": "brotli"}, ["compression.type", '"brotli"', "allowed: one of"]),
+    ({"compression.gzip.level": "10"}, ["compression.gzip.level", '"10"', "allowed:"]),
+    ({"message.timestamp.type": "createtime"}, ["message.timestamp.type", "CreateTime"]),
+    ({"leader.replication.throttled.replicas": "0:x"},
+     ["leader.replication.throttled.replicas", "partition:broker"]),
+    ({"segmnet.bytes": "1048576"}, ["segmnet.bytes"]),
+    ({"message.downconversion.enable": "true"}, ["message.downconversion.enable"]),
+    ({"retention.bytes": "1000", "local.retention.bytes": "5000"},
+     ["local.retention.bytes", "5000", "retention.bytes = 1000", "allowed:"]),
+    ({"min.compaction.lag.ms": "10", "max.compaction.lag.ms": "5"},
+     ["min.compaction.lag.ms", "max.compaction.lag.ms = 5"]),
+    ({"remote.storage.enable": "true"}, ["remote.storage.enable", "allowed: false"]),
+]
+
+
+def test_create_topics_refuses_each_bad_config_and_creates_the_good_topics_beside_it(broker):
+    a = admin(broker)
+    for config, needles in BAD_CHANGES:
+        bad, good = unique("cfg-bad"), unique("cfg-good")
+        fs = a.create_topics([
+            cka.NewTopic(bad, 1, 1, config=dict(config, **{"retention.ms": "1234"})),
+            cka.NewTopic(good, 1, 1, config={"retention.ms": "1234"}),
+        ], request_timeout=15)
+        with pytest.raises(ck.KafkaException) as e:
+            fs[bad].result(15)
+        assert_invalid_config(e, *needles)
+        fs[good].result(15)  # results are per topic, as in Kafka
+        topics = a.list_topics(timeout=10).topics
+        assert bad not in topics and good in topics, config
+        assert describe(a, good)["retention.ms"].value == "1234"
+
+
+def test_alter_configs_with_one_bad_config_among_good_ones_changes_nothing(broker):
+    a = admin(broker)
+    topic = unique("cfg-alter")
+    before = {"retention.ms": "1000", "segment.ms": "60000", "cleanup.policy": "delete,compact"}
+    create(a, topic, before)
+
+    def unchanged():
+        cfg = describe(a, topic)
+        for k, v in before.items():
+            assert (cfg[k].value, cfg[k].source) == (v, DYNAMIC), (k, cfg[k].value)
+        assert cfg["max.message.bytes"].source == DEFAULT
+
+    S = cka.AlterConfigOpType.SET
+    for config, needles in BAD_CHANGES:
+        good = {"retention.ms": "2000", "max.message.bytes": "5000"}
+        # AlterConfigs: replaces the whole set, so a refusal must leave even the keys it
+        # would have reset
+        res = cka.ConfigResource(cka.ResourceType.TOPIC, topic, set_config=dict(good, **config))
+        with pytest.raises(ck.KafkaException) as e:
+            a.alter_configs([res])[res].result(10)
+        assert_invalid_config(e, *needles)
+        unchanged()
+        # IncrementalAlterConfigs
+        with pytest.raises(ck.KafkaException) as e:
+            incremental(a, topic, [(k, v, S) for k, v in dict(good, **config).items()])
+        assert_invalid_config(e, *needles)
+        unchanged()
+    # and the incremental operations' own mistakes
+    op = cka.AlterConfigOpType
+    mistakes = [
+        ([("retention.ms", "2000", S), ("no.such.key", None, op.DELETE)], ["no.such.key"]),
+        ([("retention.ms", "2000", S), ("cleanup.policy", "shred", op.APPEND)],
+         ["cleanup.policy", "shred", "allowed:"]),
+        ([("retention.ms", "2000", S), ("cleanup.policy", "delete,compact", op.SUBTRACT)],
+         ["cleanup.policy", "the list is empty"]),
+        ([("retention.ms", "2000", S), ("segment.ms", "5", op.APPEND)],
+         ["segment.ms", "LIST configs only"]),
+    ]
+    for entries, needles in mistakes:
+        with pytest.raises(ck.KafkaException) as e:
+            incremental(a, topic, entries)
+        assert_invalid_config(e, *needles)
+        unchanged()
+    # a good request after all that still applies
+    incremental(a, topic, [("retention.ms", "2000", S)])
+    assert describe(a, topic)["retention.ms"].value == "2000"
+
+
+def test_read_only_configs_are_refused_and_change_nothing(broker):
+    a = admin(broker)
+    # the broker's settings live in its config file
+    res = cka.ConfigResource(cka.ResourceType.BROKER, "0",
+                             set_config={"log.retention.ms": "1000"})
+    with pytest.raises(ck.KafkaException) as e:
+        a.alter_configs([res])[res].result(10)
+    err = e.value.args[0]
+    assert err.code() == ck.KafkaError.INVALID_REQUEST, err
+    assert "log.retention.ms" in err.str() and "config file" in err.str(), err.str()
+    res = cka.ConfigResource(cka.ResourceType.BROKER, "0", incremental_configs=[
+        cka.ConfigEntry("log.retention.ms", "1000",
+                        incremental_operation=cka.AlterConfigOpType.SET)])
+    with pytest.raises(ck.KafkaException) as e:
+        a.incremental_alter_configs([res])[res].result(10)
+    assert e.value.args[0].code() == ck.KafkaError.INVALID_REQUEST
+    res = cka.ConfigResource(cka.ResourceType.BROKER, "0")
+    cfg = a.describe_configs([res], request_timeout=10)[res].result(10)
+    assert cfg["log.retention.ms"].value == "604800000"
+    # __consumer_offsets is compacted by the broker: its cleanup.policy is read-only
+    p = ck.Consumer(ck_conf(broker.bootstrap, **{"group.id": unique("g")}))
+    p.list_topics(timeout=10)
+    p.close()
+    wait_until(lambda: "__consumer_offsets" in a.list_topics(timeout=10).topics, 10,
+               "__consumer_offsets exists")
+    cfg = describe(a, "__consumer_offsets")
+    assert cfg["cleanup.policy"].value == "compact" and cfg["cleanup.policy"].is_read_only
+    with pytest.raises(ck.KafkaException) as e:
+        incremental(a, "__consumer_offsets",
+                    [("cleanup.policy", "delete", cka.AlterConfigOpType.SET)])
+    assert_invalid_config(e, "cleanup.policy", "read-only", "allowed: compact")
+    # nor reset to delete by an AlterConfigs that leaves it out
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, "__consumer_offsets",
+                             set_config={"segment.ms": "600000"})
+    with pytest.raises(ck.KafkaException) as e:
+        a.alter_configs([res])[res].result(10)
+    assert_invalid_config(e, "cleanup.policy", "read-only")
+    cfg = describe(a, "__consumer_offsets")
+    assert cfg["cleanup.policy"].value == "compact"
+    assert cfg["segment.ms"].source != DYNAMIC
+    assert (cfg["retention.ms"].value, cfg["retention.ms"].source) == ("-1", DYNAMIC)
+    # what keeps it compact may change
+    incremental(a, "__consumer_offsets", [("segment.ms", "600000", cka.AlterConfigOpType.SET)])
+    assert describe(a, "__consumer_offsets")["segment.ms"].value == "600000"

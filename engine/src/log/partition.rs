@@ -94,7 +94,9 @@ pub(super) struct State {
     pub(super) flushing: bool,
     /// Wakes the flush loop when it waits for an fdatasync and new appends arrive.
     pub(super) flush_wakeup: Option<oneshot::Sender<()>>,
-    pub(super) sync_timer_armed: bool,
+    /// When the armed periodic fdatasync (`flush_interval_ms` after an unsynced write) fires,
+    /// if one is armed. A shorter interval set meanwhile arms an earlier one.
+    pub(super) sync_timer_due: Option<Instant>,
     pub(super) failed: Option<String>,
     pub(super) closed: bool,
     pub(super) idle_waiters: Vec<oneshot::Sender<()>>,
@@ -255,7 +257,7 @@ impl PartitionLog {
                     pending: PendingQueue::default(),
                     flushing: false,
                     flush_wakeup: None,
-                    sync_timer_armed: false,
+                    sync_timer_due: None,
                     failed: None,
                     closed: false,
                     idle_waiters: Vec::new(),

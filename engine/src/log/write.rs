@@ -4,7 +4,7 @@
 //! `failure.rs`.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
@@ -194,14 +194,22 @@ impl PartitionLog {
         for w in st.idle_waiters.drain(..) {
             let _ = w.send(());
         }
-        if unsynced && !st.sync_timer_armed {
-            st.sync_timer_armed = true;
+        let delay = Duration::from_millis(self.inner.config.borrow().flush_interval_ms);
+        let due = Instant::now() + delay;
+        // A timer armed under a longer flush interval than the partition's now (flush.ms
+        // lowered on an open partition) would keep the data unsynced for the old interval.
+        if unsynced && st.sync_timer_due.is_none_or(|armed| armed > due) {
+            st.sync_timer_due = Some(due);
             drop(st);
             let log = self.clone();
-            let delay = Duration::from_millis(self.inner.config.borrow().flush_interval_ms);
             glommio::spawn_local(async move {
                 glommio::timer::sleep(delay).await;
-                log.inner.state.borrow_mut().sync_timer_armed = false;
+                {
+                    let mut st = log.inner.state.borrow_mut();
+                    if st.sync_timer_due == Some(due) {
+                        st.sync_timer_due = None;
+                    }
+                }
                 log.sync_now().await;
             })
             .detach();
@@ -233,10 +241,15 @@ impl PartitionLog {
         if active.active.is_none() {
             return true;
         }
+        // An empty segment is never rolled, nor one with nothing to append: a periodic
+        // fdatasync of an idle partition syncs what is written, it does not start an empty
+        // segment (Kafka rolls at an append only).
+        let Some(next) = st.pending.front().map(|p| p.len()) else {
+            return false;
+        };
         if active.size_bytes == 0 {
             return false;
         }
-        let next = st.pending.front().map_or(0, |p| p.len());
         let config = self.inner.config.borrow();
         let index_full =
             active.index.entries().len() as u64 >= (config.segment_index_bytes / 8).max(1);
@@ -431,6 +444,9 @@ impl PartitionLog {
                     let mut st = self.inner.state.borrow_mut();
                     st.durable_offset = st.durable_offset.max(covers);
                 }
+                // Before the waiters are resolved, so a client acked by this sync finds the
+                // line already written (the flush tests read it: flush.messages, flush.ms).
+                tracing::debug!(partition = %self.inner.name, durable_offset = covers, "fdatasync covered the log");
                 for p in waiters.iter_mut() {
                     if let Some(w) = p.waiter.take() {
                         let _ = w.send(Ok(()));

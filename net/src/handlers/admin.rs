@@ -98,11 +98,8 @@ fn topic_described(
             } else {
                 entry
             };
-            if documentation {
-                entry.with_documentation(Some(sb(def.doc)))
-            } else {
-                entry
-            }
+            // Null unless asked for, as Kafka answers (the message's default is "").
+            entry.with_documentation(documentation.then(|| sb(def.doc)))
         })
         .collect()
 }
@@ -315,7 +312,11 @@ pub async fn create_partitions(
 /// The broker resource: the settings of Spate's broker config that Kafka has too, by their
 /// Kafka names; STATIC_BROKER_CONFIG where the config file set them. Read-only: they change
 /// by editing the file and restarting.
-fn broker_described(shard: &Shard, synonyms: bool) -> Vec<DescribeConfigsResourceResult> {
+fn broker_described(
+    shard: &Shard,
+    synonyms: bool,
+    documentation: bool,
+) -> Vec<DescribeConfigsResourceResult> {
     use kafka_protocol::messages::describe_configs_response::DescribeConfigsSynonym;
     let b = &shard.cluster.broker_defaults;
     let c = &shard.cluster.config;
@@ -354,20 +355,22 @@ fn broker_described(shard: &Shard, synonyms: bool) -> Vec<DescribeConfigsResourc
             } else {
                 topic_configs::source::DEFAULT_CONFIG
             };
-            let ty = if ty == 5 {
-                topic_configs::TOPIC_CONFIGS
-                    .iter()
-                    .find(|d| d.broker_key == Some(k))
-                    .map_or(ty, |d| d.ty.code())
-            } else {
-                ty
+            let topic_def = topic_configs::TOPIC_CONFIGS
+                .iter()
+                .find(|d| d.broker_key == Some(k));
+            let ty = match topic_def {
+                Some(d) if ty == 5 => d.ty.code(),
+                _ => ty,
             };
+            // The documentation of the topic config this broker key is the default of.
+            let doc = topic_def.filter(|_| documentation).map(|d| sb(d.doc));
             let entry = DescribeConfigsResourceResult::default()
                 .with_name(sb(k))
                 .with_value(Some(sb(&v)))
                 .with_read_only(true)
                 .with_config_source(source)
-                .with_config_type(ty);
+                .with_config_type(ty)
+                .with_documentation(doc);
             if synonyms {
                 entry.with_synonyms(vec![DescribeConfigsSynonym::default()
                     .with_name(sb(k))
@@ -409,7 +412,9 @@ pub async fn describe_configs(
                     req.include_documentation,
                 ),
             },
-            RESOURCE_BROKER => broker_described(shard, req.include_synonyms),
+            RESOURCE_BROKER => {
+                broker_described(shard, req.include_synonyms, req.include_documentation)
+            }
             other => {
                 out.push(
                     result
@@ -460,6 +465,19 @@ async fn alter_topic(
             return (code::INVALID_CONFIG, Some(msg));
         }
     };
+    if name == OFFSETS_TOPIC {
+        // Described read-only: the broker compacts it itself, and retention (cleanup.policy
+        // with delete, or an AlterConfigs that leaves cleanup.policy out and so resets it to
+        // delete) would delete committed offsets.
+        let s = topic_configs::TopicSettings::new(&config, &shard.cluster.broker_defaults);
+        if s.delete || !s.compact {
+            let msg = format!(
+                "cleanup.policy is read-only on {OFFSETS_TOPIC}: the broker compacts it itself and retention must never delete committed offsets; allowed: compact"
+            );
+            spate_engine::warn_limited!("admin refused: config", topic = %name, "AlterConfigs refused: {msg}");
+            return (code::INVALID_CONFIG, Some(msg));
+        }
+    }
     if validate_only {
         return (code::NONE, None);
     }
@@ -485,9 +503,13 @@ async fn alter_resource(
     validate_only: bool,
 ) -> (i16, Option<String>) {
     if resource_type != RESOURCE_TOPIC {
+        let keys: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
         return (
             code::INVALID_REQUEST,
-            Some("only topic settings can be changed at run time; broker settings live in the config file".to_string()),
+            Some(format!(
+                "cannot change {} at run time: only topic settings can be; broker settings live in the config file (edit it and restart)",
+                keys.join(", ")
+            )),
         );
     }
     alter_topic(shard, name, changes, replace, validate_only).await
