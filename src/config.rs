@@ -45,9 +45,94 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     pub kafka: KafkaConfig,
     pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
     /// The Kafka names of the settings the config file set (see [`BrokerConfig::load`]).
     #[serde(skip)]
     pub kafka_keys_set: std::collections::BTreeSet<String>,
+}
+
+/// Membership of a cluster (`[cluster]`): all unset, the broker is a single node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This broker's node id (Kafka's `node.id`).
+    pub node_id: Option<i32>,
+    /// Where it listens for the other brokers [default: its address in `voters`].
+    pub listen: Option<SocketAddr>,
+    /// The metadata quorum's voters, `ID@HOST:PORT,...` (Kafka's `controller.quorum.voters`).
+    pub voters: String,
+    /// Kafka's `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// Kafka's `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            listen: None,
+            voters: String::new(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether any cluster setting is given (then all that are needed must be).
+    pub fn is_set(&self) -> bool {
+        self.node_id.is_some() || self.listen.is_some() || !self.voters.trim().is_empty()
+    }
+
+    /// The cluster node's settings, or `None` on a single node; every missing or
+    /// inconsistent piece is an error saying what to add.
+    pub fn node_config(
+        &self,
+        data_dir: &Path,
+        net: &spate_net::NetConfig,
+        shards: usize,
+    ) -> Result<Option<spate_replication::node::NodeConfig>, String> {
+        if !self.is_set() {
+            return Ok(None);
+        }
+        let voters = spate_replication::voters::parse(&self.voters)
+            .map_err(|e| format!("--voters (cluster.voters): {e}"))?;
+        let node_id = self.node_id.ok_or(
+            "a cluster member needs its node id: add --node-id (cluster.node_id), one of the ids in --voters",
+        )?;
+        if node_id < 0 {
+            return Err(format!("--node-id {node_id}: a node id is 0 or more"));
+        }
+        let listen = match self.listen {
+            Some(l) => l,
+            None => {
+                let me = voters.iter().find(|v| v.id == node_id).ok_or_else(|| {
+                    format!("node id {node_id} is not among the voters ({}): brokers that are not voters are not built yet", self.voters)
+                })?;
+                std::net::ToSocketAddrs::to_socket_addrs(&(me.host.as_str(), me.port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        format!("cannot resolve {}, this node's address in --voters; give --cluster-listen", me.addr())
+                    })?
+            }
+        };
+        let config = spate_replication::node::NodeConfig {
+            node_id,
+            cluster_listen: listen,
+            voters,
+            data_dir: data_dir.to_path_buf(),
+            advertised_host: net.advertised_host.clone(),
+            advertised_port: net.advertised_port,
+            shards: shards as u32,
+            broker_session_timeout_ms: self.broker_session_timeout_ms,
+            broker_heartbeat_interval_ms: self.broker_heartbeat_interval_ms,
+            tick_ms: 100,
+        };
+        config.validate()?;
+        Ok(Some(config))
+    }
 }
 
 /// The Kafka protocol settings (`[kafka]`).
@@ -186,6 +271,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             kafka: KafkaConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             kafka_keys_set: Default::default(),
         }
     }
@@ -223,7 +309,8 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.log.validate()?;
         self.kafka.validate()?;
-        self.kafka.net_config(self.listen)?;
+        let net = self.kafka.net_config(self.listen)?;
+        self.cluster.node_config(&self.data_dir, &net, 1)?;
         if self.batch_cache_bytes < 1024 * 1024 {
             return Err("batch_cache_bytes must be at least 1048576".into());
         }

@@ -80,6 +80,17 @@ struct ServeArgs {
     /// TOML configuration file; every key is documented in docs/OPERATIONS.md
     #[arg(long)]
     config: Option<PathBuf>,
+    /// This broker's node id in a cluster (one of the ids in --voters) [default:
+    /// `cluster.node_id`; none: a single node]
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Where this broker listens for the other brokers [default: its address in --voters]
+    #[arg(long)]
+    cluster_listen: Option<SocketAddr>,
+    /// The metadata quorum's voters, ID@HOST:PORT,... (e.g. 1@10.0.0.1:9192,2@10.0.0.2:9192,
+    /// 3@10.0.0.3:9192) [default: `cluster.voters`; none: a single node]
+    #[arg(long)]
+    voters: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -210,6 +221,15 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(a) = args.advertise {
         config.kafka.advertise = a;
+    }
+    if let Some(n) = args.node_id {
+        config.cluster.node_id = Some(n);
+    }
+    if let Some(l) = args.cluster_listen {
+        config.cluster.listen = Some(l);
+    }
+    if let Some(v) = args.voters {
+        config.cluster.voters = v;
     }
     if let Some(s) = args.shards {
         if s == 0 {

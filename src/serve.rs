@@ -131,6 +131,16 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let listen = claim_listen_address(config.listen)?;
     let mut net_config = config.kafka.net_config(listen)?;
     net_config.broker_keys_set = config.kafka_keys_set.clone();
+    let node_config = config.cluster.node_config(&data_dir, &net_config, shards)?;
+    if let Some(nc) = &node_config {
+        let user_topics = store
+            .metadata()
+            .topics
+            .iter()
+            .filter(|t| t.name != spate_net::OFFSETS_TOPIC)
+            .count();
+        spate_replication::node::identity::stamp(&data_dir, &nc.cluster_id(), user_topics)?;
+    }
     let cluster = Cluster::new(
         net_config,
         shards,
@@ -151,6 +161,16 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     if let Some(w) = &io_plan.warning {
         tracing::warn!("{w}");
     }
+
+    // The cluster node first: Metadata names the cluster's brokers from the first request.
+    let node = match node_config {
+        Some(nc) => {
+            let (handle, join) = spate_replication::node::start(nc)?;
+            cluster.attach_node(handle.clone());
+            Some((handle, join))
+        }
+        None => None,
+    };
 
     let mesh = spate_net::Shard::mesh(shards);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -212,6 +232,18 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
         tracing::info!("shutting down: flushing and checkpointing every partition");
     }
     shutdown.store(true, Ordering::SeqCst);
+    if let Some((handle, join)) = node {
+        handle.stop();
+        match join.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert_with(|| format!("the cluster thread failed: {e}"));
+            }
+        }
+    }
     let mut unclean = 0;
     for h in handles {
         match h.join() {

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use spate_replication::node::{ClusterView, NodeHandle};
 
 use crate::metadata::{Metadata, MetadataStore, TopicConfigs, TopicMeta};
 use crate::topic_configs::{BrokerDefaults, TopicSettings};
@@ -28,6 +30,8 @@ pub struct Cluster {
     compact_warned: Mutex<BTreeSet<String>>,
     /// The metadata file, owned by shard 0 once it starts.
     pub(crate) store: Mutex<Option<MetadataStore>>,
+    /// The cluster node, when this broker is one of several (`spate serve --voters`).
+    node: OnceLock<NodeHandle>,
 }
 
 impl Cluster {
@@ -55,6 +59,7 @@ impl Cluster {
             settings: RwLock::new(Arc::new(HashMap::new())),
             compact_warned: Mutex::new(BTreeSet::new()),
             store: Mutex::new(None),
+            node: OnceLock::new(),
         });
         cluster.publish(store.metadata().clone());
         if let Ok(mut slot) = cluster.store.lock() {
@@ -75,6 +80,24 @@ impl Cluster {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         map.get(topic).cloned()
+    }
+
+    /// Makes this broker a member of a cluster: Metadata and DescribeCluster answer from the
+    /// node's view from now on. Once, before the shards start.
+    pub fn attach_node(&self, node: NodeHandle) {
+        let _ = self.node.set(node);
+    }
+
+    /// This broker's node id (`BROKER_ID` on a single node).
+    pub fn node_id(&self) -> i32 {
+        self.node
+            .get()
+            .map_or(crate::BROKER_ID, |n| n.view().node_id)
+    }
+
+    /// What the cluster node knows, if this broker is one of several.
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.node.get().map(|n| n.view())
     }
 
     pub fn shard_count(&self) -> usize {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
 use kafka_protocol::messages::*;
 
 use super::{code, sb, topic_name, Ctx};
-use crate::{Shard, BROKER_ID, OFFSETS_TOPIC};
+use crate::{Shard, OFFSETS_TOPIC};
 
 /// Kafka's `topic_authorized_operations` when authorized operations were not asked for.
 const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
@@ -31,6 +31,7 @@ pub async fn describe_topic_partitions(
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let meta = shard.cluster.metadata();
+    let node_id = shard.cluster.node_id();
     let mut names: Vec<String> = if req.topics.is_empty() {
         meta.topics.iter().map(|t| t.name.clone()).collect()
     } else {
@@ -83,10 +84,10 @@ pub async fn describe_topic_partitions(
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p)
-                    .with_leader_id(BrokerId(BROKER_ID))
+                    .with_leader_id(BrokerId(node_id))
                     .with_leader_epoch(0)
-                    .with_replica_nodes(vec![BrokerId(BROKER_ID)])
-                    .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+                    .with_replica_nodes(vec![BrokerId(node_id)])
+                    .with_isr_nodes(vec![BrokerId(node_id)])
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new())),
             );

@@ -15,7 +15,7 @@ use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};
 use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
-use crate::{versions, BROKER_ID, OFFSETS_TOPIC};
+use crate::{versions, OFFSETS_TOPIC};
 
 /// ApiVersions at the version the client asked for; above v4, UNSUPPORTED_VERSION at v0
 /// (which still lists the ranges, so the client retries lower).
@@ -63,15 +63,39 @@ fn broker_host(shard: &crate::Shard) -> (String, i32) {
     (c.advertised_host.clone(), i32::from(c.advertised_port))
 }
 
-fn topic_entry(t: &crate::metadata::TopicMeta) -> MetadataResponseTopic {
+/// The brokers to name (node id, host, port) and the controller's id: this broker alone on a
+/// single node; in a cluster, every live registered broker (and this one, whose own
+/// partitions it serves even before the controller has it registered).
+fn brokers(shard: &crate::Shard) -> (Vec<(i32, String, i32)>, i32) {
+    let (host, port) = broker_host(shard);
+    let me = shard.cluster.node_id();
+    let mut out = vec![(me, host, port)];
+    let Some(view) = shard.cluster.cluster_view() else {
+        return (out, me);
+    };
+    for b in view.image.live_brokers() {
+        let r = &b.registration;
+        if r.broker_id != me {
+            out.push((
+                r.broker_id,
+                r.listener.host.clone(),
+                i32::from(r.listener.port),
+            ));
+        }
+    }
+    out.sort_by_key(|b| b.0);
+    (out, view.controller.unwrap_or(-1))
+}
+
+fn topic_entry(t: &crate::metadata::TopicMeta, node_id: i32) -> MetadataResponseTopic {
     let partitions = (0..t.partitions() as i32)
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(BrokerId(BROKER_ID))
+                .with_leader_id(BrokerId(node_id))
                 .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(BROKER_ID)])
-                .with_isr_nodes(vec![BrokerId(BROKER_ID)])
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
         })
         .collect();
     MetadataResponseTopic::default()
@@ -86,7 +110,6 @@ pub async fn metadata(
     ctx: &Ctx,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let (host, port) = broker_host(shard);
     let cluster = &shard.cluster;
     let topics = match req.topics {
         // v0: an empty list means every topic; later versions say that with null.
@@ -98,7 +121,7 @@ pub async fn metadata(
     match topics {
         None => {
             for t in &cluster.metadata().topics {
-                out.push(topic_entry(t));
+                out.push(topic_entry(t, cluster.node_id()));
             }
         }
         Some(wanted) => {
@@ -144,7 +167,7 @@ pub async fn metadata(
                     }
                 }
                 match found {
-                    Some(t) => out.push(topic_entry(&t)),
+                    Some(t) => out.push(topic_entry(&t, cluster.node_id())),
                     None => out.push(
                         MetadataResponseTopic::default()
                             .with_name(Some(topic_name(&name)))
@@ -154,13 +177,21 @@ pub async fn metadata(
             }
         }
     }
+    let (brokers, controller) = brokers(shard);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(BROKER_ID))
-            .with_host(sb(&host))
-            .with_port(port)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(sb(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(sb(&cluster.cluster_id)))
-        .with_controller_id(BrokerId(BROKER_ID))
+        .with_controller_id(BrokerId(controller))
         .with_topics(out)
 }
 
@@ -169,15 +200,22 @@ pub async fn describe_cluster(
     _ctx: &Ctx,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker_host(shard);
+    let (brokers, controller) = brokers(shard);
     DescribeClusterResponse::default()
         .with_cluster_id(sb(&shard.cluster.cluster_id))
-        .with_controller_id(BrokerId(BROKER_ID))
+        .with_controller_id(BrokerId(controller))
         .with_endpoint_type(1)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(BROKER_ID))
-            .with_host(sb(&host))
-            .with_port(port)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, host, port)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(sb(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
 }
 
 pub async fn find_coordinator(
@@ -188,6 +226,7 @@ pub async fn find_coordinator(
     let (host, port) = broker_host(shard);
     // key_type 0 is a group; 1 (transactions) is not served.
     let supported = req.key_type == 0;
+    let node_id = shard.cluster.node_id();
     let err = if supported {
         code::NONE
     } else {
@@ -200,7 +239,7 @@ pub async fn find_coordinator(
             .map(|k| {
                 Coordinator::default()
                     .with_key(k.clone())
-                    .with_node_id(BrokerId(if supported { BROKER_ID } else { -1 }))
+                    .with_node_id(BrokerId(if supported { node_id } else { -1 }))
                     .with_host(sb(if supported { &host } else { "" }))
                     .with_port(if supported { port } else { -1 })
                     .with_error_code(err)
@@ -210,7 +249,7 @@ pub async fn find_coordinator(
     }
     FindCoordinatorResponse::default()
         .with_error_code(err)
-        .with_node_id(BrokerId(if supported { BROKER_ID } else { -1 }))
+        .with_node_id(BrokerId(if supported { node_id } else { -1 }))
         .with_host(sb(if supported { &host } else { "" }))
         .with_port(if supported { port } else { -1 })
 }

@@ -118,10 +118,22 @@ pub fn start(
         view: view.clone(),
         stop: stop.clone(),
     };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let join = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("spate-cluster")
         .io_memory(1 << 20)
-        .spawn(move || async move { run::run(config, view, stop).await })
+        .spawn(move || async move { run::run(config, view, stop, ready_tx).await })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
-    Ok((handle, join))
+    // Its store opened and its listener bound, or why not.
+    match ready_rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(())) => Ok((handle, join)),
+        Ok(Err(e)) => {
+            let _ = join.join();
+            Err(e)
+        }
+        Err(_) => {
+            handle.stop();
+            Err("the cluster thread did not start within 60 s".into())
+        }
+    }
 }

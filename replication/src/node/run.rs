@@ -66,8 +66,15 @@ pub async fn run(
     config: NodeConfig,
     view: Arc<RwLock<Arc<ClusterView>>>,
     stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
-    let cluster_id = config.cluster_id();
+    let started = start(&config).await;
+    let _ = ready.send(started.as_ref().map(|_| ()).map_err(|e| e.clone()));
+    let (store, quorum, listener) = started?;
+    serve(config, view, stop, store, quorum, listener).await
+}
+
+async fn start(config: &NodeConfig) -> Result<(QuorumStore, Quorum, TcpListener), String> {
     let storage: Rc<dyn Storage> = Rc::new(DmaStorage);
     let dir = config.data_dir.join("__cluster_metadata").join("0");
     let (store, durable) = QuorumStore::open(storage, &dir)
@@ -87,6 +94,19 @@ pub async fn run(
             config.cluster_listen
         )
     })?;
+    Ok((store, quorum, listener))
+}
+
+async fn serve(
+    config: NodeConfig,
+    view: Arc<RwLock<Arc<ClusterView>>>,
+    stop: Arc<AtomicBool>,
+    store: QuorumStore,
+    quorum: Quorum,
+    listener: TcpListener,
+) -> Result<(), String> {
+    let cluster_id = config.cluster_id();
+    let dir = config.data_dir.join("__cluster_metadata").join("0");
     let (inbox_tx, mut inbox) = mpsc::channel::<Frame>(4096);
     let transport = Transport::start(
         config.node_id,

@@ -29,8 +29,9 @@ impl Drain for TracingDrain {
         match record.level() {
             Level::Critical | Level::Error => tracing::error!(target: "spate::raft", "{msg}{kv}"),
             Level::Warning => tracing::warn!(target: "spate::raft", "{msg}{kv}"),
-            Level::Info => tracing::info!(target: "spate::raft", "{msg}{kv}"),
-            Level::Debug => tracing::debug!(target: "spate::raft", "{msg}{kv}"),
+            // raft-rs reports every vote and term change at info: debug here; the node logs
+            // what an operator needs (leadership, registrations) itself.
+            Level::Info | Level::Debug => tracing::debug!(target: "spate::raft", "{msg}{kv}"),
             Level::Trace => tracing::trace!(target: "spate::raft", "{msg}{kv}"),
         }
         Ok(())
