@@ -360,6 +360,40 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_timeouts_have_kafkas_defaults_and_heartbeats_come_first() {
+        let d = KafkaConfig::default();
+        assert_eq!(
+            (
+                d.group_consumer_session_timeout_ms,
+                d.group_consumer_heartbeat_interval_ms
+            ),
+            (45_000, 5_000)
+        );
+        for (session, heartbeat, ok) in [
+            (45_000u32, 5_000u32, true),
+            (1_000, 999, true),
+            (1_000, 1_000, false),
+            (0, 0, false),
+            (10_000, 0, false),
+        ] {
+            let text = format!(
+                "[kafka]\ngroup_consumer_session_timeout_ms = {session}\ngroup_consumer_heartbeat_interval_ms = {heartbeat}\n"
+            );
+            let c: BrokerConfig = toml::from_str(&text).unwrap();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{session}/{heartbeat} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{session}/{heartbeat}: {e}");
+                    assert!(e.contains("kafka.group_consumer_"), "{e}");
+                }
+            }
+        }
+        let net = d.net_config("127.0.0.1:9092".parse().unwrap()).unwrap();
+        assert_eq!(net.group_consumer_session_timeout_ms, 45_000);
+        assert_eq!(net.group_consumer_heartbeat_interval_ms, 5_000);
+    }
+
+    #[test]
     fn min_free_bytes_is_auto_or_bytes_and_below_the_disk() {
         let c: BrokerConfig = toml::from_str("[storage]\nmin_free_bytes = \"auto\"\n").unwrap();
         assert_eq!(c.storage.min_free_bytes, MinFreeBytes::Auto);

@@ -32,6 +32,8 @@ GROUP_ID_NOT_FOUND = 69
 UNKNOWN_MEMBER_ID = 25
 FENCED_MEMBER_EPOCH = 110
 UNSUPPORTED_ASSIGNOR = 112
+STALE_MEMBER_EPOCH = 113
+UNSUPPORTED_VERSION = 35
 INVALID_REGULAR_EXPRESSION = 128
 
 
@@ -200,10 +202,11 @@ def test_members_split_the_partitions_and_hand_them_over(broker):
             m.close()
 
 
-def committed(bootstrap, group, topic):
+def committed(bootstrap, group, topic, partitions=PARTITIONS):
+    """The group's committed offsets (OffsetFetch), -1001 where there are none."""
     c = ck.Consumer(ck_conf(bootstrap, **{"group.id": group}))
     try:
-        tps = [ck.TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = [ck.TopicPartition(topic, p) for p in range(partitions)]
         return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
     finally:
         c.close()
@@ -233,6 +236,57 @@ def test_committed_offsets_survive_a_restart(broker):
         consumed_once([a, b], prod.produced)
     finally:
         b.close()
+
+
+def test_a_member_rejoins_after_a_restart(broker):
+    # Consumer group state is in memory: after a restart the broker answers the member's next
+    # heartbeat with UNKNOWN_MEMBER_ID, it rejoins, and it resumes from its commits.
+    topic, group = unique("kip848"), unique("g")
+    create_topic(broker.bootstrap, topic)
+    prod = Producer(broker.bootstrap, topic)
+    prod.produce(40)
+    a = Member("a", broker.bootstrap, group, topic)
+    try:
+        poll_until([a], lambda: len(a.consumed) >= 20, 30, "a consumes half")
+        broker.restart()
+        prod.produce(40)
+        poll_until([a], lambda: set(a.consumed) == prod.produced, 60,
+                   "a consumes the rest after the restart")
+        consumed_once([a], prod.produced)
+        assert a.assigned() == ALL
+    finally:
+        a.close()
+
+
+def test_new_topics_and_partitions_reach_the_members(broker):
+    prefix, group = unique("kip848re"), unique("g")
+    admin = ck.admin.AdminClient({"bootstrap.servers": broker.bootstrap})
+    create_topic(broker.bootstrap, f"{prefix}-a", partitions=2)
+    c = ck.Consumer(ck_conf(broker.bootstrap, **{
+        "group.id": group, "group.protocol": "consumer", "auto.offset.reset": "earliest"}))
+    # A regex subscription: the broker resolves it (ConsumerGroupHeartbeat v1).
+    c.subscribe([f"^{prefix}-.*"])
+
+    def assigned():
+        return sorted((tp.topic, tp.partition) for tp in c.assignment())
+
+    def wait_for(want, what):
+        d = Deadline(30, what)
+        while assigned() != want:
+            c.poll(0.1)
+            d.check(str(assigned()))
+
+    try:
+        wait_for([(f"{prefix}-a", 0), (f"{prefix}-a", 1)], "the first topic's partitions")
+        create_topic(broker.bootstrap, f"{prefix}-b", partitions=1)
+        wait_for([(f"{prefix}-a", 0), (f"{prefix}-a", 1), (f"{prefix}-b", 0)],
+                 "the new topic's partition")
+        admin.create_partitions([ck.admin.NewPartitions(f"{prefix}-a", 3)])[
+            f"{prefix}-a"].result(15)
+        wait_for([(f"{prefix}-a", 0), (f"{prefix}-a", 1), (f"{prefix}-a", 2),
+                  (f"{prefix}-b", 0)], "the added partition")
+    finally:
+        c.close()
 
 
 def error_of(consumer, others, seconds, what):
@@ -327,9 +381,17 @@ def test_bad_heartbeats_get_kafka_errors(broker):
         r = hb(member_id="m2", epoch=0, topics=[topic], owned=[(uuid.uuid4(), [0])],
                rebalance_timeout_ms=1000)
         assert r["error"] == INVALID_REQUEST, r
-        # m1 is still a member at its epoch, and leaves.
+        # m1 is still a member at its epoch. Its commits: at its epoch (v9) they count; at
+        # another epoch, from another member, or with v8, they do not.
         r = hb(member_id="m1", epoch=epoch, owned=owned)
         assert (r["error"], r["epoch"]) == (0, epoch), r
+        commit = wire.offset_commit
+        assert commit(conn, group, "m1", epoch, topic, {0: 5, 1: 7}) == {0: 0, 1: 0}
+        assert commit(conn, group, "m1", epoch + 1, topic, {0: 6}) == {0: STALE_MEMBER_EPOCH}
+        assert commit(conn, group, "ghost", epoch, topic, {0: 6}) == {0: UNKNOWN_MEMBER_ID}
+        assert commit(conn, group, "m1", epoch, topic, {0: 6}, version=8) == {
+            0: UNSUPPORTED_VERSION}
+        assert committed(broker.bootstrap, group, topic, partitions=2) == {0: 5, 1: 7}
         r = hb(member_id="m1", epoch=-1)
         assert (r["error"], r["epoch"]) == (0, -1), r
 

@@ -134,3 +134,33 @@ class Connection:
                 assignment[tid] = sorted(parts)
         return {"error": error, "message": message, "member_id": member, "epoch": member_epoch,
                 "interval": interval, "assignment": assignment}
+
+
+OFFSET_COMMIT = 8
+
+
+def offset_commit(conn, group, member_id, epoch, topic, offsets, version=9):
+    """OffsetCommit (v8 or v9, both flexible) of {partition: offset}; returns
+    {partition: error code}."""
+
+    def part(item):
+        p, o = item
+        return struct.pack(">iqi", p, o, -1) + cstr("") + b"\x00"
+
+    body = cstr(group) + struct.pack(">i", epoch) + cstr(member_id) + cstr(None)
+    body += carray([topic], lambda t: cstr(t) + carray(sorted(offsets.items()), part) + b"\x00")
+    body += b"\x00"
+    r = conn.call(OFFSET_COMMIT, version, body)
+    at = 4
+    errors = {}
+    n, at = read_uvarint(r, at)
+    for _ in range(n - 1):
+        _name, at = read_cstr(r, at)
+        k, at = read_uvarint(r, at)
+        for _ in range(k - 1):
+            p, e = struct.unpack(">ih", r[at:at + 6])
+            at += 6
+            _tags, at = read_uvarint(r, at)
+            errors[p] = e
+        _tags, at = read_uvarint(r, at)
+    return errors
