@@ -109,6 +109,12 @@ fn commits_and_fetches_check_the_member_epoch() {
     );
     // v9+ with an epoch for a group that does not exist.
     assert_eq!(c.check_commit("none", "a", 1, 9), GROUP_ID_NOT_FOUND);
+    // OffsetDelete keeps the offsets of the topics a member subscribes to.
+    let asked = ["t".to_string(), "other".to_string()];
+    assert_eq!(
+        c.subscribed_of("g", &asked),
+        Ok(std::collections::BTreeSet::from(["t".to_string()]))
+    );
     // Listed as a consumer group; not deleted while it has members.
     let listed = c.list();
     assert_eq!(listed.len(), 1);
