@@ -29,6 +29,16 @@ const KAFKA_NAMES: &[(&str, &str, &str)] = &[
         "offsets_topic_partitions",
         "offsets.topic.num.partitions",
     ),
+    (
+        "kafka",
+        "group_consumer_session_timeout_ms",
+        "group.consumer.session.timeout.ms",
+    ),
+    (
+        "kafka",
+        "group_consumer_heartbeat_interval_ms",
+        "group.consumer.heartbeat.interval.ms",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +163,12 @@ pub struct KafkaConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: u32,
     pub group_max_session_timeout_ms: u32,
+    /// Consumer protocol (KIP-848) groups: a member silent this long is fenced (Kafka's
+    /// `group.consumer.session.timeout.ms`, 45 s).
+    pub group_consumer_session_timeout_ms: u32,
+    /// How often consumer protocol members heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, 5 s); less than the session timeout.
+    pub group_consumer_heartbeat_interval_ms: u32,
     /// Partitions of `__consumer_offsets`; used only when it is first created.
     pub offsets_topic_partitions: u32,
     /// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`): a
@@ -179,6 +195,8 @@ impl Default for KafkaConfig {
             group_initial_rebalance_delay_ms: n.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: n.group_min_session_timeout_ms as u32,
             group_max_session_timeout_ms: n.group_max_session_timeout_ms as u32,
+            group_consumer_session_timeout_ms: n.group_consumer_session_timeout_ms as u32,
+            group_consumer_heartbeat_interval_ms: n.group_consumer_heartbeat_interval_ms as u32,
             offsets_topic_partitions: n.offsets_topic_partitions,
             offsets_segment_bytes: 64 * 1024 * 1024,
             message_max_bytes: n.message_max_bytes as u32,
@@ -216,6 +234,8 @@ impl KafkaConfig {
                 as i32,
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.min(i32::MAX as u32)
                 as i32,
+            group_consumer_session_timeout_ms: self.group_consumer_session_timeout_ms as i32,
+            group_consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms as i32,
             offsets_topic_partitions: self.offsets_topic_partitions,
             message_max_bytes: self.message_max_bytes.min(i32::MAX as u32) as i32,
             min_insync_replicas: self.min_insync_replicas.min(i32::MAX as u32) as i32,
@@ -253,6 +273,22 @@ impl KafkaConfig {
         }
         if self.min_insync_replicas == 0 || self.min_insync_replicas > i32::MAX as u32 {
             return Err("kafka.min_insync_replicas must be between 1 and 2147483647".into());
+        }
+        if self.group_consumer_session_timeout_ms == 0
+            || self.group_consumer_session_timeout_ms > i32::MAX as u32
+        {
+            return Err(format!(
+                "kafka.group_consumer_session_timeout_ms = {} must be between 1 and 2147483647",
+                self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms == 0
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return Err(format!(
+                "kafka.group_consumer_heartbeat_interval_ms = {} must be at least 1 and less than kafka.group_consumer_session_timeout_ms ({})",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("kafka.group_min_session_timeout_ms must not exceed kafka.group_max_session_timeout_ms".into());
@@ -408,6 +444,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn consumer_group_timeouts_have_kafkas_defaults_and_heartbeats_come_first() {
+        let d = KafkaConfig::default();
+        assert_eq!(
+            (
+                d.group_consumer_session_timeout_ms,
+                d.group_consumer_heartbeat_interval_ms
+            ),
+            (45_000, 5_000)
+        );
+        for (session, heartbeat, ok) in [
+            (45_000u32, 5_000u32, true),
+            (1_000, 999, true),
+            (1_000, 1_000, false),
+            (0, 0, false),
+            (10_000, 0, false),
+        ] {
+            let text = format!(
+                "[kafka]\ngroup_consumer_session_timeout_ms = {session}\ngroup_consumer_heartbeat_interval_ms = {heartbeat}\n"
+            );
+            let c: BrokerConfig = toml::from_str(&text).unwrap();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{session}/{heartbeat} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{session}/{heartbeat}: {e}");
+                    assert!(e.contains("kafka.group_consumer_"), "{e}");
+                }
+            }
+        }
+        let net = d.net_config("127.0.0.1:9092".parse().unwrap()).unwrap();
+        assert_eq!(net.group_consumer_session_timeout_ms, 45_000);
+        assert_eq!(net.group_consumer_heartbeat_interval_ms, 5_000);
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub struct NetConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// Consumer protocol (KIP-848) groups: a member silent this long is fenced (Kafka's
+    /// `group.consumer.session.timeout.ms`).
+    pub group_consumer_session_timeout_ms: i32,
+    /// How often consumer protocol members heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`).
+    pub group_consumer_heartbeat_interval_ms: i32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created.
     pub offsets_topic_partitions: u32,
     /// Kafka's `message.max.bytes`: the default `max.message.bytes` of every topic.
@@ -44,6 +50,9 @@ impl Default for NetConfig {
             group_initial_rebalance_delay_ms: 300,
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 300_000,
+            // Kafka's defaults: 45 s and 5 s.
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             offsets_topic_partitions: 4,
             // Kafka's default: 1 MiB plus a batch's 12-byte log overhead.
             message_max_bytes: 1_048_588,

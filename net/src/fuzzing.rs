@@ -138,6 +138,8 @@ macro_rules! for_each_api {
             ApiKey::DescribeLogDirs => $f::<DescribeLogDirsRequest>($($arg),*),
             ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($($arg),*),
             ApiKey::DescribeTopicPartitions => $f::<DescribeTopicPartitionsRequest>($($arg),*),
+            ApiKey::ConsumerGroupHeartbeat => $f::<ConsumerGroupHeartbeatRequest>($($arg),*),
+            ApiKey::ConsumerGroupDescribe => $f::<ConsumerGroupDescribeRequest>($($arg),*),
             _ => return false,
         }
     };

@@ -396,6 +396,23 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                     .with_committed_offset(42)
                     .with_committed_leader_epoch(if v >= 6 { 2 } else { -1 })
                     .with_committed_metadata(Some(sb("meta")))])])),
+        // v8 and later ask for several groups (v9 with a member id and epoch).
+        ApiKey::OffsetFetch if v >= 8 => enc!(OffsetFetchRequest::default()
+            .with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group("g1"))
+                    .with_member_id(if v >= 9 { Some(sb("member-1")) } else { None })
+                    .with_member_epoch(if v >= 9 { 3 } else { -1 })
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(topic("orders"))
+                            .with_partition_indexes(vec![0, 1, 2])
+                    ])),
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group("g2"))
+                    .with_member_epoch(-1)
+            ])
+            .with_require_stable(true)),
         ApiKey::OffsetFetch => enc!(OffsetFetchRequest::default()
             .with_group_id(group("g1"))
             .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default()
@@ -574,6 +591,23 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                     .with_topic_name(topic("orders"))
                     .with_partition_index(1)
             ))),
+        ApiKey::ConsumerGroupHeartbeat => enc!(ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group("g1"))
+            .with_member_id(sb("member-1"))
+            .with_member_epoch(3)
+            .with_instance_id(Some(sb("instance-1")))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![topic("orders")]))
+            .with_subscribed_topic_regex(if v >= 1 { Some(sb("orders-.*")) } else { None })
+            .with_server_assignor(Some(sb("uniform")))
+            .with_topic_partitions(Some(vec![
+                consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_topic_id(uuid::Uuid::from_bytes([7; 16]))
+                    .with_partitions(vec![0, 2])
+            ]))),
+        ApiKey::ConsumerGroupDescribe => enc!(ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![group("g1"), group("g2")])
+            .with_include_authorized_operations(true)),
         other => panic!("no seed request for {other:?}"),
     }
     buf

@@ -1,5 +1,6 @@
-//! What admin requests see of the groups: ListGroups, DescribeGroups, the subscriptions
-//! OffsetDelete must respect, and DeleteGroups (only an empty group).
+//! What admin requests see of the groups, of both protocols: ListGroups, DescribeGroups (of
+//! classic groups), the subscriptions OffsetDelete must respect, and DeleteGroups (only an
+//! empty group).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,19 +8,74 @@ use bytes::Bytes;
 
 use super::{Coordinator, GroupState, Member, GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP};
 
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub name: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer".
+    pub group_type: &'static str,
+}
+
+/// A group as DescribeGroups (the classic API) sees it.
+#[derive(Debug, Clone)]
+pub enum ClassicDescription {
+    Classic(GroupState, String, String, Vec<Member>),
+    /// A consumer protocol group: DescribeGroups does not describe it.
+    ConsumerGroup,
+    NotFound,
+}
+
 impl Coordinator {
     /// Every group this shard coordinates: with members or with committed offsets.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    pub fn list(&self) -> Vec<ListedGroup> {
         let groups = self.groups.borrow();
-        let mut out: BTreeMap<String, (String, GroupState)> = groups
+        let mut out: BTreeMap<String, ListedGroup> = groups
             .iter()
-            .map(|(n, g)| (n.clone(), (g.protocol_type.clone(), g.state)))
+            .map(|(n, g)| {
+                (
+                    n.clone(),
+                    ListedGroup {
+                        name: n.clone(),
+                        protocol_type: g.protocol_type.clone(),
+                        state: g.state.name(),
+                        group_type: "classic",
+                    },
+                )
+            })
             .collect();
-        for name in self.offsets.borrow().keys() {
-            out.entry(name.clone())
-                .or_insert_with(|| ("consumer".to_string(), GroupState::Empty));
+        for (name, state) in self.list_consumer_groups() {
+            out.insert(
+                name.clone(),
+                ListedGroup {
+                    name,
+                    protocol_type: "consumer".to_string(),
+                    state: state.name(),
+                    group_type: "consumer",
+                },
+            );
         }
-        out.into_iter().map(|(n, (t, s))| (n, t, s)).collect()
+        for name in self.offsets.borrow().keys() {
+            out.entry(name.clone()).or_insert_with(|| ListedGroup {
+                name: name.clone(),
+                protocol_type: "consumer".to_string(),
+                state: GroupState::Empty.name(),
+                group_type: "classic",
+            });
+        }
+        out.into_values().collect()
+    }
+
+    /// DescribeGroups of one group.
+    pub fn describe_classic(&self, group: &str) -> ClassicDescription {
+        if self.is_consumer_group(group) {
+            return ClassicDescription::ConsumerGroup;
+        }
+        match self.describe(group) {
+            Some((s, t, p, m)) => ClassicDescription::Classic(s, t, p, m),
+            None => ClassicDescription::NotFound,
+        }
     }
 
     pub fn describe(&self, group: &str) -> Option<(GroupState, String, String, Vec<Member>)> {
@@ -47,6 +103,9 @@ impl Coordinator {
     /// is not "consumer" (its subscriptions cannot be read). A member whose subscription does
     /// not decode counts as subscribed to every topic asked about.
     pub fn subscribed_of(&self, group: &str, topics: &[String]) -> Result<BTreeSet<String>, i16> {
+        if let Some(subscribed) = self.consumer_subscribed_of(group, topics) {
+            return Ok(subscribed);
+        }
         let groups = self.groups.borrow();
         let Some(g) = groups.get(group) else {
             return if self.offsets.borrow().contains_key(group) {
@@ -79,12 +138,17 @@ impl Coordinator {
 
     /// DeleteGroups: only an empty group; returns its committed offsets to tombstone.
     pub fn delete(&self, group: &str) -> Result<Vec<(String, i32)>, i16> {
+        let consumer_group = match self.delete_consumer_group(group) {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => true,
+            None => false,
+        };
         let mut groups = self.groups.borrow_mut();
         if let Some(g) = groups.get(group) {
             if !g.members.is_empty() {
                 return Err(NON_EMPTY_GROUP);
             }
-        } else if !self.offsets.borrow().contains_key(group) {
+        } else if !consumer_group && !self.offsets.borrow().contains_key(group) {
             return Err(GROUP_ID_NOT_FOUND);
         }
         groups.remove(group);

@@ -1,10 +1,12 @@
 //! Committed offsets of the groups a shard coordinates, as replayed from and appended to
-//! `__consumer_offsets` (`commit_log`), and who may commit: a current member, or a client
-//! outside any group.
+//! `__consumer_offsets` (`commit_log`), and who may commit: a current member (of a classic
+//! group at its generation, of a consumer group at its member epoch), or a client outside any
+//! group.
 
 use std::collections::BTreeMap;
 
-use super::{Coordinator, GroupState, NONE, REBALANCE_IN_PROGRESS};
+use super::consumer::ConsumerCommitCheck;
+use super::{Coordinator, GroupState, GROUP_ID_NOT_FOUND, NONE, REBALANCE_IN_PROGRESS};
 
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,13 +22,31 @@ pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 impl Coordinator {
     /// Checks that a commit comes from a current member (or from outside any group).
-    pub fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+    /// `version` is the OffsetCommit version.
+    pub fn check_commit(&self, group: &str, member_id: &str, generation: i32, version: i16) -> i16 {
+        if let ConsumerCommitCheck::Answer(r) =
+            self.check_consumer_commit(group, member_id, generation, version)
+        {
+            if r != NONE {
+                tracing::debug!(
+                    group,
+                    member = member_id,
+                    epoch = generation,
+                    error = r,
+                    "commit refused"
+                );
+            }
+            return r;
+        }
         // A commit from outside any group (no generation, no member), or without a
         // generation to a group that does not exist, is stored as it is.
-        let outside =
-            generation < 0 && (member_id.is_empty() || !self.groups.borrow().contains_key(group));
+        let exists = self.groups.borrow().contains_key(group);
+        let outside = generation < 0 && (member_id.is_empty() || !exists);
         let r = if outside {
             NONE
+        } else if !exists && version >= 9 {
+            // From v9, as Kafka: a generation or epoch for a group that does not exist.
+            GROUP_ID_NOT_FOUND
         } else {
             match self.current_member(group, member_id, generation) {
                 // As Kafka: while a rebalance is prepared, members of the current generation

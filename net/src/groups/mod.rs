@@ -1,14 +1,17 @@
-//! Consumer group coordination (the classic protocol). A group lives on the shard that owns
-//! its `__consumer_offsets` partition; every request for it runs there, so nothing here is
-//! shared or locked. `Coordinator` is one shard's groups and their committed offsets:
+//! Consumer group coordination, the classic protocol and the KIP-848 consumer protocol side
+//! by side. A group lives on the shard that owns its `__consumer_offsets` partition; every
+//! request for it runs there, so nothing here is shared or locked. `Coordinator` is one
+//! shard's groups and their committed offsets:
 //! - `state`: what a group and a member are, and what join and sync answer;
 //! - `rebalance`: the state machine (join and sync barriers, heartbeats, leaving);
 //! - `timers`: the ticker that ends join phases and expires silent members;
 //! - `offsets`: committed offsets and who may commit;
-//! - `admin`: listing, describing and deleting groups, and OffsetDelete's subscriptions.
+//! - `admin`: listing, describing and deleting groups, and OffsetDelete's subscriptions;
+//! - `consumer`: the consumer protocol's groups (ConsumerGroupHeartbeat), sans-I/O.
 
 mod admin;
 mod committed;
+pub mod consumer;
 mod rebalance;
 mod state;
 #[cfg(test)]
@@ -21,6 +24,7 @@ use std::time::Duration;
 
 use crate::config::NetConfig;
 
+pub use admin::ClassicDescription;
 pub use committed::{Committed, GroupOffsets};
 pub use state::{Group, GroupState, JoinOutcome, JoinRequest, Member, SyncOutcome};
 
@@ -43,6 +47,8 @@ pub struct Coordinator {
     max_session: i32,
     next_member: Cell<u64>,
     ticking: Cell<bool>,
+    /// The consumer protocol's groups; a name is in `groups` or here, never both.
+    consumer: consumer::ConsumerGroups,
 }
 
 impl Coordinator {
@@ -55,6 +61,7 @@ impl Coordinator {
             max_session: config.group_max_session_timeout_ms,
             next_member: Cell::new(0),
             ticking: Cell::new(false),
+            consumer: consumer::ConsumerGroups::new(config),
         }
     }
 

@@ -22,6 +22,11 @@ impl Coordinator {
         if req.session_timeout_ms < self.min_session || req.session_timeout_ms > self.max_session {
             return JoinOutcome::error(INVALID_SESSION_TIMEOUT, &req.member_id);
         }
+        // A consumer protocol group with members takes no classic member (Kafka would take it
+        // in as a classic member of the consumer group; Spate does not mix them).
+        if !self.classic_join_allowed(&req.group) {
+            return JoinOutcome::error(INCONSISTENT_GROUP_PROTOCOL, &req.member_id);
+        }
         let rx = {
             let mut groups = self.groups.borrow_mut();
             let g = groups.entry(req.group.clone()).or_insert_with(Group::new);

@@ -128,7 +128,7 @@ fn join_sync_heartbeat_commit_and_rebalance() {
     assert_eq!(c.heartbeat("g", &follower.member_id, 1), NONE);
     assert_eq!(c.heartbeat("g", &follower.member_id, 0), ILLEGAL_GENERATION);
     assert_eq!(c.heartbeat("g", "stranger", 1), UNKNOWN_MEMBER_ID);
-    assert_eq!(c.check_commit("g", &follower.member_id, 1), NONE);
+    assert_eq!(c.check_commit("g", &follower.member_id, 1, 8), NONE);
 
     // A follower rejoining unchanged keeps its assignment and its generation.
     let again = join_one(&c, join(&follower.member_id));
@@ -148,12 +148,12 @@ fn join_sync_heartbeat_commit_and_rebalance() {
         c.heartbeat("g", &leader.member_id, 1),
         REBALANCE_IN_PROGRESS
     );
-    assert_eq!(c.check_commit("g", &leader.member_id, 1), NONE);
+    assert_eq!(c.check_commit("g", &leader.member_id, 1, 8), NONE);
     let rejoined = join_one(&c, join(&leader.member_id));
     assert_eq!((rejoined.generation, rejoined.members.len()), (2, 1));
     // Between join and sync, commits wait for the new assignment.
     assert_eq!(
-        c.check_commit("g", &leader.member_id, 2),
+        c.check_commit("g", &leader.member_id, 2, 8),
         REBALANCE_IN_PROGRESS
     );
     assert_eq!(

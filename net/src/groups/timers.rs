@@ -1,6 +1,7 @@
 //! Membership timers: one ticker per shard, every 100 ms, ends join phases (everyone rejoined,
 //! the initial delay passed, or the rebalance timeout) and expires members silent for longer
-//! than their session timeout.
+//! than their session timeout; for consumer protocol groups, it fences members whose session
+//! expired or that did not revoke within their rebalance timeout.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -47,5 +48,7 @@ impl Coordinator {
             }
             self.maybe_complete_join(g, now);
         }
+        drop(groups);
+        self.tick_consumer_groups(now);
     }
 }

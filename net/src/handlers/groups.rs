@@ -21,11 +21,11 @@ use kafka_protocol::messages::*;
 
 use super::{code, engine_code, sb, Ctx};
 use crate::commit_log;
-use crate::groups::{self, Committed, JoinOutcome, JoinRequest};
+use crate::groups::{self, ClassicDescription, Committed, JoinOutcome, JoinRequest};
 use crate::{Shard, OFFSETS_TOPIC};
 
 /// The coordinator shard of a group and its offsets partition.
-fn coordinator(shard: &Shard, group: &str) -> Option<(usize, u32)> {
+pub(super) fn coordinator(shard: &Shard, group: &str) -> Option<(usize, u32)> {
     let parts = shard.cluster.topic(OFFSETS_TOPIC)?.partitions();
     let p = commit_log::partition_for(group, parts);
     shard.cluster.owner(OFFSETS_TOPIC, p as i32).map(|s| (s, p))
@@ -203,7 +203,7 @@ pub async fn leave_group(
 
 pub async fn offset_commit(
     shard: &Rc<Shard>,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.as_str().to_string();
@@ -234,6 +234,7 @@ pub async fn offset_commit(
     };
     let member = req.member_id.as_str().to_string();
     let generation = req.generation_id_or_member_epoch;
+    let version = ctx.version;
     let now = commit_log::now_ms();
     let entries: Vec<(String, i32, Option<Committed>)> = req
         .topics
@@ -260,7 +261,7 @@ pub async fn offset_commit(
     let error = shard
         .call(coord, move |s| {
             Box::pin(async move {
-                let check = s.groups.check_commit(&group, &member, generation);
+                let check = s.groups.check_commit(&group, &member, generation, version);
                 if check != code::NONE {
                     return check;
                 }
@@ -286,22 +287,33 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(all(&req.topics, error))
 }
 
-/// The committed offsets of one group, for the partitions asked (None: all).
+/// The committed offsets of one group, for the partitions asked (None: all). `member` is
+/// v9's member id and epoch (consumer protocol groups check them).
 async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: (Option<String>, i32),
 ) -> (i16, Vec<(String, Vec<(i32, Option<Committed>)>)>) {
     let Some((coord, _)) = coordinator(shard, &group) else {
         return (code::COORDINATOR_NOT_AVAILABLE, Vec::new());
     };
     let committed = match shard
         .call(coord, move |s| {
-            Box::pin(async move { s.groups.committed(&group) })
+            Box::pin(async move {
+                let check = s
+                    .groups
+                    .check_consumer_fetch(&group, member.0.as_deref(), member.1);
+                if check != code::NONE {
+                    return Err(check);
+                }
+                Ok(s.groups.committed(&group))
+            })
         })
         .await
     {
-        Ok(c) => c,
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return (e, Vec::new()),
         Err(_) => return (code::COORDINATOR_NOT_AVAILABLE, Vec::new()),
     };
     let out = match topics {
@@ -340,8 +352,12 @@ pub async fn offset_fetch(
                     .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes))
                     .collect()
             });
+            let member = (
+                g.member_id.as_ref().map(|m| m.as_str().to_string()),
+                g.member_epoch,
+            );
             let (error, result) =
-                fetch_group_offsets(shard, g.group_id.0.as_str().to_string(), topics).await;
+                fetch_group_offsets(shard, g.group_id.0.as_str().to_string(), topics, member).await;
             groups_out.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -380,8 +396,13 @@ pub async fn offset_fetch(
             .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes))
             .collect()
     });
-    let (error, result) =
-        fetch_group_offsets(shard, req.group_id.0.as_str().to_string(), topics).await;
+    let (error, result) = fetch_group_offsets(
+        shard,
+        req.group_id.0.as_str().to_string(),
+        topics,
+        (None, -1),
+    )
+    .await;
     OffsetFetchResponse::default()
         .with_error_code(error)
         .with_topics(
@@ -436,23 +457,23 @@ pub async fn list_groups(
         .iter()
         .map(|s| s.as_str().to_lowercase())
         .collect();
-    // v5: a type filter; every group here is of the classic protocol.
-    let classic_wanted = req.types_filter.is_empty()
-        || req
-            .types_filter
-            .iter()
-            .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    // v5: a type filter ("classic", "consumer"), case-insensitive as in Kafka.
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|t| t.as_str().to_lowercase())
+        .collect();
     let groups = lists
         .into_iter()
         .flatten()
-        .filter(|_| classic_wanted)
-        .filter(|(_, _, st)| states.is_empty() || states.contains(&st.name().to_lowercase()))
-        .map(|(name, ptype, st)| {
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(sb(&name)))
-                .with_protocol_type(sb(&ptype))
-                .with_group_state(sb(st.name()))
-                .with_group_type(sb("classic"))
+                .with_group_id(GroupId(sb(&g.name)))
+                .with_protocol_type(sb(&g.protocol_type))
+                .with_group_state(sb(g.state))
+                .with_group_type(sb(g.group_type))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
@@ -477,7 +498,10 @@ pub async fn describe_groups(
         .collect();
     let mut described = shard
         .mesh
-        .call_each(asks, |s, name| async move { s.groups.describe(&name) })
+        .call_each(
+            asks,
+            |s, name| async move { s.groups.describe_classic(&name) },
+        )
         .await
         .into_iter();
     let mut out = Vec::new();
@@ -491,43 +515,60 @@ pub async fn describe_groups(
             );
             continue;
         }
-        let desc = described.next().and_then(Result::ok).flatten();
+        let desc = described
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or(ClassicDescription::NotFound);
         let described = match desc {
             // v6 (KIP-1043) says GROUP_ID_NOT_FOUND; before, Kafka answers an unknown group
-            // as "Dead" with no members.
-            None if ctx.version >= 6 => DescribedGroup::default()
-                .with_error_code(groups::GROUP_ID_NOT_FOUND)
-                .with_error_message(Some(sb(&format!("Group {name} not found."))))
-                .with_group_id(g)
-                .with_group_state(sb("Dead")),
-            None => DescribedGroup::default()
-                .with_group_id(g)
-                .with_group_state(sb("Dead")),
-            Some((state, ptype, protocol, members)) => DescribedGroup::default()
-                .with_group_id(g)
-                .with_group_state(sb(state.name()))
-                .with_protocol_type(sb(&ptype))
-                .with_protocol_data(sb(&protocol))
-                .with_members(
-                    members
-                        .into_iter()
-                        .map(|m| {
-                            let metadata = m
-                                .protocols
-                                .iter()
-                                .find(|(p, _)| *p == protocol)
-                                .map(|(_, b)| b.clone())
-                                .unwrap_or_default();
-                            DescribedGroupMember::default()
-                                .with_member_id(sb(&m.id))
-                                .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
-                                .with_client_id(sb(&m.client_id))
-                                .with_client_host(sb(&m.client_host))
-                                .with_member_metadata(metadata)
-                                .with_member_assignment(m.assignment.clone())
-                        })
-                        .collect(),
-                ),
+            // (and a consumer protocol group, which is not a classic one) as "Dead" with no
+            // members.
+            ClassicDescription::NotFound | ClassicDescription::ConsumerGroup
+                if ctx.version >= 6 =>
+            {
+                let message = if matches!(desc, ClassicDescription::ConsumerGroup) {
+                    format!("Group {name} is not a classic group.")
+                } else {
+                    format!("Group {name} not found.")
+                };
+                DescribedGroup::default()
+                    .with_error_code(groups::GROUP_ID_NOT_FOUND)
+                    .with_error_message(Some(sb(&message)))
+                    .with_group_id(g)
+                    .with_group_state(sb("Dead"))
+            }
+            ClassicDescription::NotFound | ClassicDescription::ConsumerGroup => {
+                DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_group_state(sb("Dead"))
+            }
+            ClassicDescription::Classic(state, ptype, protocol, members) => {
+                DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_group_state(sb(state.name()))
+                    .with_protocol_type(sb(&ptype))
+                    .with_protocol_data(sb(&protocol))
+                    .with_members(
+                        members
+                            .into_iter()
+                            .map(|m| {
+                                let metadata = m
+                                    .protocols
+                                    .iter()
+                                    .find(|(p, _)| *p == protocol)
+                                    .map(|(_, b)| b.clone())
+                                    .unwrap_or_default();
+                                DescribedGroupMember::default()
+                                    .with_member_id(sb(&m.id))
+                                    .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
+                                    .with_client_id(sb(&m.client_id))
+                                    .with_client_host(sb(&m.client_host))
+                                    .with_member_metadata(metadata)
+                                    .with_member_assignment(m.assignment.clone())
+                            })
+                            .collect(),
+                    )
+            }
         };
         out.push(described);
     }

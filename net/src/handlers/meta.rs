@@ -130,10 +130,28 @@ pub async fn metadata(
                 && (ctx.version < 4 || req.allow_auto_topic_creation);
             for w in wanted {
                 let Some(name) = w.name.map(|n| n.0.as_str().to_string()) else {
-                    out.push(
+                    // v10+: a topic named by id only (consumer protocol members learn
+                    // their assignment by topic id).
+                    let by_id = (!w.topic_id.is_nil())
+                        .then(|| {
+                            cluster
+                                .metadata()
+                                .topics
+                                .iter()
+                                .find(|t| t.topic_id == *w.topic_id.as_bytes())
+                                .map(topic_entry)
+                        })
+                        .flatten();
+                    out.push(by_id.unwrap_or_else(|| {
+                        let error = if w.topic_id.is_nil() {
+                            code::UNKNOWN_TOPIC_OR_PARTITION
+                        } else {
+                            code::UNKNOWN_TOPIC_ID
+                        };
                         MetadataResponseTopic::default()
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
-                    );
+                            .with_topic_id(w.topic_id)
+                            .with_error_code(error)
+                    }));
                     continue;
                 };
                 let mut found = cluster.topic(&name);

@@ -3,6 +3,7 @@
 //! its handler in a module of its own area.
 
 mod admin;
+mod consumer_groups;
 mod describe;
 mod fetch;
 mod groups;
@@ -131,6 +132,18 @@ pub async fn dispatch_ordered(
             encode_response(&ctx, &resp).into()
         }
         ApiKey::SyncGroup => simple!(SyncGroupRequest, groups::sync_group),
+        ApiKey::ConsumerGroupHeartbeat => {
+            let req: ConsumerGroupHeartbeatRequest = match decode_body(&mut frame, v) {
+                Ok(r) => r,
+                Err(e) => return Outcome::Close(format!("ConsumerGroupHeartbeat v{v}: {e}")),
+            };
+            let resp = consumer_groups::consumer_group_heartbeat(shard, &ctx, req, peer).await;
+            encode_response(&ctx, &resp).into()
+        }
+        ApiKey::ConsumerGroupDescribe => simple!(
+            ConsumerGroupDescribeRequest,
+            consumer_groups::consumer_group_describe
+        ),
         ApiKey::Heartbeat => simple!(HeartbeatRequest, groups::heartbeat),
         ApiKey::LeaveGroup => simple!(LeaveGroupRequest, groups::leave_group),
         ApiKey::ListGroups => simple!(ListGroupsRequest, groups::list_groups),
@@ -173,6 +186,7 @@ pub mod code {
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
