@@ -139,7 +139,7 @@ pub async fn metadata(
                                 .topics
                                 .iter()
                                 .find(|t| t.topic_id == *w.topic_id.as_bytes())
-                                .map(topic_entry)
+                                .map(|t| topic_entry(t, cluster.node_id()))
                         })
                         .flatten();
                     out.push(by_id.unwrap_or_else(|| {
