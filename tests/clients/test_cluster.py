@@ -1,0 +1,225 @@
+"""A cluster of real `spate serve` processes on 127.0.0.1: the metadata quorum forms, every
+broker registers, Metadata and DescribeCluster agree from any bootstrap broker, a SIGKILLed
+controller is replaced and its broker fenced within broker.session.timeout.ms, and it rejoins
+when it comes back. Plus the start-up errors of a misconfigured node.
+
+The three brokers start once for the module and are stopped by PID however the tests end.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from conftest import SPATE_BIN, free_port, port_listening
+
+SESSION_TIMEOUT_S = 9.0
+
+
+class Node:
+    def __init__(self, root, node_id, voters, cluster_port):
+        self.node_id = node_id
+        self.data_dir = Path(root) / f"node{node_id}"
+        self.log_path = Path(root) / f"node{node_id}.stderr.log"
+        self.port = free_port()
+        self.cluster_port = cluster_port
+        self.voters = voters
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.proc = None
+
+    def cmd(self):
+        return [SPATE_BIN, "serve", "--data-dir", str(self.data_dir),
+                "--listen", self.bootstrap, "--shards", "1",
+                "--node-id", str(self.node_id), "--voters", self.voters]
+
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("SPATE_LOG", "info")
+        with open(self.log_path, "ab") as log:
+            offset = log.tell()
+            self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 20
+        while "spate is ready" not in self.log(offset):
+            assert self.proc.poll() is None, f"node {self.node_id} exited:\n{self.log(offset)}"
+            assert time.monotonic() < deadline, f"node {self.node_id} not ready:\n{self.log(offset)}"
+            time.sleep(0.02)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while port_listening(self.port) or port_listening(self.cluster_port):
+            assert time.monotonic() < deadline, "ports still listening after SIGKILL"
+            time.sleep(0.01)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(10)
+
+    def log(self, offset=0):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+def view(bootstrap):
+    """(sorted broker ids, controller id, cluster id) as a fresh librdkafka client sees them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000})
+    md = admin.list_topics(timeout=5)
+    described = admin.describe_cluster().result(timeout=5)
+    assert sorted(n.id for n in described.nodes) == sorted(md.brokers)
+    assert (described.controller.id if described.controller else -1) == md.controller_id
+    return sorted(md.brokers), md.controller_id, md.cluster_id
+
+
+def wait_for(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # a broker may be between states
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    assert os.access(SPATE_BIN, os.X_OK), f"no broker binary at {SPATE_BIN}"
+    root = tmp_path_factory.mktemp("cluster")
+    ports = [free_port() for _ in range(3)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+    nodes = [Node(root, i + 1, voters, ports[i]) for i in range(3)]
+    try:
+        for n in nodes:
+            n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def converged(nodes, expect):
+    views = [view(n.bootstrap) for n in nodes]
+    ok = all(v[0] == expect and v[1] in expect for v in views) and len({v[1:] for v in views}) == 1
+    return views if ok else None
+
+
+def test_the_brokers_form_one_cluster_and_agree_on_it(cluster):
+    views = wait_for("3 brokers and one controller seen from every broker",
+                     lambda: converged(cluster, [1, 2, 3]), 30)
+    cluster_id = views[0][2]
+    assert cluster_id.startswith("cluster-")
+    for n in cluster:
+        assert (n.data_dir / "cluster-id").read_text() == cluster_id
+
+
+def test_a_killed_controller_is_replaced_and_its_broker_fenced_then_it_rejoins(cluster):
+    views = wait_for("converged", lambda: converged(cluster, [1, 2, 3]), 30)
+    controller = views[0][1]
+    victim = next(n for n in cluster if n.node_id == controller)
+    others = [n for n in cluster if n is not victim]
+    killed_at = time.monotonic()
+    victim.kill()
+    # A new controller is elected among the other two, and the dead broker is fenced (gone
+    # from Metadata) within the session timeout, plus 5 s.
+    views = wait_for("a new controller and the killed broker fenced",
+                     lambda: converged(others, sorted(n.node_id for n in others)),
+                     SESSION_TIMEOUT_S + 5)
+    assert views[0][1] != controller
+    assert time.monotonic() - killed_at < SESSION_TIMEOUT_S + 5
+    victim.start()
+    wait_for("the restarted broker registered again",
+             lambda: converged(cluster, [1, 2, 3]), 30)
+    assert "broker registered" in victim.log()
+
+
+def test_a_frame_of_another_cluster_is_refused_and_logged(cluster, tmp_path):
+    # A node of another cluster (other voters) that names one of ours as a voter: its
+    # quorum messages reach our node, which refuses them, says so, and is not disturbed.
+    target = cluster[1]
+    own = free_port()
+    stranger = Node(tmp_path, 1, f"1@127.0.0.1:{own},2@127.0.0.1:{target.cluster_port}", own)
+    offset = len(target.log().encode())
+    stranger.start()
+    try:
+        wait_for("the refusal logged",
+                 lambda: "refused a frame of another cluster" in target.log(offset), 20)
+    finally:
+        stranger.stop()
+    wait_for("still converged", lambda: converged(cluster, [1, 2, 3]), 15)
+
+
+def run_serve(args, tmp_path):
+    return subprocess.run([SPATE_BIN, "serve", "--data-dir", str(tmp_path / "d"),
+                           "--listen", f"127.0.0.1:{free_port()}", "--shards", "1"] + args,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("voters,says", [
+    ("", "empty"),
+    ("1-127.0.0.1:9", "no '@'"),
+    ("x@127.0.0.1:9", "not a node id"),
+    ("1@127.0.0.1", "no port"),
+    ("1@127.0.0.1:99999", "not a port"),
+    ("1@127.0.0.1:9,1@127.0.0.1:10", "given twice"),
+    ("1@127.0.0.1:9,2@127.0.0.1:9", "same address"),
+])
+def test_a_bad_voter_list_is_an_error_naming_it(voters, says, tmp_path):
+    r = run_serve(["--node-id", "1", "--voters", voters], tmp_path)
+    assert r.returncode != 0
+    assert says in r.stderr, r.stderr
+
+
+def test_a_node_missing_from_the_voters_or_without_an_id_is_refused(tmp_path):
+    r = run_serve(["--node-id", "4", "--voters", "1@127.0.0.1:9"], tmp_path)
+    assert r.returncode != 0 and "not among the voters" in r.stderr, r.stderr
+    r = run_serve(["--voters", "1@127.0.0.1:9"], tmp_path)
+    assert r.returncode != 0 and "--node-id" in r.stderr, r.stderr
+
+
+def test_a_data_dir_of_another_cluster_is_refused(tmp_path):
+    port = free_port()
+    first = Node(tmp_path, 1, f"1@127.0.0.1:{port}", port)
+    first.start()
+    first.stop()
+    other = free_port()
+    r = subprocess.run(Node(tmp_path, 1, f"1@127.0.0.1:{other}", other).cmd(),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "belongs to cluster" in r.stderr, r.stderr
+
+
+def test_a_node_whose_voters_are_unreachable_waits_and_says_for_whom(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+    alone = Node(tmp_path, 1, voters, ports[0])
+    alone.start()
+    try:
+        wait_for("a waiting line naming the unreachable voters",
+                 lambda: f"not reachable yet: 2@127.0.0.1:{ports[1]}, 3@127.0.0.1:{ports[2]}"
+                 in alone.log(), 15)
+        assert alone.proc.poll() is None, "it must wait, not exit"
+        # It still answers Kafka clients, naming itself and no controller (so DescribeCluster,
+        # which librdkafka sends to the controller, is not asked here).
+        md = AdminClient({"bootstrap.servers": alone.bootstrap}).list_topics(timeout=5)
+        assert sorted(md.brokers) == [1] and md.controller_id == -1
+    finally:
+        alone.stop()
