@@ -84,7 +84,7 @@ pub async fn describe_topic_partitions(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p)
                     .with_leader_id(BrokerId(BROKER_ID))
-                    .with_leader_epoch(0)
+                    .with_leader_epoch(crate::LEADER_EPOCH)
                     .with_replica_nodes(vec![BrokerId(BROKER_ID)])
                     .with_isr_nodes(vec![BrokerId(BROKER_ID)])
                     .with_eligible_leader_replicas(Some(Vec::new()))

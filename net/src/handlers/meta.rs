@@ -15,7 +15,7 @@ use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};
 use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
-use crate::{versions, BROKER_ID, OFFSETS_TOPIC};
+use crate::{versions, BROKER_ID, LEADER_EPOCH, OFFSETS_TOPIC};
 
 /// ApiVersions at the version the client asked for; above v4, UNSUPPORTED_VERSION at v0
 /// (which still lists the ranges, so the client retries lower).
@@ -69,7 +69,7 @@ fn topic_entry(t: &crate::metadata::TopicMeta) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(BROKER_ID))
-                .with_leader_epoch(0)
+                .with_leader_epoch(LEADER_EPOCH)
                 .with_replica_nodes(vec![BrokerId(BROKER_ID)])
                 .with_isr_nodes(vec![BrokerId(BROKER_ID)])
         })
