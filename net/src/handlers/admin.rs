@@ -247,7 +247,11 @@ fn deletable_result(
 /// id given twice, or a name and the id it maps to, is INVALID_REQUEST and nothing is deleted
 /// for it; an unknown id is UNKNOWN_TOPIC_ID, an unknown name UNKNOWN_TOPIC_OR_PARTITION. Every
 /// answer for a topic that exists carries its name and id (v6 writes the id). Answers come in
-/// request order, refusals of the request's shape first.
+/// this order: refusals of an entry's shape, duplicates, unknown ids, then the deletions in
+/// request order (Kafka shuffles them; clients match answers by name or id). From v1 to v5 the
+/// same rules apply to the list of names. The deletion itself goes by name: were a topic
+/// deleted and created again under its name between the id's lookup here and the deletion on
+/// shard 0, the new topic would be deleted.
 pub async fn delete_topics(
     shard: &Rc<Shard>,
     ctx: &Ctx,

@@ -76,8 +76,8 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
     for topic in req.topic_data {
         // v13+ names a topic by id (KIP-516); an id no topic has is UNKNOWN_TOPIC_ID for each
         // of its partitions, as Kafka answers. (v12 differs from v11 only for transactions v2,
-        // KIP-890, which a producer cannot start here: InitProducerId refuses transactional
-        // ids.)
+        // KIP-890, which a producer cannot start here: FindCoordinator names no transaction
+        // coordinator and InitProducerId refuses transactional ids.)
         let name = if ctx.version >= TOPIC_IDS {
             shard.cluster.topic_name_of(topic.topic_id.as_bytes())
         } else {
