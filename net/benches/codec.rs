@@ -76,23 +76,31 @@ fn response_encode(c: &mut Criterion) {
     let bytes: usize = batches.iter().map(|b| b.payload.len()).sum();
     let mut g = c.benchmark_group("response");
     g.throughput(Throughput::Bytes(bytes as u64));
-    g.bench_function("encode Fetch v11, 64 batches x 16 KiB", |b| {
-        b.iter(|| {
-            let topics = vec![TopicData {
-                name: "bench".into(),
-                partitions: vec![PartitionData {
-                    partition: 0,
-                    error: 0,
-                    high_watermark: 1024,
-                    log_start_offset: 0,
-                    batches: batches.clone(),
-                }],
-            }];
-            let mut head = BytesMut::with_capacity(256);
-            head.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
-            encode(11, head, black_box(&topics)).len()
-        })
-    });
+    // v11: the last non-flexible version; v16: what librdkafka 2.12 asks for (flexible, topics
+    // by id).
+    for version in [11i16, 16] {
+        g.bench_function(
+            format!("encode Fetch v{version}, 64 batches x 16 KiB"),
+            |b| {
+                b.iter(|| {
+                    let topics = vec![TopicData {
+                        name: "bench".into(),
+                        topic_id: [9; 16],
+                        partitions: vec![PartitionData {
+                            partition: 0,
+                            error: 0,
+                            high_watermark: 1024,
+                            log_start_offset: 0,
+                            batches: batches.clone(),
+                        }],
+                    }];
+                    let mut head = BytesMut::with_capacity(256);
+                    head.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+                    encode(version, head, black_box(&topics)).len()
+                })
+            },
+        );
+    }
     g.finish();
 }
 

@@ -158,6 +158,28 @@ impl Cluster {
             .cloned()
     }
 
+    /// The name of the topic with this id (Kafka's topic id, KIP-516). The zero id is no
+    /// topic's: ids are random version-4 UUIDs.
+    pub fn topic_name_of(&self, topic_id: &[u8; 16]) -> Option<String> {
+        if *topic_id == [0; 16] {
+            return None;
+        }
+        self.metadata()
+            .topics
+            .iter()
+            .find(|t| t.topic_id == *topic_id)
+            .map(|t| t.name.clone())
+    }
+
+    /// The id of a topic, if it exists.
+    pub fn topic_id_of(&self, name: &str) -> Option<[u8; 16]> {
+        self.metadata()
+            .topics
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.topic_id)
+    }
+
     /// Owner shard of a partition, if the partition exists.
     pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
         let m = self.metadata();

@@ -1,12 +1,23 @@
-//! The Fetch response, encoded by hand (v4 to v11) so that record batches go to the socket as
+//! The Fetch response, encoded by hand (v4 to v18) so that record batches go to the socket as
 //! the engine's own `Bytes`: the response is a list of chunks, small encoded parts between
 //! untouched batch payloads. Each batch's first 8 bytes (its base offset) are written here,
 //! because a batch served from the cache still holds the producer's value there.
+//!
+//! From v12 the response is flexible (KIP-482): arrays, strings and the records field carry
+//! unsigned-varint lengths plus one, and every struct ends with its tagged fields. Spate writes
+//! none of them (a diverging epoch, the current leader and a snapshot id are for replicas and
+//! leader changes, which one broker does not have; node endpoints go with those), so each
+//! tag buffer is a single zero byte. From v13 a topic is named by its id instead of its name.
 
 use bytes::{BufMut, BytesMut};
 use spate_engine::ReadBatch;
 
 use crate::codec::ResponseChunks;
+
+/// The first flexible version.
+const FLEXIBLE: i16 = 12;
+/// The first version that names topics by id.
+const TOPIC_IDS: i16 = 13;
 
 pub struct PartitionData {
     pub partition: i32,
@@ -17,24 +28,70 @@ pub struct PartitionData {
 }
 
 pub struct TopicData {
+    /// What v4-v12 name the topic by.
     pub name: String,
+    /// What v13+ name the topic by: the request's own id (echoed even when unknown).
+    pub topic_id: [u8; 16],
     pub partitions: Vec<PartitionData>,
 }
 
+/// An unsigned varint (KIP-482), as flexible versions write lengths and tag counts.
+fn put_uvarint(buf: &mut BytesMut, mut v: u32) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// An array's length: an i32, or from v12 a compact length (`n + 1`).
+fn put_array_len(buf: &mut BytesMut, version: i16, n: usize) {
+    if version >= FLEXIBLE {
+        put_uvarint(buf, n as u32 + 1);
+    } else {
+        buf.put_i32(n as i32);
+    }
+}
+
+/// An empty tag buffer, from v12.
+fn put_no_tags(buf: &mut BytesMut, version: i16) {
+    if version >= FLEXIBLE {
+        buf.put_u8(0);
+    }
+}
+
 /// Builds chunks on top of `head` (the size prefix and response header, already written).
-pub fn encode(version: i16, mut head: BytesMut, topics: &[TopicData]) -> ResponseChunks {
+pub fn encode(version: i16, head: BytesMut, topics: &[TopicData]) -> ResponseChunks {
+    encode_with_error(version, head, 0, topics)
+}
+
+/// [`encode`] with a top-level error code (v7+; a fetch session's errors are answered there,
+/// with no topics).
+pub fn encode_with_error(
+    version: i16,
+    mut head: BytesMut,
+    error_code: i16,
+    topics: &[TopicData],
+) -> ResponseChunks {
     let mut chunks = Vec::new();
     let buf = &mut head;
     buf.put_i32(0); // throttle_time_ms
     if version >= 7 {
-        buf.put_i16(0); // error_code
+        buf.put_i16(error_code);
         buf.put_i32(0); // session_id: no fetch session
     }
-    buf.put_i32(topics.len() as i32);
+    put_array_len(buf, version, topics.len());
     for t in topics {
-        buf.put_i16(t.name.len() as i16);
-        buf.put_slice(t.name.as_bytes());
-        buf.put_i32(t.partitions.len() as i32);
+        if version >= TOPIC_IDS {
+            buf.put_slice(&t.topic_id);
+        } else if version >= FLEXIBLE {
+            put_uvarint(buf, t.name.len() as u32 + 1);
+            buf.put_slice(t.name.as_bytes());
+        } else {
+            buf.put_i16(t.name.len() as i16);
+            buf.put_slice(t.name.as_bytes());
+        }
+        put_array_len(buf, version, t.partitions.len());
         for p in &t.partitions {
             buf.put_i32(p.partition);
             buf.put_i16(p.error);
@@ -43,12 +100,23 @@ pub fn encode(version: i16, mut head: BytesMut, topics: &[TopicData]) -> Respons
             if version >= 5 {
                 buf.put_i64(p.log_start_offset);
             }
-            buf.put_i32(-1); // aborted_transactions: null
+            // aborted_transactions: null
+            if version >= FLEXIBLE {
+                buf.put_u8(0);
+            } else {
+                buf.put_i32(-1);
+            }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica: none
             }
             let size: usize = p.batches.iter().map(|b| b.payload.len()).sum();
-            buf.put_i32(size as i32);
+            // A fetch reads at most twice `fetch_max_bytes` (an i32 in Kafka's config).
+            debug_assert!(size < i32::MAX as usize, "{size} bytes in one partition");
+            if version >= FLEXIBLE {
+                put_uvarint(buf, size as u32 + 1);
+            } else {
+                buf.put_i32(size as i32);
+            }
             for b in &p.batches {
                 if b.payload.len() < 8 {
                     buf.put_slice(&b.payload);
@@ -58,8 +126,11 @@ pub fn encode(version: i16, mut head: BytesMut, topics: &[TopicData]) -> Respons
                 chunks.push(buf.split().freeze());
                 chunks.push(b.payload.slice(8..));
             }
+            put_no_tags(buf, version); // the partition's
         }
+        put_no_tags(buf, version); // the topic's
     }
+    put_no_tags(buf, version); // the response's
     chunks.push(buf.split().freeze());
     chunks.retain(|c| !c.is_empty());
     crate::codec::finish(chunks)
@@ -77,8 +148,12 @@ pub fn record_chunk_is_shared(chunk: &bytes::Bytes, batch: &ReadBatch) -> bool {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
-    use kafka_protocol::protocol::Decodable;
+    use kafka_protocol::messages::fetch_response as kp;
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
+
+    /// Every version the codec knows, so a newer codec's Fetch is tested before it is served.
+    const MAX_VERSION: i16 = <FetchResponse as Message>::VERSIONS.max;
 
     fn batch(base: u64, len: usize) -> ReadBatch {
         let mut p = vec![0xAB; len];
@@ -93,33 +168,116 @@ mod tests {
         }
     }
 
-    #[test]
-    fn decodes_with_the_reference_codec_at_every_version() {
-        for version in 4..=11i16 {
-            let mut head = BytesMut::new();
-            head.put_i32(0);
-            head.put_i32(77); // correlation id (header v0)
-            let batches = vec![batch(5, 100), batch(6, 70)];
-            let topics = vec![TopicData {
+    fn topics(batches: &[ReadBatch]) -> Vec<TopicData> {
+        vec![
+            TopicData {
                 name: "orders".into(),
+                topic_id: [7; 16],
                 partitions: vec![
                     PartitionData {
                         partition: 0,
                         error: 0,
                         high_watermark: 7,
-                        log_start_offset: 0,
-                        batches: batches.clone(),
+                        log_start_offset: 3,
+                        batches: batches.to_vec(),
                     },
                     PartitionData {
                         partition: 1,
                         error: 1,
-                        high_watermark: 0,
-                        log_start_offset: 0,
+                        high_watermark: -1,
+                        log_start_offset: -1,
                         batches: vec![],
                     },
                 ],
-            }];
-            let chunks = encode(version, head, &topics);
+            },
+            TopicData {
+                name: "t".repeat(200), // a compact length of two varint bytes
+                topic_id: [0; 16],
+                partitions: vec![PartitionData {
+                    partition: 4,
+                    error: 100,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    batches: vec![],
+                }],
+            },
+        ]
+    }
+
+    /// The whole response (size prefix cut off) with the header decoded.
+    fn decode(chunks: &[Bytes], version: i16) -> (Vec<u8>, FetchResponse) {
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let size = i32::from_be_bytes(whole[..4].try_into().unwrap()) as usize;
+        assert_eq!(size, whole.len() - 4, "v{version}: size prefix");
+        let mut body = Bytes::from(whole[4..].to_vec());
+        let h = ResponseHeader::decode(&mut body, FetchResponse::header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, 77);
+        let r = FetchResponse::decode(&mut body, version).unwrap();
+        assert!(body.is_empty(), "v{version}: {} bytes left", body.len());
+        (whole[4..].to_vec(), r)
+    }
+
+    fn head(version: i16) -> BytesMut {
+        let mut head = BytesMut::new();
+        head.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(77)
+            .encode(&mut head, FetchResponse::header_version(version))
+            .unwrap();
+        head
+    }
+
+    /// What kafka-protocol's own encoder writes for the same response.
+    fn reference(version: i16, error_code: i16, topics: &[TopicData]) -> Vec<u8> {
+        let responses = topics
+            .iter()
+            .map(|t| {
+                kp::FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                    .with_topic_id(uuid::Uuid::from_bytes(t.topic_id))
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let mut records = BytesMut::new();
+                                for b in &p.batches {
+                                    records.put_i64(b.base_offset as i64);
+                                    records.put_slice(&b.payload[8..]);
+                                }
+                                kp::PartitionData::default()
+                                    .with_partition_index(p.partition)
+                                    .with_error_code(p.error)
+                                    .with_high_watermark(p.high_watermark)
+                                    .with_last_stable_offset(p.high_watermark)
+                                    .with_log_start_offset(p.log_start_offset)
+                                    .with_aborted_transactions(None)
+                                    .with_preferred_read_replica(
+                                        kafka_protocol::messages::BrokerId(-1),
+                                    )
+                                    .with_records(Some(records.freeze()))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let r = FetchResponse::default()
+            .with_error_code(error_code)
+            .with_responses(responses);
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(77)
+            .encode(&mut buf, FetchResponse::header_version(version))
+            .unwrap();
+        r.encode(&mut buf, version).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn decodes_with_the_reference_codec_at_every_version() {
+        for version in 4..=MAX_VERSION {
+            let batches = vec![batch(5, 100), batch(6, 70)];
+            let topics = topics(&batches);
+            let chunks = encode(version, head(version), &topics);
             // Record payloads are the engine's memory, not copies.
             assert!(chunks
                 .iter()
@@ -127,21 +285,71 @@ mod tests {
             assert!(chunks
                 .iter()
                 .any(|c| record_chunk_is_shared(c, &batches[1])));
-            let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-            let size = i32::from_be_bytes(whole[..4].try_into().unwrap()) as usize;
-            assert_eq!(size, whole.len() - 4);
-            let mut body = Bytes::from(whole[4..].to_vec());
-            let h = ResponseHeader::decode(&mut body, 0).unwrap();
-            assert_eq!(h.correlation_id, 77);
-            let r = FetchResponse::decode(&mut body, version).unwrap();
-            assert!(body.is_empty(), "v{version}: {} bytes left", body.len());
-            let p = &r.responses[0].partitions[0];
+            let (bytes, r) = decode(&chunks, version);
+            assert_eq!(
+                bytes,
+                reference(version, 0, &topics),
+                "v{version}: not what kafka-protocol encodes"
+            );
+            assert_eq!(r.throttle_time_ms, 0);
+            assert_eq!((r.error_code, r.session_id), (0, 0));
+            assert_eq!(r.responses.len(), 2);
+            let t = &r.responses[0];
+            if version >= 13 {
+                assert_eq!(t.topic_id, uuid::Uuid::from_bytes([7; 16]), "v{version}");
+                assert!(t.topic.is_empty(), "v{version}");
+            } else {
+                assert_eq!(t.topic.as_str(), "orders", "v{version}");
+                assert_eq!(r.responses[1].topic.len(), 200, "v{version}");
+            }
+            let p = &t.partitions[0];
+            assert_eq!(p.partition_index, 0);
+            assert_eq!(p.error_code, 0);
             assert_eq!(p.high_watermark, 7);
+            assert_eq!(p.last_stable_offset, 7);
+            if version >= 5 {
+                assert_eq!(p.log_start_offset, 3, "v{version}");
+            }
+            assert_eq!(p.aborted_transactions, None);
+            assert_eq!(p.preferred_read_replica, -1);
+            assert_eq!(p.diverging_epoch, Default::default());
+            assert_eq!(p.current_leader, Default::default());
+            assert_eq!(p.snapshot_id, Default::default());
             let records = p.records.clone().unwrap();
             assert_eq!(records.len(), 170);
             assert_eq!(&records[..8], &5i64.to_be_bytes());
+            assert_eq!(&records[8..100], &[0xAB; 92][..]);
             assert_eq!(&records[100..108], &6i64.to_be_bytes());
-            assert_eq!(r.responses[0].partitions[1].error_code, 1);
+            let p = &t.partitions[1];
+            assert_eq!((p.partition_index, p.error_code), (1, 1));
+            assert_eq!((p.high_watermark, p.log_start_offset), (-1, -1));
+            assert_eq!(p.records.as_ref().map(Bytes::len), Some(0));
+            let t = &r.responses[1];
+            assert_eq!(t.partitions[0].partition_index, 4);
+            assert_eq!(t.partitions[0].error_code, 100);
+            if version >= 13 {
+                assert_eq!(t.topic_id, uuid::Uuid::nil());
+            }
         }
+    }
+
+    #[test]
+    fn a_top_level_error_has_no_topics_at_every_version_that_carries_one() {
+        for version in 7..=MAX_VERSION {
+            let chunks = encode_with_error(version, head(version), 70, &[]);
+            let (bytes, r) = decode(&chunks, version);
+            assert_eq!(bytes, reference(version, 70, &[]), "v{version}");
+            assert_eq!((r.error_code, r.session_id), (70, 0));
+            assert!(r.responses.is_empty());
+        }
+    }
+
+    #[test]
+    fn lengths_of_128_and_more_take_two_varint_bytes() {
+        let mut buf = BytesMut::new();
+        put_uvarint(&mut buf, 127);
+        put_uvarint(&mut buf, 128);
+        put_uvarint(&mut buf, 300);
+        assert_eq!(&buf[..], &[0x7f, 0x80, 0x01, 0xac, 0x02]);
     }
 }

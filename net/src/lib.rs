@@ -44,5 +44,9 @@ use spate_client::decompress;
 
 /// The one broker of a single-node Spate.
 pub const BROKER_ID: i32 = 0;
+/// The leader epoch of every partition: one broker leads each partition from its creation and
+/// no other ever does, so the epoch never moves. Metadata and DescribeTopicPartitions announce
+/// it; a Fetch whose `current_leader_epoch` differs is refused with it.
+pub const LEADER_EPOCH: i32 = 0;
 /// Internal topic holding committed consumer group offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

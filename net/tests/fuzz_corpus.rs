@@ -19,6 +19,7 @@ use spate_engine::atomic_file;
 use spate_engine::fuzzing::CountingAlloc;
 use spate_net::fuzzing;
 use spate_net::metadata::{self, v1, Metadata, TopicConfigs, TopicMeta};
+use uuid::Uuid;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -251,6 +252,9 @@ fn densest_arrays_stay_within_the_allocation_bound() {
 // ---------------------------------------------------------------------------------------------
 // Seeds: real requests and record batches, encoded with kafka-protocol as clients send them
 
+/// A topic id for the requests that name topics by id.
+const TOPIC_ID: Uuid = Uuid::from_bytes([0x5a; 16]);
+
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
@@ -329,7 +333,8 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
             .with_acks(-1)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic("orders"))
+                .with_name(if v <= 12 { topic("orders") } else { topic("") })
+                .with_topic_id(if v >= 13 { TOPIC_ID } else { Uuid::nil() })
                 .with_partition_data(vec![
                     PartitionProduceData::default()
                         .with_index(0)
@@ -340,17 +345,30 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                 ])])),
         ApiKey::Fetch => enc!(FetchRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_cluster_id(if v >= 12 { Some(sb("spate-1")) } else { None })
+            // A consumer leaves it at its default; a follower's (v15+) is tagged.
+            .with_replica_state(if v >= 15 {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_replica_epoch(7)
+            } else {
+                ReplicaState::default()
+            })
             .with_max_wait_ms(500)
             .with_min_bytes(1)
             .with_max_bytes(52_428_800)
             .with_isolation_level(1)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
-                .with_topic(topic("orders"))
+                .with_topic(if v <= 12 { topic("orders") } else { topic("") })
+                .with_topic_id(if v >= 13 { TOPIC_ID } else { Uuid::nil() })
                 .with_partitions(vec![
                     FetchPartition::default()
                         .with_partition(0)
                         .with_fetch_offset(42)
+                        .with_last_fetched_epoch(if v >= 12 { 2 } else { -1 })
+                        .with_replica_directory_id(if v >= 17 { TOPIC_ID } else { Uuid::nil() })
+                        .with_high_watermark(if v >= 18 { 40 } else { i64::MAX })
                         .with_partition_max_bytes(1 << 20),
                     FetchPartition::default()
                         .with_partition(1)
@@ -359,7 +377,8 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                 ])])
             .with_forgotten_topics_data(if v >= 7 {
                 vec![ForgottenTopic::default()
-                    .with_topic(topic("old"))
+                    .with_topic(if v <= 12 { topic("old") } else { topic("") })
+                    .with_topic_id(if v >= 13 { TOPIC_ID } else { Uuid::nil() })
                     .with_partitions(vec![0, 2])]
             } else {
                 vec![]
@@ -494,6 +513,12 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                         .with_partition_index(0)
                         .with_broker_ids(vec![BrokerId(0)])]),
             ])),
+        ApiKey::DeleteTopics if v >= 6 => enc!(DeleteTopicsRequest::default()
+            .with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(topic("orders"))),
+                delete_topics_request::DeleteTopicState::default().with_topic_id(TOPIC_ID),
+            ])
+            .with_timeout_ms(30_000)),
         ApiKey::DeleteTopics => enc!(DeleteTopicsRequest::default()
             .with_topic_names(vec![topic("orders"), topic("x")])
             .with_timeout_ms(30_000)),

@@ -2,6 +2,7 @@
 //! IncrementalAlterConfigs and DeleteRecords. Topic changes run on shard 0, which owns the
 //! metadata file; settings reach the partitions' owners before the answer.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use crate::metadata::{validate_topic_name, TopicConfigs};
@@ -217,24 +218,142 @@ pub async fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// A topic as DeleteTopics names it: by name (v1-v5, and v6 with the zero id) or by id (v6,
+/// with a null name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TopicRef {
+    Name(String),
+    Id([u8; 16]),
+}
+
+fn deletable_result(
+    name: Option<&str>,
+    topic_id: [u8; 16],
+    error: i16,
+    message: Option<&str>,
+) -> DeletableTopicResult {
+    DeletableTopicResult::default()
+        .with_name(name.map(topic_name))
+        .with_topic_id(uuid::Uuid::from_bytes(topic_id))
+        .with_error_code(error)
+        .with_error_message(message.map(sb))
+}
+
+/// DeleteTopics, with Kafka's (KRaft) rules for what a request may name: v6 names each topic
+/// by name or by id, not both (INVALID_REQUEST) and not neither (INVALID_REQUEST); a name or
+/// id given twice, or a name and the id it maps to, is INVALID_REQUEST and nothing is deleted
+/// for it; an unknown id is UNKNOWN_TOPIC_ID, an unknown name UNKNOWN_TOPIC_OR_PARTITION. Every
+/// answer for a topic that exists carries its name and id (v6 writes the id). Answers come in
+/// this order: refusals of an entry's shape, duplicates, unknown ids, then the deletions in
+/// request order (Kafka shuffles them; clients match answers by name or id). From v1 to v5 the
+/// same rules apply to the list of names. The deletion itself goes by name: were a topic
+/// deleted and created again under its name between the id's lookup here and the deletion on
+/// shard 0, the new topic would be deleted.
 pub async fn delete_topics(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
-    let names: Vec<String> = if ctx.version >= 6 {
-        req.topics
-            .iter()
-            .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
-            .collect()
-    } else {
-        req.topic_names
-            .iter()
-            .map(|n| n.0.as_str().to_string())
-            .collect()
-    };
+    const NO_ID: [u8; 16] = [0; 16];
     let mut out = Vec::new();
-    for name in names {
+    let mut given: Vec<TopicRef> = Vec::new();
+    if ctx.version >= 6 {
+        for t in &req.topics {
+            let id = *t.topic_id.as_bytes();
+            match (&t.name, id == NO_ID) {
+                (None, true) => out.push(deletable_result(
+                    None,
+                    NO_ID,
+                    code::INVALID_REQUEST,
+                    Some("Neither topic name nor id were specified."),
+                )),
+                (Some(n), false) => out.push(deletable_result(
+                    Some(n.0.as_str()),
+                    id,
+                    code::INVALID_REQUEST,
+                    Some("You may not specify both topic name and topic id."),
+                )),
+                (Some(n), true) => given.push(TopicRef::Name(n.0.as_str().to_string())),
+                (None, false) => given.push(TopicRef::Id(id)),
+            }
+        }
+    } else {
+        given.extend(
+            req.topic_names
+                .iter()
+                .map(|n| TopicRef::Name(n.0.as_str().to_string())),
+        );
+    }
+    // A topic named twice the same way is refused once and not deleted.
+    let mut seen = BTreeMap::<&TopicRef, usize>::new();
+    for r in &given {
+        *seen.entry(r).or_default() += 1;
+    }
+    let mut unique: Vec<&TopicRef> = Vec::new();
+    let mut refused_twice = BTreeSet::new();
+    for r in &given {
+        if seen[r] == 1 {
+            unique.push(r);
+        } else if refused_twice.insert(r) {
+            out.push(match r {
+                TopicRef::Name(n) => deletable_result(
+                    Some(n),
+                    NO_ID,
+                    code::INVALID_REQUEST,
+                    Some("Duplicate topic name."),
+                ),
+                TopicRef::Id(id) => deletable_result(
+                    None,
+                    *id,
+                    code::INVALID_REQUEST,
+                    Some("Duplicate topic id."),
+                ),
+            });
+        }
+    }
+    // Each reference to (name, id). A name is looked up again by the deletion itself, which
+    // says UNKNOWN_TOPIC_OR_PARTITION if it has gone meanwhile.
+    let mut resolved: Vec<(String, [u8; 16], bool)> = Vec::new();
+    for r in unique {
+        match r {
+            TopicRef::Id(id) => match shard.cluster.topic_name_of(id) {
+                Some(name) => resolved.push((name, *id, true)),
+                None => out.push(deletable_result(
+                    None,
+                    *id,
+                    code::UNKNOWN_TOPIC_ID,
+                    Some("no topic has this id"),
+                )),
+            },
+            TopicRef::Name(n) => {
+                let id = shard.cluster.topic_id_of(n).unwrap_or(NO_ID);
+                resolved.push((n.clone(), id, false));
+            }
+        }
+    }
+    // A name that maps to an id given too: neither is deleted (Kafka's answer names the name).
+    let ids_given: BTreeSet<[u8; 16]> = resolved
+        .iter()
+        .filter(|(_, _, by_id)| *by_id)
+        .map(|(_, id, _)| *id)
+        .collect();
+    let clashing: BTreeSet<[u8; 16]> = resolved
+        .iter()
+        .filter(|(_, id, by_id)| !by_id && *id != NO_ID && ids_given.contains(id))
+        .map(|(_, id, _)| *id)
+        .collect();
+    for (name, id, by_id) in resolved {
+        if clashing.contains(&id) {
+            if !by_id {
+                out.push(deletable_result(
+                    Some(&name),
+                    id,
+                    code::INVALID_REQUEST,
+                    Some("The provided topic name maps to an ID that was already supplied."),
+                ));
+            }
+            continue;
+        }
         let (error, msg) = if name == OFFSETS_TOPIC {
             (
                 code::POLICY_VIOLATION,
@@ -252,12 +371,7 @@ pub async fn delete_topics(
                 }
             }
         };
-        out.push(
-            DeletableTopicResult::default()
-                .with_name(Some(topic_name(&name)))
-                .with_error_code(error)
-                .with_error_message(msg.as_deref().map(sb)),
-        );
+        out.push(deletable_result(Some(&name), id, error, msg.as_deref()));
     }
     DeleteTopicsResponse::default().with_responses(out)
 }

@@ -85,7 +85,7 @@ pub async fn describe_topic_partitions(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p)
                     .with_leader_id(BrokerId(node_id))
-                    .with_leader_epoch(0)
+                    .with_leader_epoch(crate::LEADER_EPOCH)
                     .with_replica_nodes(vec![BrokerId(node_id)])
                     .with_isr_nodes(vec![BrokerId(node_id)])
                     .with_eligible_leader_replicas(Some(Vec::new()))

@@ -48,7 +48,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
-    owner: Option<usize>,
+    /// The partition's owner shard, or the error it is answered with unread.
+    owner: Result<usize, i16>,
 }
 
 struct Read {
@@ -130,13 +131,13 @@ async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
     let mut slots = Vec::new();
     for (slot, w) in wanted.iter().enumerate() {
         match w.owner {
-            Some(owner) => {
+            Ok(owner) => {
                 reads.push(None);
                 slots.push(slot);
                 let ask = (w.topic.clone(), w.partition as u32, w.offset, w.max_bytes);
                 asks.push((owner, ask));
             }
-            None => reads.push(Some(Read::error(code::UNKNOWN_TOPIC_OR_PARTITION))),
+            Err(error) => reads.push(Some(Read::error(error))),
         }
     }
     let answers = shard
@@ -168,7 +169,46 @@ async fn wait_any_here(s: Rc<Shard>, parts: Vec<(String, u32, i64)>, wait: Durat
     select_all(waits).await;
 }
 
+/// The first version that names topics by id.
+const TOPIC_IDS: i16 = 13;
+
+/// Why a request is refused as a whole for its fetch session (KIP-227), if it is. Spate
+/// creates no sessions: every answer says session 0, which tells a client that sessions are
+/// not in use, so it sends full requests (epoch 0, or -1 for "no session", from v7). Any other
+/// epoch is an incremental request in a session this broker does not hold, which Kafka answers
+/// with FETCH_SESSION_ID_NOT_FOUND and no topics (the client then starts over with a full
+/// request). A full request naming a session (a client closing one) is served as a full fetch.
+fn session_error(version: i16, session_id: i32, session_epoch: i32) -> Option<i16> {
+    const INITIAL_EPOCH: i32 = 0;
+    const FINAL_EPOCH: i32 = -1;
+    if version < 7 || session_epoch == INITIAL_EPOCH || session_epoch == FINAL_EPOCH {
+        return None;
+    }
+    tracing::debug!(
+        session_id,
+        session_epoch,
+        "incremental fetch refused: this broker holds no fetch sessions"
+    );
+    Some(code::FETCH_SESSION_ID_NOT_FOUND)
+}
+
+/// A partition's `current_leader_epoch` (v9+; negative, -1 by default: not checked) against
+/// its leader epoch, as Kafka checks it: an older epoch is FENCED_LEADER_EPOCH (the client's
+/// metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this broker's is, as the client sees
+/// it).
+fn leader_epoch_error(current_leader_epoch: i32) -> Option<i16> {
+    match current_leader_epoch {
+        e if e < 0 => None,
+        e if e < crate::LEADER_EPOCH => Some(code::FENCED_LEADER_EPOCH),
+        e if e > crate::LEADER_EPOCH => Some(code::UNKNOWN_LEADER_EPOCH),
+        _ => None,
+    }
+}
+
 pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseChunks {
+    if let Some(error) = session_error(ctx.version, req.session_id, req.session_epoch) {
+        return fetch_response::encode_with_error(ctx.version, response_head(ctx), error, &[]);
+    }
     let started = Instant::now();
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -186,14 +226,35 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         req.topics.iter().map(|t| t.partitions.len()).sum(),
     );
     let mut wanted = Vec::new();
-    let mut layout: Vec<(String, usize)> = Vec::new();
+    let mut layout: Vec<(String, [u8; 16], usize)> = Vec::new();
     for t in &req.topics {
-        let name = t.topic.0.as_str().to_string();
-        layout.push((name.clone(), t.partitions.len()));
+        // v13+ names a topic by id (KIP-516) and is answered by id; an id no topic has is
+        // UNKNOWN_TOPIC_ID for each of its partitions, as Kafka answers.
+        let topic_id = *t.topic_id.as_bytes();
+        let name = if ctx.version >= TOPIC_IDS {
+            shard.cluster.topic_name_of(&topic_id)
+        } else {
+            Some(t.topic.0.as_str().to_string())
+        };
+        layout.push((
+            name.clone().unwrap_or_default(),
+            topic_id,
+            t.partitions.len(),
+        ));
         for p in &t.partitions {
+            let owner = match &name {
+                None => Err(code::UNKNOWN_TOPIC_ID),
+                Some(name) => shard
+                    .cluster
+                    .owner(name, p.partition)
+                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    .and_then(|owner| {
+                        leader_epoch_error(p.current_leader_epoch).map_or(Ok(owner), Err)
+                    }),
+            };
             wanted.push(Wanted {
-                owner: shard.cluster.owner(&name, p.partition),
-                topic: name.clone(),
+                owner,
+                topic: name.clone().unwrap_or_default(),
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: budget.take(p.partition_max_bytes.max(0) as usize),
@@ -216,7 +277,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         let remaining = wait - elapsed;
         let mut growable: BTreeMap<usize, Vec<(String, u32, i64)>> = BTreeMap::new();
         for (w, r) in wanted.iter().zip(&reads) {
-            if let (Some(owner), Some(past)) = (w.owner, r.wait_past(w.offset)) {
+            if let (Ok(owner), Some(past)) = (w.owner, r.wait_past(w.offset)) {
                 growable.entry(owner).or_default().push((
                     w.topic.clone(),
                     w.partition as u32,
@@ -252,7 +313,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
     let mut items = wanted.iter().zip(reads);
     let topics: Vec<TopicData> = layout
         .into_iter()
-        .map(|(name, n)| TopicData {
+        .map(|(name, topic_id, n)| TopicData {
             partitions: (0..n)
                 .filter_map(|_| items.next())
                 .map(|(w, r)| PartitionData {
@@ -264,6 +325,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
                 })
                 .collect(),
             name,
+            topic_id,
         })
         .collect();
     fetch_response::encode(ctx.version, response_head(ctx), &topics)
@@ -272,6 +334,35 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_full_requests_are_served_as_there_are_no_sessions() {
+        // Before v7 there are no sessions; from v7 epoch 0 (open) and -1 (none) are full.
+        assert_eq!(session_error(6, 5, 3), None);
+        assert_eq!(session_error(7, 0, 0), None);
+        assert_eq!(session_error(12, 0, -1), None);
+        assert_eq!(session_error(13, 42, 0), None);
+        for (id, epoch) in [(42, 1), (0, 1), (42, -2), (7, i32::MAX)] {
+            assert_eq!(
+                session_error(13, id, epoch),
+                Some(code::FETCH_SESSION_ID_NOT_FOUND),
+                "session {id} epoch {epoch}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_current_leader_epoch_is_checked_against_the_partitions() {
+        assert_eq!(leader_epoch_error(-1), None);
+        assert_eq!(leader_epoch_error(-7), None);
+        assert_eq!(leader_epoch_error(crate::LEADER_EPOCH), None);
+        assert_eq!(
+            leader_epoch_error(crate::LEADER_EPOCH + 1),
+            Some(code::UNKNOWN_LEADER_EPOCH)
+        );
+        // LEADER_EPOCH is 0: no non-negative epoch is older.
+        assert_eq!(crate::LEADER_EPOCH, 0);
+    }
 
     #[test]
     fn a_fetch_reads_at_most_twice_its_limit_and_every_partition_gets_a_share() {

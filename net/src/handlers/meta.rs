@@ -15,7 +15,7 @@ use spate_engine::EngineError;
 
 use super::{code, engine_code, sb, topic_name, Ctx};
 use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
-use crate::{versions, OFFSETS_TOPIC};
+use crate::{versions, LEADER_EPOCH, OFFSETS_TOPIC};
 
 /// ApiVersions at the version the client asked for; above v4, UNSUPPORTED_VERSION at v0
 /// (which still lists the ranges, so the client retries lower).
@@ -93,7 +93,7 @@ fn topic_entry(t: &crate::metadata::TopicMeta, node_id: i32) -> MetadataResponse
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
+                .with_leader_epoch(LEADER_EPOCH)
                 .with_replica_nodes(vec![BrokerId(node_id)])
                 .with_isr_nodes(vec![BrokerId(node_id)])
         })

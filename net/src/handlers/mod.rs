@@ -184,9 +184,11 @@ pub mod code {
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;

@@ -22,6 +22,8 @@ use spate_mesh::HomeSender;
 
 /// Kafka's error 6 (NOT_LEADER_OR_FOLLOWER, formerly NOT_LEADER_FOR_PARTITION).
 const NOT_LEADER_FOR_PARTITION: i16 = 6;
+/// The first version that names topics by id.
+const TOPIC_IDS: i16 = 13;
 
 #[derive(Debug, Clone)]
 struct PartitionResult {
@@ -70,14 +72,27 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
     // One result per partition in request order; those refused here are filled at once.
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<(usize, PartitionAppend)>> = BTreeMap::new();
-    let mut layout: Vec<(TopicName, Vec<i32>)> = Vec::new();
+    let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::new();
     for topic in req.topic_data {
-        let name = topic.name.0.as_str().to_string();
+        // v13+ names a topic by id (KIP-516); an id no topic has is UNKNOWN_TOPIC_ID for each
+        // of its partitions, as Kafka answers. (v12 differs from v11 only for transactions v2,
+        // KIP-890, which a producer cannot start here: FindCoordinator names no transaction
+        // coordinator and InitProducerId refuses transactional ids.)
+        let name = if ctx.version >= TOPIC_IDS {
+            shard.cluster.topic_name_of(topic.topic_id.as_bytes())
+        } else {
+            Some(topic.name.0.as_str().to_string())
+        };
         let mut parts = Vec::new();
         for pd in topic.partition_data {
             parts.push(pd.index);
             let slot = results.len();
-            match check_partition(shard, &name, pd, durability, acks) {
+            let checked = match &name {
+                Some(name) => check_partition(shard, name, pd, durability, acks),
+                None => Err(refused_acks(durability, acks)
+                    .unwrap_or_else(|| PartitionResult::error(code::UNKNOWN_TOPIC_ID, None))),
+            };
+            match checked {
                 Ok((owner, append)) => {
                     results.push(None);
                     by_owner.entry(owner).or_default().push((slot, append));
@@ -85,7 +100,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                 Err(refused) => results.push(Some(refused)),
             }
         }
-        layout.push((topic.name, parts));
+        layout.push((topic.name, topic.topic_id, parts));
     }
     let mut owners_queued = Vec::new();
     let calls: Vec<_> = by_owner
@@ -134,7 +149,7 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
     let version = ctx.version;
     let responses = layout
         .into_iter()
-        .map(|(name, parts)| {
+        .map(|(name, topic_id, parts)| {
             let partition_responses = parts
                 .into_iter()
                 .map(|index| {
@@ -157,10 +172,21 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                 .collect();
             TopicProduceResponse::default()
                 .with_name(name)
+                .with_topic_id(topic_id)
                 .with_partition_responses(partition_responses)
         })
         .collect();
     encode_response(ctx, &ProduceResponse::default().with_responses(responses)).into()
+}
+
+/// The answer to every partition of a request whose acks is not -1, 0 or 1.
+fn refused_acks(durability: Option<Durability>, acks: i16) -> Option<PartitionResult> {
+    durability.is_none().then(|| {
+        PartitionResult::error(
+            code::INVALID_REQUIRED_ACKS,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        )
+    })
 }
 
 /// What can be checked where the request arrived: acks, the partition's owner, the internal
@@ -172,11 +198,8 @@ fn check_partition(
     durability: Option<Durability>,
     acks: i16,
 ) -> Result<(usize, PartitionAppend), PartitionResult> {
-    if durability.is_none() {
-        return Err(PartitionResult::error(
-            code::INVALID_REQUIRED_ACKS,
-            format!("acks must be -1, 0 or 1, got {acks}"),
-        ));
+    if let Some(refused) = refused_acks(durability, acks) {
+        return Err(refused);
     }
     let Some(owner) = shard.cluster.owner(name, pd.index) else {
         return Err(PartitionResult::error(
