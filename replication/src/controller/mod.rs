@@ -329,6 +329,19 @@ impl Controller {
         }])
     }
 
+    /// DeleteTopics for one topic.
+    pub fn delete_topic(
+        &self,
+        image: &ClusterImage,
+        name: &str,
+    ) -> Result<(TopicId, Vec<MetadataRecord>), ControllerError> {
+        let topic_id = *image
+            .names
+            .get(name)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        Ok((topic_id, vec![MetadataRecord::DeleteTopic { topic_id }]))
+    }
+
     /// A leader's ISR change (Kafka's AlterPartition rules).
     pub fn alter_partition(
         &self,

@@ -6,6 +6,7 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::requests::{Reply, Request};
 use crate::metadata::{BrokerId, BrokerRegistration};
 
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -22,6 +23,10 @@ pub enum Body {
         broker_epoch: u64,
         applied: u64,
     },
+    /// A request for the controller, forwarded by the broker it reached.
+    Request { id: u64, request: Request },
+    /// The controller's answer to a forwarded request.
+    Reply { id: u64, reply: Reply },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

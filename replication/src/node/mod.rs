@@ -9,6 +9,7 @@
 
 mod frame;
 pub mod identity;
+pub mod requests;
 mod run;
 mod transport;
 
@@ -21,6 +22,10 @@ use crate::metadata::{BrokerId, ClusterImage};
 use crate::voters::Voter;
 
 pub use frame::{Body, Frame, MAX_FRAME_BYTES};
+pub use requests::{Reply, Request, RequestError};
+
+/// A request from the Kafka side and where its answer goes.
+pub(crate) type LocalRequest = (Request, futures_channel::oneshot::Sender<Reply>);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -89,6 +94,7 @@ pub struct ClusterView {
 pub struct NodeHandle {
     view: Arc<RwLock<Arc<ClusterView>>>,
     stop: Arc<AtomicBool>,
+    requests: futures_channel::mpsc::Sender<LocalRequest>,
 }
 
 impl NodeHandle {
@@ -102,6 +108,20 @@ impl NodeHandle {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+
+    /// Asks the controller (through this node) and waits for the answer, which comes once
+    /// the change is committed and applied here, or as a refusal.
+    pub async fn call(&self, request: Request) -> Reply {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        if self.requests.clone().try_send((request, tx)).is_err() {
+            return Reply::Refused(RequestError::Other(
+                "the cluster node is not running or is overloaded".into(),
+            ));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Reply::Refused(RequestError::Other("the cluster node stopped".into()))
+        })
+    }
 }
 
 /// Starts the node's thread; it runs until [`NodeHandle::stop`].
@@ -114,15 +134,17 @@ pub fn start(
         ..ClusterView::default()
     })));
     let stop = Arc::new(AtomicBool::new(false));
+    let (requests, requests_rx) = futures_channel::mpsc::channel(1024);
     let handle = NodeHandle {
         view: view.clone(),
         stop: stop.clone(),
+        requests,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let join = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("spate-cluster")
         .io_memory(1 << 20)
-        .spawn(move || async move { run::run(config, view, stop, ready_tx).await })
+        .spawn(move || async move { run::run(config, view, stop, ready_tx, requests_rx).await })
         .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
     // Its store opened and its listener bound, or why not.
     match ready_rx.recv_timeout(std::time::Duration::from_secs(60)) {

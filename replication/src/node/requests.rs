@@ -1,0 +1,86 @@
+//! What the Kafka side asks of the cluster (creating and deleting topics), and the answers.
+//! A broker that is not the controller forwards the request to the one it knows; the
+//! controller proposes the records and answers once they are committed and applied (from the
+//! image then, since a raced record may have been refused).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::metadata::{BrokerId, TopicId};
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i32,
+        /// Explicit replica lists, one per partition.
+        assignment: Option<Vec<Vec<BrokerId>>>,
+        configs: Vec<(String, String)>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    TopicCreated { topic_id: TopicId },
+    TopicDeleted { topic_id: TopicId },
+    Refused(RequestError),
+}
+
+/// Why a request failed; each is a Kafka error code ([`RequestError::kafka_code`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no controller is known yet (the metadata quorum has no leader); retry")]
+    NotController,
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("the controller did not answer within {0} ms; retry")]
+    Timeout(u64),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RequestError {
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            RequestError::NotController => 41,
+            RequestError::TopicExists(_) => 36,
+            RequestError::UnknownTopic(_) => 3,
+            RequestError::InvalidReplicationFactor(_) => 38,
+            RequestError::InvalidReplicaAssignment(_) => 39,
+            RequestError::InvalidPartitions(_) => 37,
+            RequestError::Timeout(_) => 7,
+            RequestError::Other(_) => -1,
+        }
+    }
+}
+
+impl From<crate::controller::ControllerError> for RequestError {
+    fn from(e: crate::controller::ControllerError) -> Self {
+        use crate::controller::{ControllerError as E, PlacementError as P};
+        match e {
+            E::TopicExists(name) => RequestError::TopicExists(name),
+            E::Placement(p @ P::InvalidReplicationFactor { .. }) => {
+                RequestError::InvalidReplicationFactor(p.to_string())
+            }
+            E::Placement(p @ P::InvalidReplicaAssignment(_)) => {
+                RequestError::InvalidReplicaAssignment(p.to_string())
+            }
+            E::Placement(p @ P::InvalidPartitions(_)) => {
+                RequestError::InvalidPartitions(p.to_string())
+            }
+            E::NotBootstrapped => RequestError::NotController,
+            other => RequestError::Other(other.to_string()),
+        }
+    }
+}
