@@ -53,6 +53,13 @@ enum Command {
     Bench(spate_bench::cli::RunArgs),
     /// Check this host against a tuning profile (--check), or tune it (--apply, as root).
     Tune(TuneArgs),
+    /// Show a cluster's brokers, controller and under-replicated partitions.
+    Cluster {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(subcommand)]
+        command: cmd::cluster::ClusterCommand,
+    },
     /// List or describe consumer groups.
     Group {
         #[command(flatten)]
@@ -180,6 +187,7 @@ fn main() -> ExitCode {
         Command::Produce { conn, args } => cmd::produce::run(&conn, args),
         Command::Consume { conn, args } => cmd::consume::run(&conn, args),
         Command::Group { conn, command } => cmd::group::run(&conn, command),
+        Command::Cluster { conn, command } => cmd::cluster::run(&conn, command),
         Command::Tune(args) => match tune_command(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

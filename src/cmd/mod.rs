@@ -1,5 +1,6 @@
 //! The client commands: they speak Kafka to any broker (Spate, Kafka, Redpanda).
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;

@@ -129,6 +129,16 @@ def test_the_brokers_form_one_cluster_and_agree_on_it(cluster):
     assert cluster_id.startswith("cluster-")
     for n in cluster:
         assert (n.data_dir / "cluster-id").read_text() == cluster_id
+    # `spate cluster status` says the same, from any broker.
+    controller = views[0][1]
+    out = subprocess.run([SPATE_BIN, "cluster", "status", "-b", cluster[2].bootstrap],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert f"cluster {cluster_id}" in out.stdout
+    assert f"controller: broker {controller}" in out.stdout
+    assert "brokers: 3" in out.stdout
+    for n in cluster:
+        assert f"  {n.node_id}\t127.0.0.1:{n.port}" in out.stdout, out.stdout
 
 
 def test_a_killed_controller_is_replaced_and_its_broker_fenced_then_it_rejoins(cluster):
