@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use spate_replication::controller::{AlterPartition, Controller, ControllerConfig, CreateTopic};
 use spate_replication::metadata::{
-    decode_batch, encode_batch, BrokerId, BrokerRegistration, ClusterImage, Endpoint,
-    MetadataRecord, TopicId, NO_LEADER,
+    decode_batch, encode_batch, BrokerId, BrokerRegistration, ClusterImage, MetadataRecord,
+    TopicId, NO_LEADER,
 };
 use spate_replication::quorum::{wire, Durable, Output, Quorum, QuorumConfig};
 
@@ -266,7 +266,7 @@ impl Sim {
                 match mine {
                     None if now % 10 == node_id % 10 => outgoing.push((
                         leader,
-                        Msg::Register(registration(node_id, node.incarnation)),
+                        Msg::Register(sim::registration(node_id, node.incarnation, 2)),
                     )),
                     Some(b) if now % 5 == node_id % 5 => outgoing.push((
                         leader,
@@ -424,20 +424,6 @@ impl Sim {
                 }
             }
         }
-    }
-}
-
-fn registration(id: u64, incarnation: [u8; 16]) -> BrokerRegistration {
-    BrokerRegistration {
-        broker_id: id as BrokerId,
-        incarnation,
-        listener: Endpoint {
-            host: "127.0.0.1".into(),
-            port: 9090 + id as u16,
-        },
-        cluster_addr: format!("127.0.0.1:{}", 19090 + id),
-        shards: 2,
-        rack: None,
     }
 }
 

@@ -26,7 +26,7 @@ use spate_replication::divergence::{EpochEnd, EpochHistory, EpochList};
 use spate_replication::follower::{Action, Follower, Refusal};
 use spate_replication::isr::{AckState, IsrConfig, Leadership, ReplicaSet};
 use spate_replication::metadata::{
-    BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, NO_LEADER,
+    BrokerId, BrokerRegistration, ClusterImage, MetadataRecord, NO_LEADER,
 };
 
 use sim::net::{Faults, Network};
@@ -418,7 +418,10 @@ impl Sim {
             .filter(|r| r.registration.incarnation == b.incarnation)
             .map(|r| r.epoch);
         match (mine, now % 5 == id % 5) {
-            (None, true) => out.push((CONTROLLER, Msg::Register(registration(id, b.incarnation)))),
+            (None, true) => out.push((
+                CONTROLLER,
+                Msg::Register(sim::registration(id, b.incarnation, 1)),
+            )),
             (Some(epoch), true) => out.push((
                 CONTROLLER,
                 Msg::Heartbeat {
@@ -832,20 +835,6 @@ impl Sim {
                 }
             }
         }
-    }
-}
-
-fn registration(id: u64, incarnation: [u8; 16]) -> BrokerRegistration {
-    BrokerRegistration {
-        broker_id: id as BrokerId,
-        incarnation,
-        listener: Endpoint {
-            host: "127.0.0.1".into(),
-            port: 9090 + id as u16,
-        },
-        cluster_addr: format!("127.0.0.1:{}", 19090 + id),
-        shards: 1,
-        rack: None,
     }
 }
 

@@ -3,6 +3,23 @@
 
 pub mod net;
 
+use spate_replication::metadata::{BrokerId, BrokerRegistration, Endpoint};
+
+/// A simulated broker's registration.
+pub fn registration(id: u64, incarnation: [u8; 16], shards: u32) -> BrokerRegistration {
+    BrokerRegistration {
+        broker_id: id as BrokerId,
+        incarnation,
+        listener: Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9090 + id as u16,
+        },
+        cluster_addr: format!("127.0.0.1:{}", 19090 + id),
+        shards,
+        rack: None,
+    }
+}
+
 /// SplitMix64: small, seeded, reproducible.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
