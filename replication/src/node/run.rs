@@ -16,12 +16,15 @@ use glommio::net::TcpListener;
 use spate_engine::io::dma::DmaStorage;
 use spate_engine::io::Storage;
 
+mod serving;
+
+use serving::Serving;
+
 use super::frame::{Body, Frame};
-use super::requests::{Reply, Request, RequestError};
+use super::requests::Reply;
 use super::transport::Transport;
 use super::{identity, ClusterView, LocalRequest, NodeConfig};
-use crate::controller::{Controller, ControllerConfig, CreateTopic};
-use crate::metadata::TopicId;
+use crate::controller::{Controller, ControllerConfig};
 use crate::metadata::{
     decode_batch, encode_batch, BrokerId, BrokerRegistration, ClusterImage, Endpoint,
     MetadataRecord,
@@ -48,31 +51,6 @@ fn random_u64() -> u64 {
     h.write_u32(std::process::id());
     h.finish()
 }
-
-/// Where a request's answer goes.
-enum ReplyTo {
-    Local(futures_channel::oneshot::Sender<Reply>),
-    Remote { node: BrokerId, id: u64 },
-}
-
-/// What an accepted request waits to see applied.
-enum Awaiting {
-    Created { name: String, topic_id: TopicId },
-    Deleted { topic_id: TopicId },
-}
-
-/// A request this node, as controller, proposed records for.
-struct Serving {
-    reply_to: ReplyTo,
-    awaiting: Awaiting,
-    deadline: Instant,
-    /// This node proposed the records (as controller); otherwise the controller answered
-    /// and this node waits to apply them itself before answering its own client.
-    proposed_here: bool,
-}
-
-/// How long a request may wait for its records to commit, or for the controller to answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Node {
     config: NodeConfig,
@@ -279,179 +257,8 @@ impl Node {
                 broker_epoch,
                 applied,
             } => self.on_heartbeat(broker_id, broker_epoch, applied),
-            Body::Request { id, request } => {
-                let reply_to = ReplyTo::Remote {
-                    node: frame.from,
-                    id,
-                };
-                if self.controller.is_some() {
-                    self.serve_request(request, reply_to);
-                } else {
-                    self.answer(reply_to, Reply::Refused(RequestError::NotController));
-                }
-            }
-            Body::Reply { id, reply } => {
-                let Some((tx, deadline, name)) = self.forwarded.remove(&id) else {
-                    return;
-                };
-                // Answered once this node has applied the change too, so that its own
-                // Metadata shows what its client was told.
-                let awaiting = match reply {
-                    Reply::TopicCreated { topic_id } => Awaiting::Created { name, topic_id },
-                    Reply::TopicDeleted { topic_id } => Awaiting::Deleted { topic_id },
-                    refused => {
-                        let _ = tx.send(refused);
-                        return;
-                    }
-                };
-                self.serving.push(Serving {
-                    reply_to: ReplyTo::Local(tx),
-                    awaiting,
-                    deadline,
-                    proposed_here: false,
-                });
-                self.settle_requests();
-            }
-        }
-    }
-
-    /// A request from this broker's Kafka side.
-    fn on_local(&mut self, request: Request, reply: futures_channel::oneshot::Sender<Reply>) {
-        if self.controller.is_some() {
-            return self.serve_request(request, ReplyTo::Local(reply));
-        }
-        let leader = self.quorum.leader().map(node_of);
-        let Some(leader) = leader.filter(|l| *l != self.config.node_id) else {
-            // No leader, or this node just became it (its controller starts at the next
-            // tick): the client retries.
-            let _ = reply.send(Reply::Refused(RequestError::NotController));
-            return;
-        };
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        let name = match &request {
-            Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
-        };
-        self.forwarded
-            .insert(id, (reply, Instant::now() + REQUEST_TIMEOUT, name));
-        self.transport.send(leader, Body::Request { id, request });
-    }
-
-    fn answer(&mut self, to: ReplyTo, reply: Reply) {
-        match to {
-            ReplyTo::Local(tx) => {
-                let _ = tx.send(reply);
-            }
-            ReplyTo::Remote { node, id } => self.transport.send(node, Body::Reply { id, reply }),
-        }
-    }
-
-    /// As the controller: propose what the request asks, or refuse it.
-    fn serve_request(&mut self, request: Request, reply_to: ReplyTo) {
-        let Some(c) = self.controller.as_ref() else {
-            return self.answer(reply_to, Reply::Refused(RequestError::NotController));
-        };
-        let decided = match request {
-            Request::CreateTopic {
-                name,
-                partitions,
-                replication_factor,
-                assignment,
-                configs,
-            } => {
-                let mut topic_id = [0u8; 16];
-                topic_id[..8].copy_from_slice(&random_u64().to_le_bytes());
-                topic_id[8..].copy_from_slice(&random_u64().to_le_bytes());
-                // A version-4 UUID, as Kafka's topic ids are.
-                topic_id[6] = (topic_id[6] & 0x0f) | 0x40;
-                topic_id[8] = (topic_id[8] & 0x3f) | 0x80;
-                c.create_topic(
-                    &self.image,
-                    CreateTopic {
-                        name: name.clone(),
-                        topic_id,
-                        partitions,
-                        replication_factor,
-                        assignment,
-                        configs,
-                    },
-                )
-                .map(|r| (r, Awaiting::Created { name, topic_id }))
-                .map_err(|e| match e {
-                    crate::controller::ControllerError::UnknownTopicOrPartition => {
-                        RequestError::UnknownTopic(String::new())
-                    }
-                    e => e.into(),
-                })
-            }
-            Request::DeleteTopic { name } => c
-                .delete_topic(&self.image, &name)
-                .map(|(topic_id, r)| (r, Awaiting::Deleted { topic_id }))
-                .map_err(|_| RequestError::UnknownTopic(name)),
-        };
-        match decided {
-            Ok((records, awaiting)) => {
-                self.proposals.push(records);
-                self.serving.push(Serving {
-                    reply_to,
-                    awaiting,
-                    deadline: Instant::now() + REQUEST_TIMEOUT,
-                    proposed_here: true,
-                });
-            }
-            Err(e) => self.answer(reply_to, Reply::Refused(e)),
-        }
-    }
-
-    /// Answers the requests whose records are applied (or refused, or too late).
-    fn settle_requests(&mut self) {
-        let now = Instant::now();
-        let leading = self.controller.is_some();
-        let mut done = Vec::new();
-        let mut keep = Vec::new();
-        for s in std::mem::take(&mut self.serving) {
-            let reply = match &s.awaiting {
-                Awaiting::Created { name, topic_id } => match self.image.topic_by_name(name) {
-                    Some(t) if t.id == *topic_id => Some(Reply::TopicCreated {
-                        topic_id: *topic_id,
-                    }),
-                    Some(_) => Some(Reply::Refused(RequestError::TopicExists(name.clone()))),
-                    None => None,
-                },
-                Awaiting::Deleted { topic_id } => (!self.image.topics.contains_key(topic_id))
-                    .then_some(Reply::TopicDeleted {
-                        topic_id: *topic_id,
-                    }),
-            };
-            match reply {
-                Some(r) => done.push((s.reply_to, r)),
-                // Leadership lost: the proposal may never commit; the client retries.
-                None if s.proposed_here && !leading => {
-                    done.push((s.reply_to, Reply::Refused(RequestError::NotController)))
-                }
-                None if now >= s.deadline => done.push((
-                    s.reply_to,
-                    Reply::Refused(RequestError::Timeout(REQUEST_TIMEOUT.as_millis() as u64)),
-                )),
-                None => keep.push(s),
-            }
-        }
-        self.serving = keep;
-        for (to, r) in done {
-            self.answer(to, r);
-        }
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, (_, deadline, _))| now >= *deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((tx, _, _)) = self.forwarded.remove(&id) {
-                let _ = tx.send(Reply::Refused(RequestError::Timeout(
-                    REQUEST_TIMEOUT.as_millis() as u64,
-                )));
-            }
+            Body::Request { id, request } => self.on_remote_request(frame.from, id, request),
+            Body::Reply { id, reply } => self.on_reply(id, reply),
         }
     }
 
