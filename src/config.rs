@@ -118,7 +118,7 @@ impl ClusterConfig {
             Some(l) => l,
             None => {
                 let me = voters.iter().find(|v| v.id == node_id).ok_or_else(|| {
-                    format!("node id {node_id} is not among the voters ({}): brokers that are not voters are not built yet", self.voters)
+                    format!("node id {node_id} is not among the voters ({}): a broker that is not a voter (an observer) needs --cluster-listen (cluster.listen), the address the voters reach it at", self.voters)
                 })?;
                 std::net::ToSocketAddrs::to_socket_addrs(&(me.host.as_str(), me.port))
                     .ok()

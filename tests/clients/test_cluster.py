@@ -32,9 +32,13 @@ class Node:
         self.proc = None
 
     def cmd(self):
-        return [SPATE_BIN, "serve", "--data-dir", str(self.data_dir),
-                "--listen", self.bootstrap, "--shards", "1",
-                "--node-id", str(self.node_id), "--voters", self.voters]
+        cmd = [SPATE_BIN, "serve", "--data-dir", str(self.data_dir),
+               "--listen", self.bootstrap, "--shards", "1",
+               "--node-id", str(self.node_id), "--voters", self.voters]
+        if str(self.node_id) + "@" not in self.voters:
+            # An observer says where the voters reach it.
+            cmd += ["--cluster-listen", f"127.0.0.1:{self.cluster_port}"]
+        return cmd
 
     def start(self):
         env = dict(os.environ)
@@ -175,6 +179,26 @@ def test_a_frame_of_another_cluster_is_refused_and_logged(cluster, tmp_path):
     finally:
         stranger.stop()
     wait_for("still converged", lambda: converged(cluster, [1, 2, 3]), 15)
+
+
+def test_a_broker_that_is_no_voter_follows_as_an_observer(cluster, tmp_path):
+    # A fourth broker, not among the voters: it fetches the metadata log from them, registers,
+    # and is named by every broker; stopped, it is fenced.
+    wait_for("converged", lambda: converged(cluster, [1, 2, 3]), 30)
+    port = free_port()
+    observer = Node(tmp_path, 4, cluster[0].voters, port)
+    observer.start()
+    try:
+        assert "an observer" in observer.log()
+        views = wait_for("four brokers seen from every broker, the observer too",
+                         lambda: converged(cluster + [observer], [1, 2, 3, 4]), 30)
+        assert views[-1][1] in (1, 2, 3), "the controller is a voter"
+        assert not (observer.data_dir / "__cluster_metadata").exists(), \
+            "an observer keeps no metadata log"
+    finally:
+        observer.stop()
+    wait_for("the observer fenced once stopped",
+             lambda: converged(cluster, [1, 2, 3]), SESSION_TIMEOUT_S + 5)
 
 
 def run_serve(args, tmp_path):

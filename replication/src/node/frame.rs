@@ -27,6 +27,16 @@ pub enum Body {
     Request { id: u64, request: Request },
     /// The controller's answer to a forwarded request.
     Reply { id: u64, reply: Reply },
+    /// An observer (a broker that is not a voter) asks a voter for the committed metadata
+    /// records from `from_index` on; the answer goes to `reply_addr`.
+    FetchMetadata { from_index: u64, reply_addr: String },
+    /// A voter's answer: committed entries (index, data), the controller it knows, and the
+    /// commit index (the observer is caught up when it has applied that far).
+    MetadataEntries {
+        entries: Vec<(u64, Vec<u8>)>,
+        controller: Option<BrokerId>,
+        commit: u64,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -47,22 +47,16 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Checks the settings against each other: the node must be a voter (observers are not
-    /// built yet), at the address the list gives it.
+    /// Checks the settings against each other: a voter listens at the address the list gives
+    /// it.
     pub fn validate(&self) -> Result<(), String> {
-        let Some(me) = self.voters.iter().find(|v| v.id == self.node_id) else {
-            let list: Vec<String> = self.voters.iter().map(|v| v.to_string()).collect();
-            return Err(format!(
-                "node id {} is not among the voters ({}); brokers that are not voters (observers) are not built yet: list every broker in --voters",
-                self.node_id,
-                list.join(",")
-            ));
-        };
-        if me.port != self.cluster_listen.port() {
-            return Err(format!(
-                "--voters gives node {} the address {}:{}, but --cluster-listen is {}: they must name the same port",
-                self.node_id, me.host, me.port, self.cluster_listen
-            ));
+        if let Some(me) = self.voters.iter().find(|v| v.id == self.node_id) {
+            if me.port != self.cluster_listen.port() {
+                return Err(format!(
+                    "--voters gives node {} the address {}:{}, but --cluster-listen is {}: they must name the same port",
+                    self.node_id, me.host, me.port, self.cluster_listen
+                ));
+            }
         }
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
@@ -73,6 +67,12 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether this node votes in the metadata quorum; a broker that does not is an
+    /// observer, which follows the voters' log (KRaft's broker-only role).
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|v| v.id == self.node_id)
     }
 
     pub fn cluster_id(&self) -> [u8; 16] {

@@ -62,7 +62,14 @@ struct Node {
     cluster_id: [u8; 16],
     incarnation: [u8; 16],
     started: Instant,
-    quorum: Quorum,
+    /// None on an observer (a broker that is not a voter).
+    quorum: Option<Quorum>,
+    /// What an observer learned of the controller from the voters it fetches from.
+    observed_controller: Option<BrokerId>,
+    observed_changed: bool,
+    /// An observer's next fetch of committed records.
+    next_fetch: Instant,
+    fetch_from: usize,
     transport: Transport,
     image: ClusterImage,
     controller: Option<Controller>,
@@ -81,11 +88,24 @@ pub async fn run(
 ) -> Result<(), String> {
     let started = start(&config).await;
     let _ = ready.send(started.as_ref().map(|_| ()).map_err(|e| e.clone()));
-    let (store, quorum, listener) = started?;
-    serve(config, view, stop, store, quorum, listener, requests).await
+    let (quorum, listener) = started?;
+    serve(config, view, stop, quorum, listener, requests).await
 }
 
-async fn start(config: &NodeConfig) -> Result<(QuorumStore, Quorum, TcpListener), String> {
+type Started = (Option<(QuorumStore, Quorum)>, TcpListener);
+
+async fn start(config: &NodeConfig) -> Result<Started, String> {
+    let listener = TcpListener::bind(config.cluster_listen).map_err(|e| {
+        format!(
+            "cannot listen for the cluster on {}: {e}; pick another with --cluster-listen",
+            config.cluster_listen
+        )
+    })?;
+    if !config.is_voter() {
+        // An observer keeps no metadata log of its own: it fetches the committed records
+        // from the voters at every start.
+        return Ok((None, listener));
+    }
     let storage: Rc<dyn Storage> = Rc::new(DmaStorage);
     let dir = config.data_dir.join("__cluster_metadata").join("0");
     let (store, durable) = QuorumStore::open(storage, &dir)
@@ -99,21 +119,14 @@ async fn start(config: &NodeConfig) -> Result<(QuorumStore, Quorum, TcpListener)
         seed: random_u64(),
     };
     let quorum = Quorum::start(&quorum_config, durable).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(config.cluster_listen).map_err(|e| {
-        format!(
-            "cannot listen for the cluster on {}: {e}; pick another with --cluster-listen",
-            config.cluster_listen
-        )
-    })?;
-    Ok((store, quorum, listener))
+    Ok((Some((store, quorum)), listener))
 }
 
 async fn serve(
     config: NodeConfig,
     view: Arc<RwLock<Arc<ClusterView>>>,
     stop: Arc<AtomicBool>,
-    store: QuorumStore,
-    quorum: Quorum,
+    quorum: Option<(QuorumStore, Quorum)>,
     listener: TcpListener,
     mut requests: mpsc::Receiver<LocalRequest>,
 ) -> Result<(), String> {
@@ -135,14 +148,26 @@ async fn serve(
         cluster_listen = %config.cluster_listen,
         cluster = %identity::hex(&cluster_id),
         voters = config.voters.len(),
-        "cluster node starting: metadata quorum in {}",
-        dir.display()
+        "cluster node starting: {}",
+        if quorum.is_some() {
+            format!("a voter, metadata quorum in {}", dir.display())
+        } else {
+            "an observer (not a voter): it follows the voters' metadata log".to_string()
+        }
     );
+    let (store, quorum) = match quorum {
+        Some((store, quorum)) => (Some(store), Some(quorum)),
+        None => (None, None),
+    };
     let mut node = Node {
         cluster_id,
         incarnation,
         started: Instant::now(),
         quorum,
+        observed_controller: None,
+        observed_changed: false,
+        next_fetch: Instant::now(),
+        fetch_from: 0,
         transport,
         image: ClusterImage::default(),
         controller: None,
@@ -215,11 +240,13 @@ async fn serve(
             next_wait_log = now + Duration::from_secs(5);
             node.log_waiting();
         }
-        if let Err(e) = node.drive(&store).await {
+        if let Err(e) = node.drive(store.as_ref()).await {
             break Err(e);
         }
     };
-    store.close().await;
+    if let Some(store) = store {
+        store.close().await;
+    }
     if let Err(e) = &result {
         tracing::error!("the cluster node stopped: {e}");
     }
@@ -237,7 +264,7 @@ impl Node {
             Body::Raft(bytes) => {
                 match wire::decode(&bytes, &self.cluster_id, raft_id(self.config.node_id)) {
                     Ok(m) => {
-                        if let Err(e) = self.quorum.step(m) {
+                        if let Some(Err(e)) = self.quorum.as_mut().map(|q| q.step(m)) {
                             tracing::debug!(from = frame.from, "quorum message ignored: {e}");
                         }
                     }
@@ -259,7 +286,75 @@ impl Node {
             } => self.on_heartbeat(broker_id, broker_epoch, applied),
             Body::Request { id, request } => self.on_remote_request(frame.from, id, request),
             Body::Reply { id, reply } => self.on_reply(id, reply),
+            Body::FetchMetadata {
+                from_index,
+                reply_addr,
+            } => {
+                let Some(q) = self.quorum.as_ref() else {
+                    return;
+                };
+                let entries = q.committed_entries(from_index, 1 << 20);
+                let body = Body::MetadataEntries {
+                    entries,
+                    controller: q.leader().map(node_of),
+                    commit: q.commit_index(),
+                };
+                self.transport.send_to(frame.from, &reply_addr, body);
+            }
+            Body::MetadataEntries {
+                entries,
+                controller,
+                commit: _,
+            } => {
+                if self.quorum.is_some() {
+                    return;
+                }
+                self.observed_controller = controller;
+                // A fetch answered: the next one at once if this one brought records.
+                self.next_fetch = if entries.is_empty() {
+                    Instant::now() + Duration::from_millis(200)
+                } else {
+                    Instant::now()
+                };
+                for (index, data) in entries {
+                    if index > self.image.applied_index {
+                        self.apply(index, &data);
+                        self.observed_changed = true;
+                    }
+                }
+            }
         }
+    }
+
+    /// The controller, as this node knows it.
+    pub(super) fn controller_id(&self) -> Option<BrokerId> {
+        match &self.quorum {
+            Some(q) => q.leader().map(node_of),
+            None => self.observed_controller,
+        }
+    }
+
+    /// An observer asks a voter (in turn) for the records after what it has applied.
+    fn fetch_metadata(&mut self) {
+        if self.quorum.is_some() || Instant::now() < self.next_fetch {
+            return;
+        }
+        let voters = &self.config.voters;
+        if voters.is_empty() {
+            return;
+        }
+        // The controller first; another voter in turn while it does not answer.
+        let target = match self.observed_controller {
+            Some(c) if self.fetch_from == 0 => c,
+            _ => voters[self.fetch_from % voters.len()].id,
+        };
+        self.fetch_from = (self.fetch_from + 1) % (voters.len() * 4);
+        self.next_fetch = Instant::now() + Duration::from_millis(500);
+        let body = Body::FetchMetadata {
+            from_index: self.image.applied_index + 1,
+            reply_addr: self.config.cluster_listen.to_string(),
+        };
+        self.transport.send(target, body);
     }
 
     fn on_heartbeat(&mut self, broker_id: BrokerId, broker_epoch: u64, applied: u64) {
@@ -274,11 +369,16 @@ impl Node {
     }
 
     fn on_tick(&mut self) {
-        self.quorum.tick();
-        if !self.quorum.is_leader() {
+        self.fetch_metadata();
+        let Some(q) = self.quorum.as_mut() else {
+            return;
+        };
+        q.tick();
+        if !q.is_leader() {
             self.controller = None;
             return;
         }
+        let term = q.term();
         let now_ms = self.now_ms();
         let config = ControllerConfig {
             broker_session_timeout_ms: self.config.broker_session_timeout_ms,
@@ -287,7 +387,7 @@ impl Node {
         if self.controller.is_none() {
             tracing::info!(
                 node_id = self.config.node_id,
-                term = self.quorum.term(),
+                term,
                 "this node is the controller"
             );
         }
@@ -315,7 +415,7 @@ impl Node {
         if self.image.cluster_id.is_none() {
             return;
         }
-        let Some(leader) = self.quorum.leader().map(node_of) else {
+        let Some(leader) = self.controller_id() else {
             return;
         };
         let me = self.config.node_id;
@@ -355,7 +455,7 @@ impl Node {
     }
 
     fn log_waiting(&self) {
-        if self.quorum.leader().is_some() {
+        if self.controller_id().is_some() {
             return;
         }
         let unreachable: Vec<String> = self
@@ -378,14 +478,29 @@ impl Node {
     }
 
     /// Proposes what was decided, then works through the quorum's outputs.
-    async fn drive(&mut self, store: &QuorumStore) -> Result<(), String> {
+    async fn drive(&mut self, store: Option<&QuorumStore>) -> Result<(), String> {
+        let mut changed = std::mem::take(&mut self.observed_changed);
+        let (Some(store), Some(_)) = (store, self.quorum.as_ref()) else {
+            // An observer: what it applied from the voters is published.
+            self.proposals.clear();
+            self.settle_requests();
+            let leader = self.controller_id();
+            if changed || leader != self.published_leader {
+                self.published_leader = leader;
+                self.publish();
+            }
+            return Ok(());
+        };
         for batch in std::mem::take(&mut self.proposals) {
-            if let Err(e) = self.quorum.propose(encode_batch(&batch)) {
+            if let Some(Err(e)) = self
+                .quorum
+                .as_mut()
+                .map(|q| q.propose(encode_batch(&batch)))
+            {
                 tracing::debug!("proposal dropped: {e}");
             }
         }
-        let mut changed = false;
-        while let Some(out) = self.quorum.ready() {
+        while let Some(out) = self.quorum.as_mut().and_then(|q| q.ready()) {
             for m in out.send {
                 let to = node_of(m.to);
                 self.transport
@@ -406,7 +521,7 @@ impl Node {
             }
         }
         self.settle_requests();
-        let leader = self.quorum.leader().map(node_of);
+        let leader = self.controller_id();
         if changed || leader != self.published_leader {
             self.published_leader = leader;
             self.publish();

@@ -43,21 +43,44 @@ impl Transport {
         inbox: mpsc::Sender<Frame>,
     ) -> Self {
         glommio::spawn_local(accept_loop(listener, cluster_id, inbox)).detach();
-        let mut peers = BTreeMap::new();
-        let mut states = BTreeMap::new();
-        for v in voters.iter().filter(|v| v.id != me) {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let state = Rc::new(std::cell::RefCell::new(PeerState::default()));
-            glommio::spawn_local(writer(v.clone(), rx, state.clone())).detach();
-            peers.insert(v.id, tx);
-            states.insert(v.id, state);
-        }
-        Transport {
+        let mut t = Transport {
             me,
             cluster_id,
-            peers,
-            states,
+            peers: BTreeMap::new(),
+            states: BTreeMap::new(),
+        };
+        for v in voters.iter().filter(|v| v.id != me) {
+            t.add_peer(v.clone());
         }
+        t
+    }
+
+    /// Sends to `to`, connecting to `addr` (host:port) first if it is not a known peer (an
+    /// observer, which is no voter).
+    pub fn send_to(&mut self, to: BrokerId, addr: &str, body: Body) {
+        if !self.peers.contains_key(&to) && to != self.me {
+            let Some((host, port)) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            else {
+                tracing::debug!(to, addr, "no address to reach a node that is not a voter");
+                return;
+            };
+            self.add_peer(Voter {
+                id: to,
+                host: host.to_string(),
+                port,
+            });
+        }
+        self.send(to, body);
+    }
+
+    fn add_peer(&mut self, v: Voter) {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let state = Rc::new(std::cell::RefCell::new(PeerState::default()));
+        self.peers.insert(v.id, tx);
+        self.states.insert(v.id, state.clone());
+        glommio::spawn_local(writer(v, rx, state)).detach();
     }
 
     pub fn send(&mut self, to: BrokerId, body: Body) {

@@ -189,6 +189,30 @@ impl Quorum {
         self.raw.raft.raft_log.committed
     }
 
+    /// Committed entries (index, data) from `from` on, up to about `max_bytes`; raft's own
+    /// empty and configuration entries are left out. What an observer is sent.
+    pub fn committed_entries(&self, from: u64, max_bytes: u64) -> Vec<(u64, Vec<u8>)> {
+        use raft::Storage as _;
+        let store = &self.raw.raft.raft_log.store;
+        let first = store.first_index().unwrap_or(1).max(from).max(1);
+        let high = self.commit_index() + 1;
+        if first >= high {
+            return Vec::new();
+        }
+        store
+            .entries(
+                first,
+                high,
+                max_bytes,
+                raft::GetEntriesContext::empty(false),
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
+            .map(|e| (e.index, e.data.to_vec()))
+            .collect()
+    }
+
     /// One tick of the node's clock.
     pub fn tick(&mut self) {
         self.raw.tick();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{node_of, random_u64, Node};
+use super::{random_u64, Node};
 use crate::controller::CreateTopic;
 use crate::metadata::{BrokerId, TopicId};
 use crate::node::frame::Body;
@@ -77,7 +77,7 @@ impl Node {
         if self.controller.is_some() {
             return self.serve_request(request, ReplyTo::Local(reply));
         }
-        let leader = self.quorum.leader().map(node_of);
+        let leader = self.controller_id();
         let Some(leader) = leader.filter(|l| *l != self.config.node_id) else {
             // No leader, or this node just became it (its controller starts at the next
             // tick): the client retries.
@@ -99,7 +99,17 @@ impl Node {
             ReplyTo::Local(tx) => {
                 let _ = tx.send(reply);
             }
-            ReplyTo::Remote { node, id } => self.transport.send(node, Body::Reply { id, reply }),
+            ReplyTo::Remote { node, id } => {
+                // A voter is a known peer; an observer is reached at its registered address.
+                let addr = self
+                    .image
+                    .brokers
+                    .get(&node)
+                    .map(|b| b.registration.cluster_addr.clone())
+                    .unwrap_or_default();
+                self.transport
+                    .send_to(node, &addr, Body::Reply { id, reply })
+            }
         }
     }
 
