@@ -1,5 +1,6 @@
 //! `spate`: the broker and its command line.
 
+mod cluster_local;
 mod cmd;
 mod config;
 mod lock;
@@ -53,12 +54,19 @@ enum Command {
     Bench(spate_bench::cli::RunArgs),
     /// Check this host against a tuning profile (--check), or tune it (--apply, as root).
     Tune(TuneArgs),
-    /// Show a cluster's brokers, controller and under-replicated partitions.
+    /// Start a local cluster (--nodes N), or show a cluster's brokers, controller and
+    /// under-replicated partitions (status).
+    ///
+    /// `spate cluster --nodes 3` starts a local cluster of three brokers on 127.0.0.1 (ports
+    /// 9092-9094, data under ./spate-cluster) until Ctrl-C.
+    #[command(args_conflicts_with_subcommands = true)]
     Cluster {
         #[command(flatten)]
         conn: cmd::Conn,
         #[command(subcommand)]
-        command: cmd::cluster::ClusterCommand,
+        command: Option<cmd::cluster::ClusterCommand>,
+        #[command(flatten)]
+        local: Option<cluster_local::LocalClusterArgs>,
     },
     /// List or describe consumer groups.
     Group {
@@ -187,7 +195,18 @@ fn main() -> ExitCode {
         Command::Produce { conn, args } => cmd::produce::run(&conn, args),
         Command::Consume { conn, args } => cmd::consume::run(&conn, args),
         Command::Group { conn, command } => cmd::group::run(&conn, command),
-        Command::Cluster { conn, command } => cmd::cluster::run(&conn, command),
+        Command::Cluster {
+            conn,
+            command,
+            local,
+        } => match (command, local) {
+            (Some(command), _) => cmd::cluster::run(&conn, command),
+            (None, Some(local)) => cluster_local::run(local),
+            (None, None) => Err(
+                "say what to do: spate cluster --nodes 3 (a local cluster), or spate cluster status"
+                    .into(),
+            ),
+        },
         Command::Tune(args) => match tune_command(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

@@ -257,3 +257,29 @@ def test_a_node_whose_voters_are_unreachable_waits_and_says_for_whom(tmp_path):
         assert sorted(md.brokers) == [1] and md.controller_id == -1
     finally:
         alone.stop()
+
+
+def test_spate_cluster_starts_a_local_cluster_and_stops_it_on_ctrl_c(tmp_path):
+    proc = subprocess.Popen([SPATE_BIN, "cluster", "--nodes", "3", "--base-port", "0",
+                             "--data-dir", str(tmp_path / "c")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("bootstrap: "), line + proc.stderr.read()
+        bootstrap = line.split()[1].split(",")
+        assert len(bootstrap) == 3
+        wait_for("the three brokers of the local cluster agree",
+                 lambda: all(view(b)[0] == [1, 2, 3] for b in bootstrap), 30)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(40) == 0
+        err = proc.stderr.read()
+        for i in (1, 2, 3):
+            assert f"node {i} stopped (exit status: 0)" in err, err
+        for b in bootstrap:
+            assert not port_listening(int(b.rsplit(":", 1)[1]))
+        assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["node-1", "node-2", "node-3"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
