@@ -17,6 +17,7 @@
 pub mod controller;
 pub mod divergence;
 pub mod follower;
+pub mod fuzzing;
 pub mod isr;
 pub mod metadata;
 pub mod node;
