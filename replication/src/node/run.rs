@@ -67,6 +67,8 @@ struct Node {
     /// What an observer learned of the controller from the voters it fetches from.
     observed_controller: Option<BrokerId>,
     observed_changed: bool,
+    /// Entries up to this index were committed before this start: replayed quietly.
+    replay_until: u64,
     /// An observer's next fetch of committed records.
     next_fetch: Instant,
     fetch_from: usize,
@@ -159,6 +161,7 @@ async fn serve(
         Some((store, quorum)) => (Some(store), Some(quorum)),
         None => (None, None),
     };
+    let replay_until = quorum.as_ref().map_or(0, |q| q.commit_index());
     let mut node = Node {
         cluster_id,
         incarnation,
@@ -166,6 +169,7 @@ async fn serve(
         quorum,
         observed_controller: None,
         observed_changed: false,
+        replay_until,
         next_fetch: Instant::now(),
         fetch_from: 0,
         transport,
@@ -551,8 +555,24 @@ impl Node {
                             );
                         }
                     }
-                    if let MetadataRecord::RegisterBroker(reg) = r {
-                        tracing::info!(broker_id = reg.broker_id, index, "broker registered");
+                    match r {
+                        _ if index <= self.replay_until => {}
+                        MetadataRecord::RegisterBroker(reg) => {
+                            tracing::info!(broker_id = reg.broker_id, index, "broker registered")
+                        }
+                        MetadataRecord::FenceBroker { broker_id, .. } => {
+                            tracing::info!(broker_id, index, "broker fenced")
+                        }
+                        MetadataRecord::UnfenceBroker { broker_id, .. } => {
+                            tracing::info!(broker_id, index, "broker unfenced")
+                        }
+                        MetadataRecord::CreateTopic { name, .. } => {
+                            tracing::info!(topic = %name, index, "topic created in the cluster")
+                        }
+                        MetadataRecord::DeleteTopic { .. } => {
+                            tracing::info!(index, "topic deleted in the cluster")
+                        }
+                        _ => {}
                     }
                 }
                 Err(e) => tracing::debug!(index, "metadata record refused: {e}"),
