@@ -81,7 +81,7 @@ impl QuorumStore {
                 break;
             }
             for b in batches {
-                let e = Entry::parse_from_bytes(&b.payload)
+                let e: Entry = super::wire::parse_bounded(&b.payload)
                     .map_err(|e| corrupt(format!("entry at offset {}: {e}", b.base_offset)))?;
                 if e.index != b.base_offset + 1 || e.term != b.leader_epoch as u64 {
                     return Err(corrupt(format!(
@@ -94,7 +94,7 @@ impl QuorumStore {
             }
         }
         let hard_state = match atomic_file::read(&*storage, &dir.join(STATE_FILE)).await? {
-            Some(bytes) => HardState::parse_from_bytes(&bytes)
+            Some(bytes) => super::wire::parse_bounded::<HardState>(&bytes)
                 .map_err(|e| corrupt(format!("{STATE_FILE}: {e}")))?,
             None => HardState::default(),
         };
