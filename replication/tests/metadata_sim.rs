@@ -148,13 +148,7 @@ impl Sim {
             self.history.note(1000 + node.id);
         }
         if self.rng.chance(3) {
-            let side: Vec<u64> = self
-                .voters
-                .iter()
-                .copied()
-                .filter(|_| self.rng.chance(500))
-                .collect();
-            self.net.partition(side);
+            self.net.partition_at_random(&mut self.rng, &self.voters);
         } else if self.rng.chance(10) {
             self.net.heal();
         }

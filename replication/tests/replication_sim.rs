@@ -241,13 +241,12 @@ impl Sim {
             self.net.drop_to(id);
         }
         if self.rng.chance(4) {
-            let side: Vec<u64> = BROKERS
+            let nodes: Vec<u64> = BROKERS
                 .iter()
                 .copied()
                 .chain([CONTROLLER, CLIENT])
-                .filter(|_| self.rng.chance(500))
                 .collect();
-            self.net.partition(side);
+            self.net.partition_at_random(&mut self.rng, &nodes);
         } else if self.rng.chance(15) {
             self.net.heal();
         }
@@ -661,26 +660,19 @@ impl Sim {
                 offset,
                 durable,
             } => {
-                let Role::Leader { set, .. } = &mut b.role else {
-                    out.push((
-                        from,
-                        Msg::Refused {
-                            leader_epoch,
-                            refusal: Refusal::NotLeader,
-                        },
-                    ));
-                    return;
+                let set = match leading_in(&mut b.role, leader_epoch) {
+                    Ok(set) => set,
+                    Err(refusal) => {
+                        out.push((
+                            from,
+                            Msg::Refused {
+                                leader_epoch,
+                                refusal,
+                            },
+                        ));
+                        return;
+                    }
                 };
-                if let Err(refusal) = Refusal::check_epoch(set.leader_epoch(), leader_epoch) {
-                    out.push((
-                        from,
-                        Msg::Refused {
-                            leader_epoch,
-                            refusal,
-                        },
-                    ));
-                    return;
-                }
                 if set
                     .on_fetch(from as BrokerId, offset, durable, now_ms)
                     .is_err()
@@ -711,17 +703,7 @@ impl Sim {
                 leader_epoch,
                 epoch,
             } => {
-                let Role::Leader { set, .. } = &b.role else {
-                    out.push((
-                        from,
-                        Msg::Refused {
-                            leader_epoch,
-                            refusal: Refusal::NotLeader,
-                        },
-                    ));
-                    return;
-                };
-                if let Err(refusal) = Refusal::check_epoch(set.leader_epoch(), leader_epoch) {
+                if let Err(refusal) = leading_in(&mut b.role, leader_epoch) {
                     out.push((
                         from,
                         Msg::Refused {
@@ -836,6 +818,16 @@ impl Sim {
             }
         }
     }
+}
+
+/// The partition's leader state if this broker leads it in `leader_epoch`, else why not
+/// (Kafka's rules for a request naming the epoch it expects).
+fn leading_in(role: &mut Role, leader_epoch: i32) -> Result<&mut ReplicaSet, Refusal> {
+    let Role::Leader { set, .. } = role else {
+        return Err(Refusal::NotLeader);
+    };
+    Refusal::check_epoch(set.leader_epoch(), leader_epoch)?;
+    Ok(set)
 }
 
 fn run(seed: u64, steps: u64) -> (usize, u64) {

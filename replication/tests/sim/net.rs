@@ -41,6 +41,13 @@ impl<M: Clone> Network<M> {
         self.cut = Some(side);
     }
 
+    /// Cuts the network between a random half (each node with probability 1/2) of `nodes`
+    /// and the rest.
+    pub fn partition_at_random(&mut self, rng: &mut Rng, nodes: &[u64]) {
+        let side = nodes.iter().copied().filter(|_| rng.chance(500)).collect();
+        self.partition(side);
+    }
+
     pub fn heal(&mut self) {
         self.cut = None;
     }
