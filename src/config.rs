@@ -21,6 +21,11 @@ const KAFKA_NAMES: &[(&str, &str, &str)] = &[
     ("kafka", "message_max_bytes", "message.max.bytes"),
     ("kafka", "min_insync_replicas", "min.insync.replicas"),
     ("kafka", "default_partitions", "num.partitions"),
+    (
+        "kafka",
+        "default_replication_factor",
+        "default.replication.factor",
+    ),
     ("kafka", "auto_create_topics", "auto.create.topics.enable"),
     ("kafka", "max_request_bytes", "socket.request.max.bytes"),
     ("kafka", "fetch_max_bytes", "fetch.max.bytes"),
@@ -75,6 +80,12 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
     /// Kafka's `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
+    /// Kafka's `replica.lag.time.max.ms`: an in-sync follower that has not caught up for
+    /// this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// The replication listeners: shard s listens on this port plus s, at the host of
+    /// `listen`; 0 (the default): ports the kernel picks, registered with the controller.
+    pub replication_port: u16,
 }
 
 impl Default for ClusterConfig {
@@ -85,6 +96,8 @@ impl Default for ClusterConfig {
             voters: String::new(),
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            replication_port: 0,
         }
     }
 }
@@ -102,6 +115,7 @@ impl ClusterConfig {
         data_dir: &Path,
         net: &spate_net::NetConfig,
         shards: usize,
+        replication_ports: Vec<u16>,
     ) -> Result<Option<spate_replication::node::NodeConfig>, String> {
         if !self.is_set() {
             return Ok(None);
@@ -136,6 +150,8 @@ impl ClusterConfig {
             advertised_host: net.advertised_host.clone(),
             advertised_port: net.advertised_port,
             shards: shards as u32,
+            replication_ports,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
             broker_session_timeout_ms: self.broker_session_timeout_ms,
             broker_heartbeat_interval_ms: self.broker_heartbeat_interval_ms,
             tick_ms: 100,
@@ -159,6 +175,9 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic (and of CreateTopics without a count).
     pub default_partitions: u32,
+    /// Kafka's `default.replication.factor`: replicas of an auto-created topic (and of
+    /// CreateTopics without a factor) in a cluster.
+    pub default_replication_factor: u32,
     /// How long a new consumer group waits for more members before assigning.
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: u32,
@@ -192,6 +211,7 @@ impl Default for KafkaConfig {
             fetch_max_bytes: n.fetch_max_bytes as u64,
             auto_create_topics: n.auto_create_topics,
             default_partitions: n.default_partitions,
+            default_replication_factor: n.default_replication_factor,
             group_initial_rebalance_delay_ms: n.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: n.group_min_session_timeout_ms as u32,
             group_max_session_timeout_ms: n.group_max_session_timeout_ms as u32,
@@ -229,6 +249,7 @@ impl KafkaConfig {
             fetch_max_bytes: self.fetch_max_bytes as usize,
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
+            default_replication_factor: self.default_replication_factor,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.min(i32::MAX as u32)
                 as i32,
@@ -258,6 +279,12 @@ impl KafkaConfig {
                 "kafka.default_partitions and kafka.offsets_topic_partitions must be at least 1"
                     .into(),
             );
+        }
+        if self.default_replication_factor == 0 || self.default_replication_factor > 32767 {
+            return Err(format!(
+                "kafka.default_replication_factor = {} must be between 1 and 32767",
+                self.default_replication_factor
+            ));
         }
         if !(64 * 1024..=u32::MAX as u64).contains(&self.offsets_segment_bytes) {
             return Err(format!(
@@ -346,7 +373,8 @@ impl BrokerConfig {
         self.log.validate()?;
         self.kafka.validate()?;
         let net = self.kafka.net_config(self.listen)?;
-        self.cluster.node_config(&self.data_dir, &net, 1)?;
+        self.cluster
+            .node_config(&self.data_dir, &net, 1, Vec::new())?;
         if self.batch_cache_bytes < 1024 * 1024 {
             return Err("batch_cache_bytes must be at least 1048576".into());
         }

@@ -131,8 +131,36 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let listen = claim_listen_address(config.listen)?;
     let mut net_config = config.kafka.net_config(listen)?;
     net_config.broker_keys_set = config.kafka_keys_set.clone();
-    let node_config = config.cluster.node_config(&data_dir, &net_config, shards)?;
-    if let Some(nc) = &node_config {
+    let mut node_config = config
+        .cluster
+        .node_config(&data_dir, &net_config, shards, Vec::new())?;
+    let mut replication_listeners: Vec<Option<std::net::TcpListener>> =
+        (0..shards).map(|_| None).collect();
+    if let Some(nc) = &mut node_config {
+        let base = config.cluster.replication_port;
+        for (s, slot) in replication_listeners.iter_mut().enumerate() {
+            let port = if base == 0 {
+                0
+            } else {
+                u16::try_from(usize::from(base) + s).map_err(|_| {
+                    format!(
+                        "cluster.replication_port {base} plus {shards} shards runs past port 65535"
+                    )
+                })?
+            };
+            let addr = std::net::SocketAddr::new(nc.cluster_listen.ip(), port);
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                format!("cannot listen for replication (shard {s}) on {addr}: {e}; free the port or set cluster.replication_port")
+            })?;
+            l.set_nonblocking(true)
+                .map_err(|e| format!("replication listener {addr}: {e}"))?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| format!("replication listener {addr}: {e}"))?;
+            nc.replication_ports.push(bound.port());
+            *slot = Some(l);
+        }
+        tracing::info!(ports = ?nc.replication_ports, "replication listeners bound, one per shard");
         let user_topics = store
             .metadata()
             .topics
@@ -190,6 +218,9 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
                 ..config.log.clone()
             },
             cluster: cluster.clone(),
+            replication_listener: replication_listeners
+                .get_mut(shard_id)
+                .and_then(Option::take),
             mesh: mesh.clone(),
             space: space.clone(),
             shutdown: shutdown.clone(),

@@ -25,6 +25,8 @@ pub struct ShardSpec {
     pub cache_bytes: usize,
     pub log: LogConfig,
     pub cluster: Arc<Cluster>,
+    /// In a cluster: this shard's listener for followers' replication sessions.
+    pub replication_listener: Option<std::net::TcpListener>,
     /// The shard mesh, shared by every shard.
     pub mesh: Arc<spate_net::shard::ShardMesh>,
     /// The data disk's free space, shared by every shard.
@@ -65,10 +67,15 @@ async fn shard_main(spec: ShardSpec) -> usize {
         )
         .with_disk_space(spec.space.clone()),
     );
-    let assigned = spec
+    let mut assigned = spec
         .cluster
         .metadata()
         .assigned_to(spec.shard_id, &spec.cluster.broker_defaults);
+    if spec.cluster.node_handle().is_some() {
+        // A cluster member opens the partitions it is a replica of once it has the
+        // cluster's metadata (`cluster_sync`); only its own offsets topic now.
+        assigned.retain(|a| a.topic == spate_net::OFFSETS_TOPIC);
+    }
     let reports = match logs.open_assigned(assigned).await {
         Ok(r) => r,
         Err(e) => {
@@ -78,11 +85,23 @@ async fn shard_main(spec: ShardSpec) -> usize {
             return logs.close_all().await;
         }
     };
+    let replicas = spec.cluster.node_handle().map(|node| {
+        spate_replication::pipeline::ShardReplicas::new(
+            spec.cluster.node_id(),
+            spec.shard_id as u32,
+            node.cluster_id(),
+            node,
+            spec.cluster
+                .node_handle()
+                .map_or(30_000, |n| n.replica_lag_time_max_ms()),
+        )
+    });
     let shard = match Shard::start(
         spec.shard_id,
         spec.cluster.clone(),
         &spec.mesh,
         logs.clone(),
+        replicas.clone(),
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -116,6 +135,16 @@ async fn shard_main(spec: ShardSpec) -> usize {
         io_memory_bytes = spec.io_memory_bytes,
         "shard ready"
     );
+    if let (Some(replicas), Some(l)) = (&replicas, spec.replication_listener) {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor is a bound, listening, non-blocking TCP socket handed over
+        // whole.
+        let l = unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) };
+        spate_replication::pipeline::start(replicas, l);
+        if spec.shard_id == 0 {
+            glommio::spawn_local(spate_net::cluster_sync::follow_image(shard.clone())).detach();
+        }
+    }
     let _ = spec.ready.send(Ok(spec.shard_id));
 
     let retention = {
@@ -146,6 +175,9 @@ async fn shard_main(spec: ShardSpec) -> usize {
         }
     };
     futures_lite::future::or(accept, stop).await;
+    if let Some(r) = &replicas {
+        r.stop();
+    }
     drop(retention);
     drop(space_ticker);
     let unclean = logs.close_all().await;

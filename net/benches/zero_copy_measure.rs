@@ -166,7 +166,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     data.clone(),
                     Default::default(),
                 );
-                let shard = Shard::start(0, cluster, &Shard::mesh(1), logs.clone()).unwrap();
+                let shard = Shard::start(0, cluster, &Shard::mesh(1), logs.clone(), None).unwrap();
                 let mut out = Phase::default();
                 if first {
                     // Produce, keeping every request buffer alive and noting where it lives.
@@ -203,9 +203,11 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                     out.tail = after.tail_bytes - before.tail_bytes;
                     let end = logs.get("zc", 0).unwrap().stats().log_end_offset as i64;
                     let (fetched, chunks, batches) = fetch_all(&shard, end).await;
-                    // Each batch's 8 base-offset bytes are written fresh, not copied records.
+                    // Each batch's first 16 bytes are header fields written fresh, not copied
+                    // records: the base offset, the batch length (copied, 4 bytes) and the
+                    // partition leader epoch, both as the log holds them.
                     out.fetched = fetched;
-                    out.copied = fetched - shared_bytes(&chunks, &buffers) - 8 * batches;
+                    out.copied = fetched - shared_bytes(&chunks, &buffers) - 16 * batches;
                     drop(keep);
                 } else {
                     // After a restart every read comes from disk; the engine's `Bytes` are what
@@ -220,7 +222,7 @@ pub fn measure(requests: usize, records: usize, value_len: usize) -> Figures {
                         .map(|c| c.len() as u64)
                         .sum();
                     out.fetched = fetched;
-                    out.copied = fetched.saturating_sub(record_chunks + 8 * batches);
+                    out.copied = fetched.saturating_sub(record_chunks + 16 * batches);
                 }
                 logs.close_all().await;
                 out

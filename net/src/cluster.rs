@@ -95,6 +95,11 @@ impl Cluster {
             .map_or(crate::BROKER_ID, |n| n.view().node_id)
     }
 
+    /// The cluster node, if this broker is one of several.
+    pub fn node_handle(&self) -> Option<NodeHandle> {
+        self.node.get().cloned()
+    }
+
     /// What the cluster node knows, if this broker is one of several.
     pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
         self.node.get().map(|n| n.view())

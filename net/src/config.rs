@@ -15,6 +15,9 @@ pub struct NetConfig {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics without a count.
     pub default_partitions: u32,
+    /// Kafka's `default.replication.factor` (a cluster's auto-created topics, CreateTopics
+    /// with factor -1).
+    pub default_replication_factor: u32,
     /// How long a new consumer group waits for more members before its first assignment.
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
@@ -47,6 +50,7 @@ impl Default for NetConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             group_initial_rebalance_delay_ms: 300,
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 300_000,

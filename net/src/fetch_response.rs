@@ -118,13 +118,18 @@ pub fn encode_with_error(
                 buf.put_i32(size as i32);
             }
             for b in &p.batches {
-                if b.payload.len() < 8 {
+                if b.payload.len() < 16 {
                     buf.put_slice(&b.payload);
                     continue;
                 }
+                // The batch's base offset and partition leader epoch as the log holds them
+                // (the stored bytes keep the producer's values there); neither is under the
+                // batch's CRC, which starts at its attributes.
                 buf.put_i64(b.base_offset as i64);
+                buf.put_slice(&b.payload[8..12]);
+                buf.put_i32(b.leader_epoch);
                 chunks.push(buf.split().freeze());
-                chunks.push(b.payload.slice(8..));
+                chunks.push(b.payload.slice(16..));
             }
             put_no_tags(buf, version); // the partition's
         }
@@ -136,12 +141,13 @@ pub fn encode_with_error(
     crate::codec::finish(chunks)
 }
 
-/// Whether `chunk` is `batch`'s own payload memory (after the base offset), not a copy.
+/// Whether `chunk` is `batch`'s own payload memory (after the base offset, length and leader
+/// epoch), not a copy.
 #[cfg(test)]
 pub fn record_chunk_is_shared(chunk: &bytes::Bytes, batch: &ReadBatch) -> bool {
     let a = chunk.as_ptr() as usize;
     let b = batch.payload.as_ptr() as usize;
-    a == b + 8 && chunk.len() + 8 == batch.payload.len()
+    a == b + 16 && chunk.len() + 16 == batch.payload.len()
 }
 
 #[cfg(test)]
@@ -163,7 +169,7 @@ mod tests {
             record_count: 1,
             first_timestamp_ms: 0,
             max_timestamp_ms: 0,
-            leader_epoch: 0,
+            leader_epoch: 9,
             payload: Bytes::from(p),
         }
     }
@@ -242,7 +248,9 @@ mod tests {
                                 let mut records = BytesMut::new();
                                 for b in &p.batches {
                                     records.put_i64(b.base_offset as i64);
-                                    records.put_slice(&b.payload[8..]);
+                                    records.put_slice(&b.payload[8..12]);
+                                    records.put_i32(b.leader_epoch);
+                                    records.put_slice(&b.payload[16..]);
                                 }
                                 kp::PartitionData::default()
                                     .with_partition_index(p.partition)
@@ -318,7 +326,10 @@ mod tests {
             let records = p.records.clone().unwrap();
             assert_eq!(records.len(), 170);
             assert_eq!(&records[..8], &5i64.to_be_bytes());
-            assert_eq!(&records[8..100], &[0xAB; 92][..]);
+            assert_eq!(&records[8..12], &[0xAB; 4][..]);
+            // The partition leader epoch, from the log, whatever the stored bytes say.
+            assert_eq!(&records[12..16], &9i32.to_be_bytes());
+            assert_eq!(&records[16..100], &[0xAB; 84][..]);
             assert_eq!(&records[100..108], &6i64.to_be_bytes());
             let p = &t.partitions[1];
             assert_eq!((p.partition_index, p.error_code), (1, 1));

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod cluster;
+pub mod cluster_sync;
 pub mod codec;
 mod commit_log;
 mod commit_log_compaction;

@@ -368,6 +368,26 @@ impl MetadataStore {
         Ok(topic)
     }
 
+    /// Records a topic as the cluster's metadata gives it (its id, partitions and shards
+    /// decided by the controller), replacing the one of that name, and persists.
+    pub fn put_topic(&mut self, topic: TopicMeta) -> Result<()> {
+        let old = self.metadata.topics.clone();
+        match self
+            .metadata
+            .topics
+            .iter_mut()
+            .find(|t| t.name == topic.name)
+        {
+            Some(t) => *t = topic,
+            None => self.metadata.topics.push(topic),
+        }
+        if let Err(e) = self.save() {
+            self.metadata.topics = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Grows a topic to `total` partitions (never shrinks) and persists.
     pub fn add_partitions(&mut self, name: &str, total: u32, shards: usize) -> Result<TopicMeta> {
         let topic = self

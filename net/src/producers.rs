@@ -134,7 +134,12 @@ impl ProducerStates {
         let mut offset = start;
         let mut batches = 0u64;
         while offset < end {
-            let read = match log.read(offset, 4 << 20).await {
+            // Up to the log end, not the high watermark: a new leader's high watermark
+            // starts low, and a retried batch below its end is still a duplicate.
+            let read = match log
+                .read_to(offset, 4 << 20, spate_engine::ReadBound::LogEnd)
+                .await
+            {
                 Ok(r) if !r.is_empty() => r,
                 Ok(_) => break,
                 Err(e) => {
@@ -241,6 +246,14 @@ impl ProducerStates {
             .borrow()
             .get(&(topic.to_string(), partition))
             .map_or(0, |p| p.by_id.len())
+    }
+
+    /// Drops a partition's state, rebuilt from its log when next needed: a broker that
+    /// becomes its leader learns what the previous leader stored from the log it copied.
+    pub fn forget_partition(&self, topic: &str, partition: u32) {
+        self.partitions
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition));
     }
 
     pub fn forget_topic(&self, topic: &str) {

@@ -14,6 +14,7 @@ use crate::metadata::MetadataStore;
 use futures_channel::oneshot;
 use spate_engine::registry::ShardLogs;
 use spate_mesh::{Endpoint, HomeSender, JoinError, Mesh, ShardGone};
+use spate_replication::pipeline::ShardReplicas;
 
 use crate::cluster::Cluster;
 use crate::commit_log_compaction::CommitLogWriter;
@@ -41,6 +42,9 @@ pub struct Shard {
     /// Records appended to each partition of a topic with `flush.messages` since the last
     /// append that waited for an fdatasync (`flush_policy_durability`).
     pub(crate) unflushed_records: RefCell<HashMap<(String, u32), i64>>,
+    /// In a cluster: the roles of this shard's partitions (leader, follower) and their
+    /// replication state.
+    pub replicas: Option<Rc<ShardReplicas>>,
 }
 
 impl Shard {
@@ -51,6 +55,7 @@ impl Shard {
         cluster: Arc<Cluster>,
         mesh: &Arc<Mesh<Shard>>,
         logs: Rc<ShardLogs>,
+        replicas: Option<Rc<ShardReplicas>>,
     ) -> Result<Rc<Self>, JoinError> {
         let mesh = mesh.join(id)?;
         let store = if id == 0 {
@@ -74,6 +79,7 @@ impl Shard {
             producers: ProducerStates::default(),
             commit_log: CommitLogWriter::default(),
             unflushed_records: RefCell::new(HashMap::new()),
+            replicas,
         });
         shard.mesh.serve(&shard);
         Ok(shard)

@@ -10,6 +10,7 @@ use spate_engine::EngineError;
 
 use crate::metadata::{MetadataStore, TopicConfigs, TopicMeta};
 use crate::shard::Shard;
+use spate_replication::node::{Reply, Request, RequestError};
 
 impl Shard {
     /// Changes the metadata file (on shard 0, its owner): `change` runs on a scratch copy of
@@ -235,5 +236,102 @@ impl Shard {
         })
         .await
         .map_err(|_| EngineError::Closed)?
+    }
+}
+
+/// A refusal from the cluster's controller: a Kafka error code and what to say.
+pub struct ControllerRefusal {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Shard {
+    /// Creates a topic through the cluster's controller (a broker of a cluster): answered
+    /// once the topic is committed to the metadata log and this broker has applied it and
+    /// recorded it locally (so that its next Produce and Metadata see it).
+    pub async fn create_topic_in_cluster(
+        self: &Rc<Self>,
+        name: String,
+        partitions: i32,
+        replication_factor: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        config: &TopicConfigs,
+    ) -> Result<[u8; 16], ControllerRefusal> {
+        let node = self
+            .cluster
+            .node_handle()
+            .ok_or_else(|| ControllerRefusal {
+                code: -1,
+                message: "this broker is not a cluster member".into(),
+            })?;
+        let reply = node
+            .call(Request::CreateTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                assignment,
+                configs: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await;
+        match reply {
+            Reply::TopicCreated { topic_id } => {
+                self.await_mirrored(&name, Some(topic_id)).await;
+                tracing::info!(topic = %name, partitions, replication_factor, "topic created in the cluster");
+                Ok(topic_id)
+            }
+            Reply::Refused(e) => Err(refusal(e)),
+            other => Err(ControllerRefusal {
+                code: -1,
+                message: format!("unexpected answer from the controller: {other:?}"),
+            }),
+        }
+    }
+
+    /// Deletes a topic through the cluster's controller.
+    pub async fn delete_topic_in_cluster(
+        self: &Rc<Self>,
+        name: String,
+    ) -> Result<(), ControllerRefusal> {
+        let node = self
+            .cluster
+            .node_handle()
+            .ok_or_else(|| ControllerRefusal {
+                code: -1,
+                message: "this broker is not a cluster member".into(),
+            })?;
+        match node.call(Request::DeleteTopic { name: name.clone() }).await {
+            Reply::TopicDeleted { .. } => {
+                self.await_mirrored(&name, None).await;
+                tracing::info!(topic = %name, "topic deleted in the cluster");
+                Ok(())
+            }
+            Reply::Refused(e) => Err(refusal(e)),
+            other => Err(ControllerRefusal {
+                code: -1,
+                message: format!("unexpected answer from the controller: {other:?}"),
+            }),
+        }
+    }
+
+    /// Waits (up to 5 s) until the local metadata has the topic with this id, or (`None`)
+    /// no longer has it.
+    async fn await_mirrored(&self, name: &str, id: Option<[u8; 16]>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.cluster.topic_id_of(name) == id {
+                return;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn refusal(e: RequestError) -> ControllerRefusal {
+    ControllerRefusal {
+        code: e.kafka_code(),
+        message: e.to_string(),
     }
 }

@@ -91,7 +91,7 @@ where
             logs.open_assigned(cluster.metadata().assigned_to(id, &cluster.broker_defaults))
                 .await
                 .unwrap();
-            let shard = Shard::start(id, cluster, &mesh, logs.clone()).unwrap();
+            let shard = Shard::start(id, cluster, &mesh, logs.clone(), None).unwrap();
             body(shard).await;
             logs.close_all().await;
         })

@@ -191,6 +191,18 @@ impl ReplicaSet {
         all
     }
 
+    /// Whether a member of the maximal ISR has made more durable than the leader has: the
+    /// high watermark then waits for the leader's own fdatasync, which it should ask for.
+    pub fn followers_ahead_of_leader(&self) -> bool {
+        self.maximal_isr().iter().any(|r| {
+            *r != self.me
+                && self
+                    .followers
+                    .get(r)
+                    .is_some_and(|f| f.durable > self.leader_durable)
+        }) && self.leader_durable < self.leader_end
+    }
+
     /// Whether an acks=all produce may be appended now.
     pub fn accepts_acks_all(&self) -> bool {
         self.isr.len() >= self.config.min_insync_replicas

@@ -12,7 +12,9 @@
 //! - [`divergence`]: where a returning follower's log parts from its leader's (KIP-101/279);
 //! - [`quorum`]: one node of the metadata quorum, on raft-rs, and its durable store;
 //! - [`voters`]: the voter list as operators write it;
-//! - [`node`]: all of it driven for real: the cluster thread of a broker.
+//! - [`node`]: all of it driven for real: the cluster thread of a broker;
+//! - [`pipeline`]: the data path, per shard: leaders serve follower sessions, followers
+//!   fetch, append and report what they made durable.
 
 pub mod controller;
 pub mod divergence;
@@ -21,5 +23,6 @@ pub mod fuzzing;
 pub mod isr;
 pub mod metadata;
 pub mod node;
+pub mod pipeline;
 pub mod quorum;
 pub mod voters;

@@ -60,6 +60,8 @@ fn topics_go_through_the_controller_and_leadership_leaves_a_stopped_node() {
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092 + i as u16,
             shards: 2,
+            replication_ports: vec![],
+            replica_lag_time_max_ms: 30_000,
             broker_session_timeout_ms: 3_000,
             broker_heartbeat_interval_ms: 500,
             tick_ms: 50,

@@ -97,6 +97,9 @@ pub(super) struct State {
     /// When the armed periodic fdatasync (`flush_interval_ms` after an unsynced write) fires,
     /// if one is armed. A shorter interval set meanwhile arms an earlier one.
     pub(super) sync_timer_due: Option<Instant>,
+    /// An fdatasync was asked for (`request_sync`) while the flush loop ran: it runs once
+    /// the loop ends, rather than at the periodic timer.
+    pub(super) sync_requested: bool,
     pub(super) failed: Option<String>,
     pub(super) closed: bool,
     pub(super) idle_waiters: Vec<oneshot::Sender<()>>,
@@ -258,6 +261,7 @@ impl PartitionLog {
                     flushing: false,
                     flush_wakeup: None,
                     sync_timer_due: None,
+                    sync_requested: false,
                     failed: None,
                     closed: false,
                     idle_waiters: Vec::new(),
@@ -314,6 +318,13 @@ impl PartitionLog {
     /// Where the log starts and ends, and how far it is visible and durable.
     pub fn offsets(&self) -> LogOffsets {
         self.inner.state.borrow().offsets()
+    }
+
+    /// The offset the next append gets: the log end plus what is queued and not yet
+    /// written. A follower fetches from here, so that it never asks again for batches it
+    /// has queued.
+    pub fn next_offset(&self) -> u64 {
+        self.inner.state.borrow().next_offset
     }
 
     /// Hands the high watermark to the log's owner (a replicated partition): from now on it

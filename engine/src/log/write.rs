@@ -194,6 +194,12 @@ impl PartitionLog {
         for w in st.idle_waiters.drain(..) {
             let _ = w.send(());
         }
+        if unsynced && std::mem::take(&mut st.sync_requested) {
+            drop(st);
+            let log = self.clone();
+            glommio::spawn_local(async move { log.sync_now().await }).detach();
+            return;
+        }
         let delay = Duration::from_millis(self.inner.config.borrow().flush_interval_ms);
         let due = Instant::now() + delay;
         // A timer armed under a longer flush interval than the partition's now (flush.ms
@@ -214,6 +220,24 @@ impl PartitionLog {
             })
             .detach();
         }
+    }
+
+    /// Asks for an fdatasync of what is written, soon rather than at the periodic flush: a
+    /// replicated partition's leader does when its followers have made more durable than it
+    /// has (the high watermark waits for the leader's own sync). Does not wait for it.
+    pub fn request_sync(&self) {
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if st.durable_offset >= st.written_offset || st.closed || st.failed.is_some() {
+                return;
+            }
+            if st.flushing || st.truncating {
+                st.sync_requested = true;
+                return;
+            }
+        }
+        let log = self.clone();
+        glommio::spawn_local(async move { log.sync_now().await }).detach();
     }
 
     /// fdatasyncs written data now (the periodic flush of data appended without durability).

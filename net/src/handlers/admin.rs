@@ -119,7 +119,10 @@ pub async fn create_topics(
                 .with_error_code(error)
                 .with_error_message(msg.as_deref().map(sb))
         };
-        let partitions = if t.num_partitions == -1 {
+        let clustered = shard.cluster.node_handle().is_some();
+        let partitions = if t.num_partitions == -1 && clustered && !t.assignments.is_empty() {
+            t.assignments.len() as u32
+        } else if t.num_partitions == -1 {
             shard.cluster.config.default_partitions
         } else if t.num_partitions <= 0 {
             results.push(result(
@@ -133,7 +136,7 @@ pub async fn create_topics(
         } else {
             t.num_partitions as u32
         };
-        if t.replication_factor > 1 {
+        if t.replication_factor > 1 && !clustered {
             results.push(result(
                 code::INVALID_REPLICATION_FACTOR,
                 Some(format!(
@@ -143,7 +146,7 @@ pub async fn create_topics(
             ));
             continue;
         }
-        if !t.assignments.is_empty() {
+        if !t.assignments.is_empty() && !clustered {
             results.push(result(
                 code::INVALID_REQUEST,
                 Some("manual replica assignments are not supported".into()),
@@ -185,6 +188,74 @@ pub async fn create_topics(
                 })
                 .collect()
         };
+        if clustered {
+            let rf = if t.replication_factor == -1 {
+                shard.cluster.config.default_replication_factor as i32
+            } else {
+                i32::from(t.replication_factor)
+            };
+            let assignment = (!t.assignments.is_empty()).then(|| {
+                let mut lists: Vec<_> = t
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect();
+                lists.sort_by_key(|(p, _)| *p);
+                lists.into_iter().map(|(_, l)| l).collect::<Vec<Vec<i32>>>()
+            });
+            if req.validate_only {
+                let exists = shard.cluster.topic(&name).is_some();
+                results.push(if exists {
+                    result(
+                        code::TOPIC_ALREADY_EXISTS,
+                        Some(format!("topic {name} already exists")),
+                    )
+                } else {
+                    result(code::NONE, None)
+                        .with_num_partitions(partitions as i32)
+                        .with_replication_factor(rf as i16)
+                        .with_configs(Some(described(&config)))
+                });
+                continue;
+            }
+            let configs = described(&config);
+            let created = shard
+                .create_topic_in_cluster(name.clone(), partitions as i32, rf, assignment, &config)
+                .await;
+            results.push(match created {
+                Ok(topic_id) => {
+                    let (count, factor) = shard
+                        .cluster
+                        .cluster_view()
+                        .and_then(|v| {
+                            v.image.topics.get(&topic_id).map(|t| {
+                                (
+                                    t.partitions.len() as i32,
+                                    t.partitions
+                                        .first()
+                                        .map_or(rf, |p| p.assignment.replicas.len() as i32),
+                                )
+                            })
+                        })
+                        .unwrap_or((partitions as i32, rf));
+                    result(code::NONE, None)
+                        .with_topic_id(uuid::Uuid::from_bytes(topic_id))
+                        .with_num_partitions(count)
+                        .with_replication_factor(factor as i16)
+                        .with_configs(Some(configs))
+                }
+                Err(e) => {
+                    spate_engine::warn_limited!("admin refused", topic = %name, "CreateTopics refused: {}", e.message);
+                    result(e.code, Some(e.message))
+                }
+            });
+            continue;
+        }
         if req.validate_only {
             let exists = shard.cluster.topic(&name).is_some();
             results.push(if exists {
@@ -359,6 +430,14 @@ pub async fn delete_topics(
                 code::POLICY_VIOLATION,
                 Some("the internal offsets topic cannot be deleted".to_string()),
             )
+        } else if shard.cluster.node_handle().is_some() {
+            match shard.delete_topic_in_cluster(name.clone()).await {
+                Ok(()) => (code::NONE, None),
+                Err(e) => {
+                    spate_engine::warn_limited!("admin refused", topic = %name, "DeleteTopics refused: {}", e.message);
+                    (e.code, Some(e.message))
+                }
+            }
         } else {
             match shard.delete_topic(name.clone()).await {
                 Ok(()) => (code::NONE, None),
@@ -398,6 +477,11 @@ pub async fn create_partitions(
                 ),
                 Some(_) => (code::NONE, None),
             }
+        } else if shard.cluster.node_handle().is_some() {
+            (
+                code::INVALID_REQUEST,
+                Some("adding partitions in a cluster is not supported yet".to_string()),
+            )
         } else {
             match shard.add_partitions(name.clone(), t.count as u32).await {
                 Ok(_) => (code::NONE, None),
@@ -591,6 +675,14 @@ async fn alter_topic(
             spate_engine::warn_limited!("admin refused: config", topic = %name, "AlterConfigs refused: {msg}");
             return (code::INVALID_CONFIG, Some(msg));
         }
+    }
+    if shard.cluster.node_handle().is_some() {
+        // The cluster's metadata log holds topic configs; changing them goes through the
+        // controller, which does not take this request yet.
+        return (
+            code::INVALID_REQUEST,
+            Some("changing a topic's configs in a cluster is not supported yet: set them at CreateTopics".into()),
+        );
     }
     if validate_only {
         return (code::NONE, None);

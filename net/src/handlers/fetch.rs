@@ -13,6 +13,7 @@ use super::{code, engine_code, Ctx};
 use crate::codec::{response_head, ResponseChunks};
 use crate::fetch_response::{self, PartitionData, TopicData};
 use crate::Shard;
+use spate_replication::pipeline::Leading;
 
 /// Longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -48,6 +49,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The client's `current_leader_epoch` (v9+; -1: not checked).
+    current_leader_epoch: i32,
     /// The partition's owner shard, or the error it is answered with unread.
     owner: Result<usize, i16>,
 }
@@ -90,7 +93,19 @@ async fn read_here(
     partition: u32,
     offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
 ) -> Read {
+    // In a cluster consumers read from the leader only, in the epoch they know.
+    let epoch = match s.replicas.as_ref().map(|r| r.leading(&topic, partition)) {
+        None => crate::LEADER_EPOCH,
+        Some(Leading::Yes { leader_epoch, .. }) => leader_epoch,
+        Some(Leading::No { .. } | Leading::Unknown) => {
+            return Read::error(code::NOT_LEADER_OR_FOLLOWER)
+        }
+    };
+    if let Some(error) = leader_epoch_error(current_leader_epoch, epoch) {
+        return Read::error(error);
+    }
     let Some(log) = s.logs.get(&topic, partition) else {
         return Read::error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
@@ -134,7 +149,13 @@ async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
             Ok(owner) => {
                 reads.push(None);
                 slots.push(slot);
-                let ask = (w.topic.clone(), w.partition as u32, w.offset, w.max_bytes);
+                let ask = (
+                    w.topic.clone(),
+                    w.partition as u32,
+                    w.offset,
+                    w.max_bytes,
+                    w.current_leader_epoch,
+                );
                 asks.push((owner, ask));
             }
             Err(error) => reads.push(Some(Read::error(error))),
@@ -142,8 +163,8 @@ async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
     }
     let answers = shard
         .mesh
-        .call_each(asks, |s, (topic, partition, offset, max_bytes)| {
-            read_here(s, topic, partition, offset, max_bytes)
+        .call_each(asks, |s, (topic, partition, offset, max_bytes, epoch)| {
+            read_here(s, topic, partition, offset, max_bytes, epoch)
         })
         .await;
     for (slot, answer) in slots.into_iter().zip(answers) {
@@ -196,11 +217,11 @@ fn session_error(version: i16, session_id: i32, session_epoch: i32) -> Option<i1
 /// its leader epoch, as Kafka checks it: an older epoch is FENCED_LEADER_EPOCH (the client's
 /// metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this broker's is, as the client sees
 /// it).
-fn leader_epoch_error(current_leader_epoch: i32) -> Option<i16> {
+fn leader_epoch_error(current_leader_epoch: i32, leader_epoch: i32) -> Option<i16> {
     match current_leader_epoch {
         e if e < 0 => None,
-        e if e < crate::LEADER_EPOCH => Some(code::FENCED_LEADER_EPOCH),
-        e if e > crate::LEADER_EPOCH => Some(code::UNKNOWN_LEADER_EPOCH),
+        e if e < leader_epoch => Some(code::FENCED_LEADER_EPOCH),
+        e if e > leader_epoch => Some(code::UNKNOWN_LEADER_EPOCH),
         _ => None,
     }
 }
@@ -247,10 +268,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
                 Some(name) => shard
                     .cluster
                     .owner(name, p.partition)
-                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
-                    .and_then(|owner| {
-                        leader_epoch_error(p.current_leader_epoch).map_or(Ok(owner), Err)
-                    }),
+                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
             };
             wanted.push(Wanted {
                 owner,
@@ -258,6 +276,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: budget.take(p.partition_max_bytes.max(0) as usize),
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
     }
@@ -353,14 +372,13 @@ mod tests {
 
     #[test]
     fn the_current_leader_epoch_is_checked_against_the_partitions() {
-        assert_eq!(leader_epoch_error(-1), None);
-        assert_eq!(leader_epoch_error(-7), None);
-        assert_eq!(leader_epoch_error(crate::LEADER_EPOCH), None);
-        assert_eq!(
-            leader_epoch_error(crate::LEADER_EPOCH + 1),
-            Some(code::UNKNOWN_LEADER_EPOCH)
-        );
-        // LEADER_EPOCH is 0: no non-negative epoch is older.
+        assert_eq!(leader_epoch_error(-1, 3), None);
+        assert_eq!(leader_epoch_error(-7, 3), None);
+        assert_eq!(leader_epoch_error(3, 3), None);
+        assert_eq!(leader_epoch_error(4, 3), Some(code::UNKNOWN_LEADER_EPOCH));
+        assert_eq!(leader_epoch_error(2, 3), Some(code::FENCED_LEADER_EPOCH));
+        // A single broker's epoch is 0: no non-negative epoch is older.
+        assert_eq!(leader_epoch_error(0, crate::LEADER_EPOCH), None);
         assert_eq!(crate::LEADER_EPOCH, 0);
     }
 

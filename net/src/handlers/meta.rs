@@ -16,6 +16,8 @@ use spate_engine::EngineError;
 use super::{code, engine_code, sb, topic_name, Ctx};
 use crate::codec::{self, CodecError, RequestContext, RequestPrefix, ResponseChunks};
 use crate::{versions, LEADER_EPOCH, OFFSETS_TOPIC};
+use spate_replication::metadata::{TopicImage, NO_LEADER};
+use spate_replication::node::ClusterView;
 
 /// ApiVersions at the version the client asked for; above v4, UNSUPPORTED_VERSION at v0
 /// (which still lists the ranges, so the client retries lower).
@@ -105,6 +107,120 @@ fn topic_entry(t: &crate::metadata::TopicMeta, node_id: i32) -> MetadataResponse
         .with_partitions(partitions)
 }
 
+/// A topic of the cluster's image as Metadata answers it: per partition its leader (none:
+/// LEADER_NOT_AVAILABLE), leader epoch, replicas, ISR and the replicas on fenced brokers.
+fn image_topic_entry(view: &ClusterView, t: &TopicImage) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let offline: Vec<i32> = p
+                .assignment
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !view.image.is_live(*r))
+                .collect();
+            MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_error_code(if p.state.leader == NO_LEADER {
+                    code::LEADER_NOT_AVAILABLE
+                } else {
+                    code::NONE
+                })
+                .with_leader_id(BrokerId(p.state.leader))
+                .with_leader_epoch(p.state.leader_epoch)
+                .with_replica_nodes(ids(&p.assignment.replicas))
+                .with_isr_nodes(ids(&p.state.isr))
+                .with_offline_replicas(ids(&offline))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(uuid::Uuid::from_bytes(t.id))
+        .with_is_internal(false)
+        .with_partitions(partitions)
+}
+
+/// Metadata of a cluster member: topics from the cluster's image; a missing one is created
+/// through the controller when auto-creation allows.
+async fn cluster_topics(
+    shard: &Rc<crate::Shard>,
+    ctx: &Ctx,
+    wanted: Option<Vec<kafka_protocol::messages::metadata_request::MetadataRequestTopic>>,
+    allow_auto_topic_creation: bool,
+) -> Vec<MetadataResponseTopic> {
+    let cluster = &shard.cluster;
+    let Some(view) = cluster.cluster_view() else {
+        return Vec::new();
+    };
+    let Some(wanted) = wanted else {
+        return view
+            .image
+            .topics
+            .values()
+            .map(|t| image_topic_entry(&view, t))
+            .collect();
+    };
+    let allow = cluster.config.auto_create_topics && (ctx.version < 4 || allow_auto_topic_creation);
+    let mut out = Vec::new();
+    for w in wanted {
+        let Some(name) = w.name.map(|n| n.0.as_str().to_string()) else {
+            let view = cluster.cluster_view().unwrap_or(view.clone());
+            out.push(match view.image.topics.get(w.topic_id.as_bytes()) {
+                Some(t) => image_topic_entry(&view, t),
+                None => MetadataResponseTopic::default()
+                    .with_topic_id(w.topic_id)
+                    .with_error_code(if w.topic_id.is_nil() {
+                        code::UNKNOWN_TOPIC_OR_PARTITION
+                    } else {
+                        code::UNKNOWN_TOPIC_ID
+                    }),
+            });
+            continue;
+        };
+        let mut view = cluster.cluster_view().unwrap_or(view.clone());
+        if view.image.topic_by_name(&name).is_none() && allow && name != OFFSETS_TOPIC {
+            let created = shard
+                .create_topic_in_cluster(
+                    name.clone(),
+                    cluster.config.default_partitions as i32,
+                    cluster.config.default_replication_factor as i32,
+                    None,
+                    &TopicConfigs::default(),
+                )
+                .await;
+            if let Err(e) = created {
+                if e.code != code::TOPIC_ALREADY_EXISTS {
+                    spate_engine::warn_limited!("auto-create failed", topic = %name, "auto-creation failed: {}", e.message);
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(topic_name(&name)))
+                            .with_error_code(if e.code == code::NOT_CONTROLLER {
+                                code::LEADER_NOT_AVAILABLE
+                            } else {
+                                e.code
+                            }),
+                    );
+                    continue;
+                }
+            }
+            if let Some(v) = cluster.cluster_view() {
+                view = v;
+            }
+        }
+        out.push(match view.image.topic_by_name(&name) {
+            Some(t) => image_topic_entry(&view, t),
+            None => MetadataResponseTopic::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+        });
+    }
+    out
+}
+
 pub async fn metadata(
     shard: &Rc<crate::Shard>,
     ctx: &Ctx,
@@ -118,6 +234,12 @@ pub async fn metadata(
         Some(t) => Some(t),
     };
     let mut out = Vec::new();
+    let topics = if cluster.node_handle().is_some() {
+        out = cluster_topics(shard, ctx, topics, req.allow_auto_topic_creation).await;
+        Some(Vec::new())
+    } else {
+        topics
+    };
     match topics {
         None => {
             for t in &cluster.metadata().topics {
@@ -241,10 +363,24 @@ pub async fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker_host(shard);
+    let (mut host, mut port) = broker_host(shard);
     // key_type 0 is a group; 1 (transactions) is not served.
     let supported = req.key_type == 0;
-    let node_id = shard.cluster.node_id();
+    let mut node_id = shard.cluster.node_id();
+    // In a cluster every group is coordinated by the live broker of the lowest id, with
+    // its own `__consumer_offsets` (not replicated yet): one coordinator for every member,
+    // whichever broker they ask.
+    if let Some(view) = shard.cluster.cluster_view() {
+        if let Some(b) = view
+            .image
+            .live_brokers()
+            .min_by_key(|b| b.registration.broker_id)
+        {
+            node_id = b.registration.broker_id;
+            host = b.registration.listener.host.clone();
+            port = i32::from(b.registration.listener.port);
+        }
+    }
     let err = if supported {
         code::NONE
     } else {

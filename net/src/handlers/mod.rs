@@ -182,6 +182,11 @@ pub async fn dispatch_ordered(
 pub mod code {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const REPLICA_NOT_AVAILABLE: i16 = 9;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;

@@ -19,6 +19,7 @@ use crate::produce_policy;
 use crate::producers::Verdict;
 use crate::Shard;
 use spate_mesh::HomeSender;
+use spate_replication::pipeline::Leading;
 
 /// Kafka's error 6 (NOT_LEADER_OR_FOLLOWER, formerly NOT_LEADER_FOR_PARTITION).
 const NOT_LEADER_FOR_PARTITION: i16 = 6;
@@ -53,6 +54,8 @@ struct PartitionAppend {
     partition: u32,
     batches: Vec<Batch>,
     log_append_time_ms: i64,
+    /// How long acks=all may wait for the replicas (the request's `timeout_ms`).
+    timeout_ms: u64,
 }
 
 /// Produce. `queued` fires once every partition's batches are queued in its log (or refused):
@@ -93,7 +96,8 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                     .unwrap_or_else(|| PartitionResult::error(code::UNKNOWN_TOPIC_ID, None))),
             };
             match checked {
-                Ok((owner, append)) => {
+                Ok((owner, mut append)) => {
+                    append.timeout_ms = req.timeout_ms.max(0) as u64;
                     results.push(None);
                     by_owner.entry(owner).or_default().push((slot, append));
                 }
@@ -255,6 +259,7 @@ fn check_partition(
             partition: pd.index as u32,
             batches: applied.batches,
             log_append_time_ms: applied.log_append_time_ms,
+            timeout_ms: 30_000,
         },
     ))
 }
@@ -276,8 +281,16 @@ async fn append_on_owner(
             let log_append_time_ms = p.log_append_time_ms;
             let s = s.clone();
             async move {
-                let mut r =
-                    append_here(s, p.topic, p.partition, p.batches, durability, part_queued).await;
+                let mut r = append_here(
+                    s,
+                    p.topic,
+                    p.partition,
+                    p.batches,
+                    durability,
+                    p.timeout_ms,
+                    part_queued,
+                )
+                .await;
                 if r.error == code::NONE {
                     r.log_append_time_ms = log_append_time_ms;
                 }
@@ -303,17 +316,113 @@ async fn append_here(
     partition: u32,
     batches: Vec<Batch>,
     durability: Durability,
+    timeout_ms: u64,
     queued: oneshot::Sender<()>,
 ) -> PartitionResult {
-    let Some(log) = s.logs.get(&topic, partition) else {
-        return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None);
+    // In a cluster: only the leader appends, in its leader epoch; acks=all on a replicated
+    // partition needs min.insync.replicas in the ISR first, and the high watermark after.
+    let (leader_epoch, replicated) = match s.replicas.as_ref().map(|r| r.leading(&topic, partition))
+    {
+        None => (crate::LEADER_EPOCH, false),
+        Some(Leading::Yes {
+            leader_epoch,
+            replicated,
+        }) => (leader_epoch, replicated),
+        Some(Leading::No { leader, .. }) => {
+            return PartitionResult::error(
+                code::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                "this broker does not lead the partition (its leader is {}); refresh the metadata",
+                leader.map_or("not known".to_string(), |l| format!("broker {l}"))
+            ),
+            )
+        }
+        Some(Leading::Unknown) => {
+            return PartitionResult::error(
+                code::NOT_LEADER_OR_FOLLOWER,
+                "this broker holds no replica of the partition; refresh the metadata".to_string(),
+            )
+        }
+    };
+    let acks_all = replicated && durability == Durability::Durable;
+    if acks_all {
+        if let Some(Err(e)) = s
+            .replicas
+            .as_ref()
+            .map(|r| r.check_acks_all(&topic, partition))
+        {
+            spate_engine::warn_limited!("produce refused: not enough replicas", topic = %topic, partition, "acks=all refused: {}", e.message);
+            return PartitionResult::error(e.code, e.message);
+        }
+    }
+    let r = append_local(
+        &s,
+        &topic,
+        partition,
+        batches,
+        durability,
+        leader_epoch,
+        queued,
+    )
+    .await;
+    if !acks_all || r.error != code::NONE {
+        return r.result;
+    }
+    let (Some(replicas), Some(end)) = (s.replicas.as_ref(), r.ack_end) else {
+        return r.result;
+    };
+    replicas.on_leader_progress(&topic, partition);
+    let wait = replicas.wait_acks_all(&topic, partition, leader_epoch, end);
+    let timer = glommio::timer::sleep(std::time::Duration::from_millis(timeout_ms));
+    match futures_util::future::select(Box::pin(wait), Box::pin(timer)).await {
+        futures_util::future::Either::Left((Ok(()), _)) => r.result,
+        futures_util::future::Either::Left((Err(e), _)) => {
+            spate_engine::warn_limited!("produce: replicas failed", topic = %topic, partition, "acks=all not acknowledged: {}", e.message);
+            PartitionResult::error(e.code, e.message)
+        }
+        futures_util::future::Either::Right(_) => PartitionResult::error(
+            code::REQUEST_TIMED_OUT,
+            format!("the in-sync replicas did not confirm the write within the request's timeout of {timeout_ms} ms"),
+        ),
+    }
+}
+
+/// A local append's answer, and the offset acks=all waits to see below the high watermark.
+struct Appended {
+    result: PartitionResult,
+    ack_end: Option<u64>,
+    error: i16,
+}
+
+impl From<PartitionResult> for Appended {
+    fn from(result: PartitionResult) -> Self {
+        Appended {
+            error: result.error,
+            result,
+            ack_end: None,
+        }
+    }
+}
+
+/// Appends to this shard's log of the partition (deduplicating idempotent retries).
+async fn append_local(
+    s: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    batches: Vec<Batch>,
+    durability: Durability,
+    leader_epoch: i32,
+    queued: oneshot::Sender<()>,
+) -> Appended {
+    let Some(log) = s.logs.get(topic, partition) else {
+        return PartitionResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, None).into();
     };
     let idempotent = batches.iter().any(|b| b.header.is_idempotent());
     if idempotent {
-        s.producers.ensure_loaded(&topic, partition, &log).await;
+        s.producers.ensure_loaded(topic, partition, &log).await;
         let verdicts: Vec<Verdict> = batches
             .iter()
-            .map(|b| s.producers.check(&topic, partition, &b.header))
+            .map(|b| s.producers.check(topic, partition, &b.header))
             .collect();
         if let Some(Verdict::Duplicate { base_offset }) = verdicts.first() {
             if verdicts
@@ -321,12 +430,22 @@ async fn append_here(
                 .all(|v| matches!(v, Verdict::Duplicate { .. }))
             {
                 tracing::debug!(topic = %topic, partition, base_offset, "duplicate batch from an idempotent producer: not stored again");
-                return PartitionResult {
+                // A retried acks=all batch is acknowledged once its first copy is below the
+                // high watermark, as the first would have been.
+                let count: u64 = batches
+                    .iter()
+                    .map(|b| u64::from(b.header.offset_count()))
+                    .sum();
+                return Appended {
                     error: code::NONE,
-                    base_offset: *base_offset,
-                    log_start_offset: log.offsets().log_start as i64,
-                    log_append_time_ms: -1,
-                    message: None,
+                    ack_end: Some(*base_offset as u64 + count),
+                    result: PartitionResult {
+                        error: code::NONE,
+                        base_offset: *base_offset,
+                        log_start_offset: log.offsets().log_start as i64,
+                        log_append_time_ms: -1,
+                        message: None,
+                    },
                 };
             }
         }
@@ -338,25 +457,28 @@ async fn append_here(
                         code::INVALID_PRODUCER_EPOCH,
                         "producer epoch is older than one already seen".to_string(),
                     )
+                    .into()
                 }
                 Verdict::OutOfOrder { expected } => {
                     return PartitionResult::error(
                         code::OUT_OF_ORDER_SEQUENCE_NUMBER,
                         format!("expected sequence {expected}"),
                     )
+                    .into()
                 }
                 Verdict::Duplicate { .. } => {
                     return PartitionResult::error(
                         code::OUT_OF_ORDER_SEQUENCE_NUMBER,
                         "a request mixes retried and new batches".to_string(),
                     )
+                    .into()
                 }
             }
         }
     }
     let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
     let records: i64 = headers.iter().map(|h| i64::from(h.offset_count())).sum();
-    let durability = s.flush_policy_durability(&topic, partition, records, durability);
+    let durability = s.flush_policy_durability(topic, partition, records, durability);
     let appends = batches
         .into_iter()
         .map(|b| AppendBatch {
@@ -368,7 +490,7 @@ async fn append_here(
                 b.header.first_timestamp
             },
             max_timestamp_ms: b.header.max_timestamp,
-            leader_epoch: 0,
+            leader_epoch,
             base_offset_field: Some(0),
             payload: b.bytes,
         })
@@ -388,17 +510,21 @@ async fn append_here(
                 let mut base = r.base_offset as i64;
                 for h in &headers {
                     if h.is_idempotent() {
-                        s.producers.stored(&topic, partition, h, base);
+                        s.producers.stored(topic, partition, h, base);
                     }
                     base += i64::from(h.offset_count());
                 }
             }
-            PartitionResult {
+            Appended {
                 error: code::NONE,
-                base_offset: r.base_offset as i64,
-                log_start_offset: log.offsets().log_start as i64,
-                log_append_time_ms: -1,
-                message: None,
+                ack_end: Some(r.last_offset + 1),
+                result: PartitionResult {
+                    error: code::NONE,
+                    base_offset: r.base_offset as i64,
+                    log_start_offset: log.offsets().log_start as i64,
+                    log_append_time_ms: -1,
+                    message: None,
+                },
             }
         }
         Err(e) => {
@@ -411,7 +537,7 @@ async fn append_here(
                 "produce refused: append failed"
             };
             spate_engine::warn_limited!(cause, topic = %topic, partition, "append refused: {e}");
-            PartitionResult::error(engine_code(&e), e.to_string())
+            PartitionResult::error(engine_code(&e), e.to_string()).into()
         }
     }
 }

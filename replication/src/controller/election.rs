@@ -92,6 +92,7 @@ mod tests {
                         },
                         cluster_addr: String::new(),
                         shards: 1,
+                        replication_ports: vec![],
                         rack: None,
                     },
                     epoch: 1,

@@ -85,6 +85,7 @@ fn reg(id: BrokerId, incarnation: [u8; 16]) -> BrokerRegistration {
         },
         cluster_addr: format!("127.0.0.1:{}", 19092 + id),
         shards: 2,
+        replication_ports: vec![],
         rack: None,
     }
 }

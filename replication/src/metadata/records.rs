@@ -36,6 +36,8 @@ pub struct BrokerRegistration {
     /// Its shard count: replicas of a partition sit on the same shard index when counts
     /// match.
     pub shards: u32,
+    /// The port of each shard's replication listener (at the host of `cluster_addr`).
+    pub replication_ports: Vec<u16>,
     pub rack: Option<String>,
 }
 

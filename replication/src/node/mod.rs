@@ -38,6 +38,10 @@ pub struct NodeConfig {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub shards: u32,
+    /// The port of each shard's replication listener, registered for followers to reach.
+    pub replication_ports: Vec<u16>,
+    /// `replica.lag.time.max.ms`: how long an in-sync follower may go without catching up.
+    pub replica_lag_time_max_ms: u64,
     /// `broker.session.timeout.ms`.
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
@@ -86,6 +90,9 @@ pub struct ClusterView {
     pub node_id: BrokerId,
     /// The quorum's leader (the controller), if known.
     pub controller: Option<BrokerId>,
+    /// The image holds this process's own registration: it has caught up with the
+    /// metadata log at least that far (what it mirrors from the image is current).
+    pub registered: bool,
     pub image: ClusterImage,
 }
 
@@ -95,9 +102,21 @@ pub struct NodeHandle {
     view: Arc<RwLock<Arc<ClusterView>>>,
     stop: Arc<AtomicBool>,
     requests: futures_channel::mpsc::Sender<LocalRequest>,
+    cluster_id: [u8; 16],
+    replica_lag_time_max_ms: u64,
 }
 
 impl NodeHandle {
+    /// The cluster's id, which every broker-to-broker session names.
+    pub fn cluster_id(&self) -> [u8; 16] {
+        self.cluster_id
+    }
+
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag_time_max_ms(&self) -> u64 {
+        self.replica_lag_time_max_ms
+    }
+
     pub fn view(&self) -> Arc<ClusterView> {
         match self.view.read() {
             Ok(v) => v.clone(),
@@ -139,6 +158,8 @@ pub fn start(
         view: view.clone(),
         stop: stop.clone(),
         requests,
+        cluster_id: config.cluster_id(),
+        replica_lag_time_max_ms: config.replica_lag_time_max_ms,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let join = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)

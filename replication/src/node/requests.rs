@@ -20,12 +20,32 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// A partition leader's ISR change. The node that sends it fills in its own broker id
+    /// and epoch.
+    AlterPartition {
+        broker_id: BrokerId,
+        broker_epoch: u64,
+        topic_id: TopicId,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<BrokerId>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    TopicCreated { topic_id: TopicId },
-    TopicDeleted { topic_id: TopicId },
+    TopicCreated {
+        topic_id: TopicId,
+    },
+    TopicDeleted {
+        topic_id: TopicId,
+    },
+    /// The partition's state moved past the epoch the change applied to (to this change's
+    /// outcome, or another's): the leader reads which from the image.
+    PartitionChanged {
+        partition_epoch: i32,
+    },
     Refused(RequestError),
 }
 

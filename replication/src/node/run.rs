@@ -52,11 +52,18 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+type Forwarded = (
+    futures_channel::oneshot::Sender<Reply>,
+    Instant,
+    String,
+    Option<super::requests::Request>,
+);
+
 struct Node {
     config: NodeConfig,
-    /// Requests forwarded to the controller: id -> (answer, deadline, topic name).
-    forwarded:
-        std::collections::BTreeMap<u64, (futures_channel::oneshot::Sender<Reply>, Instant, String)>,
+    /// Requests forwarded to the controller: id -> (answer, deadline, topic name, the
+    /// request if it is an AlterPartition).
+    forwarded: std::collections::BTreeMap<u64, Forwarded>,
     next_request_id: u64,
     serving: Vec<Serving>,
     cluster_id: [u8; 16],
@@ -439,6 +446,7 @@ impl Node {
                 },
                 cluster_addr: self.config.cluster_listen.to_string(),
                 shards: self.config.shards,
+                replication_ports: self.config.replication_ports.clone(),
                 rack: None,
             }),
             Some(epoch) => Body::Heartbeat {
@@ -584,6 +592,11 @@ impl Node {
         let v = Arc::new(ClusterView {
             node_id: self.config.node_id,
             controller: self.published_leader,
+            registered: self
+                .image
+                .brokers
+                .get(&self.config.node_id)
+                .is_some_and(|b| b.registration.incarnation == self.incarnation),
             image: self.image.clone(),
         });
         match self.view.write() {

@@ -16,6 +16,7 @@ pub fn registration(id: u64, incarnation: [u8; 16], shards: u32) -> BrokerRegist
         },
         cluster_addr: format!("127.0.0.1:{}", 19090 + id),
         shards,
+        replication_ports: vec![],
         rack: None,
     }
 }

@@ -17,8 +17,19 @@ pub(super) enum ReplyTo {
 
 /// What an accepted request waits to see applied.
 pub(super) enum Awaiting {
-    Created { name: String, topic_id: TopicId },
-    Deleted { topic_id: TopicId },
+    Created {
+        name: String,
+        topic_id: TopicId,
+    },
+    Deleted {
+        topic_id: TopicId,
+    },
+    /// The partition's epoch to move past.
+    PartitionChanged {
+        topic_id: TopicId,
+        partition: u32,
+        from_epoch: i32,
+    },
 }
 
 /// A request this node, as controller, proposed records for.
@@ -38,6 +49,21 @@ impl Node {
     /// A request another node forwarded to this one as the controller.
     pub(super) fn on_remote_request(&mut self, from: BrokerId, id: u64, request: Request) {
         let reply_to = ReplyTo::Remote { node: from, id };
+        if let Request::AlterPartition { broker_id, .. } = &request {
+            if *broker_id != from {
+                tracing::warn!(
+                    from,
+                    broker_id,
+                    "refused an ISR change sent by one broker in the name of another"
+                );
+                return self.answer(
+                    reply_to,
+                    Reply::Refused(RequestError::Other(format!(
+                        "broker {from} cannot change the ISR in the name of broker {broker_id}"
+                    ))),
+                );
+            }
+        }
         if self.controller.is_some() {
             self.serve_request(request, reply_to);
         } else {
@@ -48,12 +74,28 @@ impl Node {
     /// The controller's answer to a request this node forwarded: passed on once this node
     /// has applied the change too, so that its own Metadata shows what its client was told.
     pub(super) fn on_reply(&mut self, id: u64, reply: Reply) {
-        let Some((tx, deadline, name)) = self.forwarded.remove(&id) else {
+        let Some((tx, deadline, name, forwarded)) = self.forwarded.remove(&id) else {
             return;
         };
         let awaiting = match reply {
             Reply::TopicCreated { topic_id } => Awaiting::Created { name, topic_id },
             Reply::TopicDeleted { topic_id } => Awaiting::Deleted { topic_id },
+            Reply::PartitionChanged { .. } => match forwarded {
+                Some(Request::AlterPartition {
+                    topic_id,
+                    partition,
+                    partition_epoch,
+                    ..
+                }) => Awaiting::PartitionChanged {
+                    topic_id,
+                    partition,
+                    from_epoch: partition_epoch,
+                },
+                _ => {
+                    let _ = tx.send(reply);
+                    return;
+                }
+            },
             refused => {
                 let _ = tx.send(refused);
                 return;
@@ -71,9 +113,22 @@ impl Node {
     /// A request from this broker's Kafka side.
     pub(super) fn on_local(
         &mut self,
-        request: Request,
+        mut request: Request,
         reply: futures_channel::oneshot::Sender<Reply>,
     ) {
+        if let Request::AlterPartition {
+            broker_id,
+            broker_epoch,
+            ..
+        } = &mut request
+        {
+            *broker_id = self.config.node_id;
+            *broker_epoch = self
+                .image
+                .brokers
+                .get(&self.config.node_id)
+                .map_or(0, |b| b.epoch);
+        }
         if self.controller.is_some() {
             return self.serve_request(request, ReplyTo::Local(reply));
         }
@@ -88,9 +143,11 @@ impl Node {
         self.next_request_id += 1;
         let name = match &request {
             Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
+            Request::AlterPartition { .. } => String::new(),
         };
+        let alter = matches!(request, Request::AlterPartition { .. }).then(|| request.clone());
         self.forwarded
-            .insert(id, (reply, Instant::now() + REQUEST_TIMEOUT, name));
+            .insert(id, (reply, Instant::now() + REQUEST_TIMEOUT, name, alter));
         self.transport.send(leader, Body::Request { id, request });
     }
 
@@ -155,6 +212,38 @@ impl Node {
                 .delete_topic(&self.image, &name)
                 .map(|(topic_id, r)| (r, Awaiting::Deleted { topic_id }))
                 .map_err(|_| RequestError::UnknownTopic(name)),
+            Request::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => c
+                .alter_partition(
+                    &self.image,
+                    &crate::controller::AlterPartition {
+                        broker_id,
+                        broker_epoch,
+                        topic_id,
+                        partition,
+                        leader_epoch,
+                        partition_epoch,
+                        new_isr,
+                    },
+                )
+                .map(|r| {
+                    (
+                        r,
+                        Awaiting::PartitionChanged {
+                            topic_id,
+                            partition,
+                            from_epoch: partition_epoch,
+                        },
+                    )
+                })
+                .map_err(|e| RequestError::Other(e.to_string())),
         };
         match decided {
             Ok((records, awaiting)) => {
@@ -189,6 +278,19 @@ impl Node {
                     .then_some(Reply::TopicDeleted {
                         topic_id: *topic_id,
                     }),
+                Awaiting::PartitionChanged {
+                    topic_id,
+                    partition,
+                    from_epoch,
+                } => match self.image.partition(topic_id, *partition) {
+                    Some(p) if p.state.partition_epoch > *from_epoch => {
+                        Some(Reply::PartitionChanged {
+                            partition_epoch: p.state.partition_epoch,
+                        })
+                    }
+                    Some(_) => None,
+                    None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
+                },
             };
             match reply {
                 Some(r) => done.push((s.reply_to, r)),
@@ -210,11 +312,11 @@ impl Node {
         let expired: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, (_, deadline, _))| now >= *deadline)
+            .filter(|(_, (_, deadline, _, _))| now >= *deadline)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((tx, _, _)) = self.forwarded.remove(&id) {
+            if let Some((tx, _, _, _)) = self.forwarded.remove(&id) {
                 let _ = tx.send(Reply::Refused(RequestError::Timeout(
                     REQUEST_TIMEOUT.as_millis() as u64,
                 )));

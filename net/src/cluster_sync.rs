@@ -1,0 +1,162 @@
+//! A cluster member's topics follow the cluster's metadata image. Shard 0 watches the image
+//! the cluster node publishes and, once the image holds this process's own registration (so
+//! it has caught up with the metadata log that far), mirrors it: topics the controller
+//! created are recorded in the local metadata with the controller's topic id, partitions and
+//! shard indexes, deleted ones are removed with their files, changed configs applied. Then
+//! each shard opens the partitions this broker is a replica of and tells its
+//! [`ShardReplicas`](spate_replication::pipeline::ShardReplicas) each partition's state
+//! (leader, epoch, ISR), which makes it a leader or a follower.
+//!
+//! `__consumer_offsets` stays each broker's own for now (it is not in the image).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spate_engine::EngineError;
+use spate_replication::metadata::ClusterImage;
+use spate_replication::node::ClusterView;
+use spate_replication::pipeline::Transition;
+
+use crate::metadata::{TopicConfigs, TopicMeta};
+use crate::{Shard, OFFSETS_TOPIC};
+
+/// How often shard 0 looks for a new image.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs on shard 0 of a cluster member until the shard stops.
+pub async fn follow_image(shard: Rc<Shard>) {
+    let Some(node) = shard.cluster.node_handle() else {
+        return;
+    };
+    let mut applied: Option<(u64, Option<i32>)> = None;
+    loop {
+        glommio::timer::sleep(POLL).await;
+        let view = node.view();
+        if !view.registered {
+            continue;
+        }
+        let at = (view.image.applied_index, view.controller);
+        if applied == Some(at) {
+            continue;
+        }
+        match mirror(&shard, &view).await {
+            Ok(()) => applied = Some(at),
+            Err(e) => {
+                spate_engine::warn_limited!(
+                    "cluster metadata not applied",
+                    "cannot apply the cluster's metadata here yet: {e}; retrying"
+                );
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The topics of the image as the local metadata records them.
+pub fn topics_of(image: &ClusterImage, shards: usize) -> Vec<TopicMeta> {
+    image
+        .topics
+        .values()
+        .map(|t| TopicMeta {
+            name: t.name.clone(),
+            topic_id: t.id,
+            partition_shards: t
+                .partitions
+                .iter()
+                .map(|p| p.assignment.shard % shards.max(1) as u32)
+                .collect(),
+            config: TopicConfigs::from_pairs(
+                t.configs.iter().map(|(k, v)| (k.as_str(), v.clone())),
+            ),
+        })
+        .collect()
+}
+
+async fn mirror(shard: &Rc<Shard>, view: &Arc<ClusterView>) -> Result<(), EngineError> {
+    let shards = shard.cluster.shard_count();
+    let wanted = topics_of(&view.image, shards);
+    let local = shard.cluster.metadata();
+    // Gone from the image, or recreated under a new id: removed here with their files.
+    for t in &local.topics {
+        if t.name == OFFSETS_TOPIC {
+            continue;
+        }
+        if !wanted
+            .iter()
+            .any(|w| w.name == t.name && w.topic_id == t.topic_id)
+        {
+            shard.delete_topic(t.name.clone()).await?;
+        }
+    }
+    for w in &wanted {
+        let local = shard.cluster.topic(&w.name);
+        let same = local
+            .as_ref()
+            .is_some_and(|l| l.topic_id == w.topic_id && l.partition_shards == w.partition_shards);
+        if !same {
+            let topic = w.clone();
+            shard.change_metadata(move |st| st.put_topic(topic)).await?;
+        } else if local.as_ref().is_some_and(|l| l.config != w.config) {
+            shard
+                .set_topic_config(w.name.clone(), w.config.clone())
+                .await?;
+        }
+    }
+    for s in 0..shards {
+        let view = view.clone();
+        shard
+            .call(s, move |s| {
+                Box::pin(async move { host_partitions(&s, &view).await })
+            })
+            .await
+            .map_err(|_| EngineError::Closed)??;
+    }
+    Ok(())
+}
+
+/// On each shard: opens the partitions of this shard that this broker is a replica of and
+/// gives their state to the shard's replicas.
+async fn host_partitions(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), EngineError> {
+    let Some(replicas) = shard.replicas.clone() else {
+        return Ok(());
+    };
+    let me = view.node_id;
+    let shards = shard.cluster.shard_count() as u32;
+    let mut hosted = std::collections::BTreeSet::new();
+    for t in view.image.topics.values() {
+        let settings = shard.cluster.settings_of(&TopicConfigs::from_pairs(
+            t.configs.iter().map(|(k, v)| (k.as_str(), v.clone())),
+        ));
+        for (i, p) in t.partitions.iter().enumerate() {
+            let i = i as u32;
+            if p.assignment.shard % shards != shard.id as u32
+                || !p.assignment.replicas.contains(&me)
+            {
+                continue;
+            }
+            let log = match shard.logs.get(&t.name, i) {
+                Some(log) => log,
+                None => {
+                    shard
+                        .logs
+                        .open_partition(&t.name, i, settings.log_config(&t.name, i))
+                        .await?;
+                    shard.logs.get(&t.name, i).ok_or(EngineError::Closed)?
+                }
+            };
+            hosted.insert((t.id, i));
+            let min_isr = settings.min_insync_replicas.max(1) as usize;
+            match replicas.apply((t.id, i), &t.name, log, p, min_isr) {
+                Transition::BecameLeader => shard.producers.forget_partition(&t.name, i),
+                Transition::Unchanged | Transition::BecameFollower | Transition::Offline => {}
+            }
+        }
+    }
+    for key in replicas.keys() {
+        if !hosted.contains(&key) {
+            replicas.remove(key);
+        }
+    }
+    Ok(())
+}
