@@ -10,74 +10,12 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from cluster_util import SESSION_TIMEOUT_S, Node, wait_for
 from conftest import SPATE_BIN, free_port, port_listening
-
-SESSION_TIMEOUT_S = 9.0
-
-
-class Node:
-    def __init__(self, root, node_id, voters, cluster_port):
-        self.node_id = node_id
-        self.data_dir = Path(root) / f"node{node_id}"
-        self.log_path = Path(root) / f"node{node_id}.stderr.log"
-        self.port = free_port()
-        self.cluster_port = cluster_port
-        self.voters = voters
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.proc = None
-
-    def cmd(self):
-        cmd = [SPATE_BIN, "serve", "--data-dir", str(self.data_dir),
-               "--listen", self.bootstrap, "--shards", "1",
-               "--node-id", str(self.node_id), "--voters", self.voters]
-        if str(self.node_id) + "@" not in self.voters:
-            # An observer says where the voters reach it.
-            cmd += ["--cluster-listen", f"127.0.0.1:{self.cluster_port}"]
-        return cmd
-
-    def start(self):
-        env = dict(os.environ)
-        env.setdefault("SPATE_LOG", "info")
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=log, env=env,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 20
-        while "spate is ready" not in self.log(offset):
-            assert self.proc.poll() is None, f"node {self.node_id} exited:\n{self.log(offset)}"
-            assert time.monotonic() < deadline, f"node {self.node_id} not ready:\n{self.log(offset)}"
-            time.sleep(0.02)
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        deadline = time.monotonic() + 10
-        while port_listening(self.port) or port_listening(self.cluster_port):
-            assert time.monotonic() < deadline, "ports still listening after SIGKILL"
-            time.sleep(0.01)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait(10)
-
-    def log(self, offset=0):
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
 
 def view(bootstrap):
@@ -88,20 +26,6 @@ def view(bootstrap):
     assert sorted(n.id for n in described.nodes) == sorted(md.brokers)
     assert (described.controller.id if described.controller else -1) == md.controller_id
     return sorted(md.brokers), md.controller_id, md.cluster_id
-
-
-def wait_for(what, check, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:  # a broker may be between states
-            last = e
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,287 @@
+"""Replicated partitions on a cluster of three real `spate serve` processes on 127.0.0.1,
+through unchanged clients (confluent-kafka/librdkafka and kafka-python):
+
+- an RF 3 topic of 6 partitions converges (3 brokers, 3 in-sync replicas everywhere) and is
+  produced to and consumed from through any one bootstrap broker;
+- SIGKILL of a partition's leader under an idempotent acks=all producer: a new leader within
+  broker.session.timeout.ms + 5 s, every acknowledged record exactly once and in order, and
+  the killed broker back in the ISR once it returns;
+- min.insync.replicas=2 with two of three brokers down: acks=all is refused with
+  NOT_ENOUGH_REPLICAS and nothing is acknowledged; it succeeds again once a broker returns;
+- a leader that wrote records no follower copied, then died, truncates them when it returns:
+  no consumer ever reads them, even from it as leader again.
+
+The three brokers start once for the module and are stopped by PID however the tests end;
+each test leaves all three running.
+"""
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster_util import SESSION_TIMEOUT_S, Node, cluster_nodes, wait_for
+from conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("replication")
+    nodes = cluster_nodes(root)
+    try:
+        for n in nodes:
+            n.start()
+        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        wait_for("three live brokers", lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def read(bootstrap, topic, partitions, expect, timeout=30):
+    """Every record of `partitions` from offset 0, as librdkafka reads it: waits for
+    `expect` records, then a second more for any beyond them. [(partition, value)]"""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "replication-reader",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in partitions])
+    out = []
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                if len(out) >= expect:
+                    quiet_until = quiet_until or time.monotonic() + 1.0
+                    if time.monotonic() > quiet_until:
+                        break
+                continue
+            if m.error():
+                continue
+            out.append((m.partition(), m.value()))
+    finally:
+        c.close()
+    return out
+
+
+def everyone(nodes):
+    return ",".join(n.bootstrap for n in nodes if n.proc and n.proc.poll() is None)
+
+
+def create(nodes, name, partitions, rf=3, configs=None, assignment=None):
+    admin = AdminClient({"bootstrap.servers": everyone(nodes)})
+    if assignment:
+        topic = NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment,
+                         config=configs or {})
+    else:
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=rf,
+                         config=configs or {})
+    for f in admin.create_topics([topic], operation_timeout=20).values():
+        f.result(30)
+
+
+def partitions_of(bootstrap, topic):
+    """{partition: (leader, replicas, isr)} as a fresh client sees them from `bootstrap`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000})
+    t = admin.list_topics(topic, timeout=5).topics[topic]
+    if t.error is not None:
+        return None
+    return {i: (p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs)))
+            for i, p in t.partitions.items()}
+
+
+def in_sync(nodes, topic, partition, members):
+    """The leader of `partition` once every node's metadata has exactly `members` in sync."""
+    def check():
+        views = [partitions_of(n.bootstrap, topic) for n in nodes
+                 if n.proc and n.proc.poll() is None]
+        if not views or any(v is None or partition not in v for v in views):
+            return None
+        states = {v[partition] for v in views}
+        if len(states) != 1:
+            return None
+        leader, _, isr = states.pop()
+        return leader if list(isr) == sorted(members) and leader in members else None
+    return check
+
+
+def test_an_rf3_topic_converges_and_serves_through_any_broker(cluster):
+    create(cluster, "rf3", 6)
+    for n in cluster:
+        parts = wait_for(f"6 partitions with 3 in-sync replicas seen from broker {n.node_id}",
+                         lambda n=n: (lambda v: v if v and len(v) == 6 and all(
+                             len(isr) == 3 for _, _, isr in v.values()) else None)(
+                                 partitions_of(n.bootstrap, "rf3")), 30)
+        assert all(replicas == (1, 2, 3) for _, replicas, _ in parts.values()), parts
+        # Leaders spread over the brokers.
+        assert {leader for leader, _, _ in parts.values()} == {1, 2, 3}, parts
+    # Produce through broker 2 alone, acks=all, with librdkafka...
+    p = Producer({"bootstrap.servers": cluster[1].bootstrap, "acks": "all"})
+    for i in range(600):
+        p.produce("rf3", value=f"c{i}".encode(), partition=i % 6)
+    assert p.flush(30) == 0
+    # ...and with kafka-python through broker 3 alone.
+    from kafka import KafkaProducer, KafkaConsumer
+    kp = KafkaProducer(bootstrap_servers=cluster[2].bootstrap, acks="all")
+    for i in range(300):
+        kp.send("rf3", value=f"k{i}".encode(), partition=i % 6)
+    kp.flush(30)
+    kp.close()
+    # Everything back through broker 1 alone, with each client.
+    got = read(cluster[0].bootstrap, "rf3", range(6), 900)
+    values = sorted(v for _, v in got)
+    assert values == sorted([f"c{i}".encode() for i in range(600)] +
+                            [f"k{i}".encode() for i in range(300)])
+    kc = KafkaConsumer("rf3", bootstrap_servers=cluster[2].bootstrap,
+                       auto_offset_reset="earliest", consumer_timeout_ms=10000,
+                       enable_auto_commit=False, group_id=None)
+    seen = [m.value for m in kc]
+    kc.close()
+    assert sorted(seen) == values
+
+
+def test_a_killed_leader_fails_over_and_loses_no_acknowledged_record(cluster):
+    create(cluster, "failover", 1)
+    leader = wait_for("3 in sync", in_sync(cluster, "failover", 0, [1, 2, 3]), 30)
+    acked, errors = [], []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all",
+                      "enable.idempotence": True, "linger.ms": 5})
+
+        def done(err, msg):
+            (errors.append(err) if err else acked.append(int(msg.value())))
+        i = 0
+        while not stop.is_set():
+            p.produce("failover", value=str(i).encode(), partition=0, on_delivery=done)
+            i += 1
+            p.poll(0.002)
+        assert p.flush(60) == 0
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    try:
+        wait_for("records acknowledged before the kill", lambda: len(acked) > 200, 30)
+        victim = cluster[leader - 1]
+        victim.kill()
+        killed_at = time.monotonic()
+        before = len(acked)
+        survivors = [n for n in cluster if n is not victim]
+
+        def new_leader():
+            parts = partitions_of(survivors[0].bootstrap, "failover")
+            return parts and parts[0][0] not in (-1, leader) and parts[0][0]
+        wait_for("a new leader", new_leader, SESSION_TIMEOUT_S + 5)
+        assert time.monotonic() - killed_at < SESSION_TIMEOUT_S + 5
+        wait_for("acknowledgements from the new leader", lambda: len(acked) > before + 200, 30)
+        victim.start()
+        wait_for("the returning broker back in sync",
+                 in_sync(cluster, "failover", 0, [1, 2, 3]), 60)
+        wait_for("acknowledgements after its return", lambda: len(acked) > before + 400, 30)
+    finally:
+        stop.set()
+        writer.join(90)
+    assert errors == []
+    got = [int(v) for _, v in read(everyone(cluster), "failover", [0], len(acked), 60)]
+    # Every acknowledged record exactly once, in the order sent.
+    assert got == sorted(got)
+    assert len(got) == len(set(got))
+    assert set(acked) <= set(got)
+
+
+def test_min_insync_replicas_refuses_acks_all_until_a_broker_returns(cluster, tmp_path):
+    """Two of a partition's three replicas down while the metadata quorum lives on: the
+    partition's replicas are the voter 1 and two brokers that are not voters (observers)."""
+    observers = [Node(tmp_path, i, cluster[0].voters, free_port()) for i in (4, 5)]
+    try:
+        for o in observers:
+            o.start()
+        admin = AdminClient({"bootstrap.servers": everyone(cluster)})
+        wait_for("five live brokers", lambda: len(admin.list_topics(timeout=5).brokers) == 5, 30)
+        create(cluster, "minisr", 1, configs={"min.insync.replicas": "2"},
+               assignment=[[1, 4, 5]])
+        wait_for("3 in sync", in_sync(cluster, "minisr", 0, [1, 4, 5]), 30)
+        p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all"})
+        p.produce("minisr", value=b"before", partition=0)
+        assert p.flush(20) == 0
+        for o in observers:
+            o.kill()
+        # Fenced once their sessions expire: the ISR is the leader alone.
+        wait_for("the ISR down to the leader", in_sync(cluster, "minisr", 0, [1]),
+                 SESSION_TIMEOUT_S + 10)
+        results = []
+        q = Producer({"bootstrap.servers": everyone(cluster), "acks": "all", "retries": 0,
+                      "message.timeout.ms": 10000})
+        for i in range(5):
+            q.produce("minisr", value=f"refused{i}".encode(), partition=0,
+                      on_delivery=lambda err, msg: results.append(err))
+        q.flush(30)
+        assert [e.code() if e else None for e in results] == [KafkaError.NOT_ENOUGH_REPLICAS] * 5
+        # Nothing of them was acknowledged, nor stored.
+        assert [v for _, v in read(everyone(cluster), "minisr", [0], 1, 10)] == [b"before"]
+        # One replica back: the ISR has two members again and acks=all succeeds.
+        observers[0].start()
+        wait_for("two in sync again", in_sync(cluster, "minisr", 0, [1, 4]), 60)
+        ok = []
+        r = Producer({"bootstrap.servers": everyone(cluster), "acks": "all", "retries": 0})
+        r.produce("minisr", value=b"after", partition=0,
+                  on_delivery=lambda err, msg: ok.append(err))
+        assert r.flush(30) == 0 and ok == [None], ok
+        assert [v for _, v in read(everyone(cluster), "minisr", [0], 2, 10)] == [b"before",
+                                                                               b"after"]
+    finally:
+        for o in observers:
+            o.stop()
+
+
+def test_a_diverged_former_leader_truncates_what_the_quorum_lost(cluster):
+    create(cluster, "diverge", 1, assignment=[[1, 2, 3]])
+    wait_for("broker 1 leads, 3 in sync",
+             lambda: in_sync(cluster, "diverge", 0, [1, 2, 3])() == 1, 30)
+    p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all"})
+    for i in range(10):
+        p.produce("diverge", value=f"a{i}".encode(), partition=0)
+    assert p.flush(20) == 0
+    leader, followers = cluster[0], cluster[1:]
+    log_mark = len(leader.log())
+    # The followers stop; their last long poll (at most 500 ms) is answered empty and they
+    # send no other, so what the leader writes now reaches no one.
+    for f in followers:
+        f.pause()
+    try:
+        time.sleep(1.5)
+        lone = Producer({"bootstrap.servers": leader.bootstrap, "acks": 1, "retries": 0})
+        for i in range(5):
+            lone.produce("diverge", value=f"lost{i}".encode(), partition=0)
+        assert lone.flush(10) == 0
+        leader.kill()
+    finally:
+        for f in followers:
+            f.resume()
+    wait_for("a new leader among the followers",
+             lambda: in_sync(followers, "diverge", 0, [2, 3])() in (2, 3), SESSION_TIMEOUT_S + 10)
+    q = Producer({"bootstrap.servers": everyone(cluster), "acks": "all"})
+    for i in range(10):
+        q.produce("diverge", value=f"b{i}".encode(), partition=0)
+    assert q.flush(30) == 0
+    leader.start()
+    wait_for("the former leader back in sync", in_sync(cluster, "diverge", 0, [1, 2, 3]), 60)
+    assert "truncated the log's tail" in leader.log(log_mark), leader.log(log_mark)[-3000:]
+    want = [f"a{i}".encode() for i in range(10)] + [f"b{i}".encode() for i in range(10)]
+    assert [v for _, v in read(everyone(cluster), "diverge", [0], 20)] == want
+    # Broker 1 leads again (the current leader is killed; 1 is first of the ISR left): what
+    # it serves is the quorum's log, not what it wrote alone.
+    current = in_sync(cluster, "diverge", 0, [1, 2, 3])()
+    victim = cluster[current - 1]
+    victim.kill()
+    rest = [n for n in cluster if n is not victim]
+    others = sorted(n.node_id for n in rest)
+    wait_for("broker 1 leads", lambda: in_sync(rest, "diverge", 0, others)() == 1,
+             SESSION_TIMEOUT_S + 10)
+    assert [v for _, v in read(leader.bootstrap, "diverge", [0], 20)] == want
+    victim.start()
+    wait_for("3 in sync", in_sync(cluster, "diverge", 0, [1, 2, 3]), 60)
