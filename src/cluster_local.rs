@@ -23,6 +23,10 @@ pub struct LocalClusterArgs {
     /// Shards of each broker
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Replicas of a topic created without a factor (auto-created, or CreateTopics with -1):
+    /// the brokers' default.replication.factor [default: the node count, at most 3]
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -118,12 +122,30 @@ pub fn run(args: LocalClusterArgs) -> Result<(), String> {
         .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
         .collect();
     let voters = voters.join(",");
+    let factor = args.replication_factor.unwrap_or(args.nodes.min(3) as u32);
+    if factor == 0 || factor as usize > args.nodes {
+        return Err(format!(
+            "--replication-factor {factor}: between 1 and the {} nodes",
+            args.nodes
+        ));
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", display(&args.data_dir)))?;
+    // The brokers' shared settings, as a config file each is started with.
+    let config = args.data_dir.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!("# Written by `spate cluster`.\n[kafka]\ndefault_replication_factor = {factor}\n"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", display(&config)))?;
     let mut children: Vec<(usize, Child)> = Vec::new();
     for (i, (kafka, _)) in ports.iter().enumerate() {
         let node = i + 1;
         let dir = args.data_dir.join(format!("node-{node}"));
         let child = Command::new(&exe)
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", &format!("127.0.0.1:{kafka}")])
             .args(["--shards", &args.shards.to_string()])
@@ -151,7 +173,7 @@ pub fn run(args: LocalClusterArgs) -> Result<(), String> {
         .collect();
     println!("bootstrap: {}", bootstrap.join(","));
     println!(
-        "{} brokers (data in {}); the metadata quorum forms in a few seconds: spate cluster status -b {}. Topics are not replicated yet. Ctrl-C stops them all.",
+        "{} brokers (data in {}); the metadata quorum forms in a few seconds: spate cluster status -b {}. Topics get {factor} replicas unless created with another factor. Ctrl-C stops them all.",
         args.nodes,
         display(&args.data_dir),
         bootstrap[0]

@@ -258,6 +258,7 @@ impl KafkaConfig {
             group_consumer_session_timeout_ms: self.group_consumer_session_timeout_ms as i32,
             group_consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms as i32,
             offsets_topic_partitions: self.offsets_topic_partitions,
+            offsets_segment_bytes: self.offsets_segment_bytes,
             message_max_bytes: self.message_max_bytes.min(i32::MAX as u32) as i32,
             min_insync_replicas: self.min_insync_replicas.min(i32::MAX as u32) as i32,
             broker_keys_set: Default::default(),

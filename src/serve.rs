@@ -9,7 +9,7 @@ use std::time::Instant;
 use spate_engine::shard::{memlock_limit, plan_io_memory, write_probe_file};
 use spate_engine::space::DiskSpace;
 use spate_engine::LogConfig;
-use spate_net::metadata::{MetadataStore, TopicConfigs};
+use spate_net::metadata::MetadataStore;
 use spate_net::Cluster;
 
 use crate::config::BrokerConfig;
@@ -106,23 +106,13 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
             "partitions placed on shards that no longer exist were moved"
         );
     }
-    if store.topic(spate_net::OFFSETS_TOPIC).is_none() {
-        // Kept whole: committed offsets must outlive any age or size limit; compacted by the
-        // broker itself (commit_log_compaction.rs).
-        let offsets_config = TopicConfigs::from_pairs([
-            ("cleanup.policy", "compact".to_string()),
-            ("retention.ms", "-1".to_string()),
-            ("retention.bytes", "-1".to_string()),
-            (
-                "segment.bytes",
-                config.kafka.offsets_segment_bytes.to_string(),
-            ),
-        ]);
+    // A cluster member's offsets topic is the cluster's, created through its controller.
+    if store.topic(spate_net::OFFSETS_TOPIC).is_none() && !config.cluster.is_set() {
         store
             .create_topic(
                 spate_net::OFFSETS_TOPIC,
                 config.kafka.offsets_topic_partitions,
-                offsets_config,
+                spate_net::metadata::offsets_topic_configs(config.kafka.offsets_segment_bytes),
                 shards,
             )
             .map_err(|e| e.to_string())?;

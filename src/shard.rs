@@ -73,8 +73,8 @@ async fn shard_main(spec: ShardSpec) -> usize {
         .assigned_to(spec.shard_id, &spec.cluster.broker_defaults);
     if spec.cluster.node_handle().is_some() {
         // A cluster member opens the partitions it is a replica of once it has the
-        // cluster's metadata (`cluster_sync`); only its own offsets topic now.
-        assigned.retain(|a| a.topic == spate_net::OFFSETS_TOPIC);
+        // cluster's metadata (`cluster_sync`).
+        assigned.clear();
     }
     let reports = match logs.open_assigned(assigned).await {
         Ok(r) => r,

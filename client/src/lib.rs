@@ -44,6 +44,17 @@ pub struct TopicInfo {
     pub internal: bool,
     /// (partition, leader broker id)
     pub partitions: Vec<(i32, i32)>,
+    /// Per partition, in the order of `partitions`: its replicas.
+    pub replicas: Vec<PartitionReplicas>,
+}
+
+/// A partition's replicas as Metadata describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
 }
 
 /// A cluster client: the bootstrap connection plus one connection per broker, opened on demand.
@@ -198,6 +209,16 @@ impl Client {
                     .partitions
                     .iter()
                     .map(|p| (p.partition_index, p.leader_id.0))
+                    .collect(),
+                replicas: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionReplicas {
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                        isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                        offline: p.offline_replicas.iter().map(|b| b.0).collect(),
+                    })
                     .collect(),
             })
             .collect())

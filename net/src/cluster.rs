@@ -32,6 +32,9 @@ pub struct Cluster {
     pub(crate) store: Mutex<Option<MetadataStore>>,
     /// The cluster node, when this broker is one of several (`spate serve --voters`).
     node: OnceLock<NodeHandle>,
+    /// In a cluster: the `__consumer_offsets` partitions this broker leads and has loaded,
+    /// whose groups it coordinates.
+    coordinating: RwLock<BTreeSet<u32>>,
 }
 
 impl Cluster {
@@ -60,6 +63,7 @@ impl Cluster {
             compact_warned: Mutex::new(BTreeSet::new()),
             store: Mutex::new(None),
             node: OnceLock::new(),
+            coordinating: RwLock::new(BTreeSet::new()),
         });
         cluster.publish(store.metadata().clone());
         if let Ok(mut slot) = cluster.store.lock() {
@@ -98,6 +102,30 @@ impl Cluster {
     /// The cluster node, if this broker is one of several.
     pub fn node_handle(&self) -> Option<NodeHandle> {
         self.node.get().cloned()
+    }
+
+    /// Whether this broker coordinates the groups of offsets partition `p`: always on a
+    /// single broker; in a cluster once it leads the partition and has replayed it.
+    pub fn coordinates(&self, p: u32) -> bool {
+        if self.node.get().is_none() {
+            return true;
+        }
+        match self.coordinating.read() {
+            Ok(s) => s.contains(&p),
+            Err(poisoned) => poisoned.into_inner().contains(&p),
+        }
+    }
+
+    pub(crate) fn set_coordinating(&self, p: u32, on: bool) {
+        let mut s = match self.coordinating.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if on {
+            s.insert(p);
+        } else {
+            s.remove(&p);
+        }
     }
 
     /// What the cluster node knows, if this broker is one of several.

@@ -7,7 +7,10 @@
 //! [`ShardReplicas`](spate_replication::pipeline::ShardReplicas) each partition's state
 //! (leader, epoch, ISR), which makes it a leader or a follower.
 //!
-//! `__consumer_offsets` stays each broker's own for now (it is not in the image).
+//! `__consumer_offsets` is a replicated topic like any other, created by the controller when
+//! a group first needs a coordinator; the broker that leads one of its partitions
+//! coordinates the groups stored there, loaded from the partition's log when it becomes the
+//! leader (`coordinate`).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use spate_replication::metadata::ClusterImage;
 use spate_replication::node::ClusterView;
 use spate_replication::pipeline::Transition;
 
+use crate::commit_log;
 use crate::metadata::{TopicConfigs, TopicMeta};
 use crate::{Shard, OFFSETS_TOPIC};
 
@@ -79,9 +83,6 @@ async fn mirror(shard: &Rc<Shard>, view: &Arc<ClusterView>) -> Result<(), Engine
     let local = shard.cluster.metadata();
     // Gone from the image, or recreated under a new id: removed here with their files.
     for t in &local.topics {
-        if t.name == OFFSETS_TOPIC {
-            continue;
-        }
         if !wanted
             .iter()
             .any(|w| w.name == t.name && w.topic_id == t.topic_id)
@@ -147,16 +148,69 @@ async fn host_partitions(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), En
             };
             hosted.insert((t.id, i));
             let min_isr = settings.min_insync_replicas.max(1) as usize;
-            match replicas.apply((t.id, i), &t.name, log, p, min_isr) {
-                Transition::BecameLeader => shard.producers.forget_partition(&t.name, i),
-                Transition::Unchanged | Transition::BecameFollower | Transition::Offline => {}
+            let transition = replicas.apply((t.id, i), &t.name, log.clone(), p, min_isr);
+            if transition == Transition::BecameLeader {
+                shard.producers.forget_partition(&t.name, i);
+            }
+            if t.name == OFFSETS_TOPIC && transition != Transition::Unchanged {
+                let parts = t.partitions.len() as u32;
+                coordinate(
+                    shard,
+                    &log,
+                    i,
+                    parts,
+                    transition == Transition::BecameLeader,
+                )
+                .await;
             }
         }
     }
+    let offsets = view.image.topic_by_name(OFFSETS_TOPIC);
     for key in replicas.keys() {
         if !hosted.contains(&key) {
             replicas.remove(key);
+            if let Some(t) = offsets.filter(|t| t.id == key.0) {
+                shard.cluster.set_coordinating(key.1, false);
+                let parts = t.partitions.len() as u32;
+                shard
+                    .groups
+                    .forget_groups(|g| commit_log::partition_for(g, parts) == key.1);
+            }
         }
     }
     Ok(())
+}
+
+/// This broker now leads offsets partition `p` (`leads`), or no longer does: its groups are
+/// loaded from the partition's log (a new coordinator knows every commit the last one
+/// acknowledged: they are below the high watermark it inherits), or forgotten.
+async fn coordinate(
+    shard: &Rc<Shard>,
+    log: &spate_engine::PartitionLog,
+    p: u32,
+    parts: u32,
+    leads: bool,
+) {
+    shard.cluster.set_coordinating(p, false);
+    shard
+        .groups
+        .forget_groups(|g| commit_log::partition_for(g, parts) == p);
+    if !leads {
+        return;
+    }
+    match commit_log::replay(log, &shard.groups).await {
+        Ok(applied) => {
+            tracing::info!(
+                partition = p,
+                commits = applied,
+                "coordinating the groups of this offsets partition"
+            );
+            shard.groups.start_ticking();
+            shard.cluster.set_coordinating(p, true);
+        }
+        Err(e) => tracing::error!(
+            partition = p,
+            "cannot load the groups of this offsets partition: {e}"
+        ),
+    }
 }

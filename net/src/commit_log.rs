@@ -109,21 +109,25 @@ pub fn now_ms() -> i64 {
 ///
 /// Callers go through [`crate::commit_log_compaction::CommitLogWriter::append`], which keeps the
 /// appends out of the way of a compaction.
+/// `leader_epoch`: the epoch of the partition's leader (0 on a single broker). Returns the
+/// offset after the batch, or `None` if there was nothing to store.
 pub async fn append(
     log: &PartitionLog,
     group: &str,
     entries: &[(String, i32, Option<Committed>)],
-) -> Result<(), EngineError> {
+    leader_epoch: i32,
+) -> Result<Option<u64>, EngineError> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let batch =
+    let mut batch =
         encode_batch(entries.iter().map(|(topic, partition, value)| {
             (encode_key(group, topic, *partition), value.as_ref())
         }))?;
+    batch.leader_epoch = leader_epoch;
     log.append(vec![batch], Durability::Appended)
         .await
-        .map(|_| ())
+        .map(|r| Some(r.last_offset + 1))
 }
 
 /// One Kafka record batch of `(key, value)` records (a `None` value is a tombstone).
@@ -186,7 +190,11 @@ pub async fn read_commits(
     let mut offset = from;
     let mut read = 0;
     while offset < to {
-        let batches = log.read(offset, 4 << 20).await?;
+        // Up to the log end: a new leader of the partition replays what it holds, whose high
+        // watermark starts low.
+        let batches = log
+            .read_to(offset, 4 << 20, spate_engine::ReadBound::LogEnd)
+            .await?;
         if batches.is_empty() {
             break;
         }

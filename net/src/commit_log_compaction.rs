@@ -91,14 +91,20 @@ impl CommitLogWriter {
         partition: u32,
         group: &str,
         entries: &[(String, i32, Option<Committed>)],
-    ) -> Result<(), EngineError> {
+        leader_epoch: i32,
+        compact: bool,
+    ) -> Result<Option<u64>, EngineError> {
         let w = self.writer(partition);
-        {
+        let end = {
             let _pass = w.gate.enter().await;
-            commit_log::append(log, group, entries).await?;
+            commit_log::append(log, group, entries, leader_epoch).await?
+        };
+        // A replicated partition is not compacted yet: rewriting the leader's log alone would
+        // leave gaps its followers cannot copy.
+        if compact {
+            self.compact_if_due(log, partition);
         }
-        self.compact_if_due(log, partition);
-        Ok(())
+        Ok(end)
     }
 
     /// Starts a compaction of offsets partition `partition` in the background if it has grown
@@ -406,7 +412,7 @@ mod tests {
         let entries: Vec<_> = (0..4)
             .map(|p| ("t".to_string(), p, commit(offset)))
             .collect();
-        w.append(log, 0, group, &entries).await.unwrap();
+        w.append(log, 0, group, &entries, 0, true).await.unwrap();
         let mut m = model.borrow_mut();
         for p in 0..4 {
             m.insert((group.to_string(), "t".to_string(), p), offset);
@@ -440,7 +446,7 @@ mod tests {
             }
             // A deleted group stays deleted.
             let tombstones: Vec<_> = (0..4).map(|p| ("t".to_string(), p, None)).collect();
-            w.append(&log, 0, "g9", &tombstones).await.unwrap();
+            w.append(&log, 0, "g9", &tombstones, 0, true).await.unwrap();
             model.borrow_mut().retain(|(g, _, _), _| g != "g9");
 
             // The commits compacted themselves as they came (about 900 KB of them, in 64 KiB

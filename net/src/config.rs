@@ -30,6 +30,8 @@ pub struct NetConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created.
     pub offsets_topic_partitions: u32,
+    /// Segment size of `__consumer_offsets` (`offsets.topic.segment.bytes`).
+    pub offsets_segment_bytes: u64,
     /// Kafka's `message.max.bytes`: the default `max.message.bytes` of every topic.
     pub message_max_bytes: i32,
     /// Kafka's `min.insync.replicas`: the default of every topic's (stored; enforced once
@@ -58,6 +60,7 @@ impl Default for NetConfig {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             offsets_topic_partitions: 4,
+            offsets_segment_bytes: 64 * 1024 * 1024,
             // Kafka's default: 1 MiB plus a batch's 12-byte log overhead.
             message_max_bytes: 1_048_588,
             min_insync_replicas: 1,

@@ -14,6 +14,7 @@ pub mod cluster_sync;
 pub mod codec;
 mod commit_log;
 mod commit_log_compaction;
+mod commit_store;
 pub mod config;
 mod conn;
 pub mod fetch_response;

@@ -494,6 +494,17 @@ fn save_bytes(path: &Path, bytes: &[u8], space: Option<&DiskSpace>) -> Result<()
     })
 }
 
+/// The configs of `__consumer_offsets`: kept whole (committed offsets must outlive any age
+/// or size limit) and compacted by the broker itself (`commit_log_compaction.rs`).
+pub fn offsets_topic_configs(segment_bytes: u64) -> TopicConfigs {
+    TopicConfigs::from_pairs([
+        ("cleanup.policy", "compact".to_string()),
+        ("retention.ms", "-1".to_string()),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.bytes", segment_bytes.to_string()),
+    ])
+}
+
 /// A random version-4 UUID (RFC 9562) from the kernel's generator; if that cannot be read,
 /// one made of the time, the process id and a counter (unique, not unpredictable).
 pub fn new_topic_id() -> [u8; 16] {

@@ -136,6 +136,19 @@ impl Shard {
         }
     }
 
+    /// The leader epoch of a partition of this shard that this broker leads (0 on a single
+    /// broker), or NOT_LEADER_OR_FOLLOWER: in a cluster only the leader serves it.
+    pub(crate) fn leader_epoch_here(&self, topic: &str, partition: u32) -> Result<i32, i16> {
+        use spate_replication::pipeline::Leading;
+        match self.replicas.as_ref().map(|r| r.leading(topic, partition)) {
+            None => Ok(crate::LEADER_EPOCH),
+            Some(Leading::Yes { leader_epoch, .. }) => Ok(leader_epoch),
+            Some(Leading::No { .. } | Leading::Unknown) => {
+                Err(crate::handlers::code::NOT_LEADER_OR_FOLLOWER)
+            }
+        }
+    }
+
     /// A oneshot channel whose receiver is on this shard and whose sender may travel to
     /// another shard: see [`HomeSender`].
     pub fn home_channel<T: Send + 'static>(&self) -> (HomeSender<T>, oneshot::Receiver<T>) {

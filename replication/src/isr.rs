@@ -78,6 +78,9 @@ struct Follower {
     last_caught_up_ms: u64,
     last_fetch_ms: u64,
     leader_end_at_last_fetch: u64,
+    /// Taken out of the ISR by the controller since its last catch-up: it is not proposed
+    /// back before a fetch shows it caught up again.
+    removed: bool,
 }
 
 /// The leader's replica state of one partition for one leader epoch.
@@ -89,9 +92,10 @@ pub struct ReplicaSet {
     replicas: Vec<BrokerId>,
     isr: Vec<BrokerId>,
     pending: Option<IsrChange>,
-    /// Every member any change proposed at the current partition epoch adds: a copy of a
-    /// refused or forgotten request may still be committed, so they count for the high
-    /// watermark until the controller commits the next partition epoch.
+    /// Every member a change proposed at the current partition epoch adds whose outcome is
+    /// not known (unanswered, or answered by a controller that lost its leadership): a copy
+    /// of it may still be committed, so they count for the high watermark until the
+    /// controller commits the next partition epoch.
     proposed: Vec<BrokerId>,
     followers: BTreeMap<BrokerId, Follower>,
     leader_end: u64,
@@ -180,10 +184,12 @@ impl ReplicaSet {
         self.config = config;
     }
 
-    /// The committed ISR plus the members any change proposed since adds.
+    /// The committed ISR plus the members the pending change, and any change proposed since
+    /// whose outcome is not known, add.
     pub fn maximal_isr(&self) -> Vec<BrokerId> {
         let mut all = self.isr.clone();
-        for r in &self.proposed {
+        let pending = self.pending.iter().flat_map(|c| c.new_isr.iter());
+        for r in self.proposed.iter().chain(pending) {
             if !all.contains(r) {
                 all.push(*r);
             }
@@ -252,8 +258,10 @@ impl ReplicaSet {
             .ok_or(FetchError::NotAReplica(replica))?;
         if fetch_offset >= leader_end {
             f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+            f.removed = false;
         } else if fetch_offset >= f.leader_end_at_last_fetch {
             f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+            f.removed = false;
         }
         f.leader_end_at_last_fetch = leader_end;
         f.last_fetch_ms = now_ms;
@@ -289,7 +297,11 @@ impl ReplicaSet {
             }
             if let Some(f) = self.followers.get(r) {
                 let caught_up = now_ms.saturating_sub(f.last_caught_up_ms) <= lag;
-                if caught_up && f.durable >= self.high_watermark && f.log_end >= self.epoch_start {
+                if caught_up
+                    && !f.removed
+                    && f.durable >= self.high_watermark
+                    && f.log_end >= self.epoch_start
+                {
                     new_isr.push(*r);
                 }
             }
@@ -302,11 +314,6 @@ impl ReplicaSet {
             partition_epoch: self.partition_epoch,
             leader_epoch: self.leader_epoch,
         };
-        for r in &change.new_isr {
-            if !self.proposed.contains(r) {
-                self.proposed.push(*r);
-            }
-        }
         self.pending = Some(change.clone());
         Some(change)
     }
@@ -317,6 +324,17 @@ impl ReplicaSet {
         if partition_epoch <= self.partition_epoch {
             return false;
         }
+        // A member the controller took out (fenced, or this leader's own shrink) comes back
+        // only on a fetch that shows it caught up again, not on what it showed before.
+        for r in &self.isr {
+            if !isr.contains(r) {
+                if let Some(f) = self.followers.get_mut(r) {
+                    // Its next fetch starts the evidence afresh (see `on_fetch`).
+                    f.removed = true;
+                    f.leader_end_at_last_fetch = u64::MAX;
+                }
+            }
+        }
         self.isr = isr;
         self.partition_epoch = partition_epoch;
         self.pending = None;
@@ -324,11 +342,25 @@ impl ReplicaSet {
         self.update_high_watermark()
     }
 
-    /// The controller refused the pending change (stale epochs, an ineligible replica): a
-    /// new one may be proposed from the current state. Its members still count for the high
+    /// The pending change's outcome is not known (no answer in time, or the controller lost
+    /// its leadership): a new one may be proposed, and its members still count for the high
     /// watermark until the next partition epoch (a delayed copy of it may yet commit).
     pub fn on_isr_rejected(&mut self) {
+        if let Some(c) = self.pending.take() {
+            for r in c.new_isr {
+                if !self.proposed.contains(&r) {
+                    self.proposed.push(r);
+                }
+            }
+        }
+    }
+
+    /// The controller refused the pending change after checking it (stale epochs, an
+    /// ineligible replica): it will never commit, and its members stop counting for the high
+    /// watermark (those of earlier changes whose outcome is not known still do).
+    pub fn on_isr_refused(&mut self) {
         self.pending = None;
+        self.update_high_watermark();
     }
 
     fn update_high_watermark(&mut self) -> bool {
@@ -465,6 +497,43 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_expansion_counts_no_more_and_a_removed_member_needs_a_new_fetch() {
+        let mut p = ReplicaSet::new(
+            Leadership {
+                me: 1,
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                log_end: 0,
+                durable: 0,
+                high_watermark: 0,
+            },
+            IsrConfig::default(),
+            0,
+        );
+        p.on_fetch(2, 0, 0, 1).unwrap();
+        p.on_fetch(3, 0, 0, 1).unwrap();
+        // The controller fences 3: it leaves the ISR. Its old fetch does not bring it back.
+        assert!(!p.on_isr_committed(vec![1, 2], 2));
+        assert_eq!(p.propose(2), None);
+        p.on_leader_write(5);
+        p.on_leader_durable(5);
+        p.on_fetch(2, 5, 5, 3).unwrap();
+        assert_eq!(p.high_watermark(), 5);
+        // 3 fetches at the end again: proposed, refused for good (fenced), and the high
+        // watermark does not wait for it.
+        p.on_fetch(3, 5, 5, 4).unwrap();
+        assert_eq!(p.propose(4).map(|c| c.new_isr), Some(vec![1, 2, 3]));
+        p.on_leader_write(9);
+        p.on_leader_durable(9);
+        p.on_fetch(2, 9, 9, 5).unwrap();
+        assert_eq!(p.high_watermark(), 5, "the pending change's member counts");
+        p.on_isr_refused();
+        assert_eq!(p.high_watermark(), 9);
+    }
+
+    #[test]
     fn an_ack_after_the_isr_shrank_below_the_minimum_is_refused() {
         let mut p = leader(&[1, 2], 2);
         p.on_leader_write(5);
@@ -503,6 +572,7 @@ mod tests {
         Propose,
         Commit,
         Reject,
+        Refuse,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -518,6 +588,7 @@ mod tests {
             Just(Op::Propose),
             Just(Op::Commit),
             Just(Op::Reject),
+            Just(Op::Refuse),
         ]
     }
 
@@ -557,6 +628,8 @@ mod tests {
                         }
                     }
                     Op::Reject => p.on_isr_rejected(),
+                    // Refused after checking: that change never commits.
+                    Op::Refuse => p.on_isr_refused(),
                 }
                 let now_hw = p.high_watermark();
                 prop_assert!(now_hw >= hw, "the high watermark went back");

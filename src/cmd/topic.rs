@@ -17,6 +17,10 @@ pub enum TopicCommand {
         /// Number of partitions [default: the broker's default]
         #[arg(long, short = 'p')]
         partitions: Option<i32>,
+        /// Replicas of each partition, on as many brokers of a cluster [default: the
+        /// broker's default.replication.factor]
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
         /// Topic config as key=value (any Kafka topic config: retention.ms, cleanup.policy, ...); repeatable
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -51,6 +55,7 @@ pub fn run(conn: &Conn, cmd: TopicCommand) -> Result<(), String> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             configs,
         } => {
             let mut cfgs = Vec::new();
@@ -69,7 +74,7 @@ pub fn run(conn: &Conn, cmd: TopicCommand) -> Result<(), String> {
                 .with_topics(vec![CreatableTopic::default()
                     .with_name(TopicName(sb(&name)))
                     .with_num_partitions(partitions.unwrap_or(-1))
-                    .with_replication_factor(-1)
+                    .with_replication_factor(replication_factor.unwrap_or(-1))
                     .with_configs(cfgs)]);
             let resp: CreateTopicsResponse = client
                 .any()
@@ -130,15 +135,34 @@ fn describe(client: &mut Client, name: &str) -> Result<(), String> {
         info.partitions.len(),
         if info.internal { " (internal)" } else { "" }
     );
-    println!("partition\tleader\tstart\tend");
-    for (p, leader) in &info.partitions {
-        let start = client
-            .list_offset(name, *p, *leader, -2)
-            .map_err(|e| e.to_string())?;
-        let end = client
-            .list_offset(name, *p, *leader, -1)
-            .map_err(|e| e.to_string())?;
-        println!("{p}\t{leader}\t{start}\t{end}");
+    println!("partition\tleader\tepoch\treplicas\tisr\tstart\tend");
+    let ids = |v: &[i32]| {
+        v.iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for (i, (p, leader)) in info.partitions.iter().enumerate() {
+        let (start, end) = if *leader >= 0 {
+            (
+                client
+                    .list_offset(name, *p, *leader, -2)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+                client
+                    .list_offset(name, *p, *leader, -1)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            )
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
+        let (epoch, replicas, isr) = info
+            .replicas
+            .get(i)
+            .map(|r| (r.leader_epoch, ids(&r.replicas), ids(&r.isr)))
+            .unwrap_or((-1, String::new(), String::new()));
+        println!("{p}\t{leader}\t{epoch}\t{replicas}\t{isr}\t{start}\t{end}");
     }
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()

@@ -195,6 +195,13 @@ def test_spate_cluster_starts_a_local_cluster_and_stops_it_on_ctrl_c(tmp_path):
         assert len(bootstrap) == 3
         wait_for("the three brokers of the local cluster agree",
                  lambda: all(view(b)[0] == [1, 2, 3] for b in bootstrap), 30)
+        # Its topics get three replicas by default: an auto-created one has them.
+        admin = AdminClient({"bootstrap.servers": bootstrap[0]})
+
+        def replicas():
+            t = admin.list_topics("auto-rf", timeout=5).topics["auto-rf"]
+            return t.error is None and [sorted(p.replicas) for p in t.partitions.values()]
+        assert wait_for("an auto-created topic", replicas, 30) == [[1, 2, 3]]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(40) == 0
         err = proc.stderr.read()
@@ -202,7 +209,9 @@ def test_spate_cluster_starts_a_local_cluster_and_stops_it_on_ctrl_c(tmp_path):
             assert f"node {i} stopped (exit status: 0)" in err, err
         for b in bootstrap:
             assert not port_listening(int(b.rsplit(":", 1)[1]))
-        assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["node-1", "node-2", "node-3"]
+        assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+            "cluster.toml", "node-1", "node-2", "node-3"]
+        assert "default_replication_factor = 3" in (tmp_path / "c" / "cluster.toml").read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

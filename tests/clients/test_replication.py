@@ -285,3 +285,116 @@ def test_a_diverged_former_leader_truncates_what_the_quorum_lost(cluster):
     assert [v for _, v in read(leader.bootstrap, "diverge", [0], 20)] == want
     victim.start()
     wait_for("3 in sync", in_sync(cluster, "diverge", 0, [1, 2, 3]), 60)
+
+
+def test_a_group_keeps_its_committed_offsets_when_its_coordinator_dies(cluster):
+    create(cluster, "grp", 3)
+    for p in range(3):
+        wait_for("3 in sync", in_sync(cluster, "grp", p, [1, 2, 3]), 30)
+    prod = Producer({"bootstrap.servers": everyone(cluster), "acks": "all"})
+    for i in range(30):
+        prod.produce("grp", value=f"m{i}".encode(), partition=i % 3)
+    assert prod.flush(20) == 0
+
+    def consumer():
+        return Consumer({"bootstrap.servers": everyone(cluster), "group.id": "survivors",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 6000})
+
+    c = consumer()
+    c.subscribe(["grp"])
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 30 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            seen.append(m.value())
+    assert len(seen) == 30
+    c.commit(asynchronous=False)
+    c.close()
+    # The group's coordinator, as the cluster names it; and its offsets partition is RF 3.
+    admin = AdminClient({"bootstrap.servers": everyone(cluster)})
+    desc = admin.describe_consumer_groups(["survivors"])["survivors"].result(10)
+    coordinator = desc.coordinator.id
+    offsets = partitions_of(cluster[0].bootstrap, "__consumer_offsets")
+    assert offsets and all(len(replicas) == 3 for _, replicas, _ in offsets.values()), offsets
+    victim = cluster[coordinator - 1]
+    victim.kill()
+    try:
+        rest = [n for n in cluster if n is not victim]
+        c = Consumer({"bootstrap.servers": ",".join(n.bootstrap for n in rest),
+                      "group.id": "survivors", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest"})
+        want = [TopicPartition("grp", p) for p in range(3)]
+
+        def committed():
+            got = c.committed(want, timeout=5)
+            return got if all(tp.error is None and tp.offset >= 0 for tp in got) else None
+        got = wait_for("the committed offsets from the new coordinator", committed,
+                       SESSION_TIMEOUT_S + 20)
+        assert sorted(tp.offset for tp in got) == [10, 10, 10]
+        c.subscribe(["grp"])
+        q = Producer({"bootstrap.servers": ",".join(n.bootstrap for n in rest), "acks": "all"})
+        for i in range(30, 36):
+            q.produce("grp", value=f"m{i}".encode(), partition=i % 3)
+        assert q.flush(20) == 0
+        more = []
+        deadline = time.monotonic() + 60
+        while len(more) < 6 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                more.append(m.value())
+        # Only what was not committed: the group resumed where it was.
+        assert sorted(more) == sorted(f"m{i}".encode() for i in range(30, 36))
+        c.close()
+    finally:
+        victim.start()
+        wait_for("3 in sync", in_sync(cluster, "grp", 0, [1, 2, 3]), 60)
+
+
+def test_a_reassignment_moves_a_partition_under_load_and_loses_nothing(cluster):
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+    create(cluster, "moving", 1, assignment=[[1, 2]])
+    wait_for("1 and 2 in sync", in_sync(cluster, "moving", 0, [1, 2]), 30)
+    acked, errors = [], []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all",
+                      "enable.idempotence": True, "linger.ms": 5})
+
+        def done(err, msg):
+            (errors.append(err) if err else acked.append(int(msg.value())))
+        i = 0
+        while not stop.is_set():
+            p.produce("moving", value=str(i).encode(), partition=0, on_delivery=done)
+            i += 1
+            p.poll(0.002)
+        assert p.flush(60) == 0
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    try:
+        wait_for("records acknowledged before the move", lambda: len(acked) > 300, 30)
+        admin = KafkaAdminClient(bootstrap_servers=everyone(cluster))
+        tp = KTopicPartition("moving", 0)
+        answer = admin.alter_partition_reassignments({tp: [2, 3]})
+        assert answer.get(tp) is None, answer
+        # Broker 1 leads and is not in the target: it hands over once 3 has caught up.
+        wait_for("the partition on brokers 2 and 3 only",
+                 lambda: (lambda v: v and v[0][1] == (2, 3) and v[0][2] == (2, 3)
+                          and v[0][0] in (2, 3))(partitions_of(cluster[1].bootstrap, "moving")),
+                 60)
+        assert admin.list_partition_reassignments() == {}
+        admin.close()
+        moved = len(acked)
+        wait_for("acknowledgements after the move", lambda: len(acked) > moved + 300, 30)
+    finally:
+        stop.set()
+        writer.join(90)
+    assert errors == []
+    got = [int(v) for _, v in read(everyone(cluster), "moving", [0], len(acked), 60)]
+    assert got == sorted(got)
+    assert len(got) == len(set(got))
+    assert set(acked) <= set(got)

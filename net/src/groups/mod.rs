@@ -65,6 +65,18 @@ impl Coordinator {
         }
     }
 
+    /// Forgets every group `gone` names, with its members and committed offsets: this
+    /// broker no longer leads the offsets partition that holds them (a cluster's coordinator
+    /// moved). Their members learn it at their next request (NOT_COORDINATOR).
+    pub(crate) fn forget_groups(&self, gone: impl Fn(&str) -> bool) {
+        self.groups.borrow_mut().retain(|name, _| !gone(name));
+        self.offsets.borrow_mut().retain(|name, _| !gone(name));
+        self.consumer
+            .groups
+            .borrow_mut()
+            .retain(|name, _| !gone(name));
+    }
+
     pub(super) fn new_member_id(&self, client_id: &str) -> String {
         let n = self.next_member.get();
         self.next_member.set(n + 1);

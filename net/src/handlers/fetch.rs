@@ -13,7 +13,6 @@ use super::{code, engine_code, Ctx};
 use crate::codec::{response_head, ResponseChunks};
 use crate::fetch_response::{self, PartitionData, TopicData};
 use crate::Shard;
-use spate_replication::pipeline::Leading;
 
 /// Longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -96,12 +95,9 @@ async fn read_here(
     current_leader_epoch: i32,
 ) -> Read {
     // In a cluster consumers read from the leader only, in the epoch they know.
-    let epoch = match s.replicas.as_ref().map(|r| r.leading(&topic, partition)) {
-        None => crate::LEADER_EPOCH,
-        Some(Leading::Yes { leader_epoch, .. }) => leader_epoch,
-        Some(Leading::No { .. } | Leading::Unknown) => {
-            return Read::error(code::NOT_LEADER_OR_FOLLOWER)
-        }
+    let epoch = match s.leader_epoch_here(&topic, partition) {
+        Ok(e) => e,
+        Err(error) => return Read::error(error),
     };
     if let Some(error) = leader_epoch_error(current_leader_epoch, epoch) {
         return Read::error(error);

@@ -19,7 +19,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::{code, engine_code, sb, Ctx};
+use super::{code, sb, Ctx};
 use crate::commit_log;
 use crate::groups::{self, ClassicDescription, Committed, JoinOutcome, JoinRequest};
 use crate::{Shard, OFFSETS_TOPIC};
@@ -28,6 +28,10 @@ use crate::{Shard, OFFSETS_TOPIC};
 pub(super) fn coordinator(shard: &Shard, group: &str) -> Option<(usize, u32)> {
     let parts = shard.cluster.topic(OFFSETS_TOPIC)?.partitions();
     let p = commit_log::partition_for(group, parts);
+    // In a cluster, only the leader of the group's offsets partition, once loaded.
+    if !shard.cluster.coordinates(p) {
+        return None;
+    }
     shard.cluster.owner(OFFSETS_TOPIC, p as i32).map(|s| (s, p))
 }
 
@@ -265,16 +269,8 @@ pub async fn offset_commit(
                 if check != code::NONE {
                     return check;
                 }
-                let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
-                    return code::COORDINATOR_NOT_AVAILABLE;
-                };
-                if let Err(e) = s
-                    .commit_log
-                    .append(&log, offsets_partition, &group, &entries)
-                    .await
-                {
-                    spate_engine::warn_limited!("offset commit failed", group = %group, "offset commit failed: {e}");
-                    return engine_code(&e);
+                if let Err(e) = s.store_commits(offsets_partition, &group, &entries).await {
+                    return e;
                 }
                 for (topic, partition, c) in entries {
                     s.groups.apply_commit(&group, &topic, partition, c);
@@ -628,20 +624,13 @@ async fn delete_group_here(s: Rc<Shard>, name: String, offsets_partition: u32) -
         Ok(k) => k,
         Err(e) => return e,
     };
-    let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
-        return code::COORDINATOR_NOT_AVAILABLE;
-    };
     let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
-    match s
-        .commit_log
-        .append(&log, offsets_partition, &name, &tombstones)
-        .await
-    {
+    match s.store_commits(offsets_partition, &name, &tombstones).await {
         Ok(()) => {
             tracing::info!(group = %name, "group deleted");
             groups::NONE
         }
-        Err(e) => engine_code(&e),
+        Err(e) => e,
     }
 }
 
@@ -710,13 +699,8 @@ pub async fn offset_delete(
                     .map(|(t, p)| (t, p, None))
                     .collect();
                 if !tombstones.is_empty() {
-                    let Some(log) = s.logs.get(OFFSETS_TOPIC, offsets_partition) else {
-                        return Err(code::COORDINATOR_NOT_AVAILABLE);
-                    };
-                    s.commit_log
-                        .append(&log, offsets_partition, &name, &tombstones)
-                        .await
-                        .map_err(|e| engine_code(&e))?;
+                    s.store_commits(offsets_partition, &name, &tombstones)
+                        .await?;
                     for (t, p, _) in &tombstones {
                         s.groups.apply_commit(&name, t, *p, None);
                     }

@@ -30,6 +30,9 @@ async fn lookup_here(
     partition: u32,
     timestamp: i64,
 ) -> (i16, i64, i64) {
+    if let Err(error) = s.leader_epoch_here(&topic, partition) {
+        return (error, -1, -1);
+    }
     let Some(log) = s.logs.get(&topic, partition) else {
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
     };

@@ -140,7 +140,7 @@ fn image_topic_entry(view: &ClusterView, t: &TopicImage) -> MetadataResponseTopi
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(uuid::Uuid::from_bytes(t.id))
-        .with_is_internal(false)
+        .with_is_internal(t.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -358,52 +358,112 @@ pub async fn describe_cluster(
         )
 }
 
+/// Where a group's coordinator is: (node id, host, port), or the error to answer. On a single
+/// broker, this broker. In a cluster, the leader of the group's `__consumer_offsets`
+/// partition, which is created through the controller (`offsets.topic.replication.factor`:
+/// as many replicas as there are live brokers, up to 3) the first time a group asks.
+async fn coordinator_of(shard: &Rc<crate::Shard>, group: &str) -> Result<(i32, String, i32), i16> {
+    let Some(view) = shard.cluster.cluster_view() else {
+        let (host, port) = broker_host(shard);
+        return Ok((shard.cluster.node_id(), host, port));
+    };
+    let view = if view.image.topic_by_name(OFFSETS_TOPIC).is_none() {
+        let live = view.image.live_brokers().count().clamp(1, 3) as i32;
+        let created = shard
+            .create_topic_in_cluster(
+                OFFSETS_TOPIC.to_string(),
+                shard.cluster.config.offsets_topic_partitions as i32,
+                live,
+                None,
+                &crate::metadata::offsets_topic_configs(shard.cluster.config.offsets_segment_bytes),
+            )
+            .await;
+        if let Err(e) = created {
+            if e.code != code::TOPIC_ALREADY_EXISTS {
+                spate_engine::warn_limited!(
+                    "offsets topic not created",
+                    "cannot create {OFFSETS_TOPIC} for the group coordinators yet: {}",
+                    e.message
+                );
+                return Err(code::COORDINATOR_NOT_AVAILABLE);
+            }
+        }
+        shard.cluster.cluster_view().unwrap_or(view)
+    } else {
+        view
+    };
+    let t = view
+        .image
+        .topic_by_name(OFFSETS_TOPIC)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let p = crate::commit_log::partition_for(group, t.partitions.len() as u32);
+    let leader = t
+        .partitions
+        .get(p as usize)
+        .map_or(NO_LEADER, |p| p.state.leader);
+    let b = view
+        .image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    Ok((
+        leader,
+        b.registration.listener.host.clone(),
+        i32::from(b.registration.listener.port),
+    ))
+}
+
 pub async fn find_coordinator(
     shard: &Rc<crate::Shard>,
     ctx: &Ctx,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let (mut host, mut port) = broker_host(shard);
     // key_type 0 is a group; 1 (transactions) is not served.
     let supported = req.key_type == 0;
-    let mut node_id = shard.cluster.node_id();
-    // In a cluster every group is coordinated by the live broker of the lowest id, with
-    // its own `__consumer_offsets` (not replicated yet): one coordinator for every member,
-    // whichever broker they ask.
-    if let Some(view) = shard.cluster.cluster_view() {
-        if let Some(b) = view
-            .image
-            .live_brokers()
-            .min_by_key(|b| b.registration.broker_id)
-        {
-            node_id = b.registration.broker_id;
-            host = b.registration.listener.host.clone();
-            port = i32::from(b.registration.listener.port);
-        }
-    }
-    let err = if supported {
-        code::NONE
+    let keys: Vec<String> = if ctx.version >= 4 {
+        req.coordinator_keys
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect()
     } else {
-        code::COORDINATOR_NOT_AVAILABLE
+        vec![req.key.as_str().to_string()]
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for k in &keys {
+        found.push(if supported {
+            coordinator_of(shard, k).await
+        } else {
+            Err(code::COORDINATOR_NOT_AVAILABLE)
+        });
+    }
+    let part = |r: &Result<(i32, String, i32), i16>| match r {
+        Ok((id, host, port)) => (code::NONE, *id, host.clone(), *port),
+        Err(e) => (*e, -1, String::new(), -1),
     };
     if ctx.version >= 4 {
-        let coordinators = req
-            .coordinator_keys
+        let coordinators = keys
             .iter()
-            .map(|k| {
+            .zip(&found)
+            .map(|(k, r)| {
+                let (err, id, host, port) = part(r);
                 Coordinator::default()
-                    .with_key(k.clone())
-                    .with_node_id(BrokerId(if supported { node_id } else { -1 }))
-                    .with_host(sb(if supported { &host } else { "" }))
-                    .with_port(if supported { port } else { -1 })
+                    .with_key(sb(k))
+                    .with_node_id(BrokerId(id))
+                    .with_host(sb(&host))
+                    .with_port(port)
                     .with_error_code(err)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (err, id, host, port) = found.first().map_or(
+        (code::COORDINATOR_NOT_AVAILABLE, -1, String::new(), -1),
+        part,
+    );
     FindCoordinatorResponse::default()
         .with_error_code(err)
-        .with_node_id(BrokerId(if supported { node_id } else { -1 }))
-        .with_host(sb(if supported { &host } else { "" }))
-        .with_port(if supported { port } else { -1 })
+        .with_node_id(BrokerId(id))
+        .with_host(sb(&host))
+        .with_port(port)
 }

@@ -7,9 +7,11 @@ mod consumer_groups;
 mod describe;
 mod fetch;
 mod groups;
+mod leader_epochs;
 mod list_offsets;
 mod meta;
 mod produce;
+mod reassign;
 
 use std::rc::Rc;
 
@@ -117,6 +119,18 @@ pub async fn dispatch_ordered(
             Outcome::Respond(fetch::fetch(shard, &ctx, req).await)
         }
         ApiKey::ListOffsets => simple!(ListOffsetsRequest, list_offsets::list_offsets),
+        ApiKey::AlterPartitionReassignments => simple!(
+            AlterPartitionReassignmentsRequest,
+            reassign::alter_partition_reassignments
+        ),
+        ApiKey::ListPartitionReassignments => simple!(
+            ListPartitionReassignmentsRequest,
+            reassign::list_partition_reassignments
+        ),
+        ApiKey::OffsetForLeaderEpoch => simple!(
+            OffsetForLeaderEpochRequest,
+            leader_epochs::offset_for_leader_epoch
+        ),
         ApiKey::Metadata => simple!(MetadataRequest, meta::metadata),
         ApiKey::DescribeCluster => simple!(DescribeClusterRequest, meta::describe_cluster),
         ApiKey::FindCoordinator => simple!(FindCoordinatorRequest, meta::find_coordinator),
@@ -196,6 +210,7 @@ pub mod code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
     pub const UNSUPPORTED_VERSION: i16 = 35;

@@ -115,6 +115,7 @@ mod tests {
                 isr: isr.to_vec(),
                 partition_epoch: 9,
             },
+            target: None,
         }
     }
 

@@ -16,7 +16,8 @@ mod tests;
 use std::collections::BTreeMap;
 
 use crate::metadata::{
-    BrokerId, BrokerRegistration, ClusterImage, MetadataRecord, PartitionState, TopicId,
+    BrokerId, BrokerRegistration, ClusterImage, MetadataRecord, PartitionImage, PartitionState,
+    TopicId,
 };
 
 pub use placement::PlacementError;
@@ -288,10 +289,33 @@ impl Controller {
                 .find(|(k, _)| k == "unclean.leader.election.enable")
                 .map_or(self.config.unclean_leader_election, |(_, v)| v == "true");
             for (i, p) in topic.partitions.iter().enumerate() {
+                let key = (*topic_id, i as u32);
                 let Some(state) = election::desired_state(image, p, unclean, preferred) else {
+                    // A reassignment whose target replicas are all in sync is done.
+                    if let Some(done) = reassignment_done(image, p) {
+                        if self.proposed.get(&key).is_some_and(|&(epoch, at)| {
+                            epoch == p.state.partition_epoch
+                                && now_ms.saturating_sub(at) < self.config.retry_ms
+                        }) {
+                            continue;
+                        }
+                        self.proposed.insert(key, (p.state.partition_epoch, now_ms));
+                        let target = p.target.clone();
+                        records.push(MetadataRecord::PartitionChange {
+                            topic_id: *topic_id,
+                            partition: i as u32,
+                            expected_partition_epoch: p.state.partition_epoch,
+                            state: done,
+                            replicas: target,
+                        });
+                        records.push(MetadataRecord::ReassignTarget {
+                            topic_id: *topic_id,
+                            partition: i as u32,
+                            target: None,
+                        });
+                    }
                     continue;
                 };
-                let key = (*topic_id, i as u32);
                 if let Some(&(epoch, at)) = self.proposed.get(&key) {
                     if epoch == p.state.partition_epoch
                         && now_ms.saturating_sub(at) < self.config.retry_ms
@@ -340,6 +364,84 @@ impl Controller {
             .get(name)
             .ok_or(ControllerError::UnknownTopicOrPartition)?;
         Ok((topic_id, vec![MetadataRecord::DeleteTopic { topic_id }]))
+    }
+
+    /// AlterPartitionReassignments for one partition: its replicas become `target` once
+    /// every one of them is in sync. Meanwhile the partition has the old replicas and the
+    /// new (target first, in preference order); the new ones copy the log and join the ISR;
+    /// then the controller drops the others ([`Controller::tick`]), electing a leader from the
+    /// target if the old one is not in it. Cancelling (`None`) is not supported yet.
+    pub fn reassign(
+        &self,
+        image: &ClusterImage,
+        topic_id: TopicId,
+        partition: u32,
+        target: Option<Vec<BrokerId>>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let p = image
+            .partition(&topic_id, partition)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let Some(target) = target else {
+            return Err(ControllerError::Placement(
+                PlacementError::InvalidReplicaAssignment(
+                    "cancelling a reassignment is not supported yet".into(),
+                ),
+            ));
+        };
+        if target.is_empty() {
+            return Err(ControllerError::Placement(
+                PlacementError::InvalidReplicaAssignment(
+                    "a partition needs at least one replica".into(),
+                ),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for b in &target {
+            if !seen.insert(*b) {
+                return Err(ControllerError::Placement(
+                    PlacementError::InvalidReplicaAssignment(format!(
+                        "broker {b} is named twice in the new replicas"
+                    )),
+                ));
+            }
+            if !image.brokers.contains_key(b) {
+                return Err(ControllerError::Placement(
+                    PlacementError::InvalidReplicaAssignment(format!(
+                        "broker {b} is not registered in this cluster"
+                    )),
+                ));
+            }
+        }
+        if p.target.is_some() {
+            return Err(ControllerError::Placement(
+                PlacementError::InvalidReplicaAssignment(
+                    "the partition is being reassigned already".into(),
+                ),
+            ));
+        }
+        if target == p.assignment.replicas {
+            return Ok(Vec::new());
+        }
+        let mut union = target.clone();
+        union.extend(p.assignment.replicas.iter().filter(|r| !target.contains(r)));
+        let state = PartitionState {
+            partition_epoch: p.state.partition_epoch + 1,
+            ..p.state.clone()
+        };
+        Ok(vec![
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                expected_partition_epoch: p.state.partition_epoch,
+                state,
+                replicas: Some(union),
+            },
+            MetadataRecord::ReassignTarget {
+                topic_id,
+                partition,
+                target: Some(target),
+            },
+        ])
     }
 
     /// A leader's ISR change (Kafka's AlterPartition rules).
@@ -402,6 +504,38 @@ impl Controller {
             },
         )])
     }
+}
+
+/// The state that ends a reassignment, once every target replica is in sync: the ISR cut to
+/// the target, and a leader from it (the same one if it stays; else the first target replica
+/// in sync and live, with the next leader epoch).
+fn reassignment_done(image: &ClusterImage, p: &PartitionImage) -> Option<PartitionState> {
+    let target = p.target.as_ref()?;
+    if !target.iter().all(|r| p.state.isr.contains(r)) {
+        return None;
+    }
+    let isr: Vec<BrokerId> = p
+        .state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| target.contains(r))
+        .collect();
+    let (leader, leader_epoch) = if target.contains(&p.state.leader) {
+        (p.state.leader, p.state.leader_epoch)
+    } else {
+        let next = target
+            .iter()
+            .copied()
+            .find(|r| isr.contains(r) && image.is_live(*r))?;
+        (next, p.state.leader_epoch + 1)
+    };
+    Some(PartitionState {
+        leader,
+        leader_epoch,
+        isr,
+        partition_epoch: p.state.partition_epoch + 1,
+    })
 }
 
 fn change(

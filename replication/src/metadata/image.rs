@@ -21,6 +21,10 @@ pub struct BrokerState {
 pub struct PartitionImage {
     pub assignment: PartitionAssignment,
     pub state: PartitionState,
+    /// A reassignment under way: the replicas the partition moves to. Meanwhile its replicas
+    /// are the old ones and these; once all of these are in sync, the controller drops the
+    /// others.
+    pub target: Option<Vec<BrokerId>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +146,7 @@ impl ClusterImage {
                             isr: a.replicas.clone(),
                             partition_epoch: 0,
                         },
+                        target: None,
                     })
                     .collect();
                 self.names.insert(name.clone(), *topic_id);
@@ -196,6 +201,27 @@ impl ClusterImage {
                     p.assignment.replicas = r;
                 }
                 p.state = state.clone();
+            }
+            MetadataRecord::ReassignTarget {
+                topic_id,
+                partition,
+                target,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(ApplyError::UnknownTopic)?
+                    .partitions
+                    .get_mut(*partition as usize)
+                    .ok_or(ApplyError::UnknownPartition(*partition))?;
+                if let Some(t) = target {
+                    if t.is_empty() || t.iter().any(|r| !p.assignment.replicas.contains(r)) {
+                        return Err(ApplyError::InvalidState(
+                            "a reassignment's target must be among the replicas",
+                        ));
+                    }
+                }
+                p.target = target.clone();
             }
             MetadataRecord::ProducerIds { block_end } => {
                 self.producer_id_block_end = self.producer_id_block_end.max(*block_end);

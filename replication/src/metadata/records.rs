@@ -107,6 +107,13 @@ pub enum MetadataRecord {
     ProducerIds {
         block_end: i64,
     },
+    /// A reassignment of a partition starts (the target replicas, already added to its
+    /// replicas by a `PartitionChange` in the same batch) or ends (`None`).
+    ReassignTarget {
+        topic_id: TopicId,
+        partition: u32,
+        target: Option<Vec<BrokerId>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

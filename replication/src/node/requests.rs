@@ -31,6 +31,12 @@ pub enum Request {
         partition_epoch: i32,
         new_isr: Vec<BrokerId>,
     },
+    /// AlterPartitionReassignments for one partition (`None`: cancel).
+    Reassign {
+        topic: String,
+        partition: u32,
+        target: Option<Vec<BrokerId>>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

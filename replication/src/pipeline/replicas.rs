@@ -17,7 +17,7 @@ use crate::divergence::{EpochEnd, EpochHistory};
 use crate::follower::{Action, Follower, Refusal};
 use crate::isr::{AckState, FetchError, IsrConfig, Leadership, ReplicaSet};
 use crate::metadata::{BrokerId, PartitionImage, TopicId, NO_LEADER};
-use crate::node::{NodeHandle, Reply, Request};
+use crate::node::{NodeHandle, Reply, Request, RequestError};
 
 pub type PartitionKey = (TopicId, u32);
 
@@ -39,6 +39,8 @@ pub(crate) enum Role {
     Leader {
         set: ReplicaSet,
         alter_in_flight: bool,
+        /// After a refusal, the next ISR change waits until then (ms).
+        retry_at: u64,
     },
     /// This broker is the only replica: the log keeps its own high watermark (its end), as
     /// on a single broker.
@@ -100,6 +102,9 @@ pub struct AckError {
     pub code: i16,
     pub message: String,
 }
+
+/// How long a leader waits after the controller refused an ISR change before it asks again.
+const ALTER_RETRY_MS: u64 = 1_000;
 
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
@@ -234,6 +239,7 @@ impl ShardReplicas {
                 r.role = Role::Leader {
                     set,
                     alter_in_flight: false,
+                    retry_at: 0,
                 };
             }
             tracing::info!(topic = %name, partition = key.1, leader_epoch = s.leader_epoch, isr = ?s.isr, "leading the partition");
@@ -531,12 +537,13 @@ impl ShardReplicas {
                     Role::Leader {
                         set,
                         alter_in_flight,
+                        retry_at,
                     } => {
                         sync_leader(set, &r.log);
                         if set.followers_ahead_of_leader() {
                             r.log.request_sync();
                         }
-                        if !*alter_in_flight {
+                        if !*alter_in_flight && now >= *retry_at {
                             if let Some(change) = set.propose(now) {
                                 *alter_in_flight = true;
                                 tracing::info!(topic = %r.name, partition = key.1, from = ?set.isr(), to = ?change.new_isr, "asking the controller to change the in-sync replicas");
@@ -580,14 +587,23 @@ impl ShardReplicas {
                     if let Role::Leader {
                         set,
                         alter_in_flight,
+                        retry_at,
                     } = &mut r.role
                     {
                         *alter_in_flight = false;
                         if let Reply::Refused(e) = reply {
                             tracing::info!(topic = %r.name, partition = key.1, "the controller refused the ISR change: {e}");
                             if set.partition_epoch() == change.partition_epoch {
-                                set.on_isr_rejected();
+                                match e {
+                                    // It may still commit (a controller that lost its
+                                    // leadership, or no answer in time).
+                                    RequestError::NotController | RequestError::Timeout(_) => {
+                                        set.on_isr_rejected()
+                                    }
+                                    _ => set.on_isr_refused(),
+                                }
                             }
+                            *retry_at = me.now_ms() + ALTER_RETRY_MS;
                         }
                     }
                 }
@@ -621,7 +637,9 @@ impl ShardReplicas {
 pub(crate) fn sync_leader(set: &mut ReplicaSet, log: &PartitionLog) {
     let o = log.offsets();
     set.on_leader_write(o.log_end);
-    if set.on_leader_durable(o.durable) {
+    set.on_leader_durable(o.durable);
+    // Also when the set moved it by itself (an ISR commit or refusal): never backwards.
+    if set.high_watermark() > o.high_watermark {
         let _ = log.advance_high_watermark(set.high_watermark());
     }
 }

@@ -91,6 +91,25 @@ impl Node {
                     partition,
                     from_epoch: partition_epoch,
                 },
+                Some(Request::Reassign {
+                    topic, partition, ..
+                }) => match self.image.topic_by_name(&topic) {
+                    // The controller's answer names the epoch it moved the partition to.
+                    Some(t) => {
+                        let Reply::PartitionChanged { partition_epoch } = reply else {
+                            return;
+                        };
+                        Awaiting::PartitionChanged {
+                            topic_id: t.id,
+                            partition,
+                            from_epoch: partition_epoch - 1,
+                        }
+                    }
+                    None => {
+                        let _ = tx.send(reply);
+                        return;
+                    }
+                },
                 _ => {
                     let _ = tx.send(reply);
                     return;
@@ -144,8 +163,13 @@ impl Node {
         let name = match &request {
             Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
             Request::AlterPartition { .. } => String::new(),
+            Request::Reassign { topic, .. } => topic.clone(),
         };
-        let alter = matches!(request, Request::AlterPartition { .. }).then(|| request.clone());
+        let alter = matches!(
+            request,
+            Request::AlterPartition { .. } | Request::Reassign { .. }
+        )
+        .then(|| request.clone());
         self.forwarded
             .insert(id, (reply, Instant::now() + REQUEST_TIMEOUT, name, alter));
         self.transport.send(leader, Body::Request { id, request });
@@ -244,8 +268,49 @@ impl Node {
                     )
                 })
                 .map_err(|e| RequestError::Other(e.to_string())),
+            Request::Reassign {
+                topic,
+                partition,
+                target,
+            } => match self.image.topic_by_name(&topic) {
+                None => Err(RequestError::UnknownTopic(topic)),
+                Some(t) => {
+                    let topic_id = t.id;
+                    let from_epoch = t
+                        .partitions
+                        .get(partition as usize)
+                        .map_or(0, |p| p.state.partition_epoch);
+                    c.reassign(&self.image, topic_id, partition, target)
+                        .map(|r| {
+                            (
+                                r,
+                                Awaiting::PartitionChanged {
+                                    topic_id,
+                                    partition,
+                                    from_epoch,
+                                },
+                            )
+                        })
+                        .map_err(|e| match e {
+                            crate::controller::ControllerError::UnknownTopicOrPartition => {
+                                RequestError::UnknownTopic(topic)
+                            }
+                            e => e.into(),
+                        })
+                }
+            },
         };
         match decided {
+            Ok((records, Awaiting::PartitionChanged { .. })) if records.is_empty() => {
+                // Nothing to change (a reassignment to the replicas it has).
+                let epoch = 0;
+                self.answer(
+                    reply_to,
+                    Reply::PartitionChanged {
+                        partition_epoch: epoch,
+                    },
+                )
+            }
             Ok((records, awaiting)) => {
                 self.proposals.push(records);
                 self.serving.push(Serving {
