@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// removed, when the run ends or is interrupted by Ctrl-C or SIGTERM)
     #[arg(long)]
     pub with_broker: bool,
+    /// Start a local cluster of this many brokers (`spate cluster --nodes N` on free ports
+    /// and a temporary data directory; topics get min(N, 3) replicas) and measure it
+    #[arg(long, conflicts_with = "with_broker")]
+    pub with_cluster: Option<usize>,
     /// The embedded broker's TOML configuration file (`spate serve --config`)
     #[arg(long)]
     pub broker_config: Option<PathBuf>,
@@ -96,7 +100,27 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
                 .into(),
         );
     }
-    let broker = match spate {
+    let cluster = match (spate, args.with_cluster) {
+        (Some(bin), Some(nodes)) => {
+            let tmp = crate::cleanup::temp_data_dir()?;
+            let c = match crate::cluster::LocalCluster::start(bin, &tmp, nodes) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+            };
+            crate::cleanup::stop_on_signal(c.pid(), tmp.clone())?;
+            eprintln!(
+                "spate-bench: local cluster of {nodes} brokers at {} (data in {})",
+                c.bootstrap,
+                c.data_dir.display()
+            );
+            Some(c)
+        }
+        _ => None,
+    };
+    let broker = match spate.filter(|_| cluster.is_none()) {
         Some(bin) => {
             let temp = std::env::temp_dir();
             for dir in crate::cleanup::remove_stale_data_dirs(&temp) {
@@ -125,14 +149,14 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
         None => None,
     };
     let o = RunOptions {
-        bootstrap: broker.as_ref().map_or_else(
-            || {
-                args.bootstrap
-                    .clone()
-                    .unwrap_or_else(|| "127.0.0.1:9092".into())
-            },
-            |b| b.bootstrap.clone(),
-        ),
+        bootstrap: match (&broker, &cluster) {
+            (Some(b), _) => b.bootstrap.clone(),
+            (None, Some(c)) => c.bootstrap.clone(),
+            (None, None) => args
+                .bootstrap
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+        },
         acks: match args.acks.as_str() {
             "0" => Acks::None,
             "1" => Acks::Leader,
@@ -158,6 +182,11 @@ pub fn run_command(args: RunArgs, spate: Option<&Path>) -> Result<(), String> {
     if let Some(b) = broker {
         let dir = b.data_dir.clone();
         drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let Some(c) = cluster {
+        let dir = c.data_dir.clone();
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let results = results?;

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod cleanup;
 pub mod cli;
+pub mod cluster;
 pub mod limits;
 pub mod pin;
 pub mod rate;

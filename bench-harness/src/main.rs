@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => {
-            let spate = args.with_broker.then(|| {
+            let spate = (args.with_broker || args.with_cluster.is_some()).then(|| {
                 std::env::current_exe()
                     .ok()
                     .and_then(|p| p.parent().map(|d| d.join("spate")))

@@ -85,6 +85,11 @@ pub fn error_name(code: i16) -> String {
     }
 }
 
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: ask again.
+pub fn is_coordinator_retriable(code: i16) -> bool {
+    matches!(code, 14..=16)
+}
+
 impl Client {
     pub fn new(bootstrap: &str, client_id: &str, timeout: Duration) -> Result<Self, ClientError> {
         let mut c = Self {
@@ -167,6 +172,15 @@ impl Client {
     /// Metadata for `topics` (None: all topics). Creates nothing.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Vec<TopicInfo>, ClientError> {
         self.metadata_inner(topics, false)
+    }
+
+    /// The ids of the brokers the cluster's Metadata names now (no topics asked).
+    pub fn broker_ids(&mut self) -> Result<Vec<i32>, ClientError> {
+        let req = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let resp: MetadataResponse = self.any()?.call(req, 1, 9)?;
+        let mut ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Metadata that lets the broker auto-create the topics named.
@@ -292,7 +306,17 @@ impl Client {
         let req = FindCoordinatorRequest::default()
             .with_key(sb(group))
             .with_key_type(0);
-        let resp: FindCoordinatorResponse = self.any()?.call(req, 0, 3)?;
+        // A cluster's coordinator may not be there yet (its offsets topic being created, a
+        // new leader loading it): retried within the client's timeout.
+        let deadline = std::time::Instant::now() + self.timeout;
+        let resp = loop {
+            let resp: FindCoordinatorResponse = self.any()?.call(req.clone(), 0, 3)?;
+            if is_coordinator_retriable(resp.error_code) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            break resp;
+        };
         if resp.error_code != 0 {
             return Err(ClientError::Kafka {
                 code: resp.error_code,

@@ -36,6 +36,7 @@ impl GroupConsumer {
             .encode(&mut sub.0, 0)
             .map_err(|e| ClientError::Protocol(format!("encoding a subscription: {e}")))?;
         let metadata = sub.0.freeze();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let req = JoinGroupRequest::default()
                 .with_group_id(GroupId(sb(group)))
@@ -54,6 +55,13 @@ impl GroupConsumer {
             }
             if resp.error_code == 25 {
                 self.member_id.clear();
+                continue;
+            }
+            if crate::is_coordinator_retriable(resp.error_code)
+                && std::time::Instant::now() < deadline
+            {
+                // The coordinator moved or is loading its groups.
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
             if resp.error_code != 0 {

@@ -109,8 +109,20 @@ fn topic_entry(t: &crate::metadata::TopicMeta, node_id: i32) -> MetadataResponse
 
 /// A topic of the cluster's image as Metadata answers it: per partition its leader (none:
 /// LEADER_NOT_AVAILABLE), leader epoch, replicas, ISR and the replicas on fenced brokers.
+///
+/// A broker that has not caught up with the metadata log since it started (its image does not
+/// hold its own registration yet) names no leader: what it has may be stale, and a client
+/// sent to an old leader would be told NOT_LEADER_OR_FOLLOWER anyway. LEADER_NOT_AVAILABLE
+/// makes clients ask again.
 fn image_topic_entry(view: &ClusterView, t: &TopicImage) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    let leader_of = |p: &spate_replication::metadata::PartitionImage| {
+        if view.registered {
+            p.state.leader
+        } else {
+            NO_LEADER
+        }
+    };
     let partitions = t
         .partitions
         .iter()
@@ -125,12 +137,12 @@ fn image_topic_entry(view: &ClusterView, t: &TopicImage) -> MetadataResponseTopi
                 .collect();
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_error_code(if p.state.leader == NO_LEADER {
+                .with_error_code(if leader_of(p) == NO_LEADER {
                     code::LEADER_NOT_AVAILABLE
                 } else {
                     code::NONE
                 })
-                .with_leader_id(BrokerId(p.state.leader))
+                .with_leader_id(BrokerId(leader_of(p)))
                 .with_leader_epoch(p.state.leader_epoch)
                 .with_replica_nodes(ids(&p.assignment.replicas))
                 .with_isr_nodes(ids(&p.state.isr))
