@@ -4,7 +4,6 @@
 //! interrupted by a signal stops it through `cleanup.rs`.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -85,16 +84,7 @@ impl EmbeddedBroker {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        // If this process dies without stopping the broker (SIGKILL), the kernel sends it
-        // SIGTERM. SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::cleanup::die_with_parent(&mut command);
         let mut child = command
             .env("SPATE_LOG", "warn,spate::serve=info")
             .stdout(Stdio::null())

@@ -110,6 +110,21 @@ pub fn stop_on_signal(pid: u32, data_dir: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// Has the kernel send the child SIGTERM if this process dies first (SIGKILL included), so a
+/// broker or a local cluster never outlives the harness.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// SIGTERM, then SIGKILL if the child `pid` has not exited after `grace`; reaps it.
 pub fn stop_broker(pid: u32, grace: Duration) {
     let Ok(pid) = i32::try_from(pid) else {

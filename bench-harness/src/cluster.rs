@@ -5,7 +5,6 @@
 //! if this process dies first.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -28,15 +27,7 @@ impl LocalCluster {
             .args(["cluster", "--nodes", &nodes.to_string(), "--base-port", "0"])
             .arg("--data-dir")
             .arg(data_dir);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::cleanup::die_with_parent(&mut command);
         let mut child = command
             .env("SPATE_LOG", "warn")
             .stdout(Stdio::piped())

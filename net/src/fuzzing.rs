@@ -136,6 +136,13 @@ macro_rules! for_each_api {
             ApiKey::DescribeCluster => $f::<DescribeClusterRequest>($($arg),*),
             ApiKey::OffsetDelete => $f::<OffsetDeleteRequest>($($arg),*),
             ApiKey::DescribeLogDirs => $f::<DescribeLogDirsRequest>($($arg),*),
+            ApiKey::OffsetForLeaderEpoch => $f::<OffsetForLeaderEpochRequest>($($arg),*),
+            ApiKey::AlterPartitionReassignments => {
+                $f::<AlterPartitionReassignmentsRequest>($($arg),*)
+            }
+            ApiKey::ListPartitionReassignments => {
+                $f::<ListPartitionReassignmentsRequest>($($arg),*)
+            }
             ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($($arg),*),
             ApiKey::DescribeTopicPartitions => $f::<DescribeTopicPartitionsRequest>($($arg),*),
             ApiKey::ConsumerGroupHeartbeat => $f::<ConsumerGroupHeartbeatRequest>($($arg),*),

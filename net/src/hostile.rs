@@ -38,6 +38,13 @@ pub fn default_request(api: ApiKey) -> Option<RequestKind> {
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),
         ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(Default::default()),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(Default::default()),
+        ApiKey::AlterPartitionReassignments => {
+            RequestKind::AlterPartitionReassignments(Default::default())
+        }
+        ApiKey::ListPartitionReassignments => {
+            RequestKind::ListPartitionReassignments(Default::default())
+        }
         ApiKey::DescribeProducers => RequestKind::DescribeProducers(Default::default()),
         ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(Default::default()),
         ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(Default::default()),

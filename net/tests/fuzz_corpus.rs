@@ -633,6 +633,39 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
         ApiKey::ConsumerGroupDescribe => enc!(ConsumerGroupDescribeRequest::default()
             .with_group_ids(vec![group("g1"), group("g2")])
             .with_include_authorized_operations(true)),
+        ApiKey::OffsetForLeaderEpoch => enc!(OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(topic("orders"))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(3)
+                            .with_leader_epoch(2)
+                    ])
+            ])),
+        ApiKey::AlterPartitionReassignments => enc!(AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(topic("orders"))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(2), BrokerId(3)])),
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(1)
+                            .with_replicas(None),
+                    ])
+            ])),
+        ApiKey::ListPartitionReassignments => enc!(ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(Some(vec![
+                list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                    .with_name(topic("orders"))
+                    .with_partition_indexes(vec![0, 1])
+            ]))),
         other => panic!("no seed request for {other:?}"),
     }
     buf

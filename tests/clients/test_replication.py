@@ -143,27 +143,49 @@ def test_an_rf3_topic_converges_and_serves_through_any_broker(cluster):
     assert sorted(seen) == values
 
 
-def test_a_killed_leader_fails_over_and_loses_no_acknowledged_record(cluster):
-    create(cluster, "failover", 1)
-    leader = wait_for("3 in sync", in_sync(cluster, "failover", 0, [1, 2, 3]), 30)
-    acked, errors = [], []
-    stop = threading.Event()
+class SteadyProducer:
+    """An idempotent acks=all producer writing 0, 1, 2, ... to partition 0 of `topic` on a
+    thread of its own until stopped; `acked` and `errors` as the delivery reports come."""
 
-    def produce():
-        p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all",
+    def __init__(self, bootstrap, topic):
+        self.acked, self.errors = [], []
+        self._stop = threading.Event()
+        self._args = (bootstrap, topic)
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self):
+        bootstrap, topic = self._args
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                       "enable.idempotence": True, "linger.ms": 5})
 
         def done(err, msg):
-            (errors.append(err) if err else acked.append(int(msg.value())))
+            (self.errors.append(err) if err else self.acked.append(int(msg.value())))
         i = 0
-        while not stop.is_set():
-            p.produce("failover", value=str(i).encode(), partition=0, on_delivery=done)
+        while not self._stop.is_set():
+            p.produce(topic, value=str(i).encode(), partition=0, on_delivery=done)
             i += 1
             p.poll(0.002)
         assert p.flush(60) == 0
 
-    writer = threading.Thread(target=produce)
-    writer.start()
+    def stop(self):
+        self._stop.set()
+        self._thread.join(90)
+
+
+def assert_every_acked_once_in_order(nodes, topic, producer):
+    assert producer.errors == []
+    got = [int(v) for _, v in read(everyone(nodes), topic, [0], len(producer.acked), 60)]
+    assert got == sorted(got)
+    assert len(got) == len(set(got))
+    assert set(producer.acked) <= set(got)
+
+
+def test_a_killed_leader_fails_over_and_loses_no_acknowledged_record(cluster):
+    create(cluster, "failover", 1)
+    leader = wait_for("3 in sync", in_sync(cluster, "failover", 0, [1, 2, 3]), 30)
+    writer = SteadyProducer(everyone(cluster), "failover")
+    acked = writer.acked
     try:
         wait_for("records acknowledged before the kill", lambda: len(acked) > 200, 30)
         victim = cluster[leader - 1]
@@ -183,14 +205,8 @@ def test_a_killed_leader_fails_over_and_loses_no_acknowledged_record(cluster):
                  in_sync(cluster, "failover", 0, [1, 2, 3]), 60)
         wait_for("acknowledgements after its return", lambda: len(acked) > before + 400, 30)
     finally:
-        stop.set()
-        writer.join(90)
-    assert errors == []
-    got = [int(v) for _, v in read(everyone(cluster), "failover", [0], len(acked), 60)]
-    # Every acknowledged record exactly once, in the order sent.
-    assert got == sorted(got)
-    assert len(got) == len(set(got))
-    assert set(acked) <= set(got)
+        writer.stop()
+    assert_every_acked_once_in_order(cluster, "failover", writer)
 
 
 def test_min_insync_replicas_refuses_acks_all_until_a_broker_returns(cluster, tmp_path):
@@ -357,24 +373,8 @@ def test_a_reassignment_moves_a_partition_under_load_and_loses_nothing(cluster):
     from kafka.admin import KafkaAdminClient
     create(cluster, "moving", 1, assignment=[[1, 2]])
     wait_for("1 and 2 in sync", in_sync(cluster, "moving", 0, [1, 2]), 30)
-    acked, errors = [], []
-    stop = threading.Event()
-
-    def produce():
-        p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all",
-                      "enable.idempotence": True, "linger.ms": 5})
-
-        def done(err, msg):
-            (errors.append(err) if err else acked.append(int(msg.value())))
-        i = 0
-        while not stop.is_set():
-            p.produce("moving", value=str(i).encode(), partition=0, on_delivery=done)
-            i += 1
-            p.poll(0.002)
-        assert p.flush(60) == 0
-
-    writer = threading.Thread(target=produce)
-    writer.start()
+    writer = SteadyProducer(everyone(cluster), "moving")
+    acked = writer.acked
     try:
         wait_for("records acknowledged before the move", lambda: len(acked) > 300, 30)
         admin = KafkaAdminClient(bootstrap_servers=everyone(cluster))
@@ -391,10 +391,5 @@ def test_a_reassignment_moves_a_partition_under_load_and_loses_nothing(cluster):
         moved = len(acked)
         wait_for("acknowledgements after the move", lambda: len(acked) > moved + 300, 30)
     finally:
-        stop.set()
-        writer.join(90)
-    assert errors == []
-    got = [int(v) for _, v in read(everyone(cluster), "moving", [0], len(acked), 60)]
-    assert got == sorted(got)
-    assert len(got) == len(set(got))
-    assert set(acked) <= set(got)
+        writer.stop()
+    assert_every_acked_once_in_order(cluster, "moving", writer)

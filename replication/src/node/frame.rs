@@ -70,6 +70,17 @@ impl Frame {
 pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r: &mut R,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    read_bounded(r, MAX_FRAME_BYTES, "cluster frame").await
+}
+
+/// Reads a `u32` little-endian length and that many bytes, refusing (before allocating) a
+/// length above `max`; `Ok(None)` at a clean end of stream. `what` names the frame in the
+/// error.
+pub(crate) async fn read_bounded<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    what: &str,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(()) => {}
@@ -77,10 +88,10 @@ pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(e) => return Err(e),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("a cluster frame of {len} bytes is larger than {MAX_FRAME_BYTES}"),
+            format!("a {what} of {len} bytes is larger than {max}"),
         ));
     }
     let mut buf = vec![0u8; len];

@@ -7,7 +7,7 @@
 //! A thread rather than a shard: the quorum's fdatasyncs and ticks stay off the shards'
 //! produce path, and metadata traffic is small.
 
-mod frame;
+pub(crate) mod frame;
 pub mod identity;
 pub mod requests;
 mod run;

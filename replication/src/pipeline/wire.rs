@@ -8,7 +8,7 @@
 //! the tail, are an error, never data.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::metadata::{BrokerId, TopicId};
@@ -251,22 +251,11 @@ pub fn decode(frame: Bytes) -> Result<Received, String> {
 pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     r: &mut R,
 ) -> std::io::Result<Option<Bytes>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a replication frame of {len} bytes is larger than {MAX_FRAME_BYTES}"),
-        ));
-    }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    Ok(Some(Bytes::from(buf)))
+    Ok(
+        crate::node::frame::read_bounded(r, MAX_FRAME_BYTES, "replication frame")
+            .await?
+            .map(Bytes::from),
+    )
 }
 
 /// Writes a frame's chunks in order.
