@@ -132,6 +132,7 @@ macro_rules! for_each_api {
             ApiKey::AlterConfigs => $f::<AlterConfigsRequest>($($arg),*),
             ApiKey::CreatePartitions => $f::<CreatePartitionsRequest>($($arg),*),
             ApiKey::DeleteGroups => $f::<DeleteGroupsRequest>($($arg),*),
+            ApiKey::ElectLeaders => $f::<ElectLeadersRequest>($($arg),*),
             ApiKey::IncrementalAlterConfigs => $f::<IncrementalAlterConfigsRequest>($($arg),*),
             ApiKey::DescribeCluster => $f::<DescribeClusterRequest>($($arg),*),
             ApiKey::OffsetDelete => $f::<OffsetDeleteRequest>($($arg),*),

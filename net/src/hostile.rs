@@ -34,6 +34,7 @@ pub fn default_request(api: ApiKey) -> Option<RequestKind> {
         ApiKey::AlterConfigs => RequestKind::AlterConfigs(Default::default()),
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(Default::default()),
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),

@@ -666,6 +666,14 @@ fn request_body(key: ApiKey, v: i16) -> BytesMut {
                     .with_name(topic("orders"))
                     .with_partition_indexes(vec![0, 1])
             ]))),
+        ApiKey::ElectLeaders => enc!(ElectLeadersRequest::default()
+            .with_election_type(if v >= 1 { 1 } else { 0 })
+            .with_timeout_ms(30_000)
+            .with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(topic("orders"))
+                    .with_partitions(vec![0, 1, 2])
+            ]))),
         other => panic!("no seed request for {other:?}"),
     }
     buf

@@ -5,6 +5,7 @@
 mod admin;
 mod consumer_groups;
 mod describe;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod leader_epochs;
@@ -127,6 +128,7 @@ pub async fn dispatch_ordered(
             ListPartitionReassignmentsRequest,
             reassign::list_partition_reassignments
         ),
+        ApiKey::ElectLeaders => simple!(ElectLeadersRequest, elect_leaders::elect_leaders),
         ApiKey::OffsetForLeaderEpoch => simple!(
             OffsetForLeaderEpochRequest,
             leader_epochs::offset_for_leader_epoch

@@ -9,6 +9,9 @@
 //!   `unclean.leader.election.enable`).
 //! - With `preferred` set, a live in-sync preferred replica (the first) takes the leadership
 //!   back (Kafka's `auto.leader.rebalance.enable`).
+//!
+//! [`requested_state`] is the same rules asked for by an operator (ElectLeaders): a preferred
+//! election, or an unclean one for a partition that has no live leader.
 
 use crate::metadata::{BrokerId, ClusterImage, PartitionImage, PartitionState, NO_LEADER};
 
@@ -57,6 +60,71 @@ pub fn desired_state(
             old.leader_epoch + 1
         },
         leader,
+        isr,
+        partition_epoch: old.partition_epoch + 1,
+    })
+}
+
+/// Why an ElectLeaders election changes nothing (Kafka's per-partition errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionRefusal {
+    /// The preferred replica leads already (preferred), or a live leader does (unclean).
+    #[error("the partition's leader need not change: {0}")]
+    NotNeeded(&'static str),
+    #[error("the preferred replica {0} is not live and in sync")]
+    PreferredNotAvailable(BrokerId),
+    #[error("no replica of the partition is live")]
+    EligibleNotAvailable,
+}
+
+/// The state an ElectLeaders election gives `p`. Preferred: the first replica leads, if it
+/// is live and in the ISR (the ISR stays as it is). Unclean: only for a partition whose
+/// leader is not live; the first live ISR member in replica order if there is one (a clean
+/// election, as the controller makes by itself), else the first live replica, with an ISR of
+/// itself (what only the ISR had is lost).
+pub fn requested_state(
+    image: &ClusterImage,
+    p: &PartitionImage,
+    unclean: bool,
+) -> Result<PartitionState, ElectionRefusal> {
+    let replicas = &p.assignment.replicas;
+    let old = &p.state;
+    let (leader, isr) = if !unclean {
+        let Some(&preferred) = replicas.first() else {
+            return Err(ElectionRefusal::EligibleNotAvailable);
+        };
+        if old.leader == preferred {
+            return Err(ElectionRefusal::NotNeeded("the preferred replica leads"));
+        }
+        if !image.is_live(preferred) || !old.isr.contains(&preferred) {
+            return Err(ElectionRefusal::PreferredNotAvailable(preferred));
+        }
+        (preferred, old.isr.clone())
+    } else {
+        if old.leader != NO_LEADER && image.is_live(old.leader) {
+            return Err(ElectionRefusal::NotNeeded("a live replica leads"));
+        }
+        let live_isr: Vec<BrokerId> = old
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| image.is_live(*r))
+            .collect();
+        match replicas.iter().copied().find(|r| live_isr.contains(r)) {
+            Some(leader) => (leader, live_isr),
+            None => {
+                let leader = replicas
+                    .iter()
+                    .copied()
+                    .find(|r| image.is_live(*r))
+                    .ok_or(ElectionRefusal::EligibleNotAvailable)?;
+                (leader, vec![leader])
+            }
+        }
+    };
+    Ok(PartitionState {
+        leader,
+        leader_epoch: old.leader_epoch + 1,
         isr,
         partition_epoch: old.partition_epoch + 1,
     })

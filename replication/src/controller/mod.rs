@@ -1,9 +1,9 @@
 //! The controller: what the leader of the metadata quorum decides. It turns broker requests
-//! (registration, heartbeats, topic creation, ISR changes) and the passing of time (fencing,
-//! elections, preferred leaders) into metadata records to propose. It reads only the
-//! committed image, so it holds no state a new controller would lack except heartbeat times,
-//! and those start afresh (every broker gets a full session timeout) when a node becomes
-//! controller, as in KRaft.
+//! (registration, heartbeats, topic creation, ISR changes, elections asked for) and the
+//! passing of time (fencing, elections, preferred leaders) into metadata records to propose.
+//! It reads only the committed image, so it holds no state a new controller would lack except
+//! heartbeat times, and those start afresh (every broker gets a full session timeout) when a
+//! node becomes controller, as in KRaft.
 //!
 //! Sans-I/O: the driver proposes the records returned and answers the requester once they are
 //! committed and applied (from the image then, since a raced record may have been refused).
@@ -78,6 +78,10 @@ pub enum ControllerError {
     InvalidUpdateVersion { got: i32, current: i32 },
     #[error("replica {0} may not join the ISR (fenced, unknown, or not a replica)")]
     IneligibleReplica(BrokerId),
+    /// ElectLeaders changes nothing, and why (ELECTION_NOT_NEEDED,
+    /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    #[error(transparent)]
+    Election(#[from] election::ElectionRefusal),
 }
 
 /// A heartbeat's answer.
@@ -442,6 +446,28 @@ impl Controller {
                 target: Some(target),
             },
         ])
+    }
+
+    /// ElectLeaders for one partition: a preferred election (the first replica leads again,
+    /// if live and in sync) or an unclean one (a partition without a live leader gets the
+    /// first live replica, from the ISR if one is live). See [`election::requested_state`].
+    pub fn elect_leader(
+        &self,
+        image: &ClusterImage,
+        topic_id: TopicId,
+        partition: u32,
+        unclean: bool,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let p = image
+            .partition(&topic_id, partition)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let state = election::requested_state(image, p, unclean)?;
+        Ok(vec![change(
+            topic_id,
+            partition,
+            p.state.partition_epoch,
+            state,
+        )])
     }
 
     /// A leader's ISR change (Kafka's AlterPartition rules).

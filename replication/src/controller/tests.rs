@@ -325,3 +325,154 @@ fn a_restarted_leader_loses_its_leaderships_in_its_registration_batch() {
         assert!(!p.state.isr.contains(&1));
     }
 }
+
+#[test]
+fn a_preferred_election_brings_the_first_replica_back_once_it_is_in_sync() {
+    use election::ElectionRefusal as R;
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 1, 3);
+    let preferred = c.image.topics[&t].partitions[0].assignment.replicas[0];
+    assert_eq!(
+        c.controller.elect_leader(&c.image, t, 0, false),
+        Err(ControllerError::Election(R::NotNeeded(
+            "the preferred replica leads"
+        )))
+    );
+    assert_eq!(
+        c.controller.elect_leader(&c.image, t, 1, false),
+        Err(ControllerError::UnknownTopicOrPartition)
+    );
+    // The preferred leader restarts: its leadership and ISR place go with its registration.
+    let others: Vec<BrokerId> = (1..=3).filter(|b| *b != preferred).collect();
+    for b in &others {
+        c.beat(*b, 9_000);
+    }
+    let records = c
+        .controller
+        .register(&c.image, reg(preferred, [0x42; 16]), 9_500)
+        .expect("re-register");
+    c.apply(records);
+    let p = &c.image.topics[&t].partitions[0];
+    let (leader, epoch) = (p.state.leader, p.state.leader_epoch);
+    assert_ne!(leader, preferred);
+    // Fenced and out of the ISR: not available.
+    assert_eq!(
+        c.controller.elect_leader(&c.image, t, 0, false),
+        Err(ControllerError::Election(R::PreferredNotAvailable(
+            preferred
+        )))
+    );
+    // Unfenced but not caught up yet: still not available.
+    c.beat(preferred, 9_600);
+    assert!(c.image.is_live(preferred));
+    assert!(matches!(
+        c.controller.elect_leader(&c.image, t, 0, false),
+        Err(ControllerError::Election(R::PreferredNotAvailable(_)))
+    ));
+    // The leader takes it back into the ISR.
+    let p = c.image.topics[&t].partitions[0].clone();
+    let mut isr = p.state.isr.clone();
+    isr.push(preferred);
+    let records = c
+        .controller
+        .alter_partition(
+            &c.image,
+            &AlterPartition {
+                broker_id: leader,
+                broker_epoch: c.image.brokers[&leader].epoch,
+                topic_id: t,
+                partition: 0,
+                leader_epoch: epoch,
+                partition_epoch: p.state.partition_epoch,
+                new_isr: isr,
+            },
+        )
+        .expect("valid ISR change");
+    c.apply(records);
+    // An unclean election is not needed while a live replica leads.
+    assert!(matches!(
+        c.controller.elect_leader(&c.image, t, 0, true),
+        Err(ControllerError::Election(R::NotNeeded(_)))
+    ));
+    let before = c.image.topics[&t].partitions[0].state.clone();
+    let records = c
+        .controller
+        .elect_leader(&c.image, t, 0, false)
+        .expect("an election");
+    c.apply(records.clone());
+    let after = &c.image.topics[&t].partitions[0].state;
+    assert_eq!(after.leader, preferred);
+    assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+    assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+    assert_eq!(after.isr, before.isr, "the ISR stays");
+    // The same record again (a duplicate, or one raced by another change) is refused at
+    // apply: it names the partition epoch it was computed on.
+    let mut view = c.image.clone();
+    assert!(matches!(
+        view.apply(c.next, &records[0]),
+        Err(crate::metadata::ApplyError::StalePartitionEpoch { .. })
+    ));
+}
+
+#[test]
+fn an_unclean_election_takes_a_live_replica_only_when_no_isr_member_is_live() {
+    use election::ElectionRefusal as R;
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 1, 3);
+    let replicas = c.image.topics[&t].partitions[0].assignment.replicas.clone();
+    let (first, second, third) = (replicas[0], replicas[1], replicas[2]);
+    // The ISR shrinks to the leader alone, then the leader and the second replica go silent.
+    let records = c
+        .controller
+        .alter_partition(
+            &c.image,
+            &AlterPartition {
+                broker_id: first,
+                broker_epoch: c.image.brokers[&first].epoch,
+                topic_id: t,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![first],
+            },
+        )
+        .expect("valid ISR change");
+    c.apply(records);
+    c.beat(third, 9_500);
+    let records = c.controller.tick(&c.image, 9_500);
+    c.apply(records);
+    let state = c.image.topics[&t].partitions[0].state.clone();
+    assert_eq!((state.leader, state.isr.clone()), (NO_LEADER, vec![first]));
+    assert!(!c.image.is_live(second));
+    // A preferred election cannot help: the first replica is fenced.
+    assert_eq!(
+        c.controller.elect_leader(&c.image, t, 0, false),
+        Err(ControllerError::Election(R::PreferredNotAvailable(first)))
+    );
+    let records = c
+        .controller
+        .elect_leader(&c.image, t, 0, true)
+        .expect("unclean election");
+    c.apply(records);
+    let after = &c.image.topics[&t].partitions[0].state;
+    assert_eq!((after.leader, after.isr.clone()), (third, vec![third]));
+    assert_eq!(after.leader_epoch, state.leader_epoch + 1);
+    assert!(matches!(
+        c.controller.elect_leader(&c.image, t, 0, true),
+        Err(ControllerError::Election(R::NotNeeded(_)))
+    ));
+    // With no live replica at all, none is eligible.
+    let records = c.controller.tick(&c.image, 30_000);
+    c.apply(records);
+    assert!(c.image.live_brokers().next().is_none());
+    assert_eq!(
+        c.controller.elect_leader(&c.image, t, 0, true),
+        Err(ControllerError::Election(R::EligibleNotAvailable))
+    );
+}

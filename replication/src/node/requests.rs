@@ -1,4 +1,5 @@
-//! What the Kafka side asks of the cluster (creating and deleting topics), and the answers.
+//! What the Kafka side asks of the cluster (creating and deleting topics, ISR changes,
+//! reassignments, elections), and the answers.
 //! A broker that is not the controller forwards the request to the one it knows; the
 //! controller proposes the records and answers once they are committed and applied (from the
 //! image then, since a raced record may have been refused).
@@ -37,6 +38,12 @@ pub enum Request {
         partition: u32,
         target: Option<Vec<BrokerId>>,
     },
+    /// ElectLeaders for one partition: preferred (`unclean: false`) or unclean.
+    ElectLeader {
+        topic: String,
+        partition: u32,
+        unclean: bool,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,12 @@ pub enum RequestError {
     Timeout(u64),
     #[error("{0}")]
     Other(String),
+    #[error("{0}")]
+    ElectionNotNeeded(String),
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
 }
 
 impl RequestError {
@@ -87,12 +100,16 @@ impl RequestError {
             RequestError::InvalidPartitions(_) => 37,
             RequestError::Timeout(_) => 7,
             RequestError::Other(_) => -1,
+            RequestError::ElectionNotNeeded(_) => 84,
+            RequestError::PreferredLeaderNotAvailable(_) => 80,
+            RequestError::EligibleLeadersNotAvailable(_) => 83,
         }
     }
 }
 
 impl From<crate::controller::ControllerError> for RequestError {
     fn from(e: crate::controller::ControllerError) -> Self {
+        use crate::controller::election::ElectionRefusal as R;
         use crate::controller::{ControllerError as E, PlacementError as P};
         match e {
             E::TopicExists(name) => RequestError::TopicExists(name),
@@ -106,6 +123,14 @@ impl From<crate::controller::ControllerError> for RequestError {
                 RequestError::InvalidPartitions(p.to_string())
             }
             E::NotBootstrapped => RequestError::NotController,
+            E::UnknownTopicOrPartition => RequestError::UnknownTopic(String::new()),
+            E::Election(r @ R::NotNeeded(_)) => RequestError::ElectionNotNeeded(r.to_string()),
+            E::Election(r @ R::PreferredNotAvailable(_)) => {
+                RequestError::PreferredLeaderNotAvailable(r.to_string())
+            }
+            E::Election(r @ R::EligibleNotAvailable) => {
+                RequestError::EligibleLeadersNotAvailable(r.to_string())
+            }
             other => RequestError::Other(other.to_string()),
         }
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{random_u64, Node};
 use crate::controller::CreateTopic;
-use crate::metadata::{BrokerId, TopicId};
+use crate::metadata::{BrokerId, MetadataRecord, TopicId};
 use crate::node::frame::Body;
 use crate::node::requests::{Reply, Request, RequestError};
 
@@ -29,6 +29,15 @@ pub(super) enum Awaiting {
         topic_id: TopicId,
         partition: u32,
         from_epoch: i32,
+    },
+    /// An ElectLeaders election: the partition's epoch to move past with `leader` leading.
+    /// If another change moved it first, the request is decided again on the new state.
+    Elected {
+        topic_id: TopicId,
+        partition: u32,
+        from_epoch: i32,
+        leader: BrokerId,
+        request: Request,
     },
 }
 
@@ -91,9 +100,14 @@ impl Node {
                     partition,
                     from_epoch: partition_epoch,
                 },
-                Some(Request::Reassign {
-                    topic, partition, ..
-                }) => match self.image.topic_by_name(&topic) {
+                Some(
+                    Request::Reassign {
+                        topic, partition, ..
+                    }
+                    | Request::ElectLeader {
+                        topic, partition, ..
+                    },
+                ) => match self.image.topic_by_name(&topic) {
                     // The controller's answer names the epoch it moved the partition to.
                     Some(t) => {
                         let Reply::PartitionChanged { partition_epoch } = reply else {
@@ -163,11 +177,11 @@ impl Node {
         let name = match &request {
             Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
             Request::AlterPartition { .. } => String::new(),
-            Request::Reassign { topic, .. } => topic.clone(),
+            Request::Reassign { topic, .. } | Request::ElectLeader { topic, .. } => topic.clone(),
         };
         let alter = matches!(
             request,
-            Request::AlterPartition { .. } | Request::Reassign { .. }
+            Request::AlterPartition { .. } | Request::Reassign { .. } | Request::ElectLeader { .. }
         )
         .then(|| request.clone());
         self.forwarded
@@ -299,6 +313,43 @@ impl Node {
                         })
                 }
             },
+            Request::ElectLeader {
+                ref topic,
+                partition,
+                unclean,
+            } => match self.image.topic_by_name(topic) {
+                None => Err(RequestError::UnknownTopic(topic.clone())),
+                Some(t) => {
+                    let topic_id = t.id;
+                    c.elect_leader(&self.image, topic_id, partition, unclean)
+                        .map_err(|e| match e {
+                            crate::controller::ControllerError::UnknownTopicOrPartition => {
+                                RequestError::UnknownTopic(format!("{topic}-{partition}"))
+                            }
+                            e => e.into(),
+                        })
+                        .and_then(|records| {
+                            let Some(MetadataRecord::PartitionChange {
+                                expected_partition_epoch,
+                                state,
+                                ..
+                            }) = records.first()
+                            else {
+                                return Err(RequestError::Other(
+                                    "the controller decided no partition change".into(),
+                                ));
+                            };
+                            let awaiting = Awaiting::Elected {
+                                topic_id,
+                                partition,
+                                from_epoch: *expected_partition_epoch,
+                                leader: state.leader,
+                                request: request.clone(),
+                            };
+                            Ok((records, awaiting))
+                        })
+                }
+            },
         };
         match decided {
             Ok((records, Awaiting::PartitionChanged { .. })) if records.is_empty() => {
@@ -330,7 +381,9 @@ impl Node {
         let leading = self.controller.is_some();
         let mut done = Vec::new();
         let mut keep = Vec::new();
+        let mut decide_again = Vec::new();
         for s in std::mem::take(&mut self.serving) {
+            let mut again = None;
             let reply = match &s.awaiting {
                 Awaiting::Created { name, topic_id } => match self.image.topic_by_name(name) {
                     Some(t) if t.id == *topic_id => Some(Reply::TopicCreated {
@@ -356,7 +409,34 @@ impl Node {
                     Some(_) => None,
                     None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
                 },
+                Awaiting::Elected {
+                    topic_id,
+                    partition,
+                    from_epoch,
+                    leader,
+                    request,
+                } => match self.image.partition(topic_id, *partition) {
+                    Some(p) if p.state.partition_epoch > *from_epoch => {
+                        if p.state.leader == *leader {
+                            Some(Reply::PartitionChanged {
+                                partition_epoch: p.state.partition_epoch,
+                            })
+                        } else if leading {
+                            // Another change won the race (this one was refused at apply).
+                            again = Some(request.clone());
+                            None
+                        } else {
+                            Some(Reply::Refused(RequestError::NotController))
+                        }
+                    }
+                    Some(_) => None,
+                    None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
+                },
             };
+            if let Some(request) = again {
+                decide_again.push((s.reply_to, request));
+                continue;
+            }
             match reply {
                 Some(r) => done.push((s.reply_to, r)),
                 // Leadership lost: the proposal may never commit; the client retries.
@@ -373,6 +453,9 @@ impl Node {
         self.serving = keep;
         for (to, r) in done {
             self.answer(to, r);
+        }
+        for (to, request) in decide_again {
+            self.serve_request(request, to);
         }
         let expired: Vec<u64> = self
             .forwarded
