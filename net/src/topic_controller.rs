@@ -316,6 +316,52 @@ impl Shard {
         }
     }
 
+    /// Replaces a topic's configs through the cluster's controller (`config`: the whole set,
+    /// validated already): answered once the change is committed and this broker has it in
+    /// its local metadata and open logs (so that its DescribeConfigs shows it).
+    pub async fn set_topic_config_in_cluster(
+        self: &Rc<Self>,
+        name: String,
+        config: TopicConfigs,
+    ) -> Result<(), ControllerRefusal> {
+        let node = self
+            .cluster
+            .node_handle()
+            .ok_or_else(|| ControllerRefusal {
+                code: -1,
+                message: "this broker is not a cluster member".into(),
+            })?;
+        let reply = node
+            .call(Request::SetTopicConfigs {
+                topic: name.clone(),
+                configs: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await;
+        match reply {
+            Reply::TopicConfigsSet { .. } => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while std::time::Instant::now() < deadline
+                    && self
+                        .cluster
+                        .topic(&name)
+                        .is_some_and(|t| t.config != config)
+                {
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                tracing::info!(topic = %name, "topic settings changed in the cluster");
+                Ok(())
+            }
+            Reply::Refused(e) => Err(refusal(e)),
+            other => Err(ControllerRefusal {
+                code: -1,
+                message: format!("unexpected answer from the controller: {other:?}"),
+            }),
+        }
+    }
+
     /// Waits (up to 5 s) until the local metadata has the topic with this id, or (`None`)
     /// no longer has it.
     async fn await_mirrored(&self, name: &str, id: Option<[u8; 16]>) {

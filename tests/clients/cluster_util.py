@@ -13,7 +13,7 @@ SESSION_TIMEOUT_S = 9.0
 
 
 class Node:
-    def __init__(self, root, node_id, voters, cluster_port):
+    def __init__(self, root, node_id, voters, cluster_port, config=None):
         self.node_id = node_id
         self.data_dir = Path(root) / f"node{node_id}"
         self.log_path = Path(root) / f"node{node_id}.stderr.log"
@@ -22,11 +22,18 @@ class Node:
         self.voters = voters
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc = None
+        # A config file's text (TOML), if the node needs one.
+        self.config_path = None
+        if config is not None:
+            self.config_path = Path(root) / f"node{node_id}.toml"
+            self.config_path.write_text(config)
 
     def cmd(self):
         cmd = [SPATE_BIN, "serve", "--data-dir", str(self.data_dir),
                "--listen", self.bootstrap, "--shards", "1",
                "--node-id", str(self.node_id), "--voters", self.voters]
+        if self.config_path is not None:
+            cmd += ["--config", str(self.config_path)]
         if str(self.node_id) + "@" not in self.voters:
             # An observer says where the voters reach it.
             cmd += ["--cluster-listen", f"127.0.0.1:{self.cluster_port}"]
@@ -94,8 +101,9 @@ def wait_for(what, check, timeout):
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
-def cluster_nodes(root, count=3):
-    """`count` voters on free ports of 127.0.0.1, not started."""
+def cluster_nodes(root, count=3, config=None):
+    """`count` voters on free ports of 127.0.0.1, not started; `config`: the text of a config
+    file every one of them reads."""
     ports = [free_port() for _ in range(count)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    return [Node(root, i + 1, voters, ports[i]) for i in range(count)]
+    return [Node(root, i + 1, voters, ports[i], config) for i in range(count)]

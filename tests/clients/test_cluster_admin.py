@@ -7,26 +7,44 @@ kafka-python):
   leaderships, and the controller's own rebalance waits leader.imbalance.check.interval,
   300 s), an election gives it the leadership back, seen by every broker; an unknown
   partition is UNKNOWN_TOPIC_OR_PARTITION; UNCLEAN with a live leader is ELECTION_NOT_NEEDED;
-- on a single broker every partition is ELECTION_NOT_NEEDED.
+- on a single broker every partition is ELECTION_NOT_NEEDED;
+- IncrementalAlterConfigs of an RF 3 topic through one broker (confluent-kafka) is seen by
+  DescribeConfigs through every broker, and applied to every broker's open logs: retention.ms
+  lowered on partitions led by each of the three brokers trims the leader's and the
+  followers' logs; a bad value is INVALID_CONFIG naming the key and changes nothing;
+  validate_only changes nothing; AlterConfigs (kafka-python) replaces the whole set;
+  broker configs stay refused.
 
 The three brokers start once for the module and are stopped by PID however the tests end;
 each test leaves all three running.
 """
 
+import time
+
 import pytest
-from confluent_kafka import ElectionType, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import ElectionType, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   ConfigSource, NewTopic, ResourceType)
 
 from cluster_util import SESSION_TIMEOUT_S, cluster_nodes, wait_for
 
 ELECTION_NOT_NEEDED = 84
 UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_CONFIG = 40
+INVALID_REQUEST = 42
+DAY_MS = 86_400_000
+
+# Retention passes every 200 ms, so that a retention change shows within the test.
+NODE_CONFIG = """\
+[log]
+retention_check_ms = 200
+"""
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster_admin")
-    nodes = cluster_nodes(root)
+    nodes = cluster_nodes(root, config=NODE_CONFIG)
     try:
         for n in nodes:
             n.start()
@@ -145,3 +163,119 @@ def test_a_single_broker_needs_no_election(broker):
                    ("solo", 2): UNKNOWN_TOPIC_OR_PARTITION}
     # Every partition: none needs an election, so none is reported.
     assert elect(broker.bootstrap, ElectionType.PREFERRED, None) == {}
+
+
+def incremental_set(bootstrap, topic, configs, validate_only=False):
+    """IncrementalAlterConfigs SET through confluent-kafka; raises KafkaException if refused."""
+    admin = admin_of(bootstrap)
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    for f in admin.incremental_alter_configs([res], validate_only=validate_only).values():
+        f.result(30)
+
+
+def described(bootstrap, topic):
+    """{name: (value, source)} of the topic's configs as DescribeConfigs answers them."""
+    admin = admin_of(bootstrap)
+    (f,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    return {k: (e.value, e.source) for k, e in f.result(30).items()}
+
+
+def dynamic(nodes, topic, key):
+    """{node id: value of `key`} where every broker describes it as a topic override."""
+    out = {}
+    for n in running(nodes):
+        value, source = described(n.bootstrap, topic)[key]
+        out[n.node_id] = value if source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value else None
+    return out
+
+
+def segment_bases(node, topic, partition):
+    d = node.data_dir / "topics" / topic / str(partition)
+    return sorted(int(p.stem) for p in d.glob("*.log"))
+
+
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
+def test_a_topic_config_change_reaches_every_broker_and_its_logs(cluster):
+    topic = "configs"
+    # Partition p led by broker p+1, so that every broker leads one and follows two; each
+    # record its own segment (segment.ms=1), nothing deleted yet (retention.ms=-1).
+    create(cluster, topic, assignment=[[1, 2, 3], [2, 3, 1], [3, 1, 2]],
+           configs={"retention.ms": "-1", "segment.ms": "1"})
+    for p in range(3):
+        wait_for(f"partition {p} led by {p + 1} with 3 in sync",
+                 agreed(cluster, topic, p, lambda s, p=p: s[0] == p + 1 and s[2] == (1, 2, 3)),
+                 30)
+    two_days_ago = int(time.time() * 1000) - 2 * DAY_MS
+    producer = Producer({"bootstrap.servers": everyone(cluster), "acks": "all",
+                         "linger.ms": 0})
+    for p in range(3):
+        for i in range(3):
+            got = []
+            producer.produce(topic, value=f"{p}-{i}".encode(), partition=p,
+                             timestamp=two_days_ago, on_delivery=lambda e, m: got.append(e))
+            assert producer.flush(15) == 0 and got == [None], got
+            time.sleep(0.05)
+    # Every replica rolled a segment per record.
+    for n in cluster:
+        for p in range(3):
+            bases = wait_for(f"three segments of partition {p} on broker {n.node_id}",
+                             lambda n=n, p=p: (lambda b: b if b == [0, 1, 2] else None)(
+                                 segment_bases(n, topic, p)), 15)
+            assert bases == [0, 1, 2]
+
+    # A bad value is refused before anything is proposed, naming the key.
+    with pytest.raises(KafkaException) as refused:
+        incremental_set(cluster[0].bootstrap, topic, {"retention.ms": "soon"})
+    assert refused.value.args[0].code() == INVALID_CONFIG
+    assert "retention.ms" in refused.value.args[0].str()
+    # validate_only proposes nothing.
+    incremental_set(cluster[0].bootstrap, topic, {"retention.ms": str(DAY_MS)},
+                    validate_only=True)
+    assert dynamic(cluster, topic, "retention.ms") == {1: "-1", 2: "-1", 3: "-1"}
+
+    # Through broker 2, which may not be the controller: every broker describes it...
+    incremental_set(cluster[1].bootstrap, topic, {"retention.ms": str(DAY_MS)})
+    assert described(cluster[1].bootstrap, topic)["retention.ms"][0] == str(DAY_MS), \
+        "the broker that answered shows the change at once"
+    wait_for("every broker describes retention.ms=1 day",
+             lambda: dynamic(cluster, topic, "retention.ms") ==
+             {1: str(DAY_MS), 2: str(DAY_MS), 3: str(DAY_MS)}, 10)
+    # ...and applies it to its open logs, leader or follower: the two-day-old segments go
+    # but the active one.
+    for n in cluster:
+        for p in range(3):
+            wait_for(f"retention on partition {p} of broker {n.node_id}",
+                     lambda n=n, p=p: segment_bases(n, topic, p) == [2], 15)
+    assert dynamic(cluster, topic, "segment.ms") == {1: "1", 2: "1", 3: "1"}
+
+    # AlterConfigs through kafka-python (which sends the other overrides along, as
+    # AlterConfigs replaces the whole set)...
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import ConfigResource as KConfigResource, ConfigResourceType
+    ka = KafkaAdminClient(bootstrap_servers=cluster[2].bootstrap)
+    try:
+        ka.alter_configs([KConfigResource(ConfigResourceType.TOPIC, topic,
+                                          configs={"retention.ms": "3600000"})],
+                         incremental=False, raise_on_unknown=False)
+        # Broker configs stay read-only, in a cluster as on one broker.
+        r = ka.alter_configs([KConfigResource(ConfigResourceType.BROKER, "1",
+                                              configs={"log.retention.ms": "1000"})],
+                             incremental=False, raise_on_unknown=False)
+        assert "InvalidRequest" in repr(r) or "INVALID_REQUEST" in repr(r), r
+    finally:
+        ka.close()
+    wait_for("every broker describes retention.ms=1 hour",
+             lambda: dynamic(cluster, topic, "retention.ms") ==
+             {1: "3600000", 2: "3600000", 3: "3600000"}, 10)
+    assert dynamic(cluster, topic, "segment.ms") == {1: "1", 2: "1", 3: "1"}
+    # ...and through librdkafka, which sends only what it is given: segment.ms is gone.
+    admin = admin_of(cluster[0].bootstrap)
+    res = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.ms": "7200000"})
+    for f in admin.alter_configs([res]).values():
+        f.result(30)
+    wait_for("every broker describes the replaced set",
+             lambda: dynamic(cluster, topic, "retention.ms") ==
+             {1: "7200000", 2: "7200000", 3: "7200000"} and
+             set(dynamic(cluster, topic, "segment.ms").values()) == {None}, 10)

@@ -651,8 +651,15 @@ async fn alter_topic(
             Some(format!("unknown topic {name}")),
         );
     };
+    // In a cluster the metadata log holds the configs: the change applies to the latest this
+    // broker has applied (its local copy may be a moment behind).
+    let view = shard.cluster.cluster_view();
+    let current = match view.as_ref().and_then(|v| v.image.topic_by_name(name)) {
+        Some(t) => TopicConfigs::from_pairs(t.configs.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+        None => topic.config.clone(),
+    };
     let config = match topic_configs::apply_changes(
-        &topic.config,
+        &current,
         &changes,
         replace,
         &shard.cluster.broker_defaults,
@@ -676,16 +683,22 @@ async fn alter_topic(
             return (code::INVALID_CONFIG, Some(msg));
         }
     }
-    if shard.cluster.node_handle().is_some() {
-        // The cluster's metadata log holds topic configs; changing them goes through the
-        // controller, which does not take this request yet.
-        return (
-            code::INVALID_REQUEST,
-            Some("changing a topic's configs in a cluster is not supported yet: set them at CreateTopics".into()),
-        );
-    }
     if validate_only {
         return (code::NONE, None);
+    }
+    if shard.cluster.node_handle().is_some() {
+        // Through the controller, which records the whole set in the metadata log; every
+        // broker applies it to its copy and its open logs (cluster_sync).
+        return match shard
+            .set_topic_config_in_cluster(name.to_string(), config)
+            .await
+        {
+            Ok(()) => (code::NONE, None),
+            Err(e) => {
+                spate_engine::warn_limited!("admin refused: config", topic = %name, "AlterConfigs refused by the controller: {}", e.message);
+                (e.code, Some(e.message))
+            }
+        };
     }
     match shard.set_topic_config(name.to_string(), config).await {
         Ok(()) => {

@@ -370,6 +370,24 @@ impl Controller {
         Ok((topic_id, vec![MetadataRecord::DeleteTopic { topic_id }]))
     }
 
+    /// A topic's configs replaced as a whole (AlterConfigs, IncrementalAlterConfigs): the
+    /// values are validated by the broker that took the Kafka request, which knows them.
+    pub fn set_topic_configs(
+        &self,
+        image: &ClusterImage,
+        name: &str,
+        configs: Vec<(String, String)>,
+    ) -> Result<(TopicId, Vec<MetadataRecord>), ControllerError> {
+        let topic_id = *image
+            .names
+            .get(name)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        Ok((
+            topic_id,
+            vec![MetadataRecord::SetTopicConfigs { topic_id, configs }],
+        ))
+    }
+
     /// AlterPartitionReassignments for one partition: its replicas become `target` once
     /// every one of them is in sync. Meanwhile the partition has the old replicas and the
     /// new (target first, in preference order); the new ones copy the log and join the ISR;

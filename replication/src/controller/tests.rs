@@ -476,3 +476,35 @@ fn an_unclean_election_takes_a_live_replica_only_when_no_isr_member_is_live() {
         Err(ControllerError::Election(R::EligibleNotAvailable))
     );
 }
+
+#[test]
+fn a_topics_configs_are_replaced_as_a_whole_and_an_unknown_topic_is_refused() {
+    let mut c = Cluster::new();
+    c.join(1, 0);
+    let t = c.create("t", 1, 1);
+    let configs = vec![
+        ("retention.ms".to_string(), "60000".to_string()),
+        ("min.insync.replicas".to_string(), "1".to_string()),
+    ];
+    let (id, records) = c
+        .controller
+        .set_topic_configs(&c.image, "t", configs.clone())
+        .expect("a known topic");
+    assert_eq!(id, t);
+    c.apply(records);
+    assert_eq!(c.image.topics[&t].configs, configs);
+    // The next set replaces it: a key left out is gone.
+    let (_, records) = c
+        .controller
+        .set_topic_configs(&c.image, "t", vec![("retention.ms".into(), "1000".into())])
+        .expect("a known topic");
+    c.apply(records);
+    assert_eq!(
+        c.image.topics[&t].configs,
+        vec![("retention.ms".to_string(), "1000".to_string())]
+    );
+    assert_eq!(
+        c.controller.set_topic_configs(&c.image, "nope", vec![]),
+        Err(ControllerError::UnknownTopicOrPartition)
+    );
+}

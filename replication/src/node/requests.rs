@@ -1,5 +1,5 @@
 //! What the Kafka side asks of the cluster (creating and deleting topics, ISR changes,
-//! reassignments, elections), and the answers.
+//! reassignments, elections, topic configs), and the answers.
 //! A broker that is not the controller forwards the request to the one it knows; the
 //! controller proposes the records and answers once they are committed and applied (from the
 //! image then, since a raced record may have been refused).
@@ -44,6 +44,12 @@ pub enum Request {
         partition: u32,
         unclean: bool,
     },
+    /// AlterConfigs or IncrementalAlterConfigs for a topic: its whole set of overrides
+    /// after the change, validated by the broker that received the Kafka request.
+    SetTopicConfigs {
+        topic: String,
+        configs: Vec<(String, String)>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,11 @@ pub enum Reply {
         partition_epoch: i32,
     },
     Refused(RequestError),
+    /// The topic's configs are set; the controller had applied the metadata log up to
+    /// `applied_index` (at or past the change) when it answered.
+    TopicConfigsSet {
+        applied_index: u64,
+    },
 }
 
 /// Why a request failed; each is a Kafka error code ([`RequestError::kafka_code`]).

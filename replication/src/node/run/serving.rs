@@ -39,6 +39,19 @@ pub(super) enum Awaiting {
         leader: BrokerId,
         request: Request,
     },
+    /// A topic's configs to become `configs`, or to move away from `before` (a later change
+    /// replaced them: the last one wins, as in Kafka).
+    Configs {
+        topic_id: TopicId,
+        configs: Vec<(String, String)>,
+        before: Vec<(String, String)>,
+    },
+    /// On a node that forwarded the request: the controller's answer came once it had
+    /// applied up to this index; this node answers once it has too.
+    Applied {
+        index: u64,
+        reply: Reply,
+    },
 }
 
 /// A request this node, as controller, proposed records for.
@@ -89,6 +102,10 @@ impl Node {
         let awaiting = match reply {
             Reply::TopicCreated { topic_id } => Awaiting::Created { name, topic_id },
             Reply::TopicDeleted { topic_id } => Awaiting::Deleted { topic_id },
+            Reply::TopicConfigsSet { applied_index } => Awaiting::Applied {
+                index: applied_index,
+                reply,
+            },
             Reply::PartitionChanged { .. } => match forwarded {
                 Some(Request::AlterPartition {
                     topic_id,
@@ -177,7 +194,9 @@ impl Node {
         let name = match &request {
             Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
             Request::AlterPartition { .. } => String::new(),
-            Request::Reassign { topic, .. } | Request::ElectLeader { topic, .. } => topic.clone(),
+            Request::Reassign { topic, .. }
+            | Request::ElectLeader { topic, .. }
+            | Request::SetTopicConfigs { topic, .. } => topic.clone(),
         };
         let alter = matches!(
             request,
@@ -350,6 +369,30 @@ impl Node {
                         })
                 }
             },
+            Request::SetTopicConfigs { topic, configs } => {
+                let before = self
+                    .image
+                    .topic_by_name(&topic)
+                    .map(|t| t.configs.clone())
+                    .unwrap_or_default();
+                if self.image.topic_by_name(&topic).is_some() && before == configs {
+                    // Nothing changes: answered at once.
+                    let applied_index = self.image.applied_index;
+                    return self.answer(reply_to, Reply::TopicConfigsSet { applied_index });
+                }
+                c.set_topic_configs(&self.image, &topic, configs.clone())
+                    .map(|(topic_id, r)| {
+                        (
+                            r,
+                            Awaiting::Configs {
+                                topic_id,
+                                configs,
+                                before,
+                            },
+                        )
+                    })
+                    .map_err(|_| RequestError::UnknownTopic(topic))
+            }
         };
         match decided {
             Ok((records, Awaiting::PartitionChanged { .. })) if records.is_empty() => {
@@ -432,6 +475,22 @@ impl Node {
                     Some(_) => None,
                     None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
                 },
+                Awaiting::Configs {
+                    topic_id,
+                    configs,
+                    before,
+                } => match self.image.topics.get(topic_id) {
+                    Some(t) if t.configs == *configs || t.configs != *before => {
+                        Some(Reply::TopicConfigsSet {
+                            applied_index: self.image.applied_index,
+                        })
+                    }
+                    Some(_) => None,
+                    None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
+                },
+                Awaiting::Applied { index, reply } => {
+                    (self.image.applied_index >= *index).then(|| reply.clone())
+                }
             };
             if let Some(request) = again {
                 decide_again.push((s.reply_to, request));
