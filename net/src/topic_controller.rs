@@ -316,6 +316,52 @@ impl Shard {
         }
     }
 
+    /// Grows a topic to `total` partitions through the cluster's controller (CreatePartitions;
+    /// `assignment`: a replica list per new partition, or the controller places them):
+    /// answered once the change is committed and this broker has the new partitions in its
+    /// local metadata (so that its next Metadata and Produce see them).
+    pub async fn add_partitions_in_cluster(
+        self: &Rc<Self>,
+        name: String,
+        total: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+    ) -> Result<(), ControllerRefusal> {
+        let node = self
+            .cluster
+            .node_handle()
+            .ok_or_else(|| ControllerRefusal {
+                code: -1,
+                message: "this broker is not a cluster member".into(),
+            })?;
+        let reply = node
+            .call(Request::AddPartitions {
+                topic: name.clone(),
+                total,
+                assignment,
+            })
+            .await;
+        match reply {
+            Reply::PartitionsAdded { .. } => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while std::time::Instant::now() < deadline
+                    && self
+                        .cluster
+                        .topic(&name)
+                        .is_some_and(|t| t.partitions() < total as u32)
+                {
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                tracing::info!(topic = %name, to = total, "partitions added in the cluster");
+                Ok(())
+            }
+            Reply::Refused(e) => Err(refusal(e)),
+            other => Err(ControllerRefusal {
+                code: -1,
+                message: format!("unexpected answer from the controller: {other:?}"),
+            }),
+        }
+    }
+
     /// Replaces a topic's configs through the cluster's controller (`config`: the whole set,
     /// validated already): answered once the change is committed and this broker has it in
     /// its local metadata and open logs (so that its DescribeConfigs shows it).

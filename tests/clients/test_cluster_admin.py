@@ -13,7 +13,10 @@ kafka-python):
   lowered on partitions led by each of the three brokers trims the leader's and the
   followers' logs; a bad value is INVALID_CONFIG naming the key and changes nothing;
   validate_only changes nothing; AlterConfigs (kafka-python) replaces the whole set;
-  broker configs stay refused.
+  broker configs stay refused;
+- CreatePartitions through one broker grows an RF 3 topic on every broker: the new
+  partitions have three replicas in sync and serve produce and fetch; a count not above the
+  current one is INVALID_PARTITIONS.
 
 The three brokers start once for the module and are stopped by PID however the tests end;
 each test leaves all three running.
@@ -22,14 +25,16 @@ each test leaves all three running.
 import time
 
 import pytest
-from confluent_kafka import ElectionType, KafkaException, Producer, TopicPartition
+from confluent_kafka import (Consumer, ElectionType, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                   ConfigSource, NewTopic, ResourceType)
+                                   ConfigSource, NewPartitions, NewTopic, ResourceType)
 
 from cluster_util import SESSION_TIMEOUT_S, cluster_nodes, wait_for
 
 ELECTION_NOT_NEEDED = 84
 UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_PARTITIONS = 37
 INVALID_CONFIG = 40
 INVALID_REQUEST = 42
 DAY_MS = 86_400_000
@@ -279,3 +284,43 @@ def test_a_topic_config_change_reaches_every_broker_and_its_logs(cluster):
              lambda: dynamic(cluster, topic, "retention.ms") ==
              {1: "7200000", 2: "7200000", 3: "7200000"} and
              set(dynamic(cluster, topic, "segment.ms").values()) == {None}, 10)
+
+
+def test_partitions_added_through_one_broker_serve_on_every_broker(cluster):
+    topic = "grown"
+    create(cluster, topic, partitions=2)
+    for p in range(2):
+        wait_for(f"partition {p} with 3 in sync",
+                 agreed(cluster, topic, p, lambda s: s[2] == (1, 2, 3)), 30)
+    admin = admin_of(cluster[2].bootstrap)
+    for f in admin.create_partitions([NewPartitions(topic, 4)]).values():
+        f.result(30)
+    states = {}
+    for p in range(4):
+        states[p] = wait_for(f"partition {p} with 3 in sync on every broker",
+                             agreed(cluster, topic, p,
+                                    lambda s: s[0] in (1, 2, 3) and s[2] == (1, 2, 3)), 30)
+    # The new partitions' leaders spread as a new topic's would.
+    assert len({states[2][0], states[3][0]}) == 2, states
+    with pytest.raises(KafkaException) as refused:
+        for f in admin.create_partitions([NewPartitions(topic, 3)]).values():
+            f.result(30)
+    assert refused.value.args[0].code() == INVALID_PARTITIONS
+    # The new partitions take records and give them back, through any broker.
+    producer = Producer({"bootstrap.servers": cluster[0].bootstrap, "acks": "all"})
+    for p in range(4):
+        producer.produce(topic, value=f"to-{p}".encode(), partition=p)
+    assert producer.flush(30) == 0
+    c = Consumer({"bootstrap.servers": cluster[1].bootstrap, "group.id": "grown-reader",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(4)])
+    got = {}
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < 4 and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got[m.partition()] = m.value()
+    finally:
+        c.close()
+    assert got == {p: f"to-{p}".encode() for p in range(4)}

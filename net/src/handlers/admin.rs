@@ -478,10 +478,33 @@ pub async fn create_partitions(
                 Some(_) => (code::NONE, None),
             }
         } else if shard.cluster.node_handle().is_some() {
-            (
-                code::INVALID_REQUEST,
-                Some("adding partitions in a cluster is not supported yet".to_string()),
-            )
+            if name == OFFSETS_TOPIC {
+                // A group's partition is its hash modulo the count: more partitions would
+                // move groups away from their committed offsets.
+                (
+                    code::INVALID_PARTITIONS,
+                    Some(format!(
+                        "the partition count of {OFFSETS_TOPIC} is fixed: each group's offsets are in the partition its id hashes to"
+                    )),
+                )
+            } else {
+                let assignment = t.assignments.as_ref().map(|lists| {
+                    lists
+                        .iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                });
+                match shard
+                    .add_partitions_in_cluster(name.clone(), t.count, assignment)
+                    .await
+                {
+                    Ok(()) => (code::NONE, None),
+                    Err(e) => {
+                        spate_engine::warn_limited!("admin refused: partitions", topic = %name, "CreatePartitions refused by the controller: {}", e.message);
+                        (e.code, Some(e.message))
+                    }
+                }
+            }
         } else {
             match shard.add_partitions(name.clone(), t.count as u32).await {
                 Ok(_) => (code::NONE, None),

@@ -370,6 +370,56 @@ impl Controller {
         Ok((topic_id, vec![MetadataRecord::DeleteTopic { topic_id }]))
     }
 
+    /// CreatePartitions for one topic: grows it to `total` partitions, the new ones with the
+    /// topic's replication factor (that of its first partition), placed as a new topic's
+    /// are ([`placement::assign_range`]) or as `assignment` says (one list per new
+    /// partition). Returns the topic id and the partition count the change applies to.
+    pub fn add_partitions(
+        &self,
+        image: &ClusterImage,
+        name: &str,
+        total: i32,
+        assignment: Option<Vec<Vec<BrokerId>>>,
+    ) -> Result<(TopicId, u32, Vec<MetadataRecord>), ControllerError> {
+        let topic = image
+            .topic_by_name(name)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let from = topic.partitions.len();
+        if total < 1 || total as usize <= from {
+            return Err(ControllerError::Placement(
+                PlacementError::InvalidPartitions(total),
+            ));
+        }
+        let factor = topic
+            .partitions
+            .first()
+            .map_or(1, |p| p.assignment.replicas.len());
+        let partitions = match assignment {
+            Some(lists) => {
+                if lists.len() != total as usize - from {
+                    return Err(ControllerError::Placement(
+                        PlacementError::InvalidReplicaAssignment(format!(
+                            "{} replica lists for the {} new partitions",
+                            lists.len(),
+                            total as usize - from
+                        )),
+                    ));
+                }
+                placement::explicit_from(image, name, from, factor, &lists)?
+            }
+            None => placement::assign_range(image, name, from, total as usize, factor as i32)?,
+        };
+        Ok((
+            topic.id,
+            from as u32,
+            vec![MetadataRecord::AddPartitions {
+                topic_id: topic.id,
+                from: from as u32,
+                partitions,
+            }],
+        ))
+    }
+
     /// A topic's configs replaced as a whole (AlterConfigs, IncrementalAlterConfigs): the
     /// values are validated by the broker that took the Kafka request, which knows them.
     pub fn set_topic_configs(

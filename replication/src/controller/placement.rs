@@ -1,4 +1,5 @@
-//! Where a new topic's replicas go (rack-unaware, as Kafka's default without racks): the live
+//! Where a new topic's replicas go, and those of partitions added to a topic (rack-unaware,
+//! as Kafka's default without racks): the live
 //! brokers in id order, partition p's replicas starting at broker (start + p) and taking the
 //! next ones round the ring, so leaders and followers spread evenly. `start` comes from the
 //! topic name (crc32), so placement is a pure function of the image and the request.
@@ -27,6 +28,21 @@ pub fn assign(
     if partitions < 1 {
         return Err(PlacementError::InvalidPartitions(partitions));
     }
+    assign_range(image, topic, 0, partitions as usize, factor)
+}
+
+/// Partitions `from..to` of `topic` (those CreatePartitions adds), placed as [`assign`]
+/// places them: partition p starts at broker (start + p) round the ring of live brokers.
+pub fn assign_range(
+    image: &ClusterImage,
+    topic: &str,
+    from: usize,
+    to: usize,
+    factor: i32,
+) -> Result<Vec<PartitionAssignment>, PlacementError> {
+    if to <= from {
+        return Err(PlacementError::InvalidPartitions(to as i32));
+    }
     let live: Vec<BrokerId> = image
         .live_brokers()
         .map(|b| b.registration.broker_id)
@@ -39,7 +55,7 @@ pub fn assign(
     }
     let hash = crc32fast::hash(topic.as_bytes()) as usize;
     let start = hash % live.len();
-    let out = (0..partitions as usize)
+    let out = (from..to)
         .map(|p| {
             let replicas: Vec<BrokerId> = (0..factor as usize)
                 .map(|i| live[(start + p + i) % live.len()])
@@ -60,18 +76,34 @@ pub fn explicit(
     topic: &str,
     lists: &[Vec<BrokerId>],
 ) -> Result<Vec<PartitionAssignment>, PlacementError> {
-    let bad = |m: String| Err(PlacementError::InvalidReplicaAssignment(m));
     let Some(first) = lists.first() else {
-        return bad("no partitions".into());
+        return Err(PlacementError::InvalidReplicaAssignment(
+            "no partitions".into(),
+        ));
     };
+    explicit_from(image, topic, 0, first.len(), lists)
+}
+
+/// [`explicit`] for partitions numbered from `from` (CreatePartitions' assignments), each
+/// list of `factor` replicas (the topic's replication factor).
+pub fn explicit_from(
+    image: &ClusterImage,
+    topic: &str,
+    from: usize,
+    factor: usize,
+    lists: &[Vec<BrokerId>],
+) -> Result<Vec<PartitionAssignment>, PlacementError> {
+    let bad = |m: String| Err(PlacementError::InvalidReplicaAssignment(m));
+    if lists.is_empty() {
+        return bad("no partitions".into());
+    }
     let hash = crc32fast::hash(topic.as_bytes()) as usize;
     let mut out = Vec::with_capacity(lists.len());
-    for (p, replicas) in lists.iter().enumerate() {
-        if replicas.is_empty() || replicas.len() != first.len() {
+    for (p, replicas) in (from..).zip(lists) {
+        if replicas.is_empty() || replicas.len() != factor {
             return bad(format!(
-                "partition {p} has {} replicas, partition 0 has {}",
+                "partition {p} has {} replicas, the topic's partitions have {factor}",
                 replicas.len(),
-                first.len()
             ));
         }
         if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {

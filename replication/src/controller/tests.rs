@@ -508,3 +508,74 @@ fn a_topics_configs_are_replaced_as_a_whole_and_an_unknown_topic_is_refused() {
         Err(ControllerError::UnknownTopicOrPartition)
     );
 }
+
+#[test]
+fn partitions_added_to_a_topic_take_its_factor_and_a_raced_addition_is_refused() {
+    let mut c = Cluster::new();
+    for b in 1..=3 {
+        c.join(b, 0);
+    }
+    let t = c.create("grows", 2, 2);
+    let (id, from, records) = c
+        .controller
+        .add_partitions(&c.image, "grows", 5, None)
+        .expect("three more");
+    assert_eq!((id, from), (t, 2));
+    // Computed on the same image: both name 2 partitions, only the first applies.
+    let (_, _, raced) = c
+        .controller
+        .add_partitions(&c.image, "grows", 3, None)
+        .expect("one more");
+    c.apply(records);
+    let mut view = c.image.clone();
+    assert!(matches!(
+        view.apply(c.next, &raced[0]),
+        Err(crate::metadata::ApplyError::InvalidState(_))
+    ));
+    let topic = &c.image.topics[&t];
+    assert_eq!(topic.partitions.len(), 5);
+    // The whole topic is placed as if it had been created with 5 partitions.
+    let fresh = placement::assign(&c.image, "grows", 5, 2).expect("placement");
+    for (i, p) in topic.partitions.iter().enumerate() {
+        assert_eq!(p.assignment, fresh[i], "partition {i}");
+        assert_eq!(p.state.leader, p.assignment.replicas[0]);
+        assert_eq!(p.state.isr, p.assignment.replicas);
+        assert_eq!((p.state.leader_epoch, p.state.partition_epoch), (0, 0));
+    }
+    assert_eq!(
+        c.controller.add_partitions(&c.image, "grows", 5, None),
+        Err(ControllerError::Placement(
+            PlacementError::InvalidPartitions(5)
+        ))
+    );
+    assert_eq!(
+        c.controller.add_partitions(&c.image, "nope", 5, None),
+        Err(ControllerError::UnknownTopicOrPartition)
+    );
+    // Explicit lists: one per new partition, of the topic's factor, registered brokers.
+    for bad in [
+        vec![vec![1, 2]],
+        vec![vec![1, 2], vec![3]],
+        vec![vec![1, 2], vec![3, 9]],
+        vec![vec![1, 2], vec![3, 3]],
+    ] {
+        assert!(
+            matches!(
+                c.controller
+                    .add_partitions(&c.image, "grows", 7, Some(bad.clone())),
+                Err(ControllerError::Placement(
+                    PlacementError::InvalidReplicaAssignment(_)
+                ))
+            ),
+            "{bad:?}"
+        );
+    }
+    let (_, _, records) = c
+        .controller
+        .add_partitions(&c.image, "grows", 7, Some(vec![vec![3, 1], vec![2, 3]]))
+        .expect("explicit lists");
+    c.apply(records);
+    let topic = &c.image.topics[&t];
+    assert_eq!(topic.partitions[5].assignment.replicas, vec![3, 1]);
+    assert_eq!(topic.partitions[6].state.leader, 2);
+}

@@ -136,19 +136,7 @@ impl ClusterImage {
                 if partitions.iter().any(|p| p.replicas.is_empty()) {
                     return Err(ApplyError::InvalidState("a partition without replicas"));
                 }
-                let partitions = partitions
-                    .iter()
-                    .map(|a| PartitionImage {
-                        assignment: a.clone(),
-                        state: PartitionState {
-                            leader: a.replicas[0],
-                            leader_epoch: 0,
-                            isr: a.replicas.clone(),
-                            partition_epoch: 0,
-                        },
-                        target: None,
-                    })
-                    .collect();
+                let partitions = partitions.iter().map(new_partition).collect();
                 self.names.insert(name.clone(), *topic_id);
                 self.topics.insert(
                     *topic_id,
@@ -226,6 +214,29 @@ impl ClusterImage {
             MetadataRecord::ProducerIds { block_end } => {
                 self.producer_id_block_end = self.producer_id_block_end.max(*block_end);
             }
+            MetadataRecord::AddPartitions {
+                topic_id,
+                from,
+                partitions,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(topic_id)
+                    .ok_or(ApplyError::UnknownTopic)?;
+                if topic.partitions.len() != *from as usize {
+                    return Err(ApplyError::InvalidState(
+                        "the topic's partition count is no longer the one the change was computed on",
+                    ));
+                }
+                if partitions.is_empty() || partitions.iter().any(|p| p.replicas.is_empty()) {
+                    return Err(ApplyError::InvalidState(
+                        "partitions to add, each with replicas",
+                    ));
+                }
+                topic
+                    .partitions
+                    .extend(partitions.iter().map(new_partition));
+            }
         }
         Ok(())
     }
@@ -247,6 +258,20 @@ impl ClusterImage {
             });
         }
         Ok(b)
+    }
+}
+
+/// A partition as created: led by its first replica, every replica in sync.
+fn new_partition(a: &PartitionAssignment) -> PartitionImage {
+    PartitionImage {
+        assignment: a.clone(),
+        state: PartitionState {
+            leader: a.replicas[0],
+            leader_epoch: 0,
+            isr: a.replicas.clone(),
+            partition_epoch: 0,
+        },
+        target: None,
     }
 }
 

@@ -114,6 +114,14 @@ pub enum MetadataRecord {
         partition: u32,
         target: Option<Vec<BrokerId>>,
     },
+    /// A topic grows (CreatePartitions): `partitions` are numbered from `from`, and the
+    /// record applies only if the topic still has `from` partitions. Each starts led by its
+    /// first replica with every replica in sync, as a new topic's do.
+    AddPartitions {
+        topic_id: TopicId,
+        from: u32,
+        partitions: Vec<PartitionAssignment>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -176,6 +184,14 @@ mod tests {
         let batch = vec![
             MetadataRecord::ProducerIds { block_end: 5 },
             MetadataRecord::DeleteTopic { topic_id: [1; 16] },
+            MetadataRecord::AddPartitions {
+                topic_id: [2; 16],
+                from: 3,
+                partitions: vec![PartitionAssignment {
+                    replicas: vec![2, 3],
+                    shard: 0,
+                }],
+            },
         ];
         assert_eq!(decode_batch(&encode_batch(&batch)), Ok(batch));
         assert!(decode_batch(&[1, 2, 3]).is_err());

@@ -1,5 +1,5 @@
 //! What the Kafka side asks of the cluster (creating and deleting topics, ISR changes,
-//! reassignments, elections, topic configs), and the answers.
+//! reassignments, elections, topic configs, partitions added), and the answers.
 //! A broker that is not the controller forwards the request to the one it knows; the
 //! controller proposes the records and answers once they are committed and applied (from the
 //! image then, since a raced record may have been refused).
@@ -50,6 +50,13 @@ pub enum Request {
         topic: String,
         configs: Vec<(String, String)>,
     },
+    /// CreatePartitions for a topic: `total` partitions in all, the new ones placed by the
+    /// controller or by `assignment` (one replica list per new partition).
+    AddPartitions {
+        topic: String,
+        total: i32,
+        assignment: Option<Vec<Vec<BrokerId>>>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,11 @@ pub enum Reply {
     /// The topic's configs are set; the controller had applied the metadata log up to
     /// `applied_index` (at or past the change) when it answered.
     TopicConfigsSet {
+        applied_index: u64,
+    },
+    /// The topic has the partitions asked for; as [`Reply::TopicConfigsSet`], the index the
+    /// controller had applied.
+    PartitionsAdded {
         applied_index: u64,
     },
 }

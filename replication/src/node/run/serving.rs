@@ -46,6 +46,13 @@ pub(super) enum Awaiting {
         configs: Vec<(String, String)>,
         before: Vec<(String, String)>,
     },
+    /// CreatePartitions: the topic to grow from `from` partitions to `total` (if another
+    /// change grew it first, this one was refused at apply).
+    Partitions {
+        topic_id: TopicId,
+        from: u32,
+        total: u32,
+    },
     /// On a node that forwarded the request: the controller's answer came once it had
     /// applied up to this index; this node answers once it has too.
     Applied {
@@ -102,10 +109,12 @@ impl Node {
         let awaiting = match reply {
             Reply::TopicCreated { topic_id } => Awaiting::Created { name, topic_id },
             Reply::TopicDeleted { topic_id } => Awaiting::Deleted { topic_id },
-            Reply::TopicConfigsSet { applied_index } => Awaiting::Applied {
-                index: applied_index,
-                reply,
-            },
+            Reply::TopicConfigsSet { applied_index } | Reply::PartitionsAdded { applied_index } => {
+                Awaiting::Applied {
+                    index: applied_index,
+                    reply,
+                }
+            }
             Reply::PartitionChanged { .. } => match forwarded {
                 Some(Request::AlterPartition {
                     topic_id,
@@ -196,7 +205,8 @@ impl Node {
             Request::AlterPartition { .. } => String::new(),
             Request::Reassign { topic, .. }
             | Request::ElectLeader { topic, .. }
-            | Request::SetTopicConfigs { topic, .. } => topic.clone(),
+            | Request::SetTopicConfigs { topic, .. }
+            | Request::AddPartitions { topic, .. } => topic.clone(),
         };
         let alter = matches!(
             request,
@@ -393,6 +403,36 @@ impl Node {
                     })
                     .map_err(|_| RequestError::UnknownTopic(topic))
             }
+            Request::AddPartitions {
+                topic,
+                total,
+                assignment,
+            } => c
+                .add_partitions(&self.image, &topic, total, assignment)
+                .map(|(topic_id, from, r)| {
+                    (
+                        r,
+                        Awaiting::Partitions {
+                            topic_id,
+                            from,
+                            total: total as u32,
+                        },
+                    )
+                })
+                .map_err(|e| match e {
+                    crate::controller::ControllerError::UnknownTopicOrPartition => {
+                        RequestError::UnknownTopic(topic)
+                    }
+                    crate::controller::ControllerError::Placement(
+                        crate::controller::PlacementError::InvalidPartitions(n),
+                    ) => RequestError::InvalidPartitions(format!(
+                        "topic '{topic}' has {} partitions; the new count must be more, got {n}",
+                        self.image
+                            .topic_by_name(&topic)
+                            .map_or(0, |t| t.partitions.len())
+                    )),
+                    e => e.into(),
+                }),
         };
         match decided {
             Ok((records, Awaiting::PartitionChanged { .. })) if records.is_empty() => {
@@ -484,6 +524,25 @@ impl Node {
                         Some(Reply::TopicConfigsSet {
                             applied_index: self.image.applied_index,
                         })
+                    }
+                    Some(_) => None,
+                    None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
+                },
+                Awaiting::Partitions {
+                    topic_id,
+                    from,
+                    total,
+                } => match self.image.topics.get(topic_id) {
+                    Some(t) if t.partitions.len() as u32 == *total => {
+                        Some(Reply::PartitionsAdded {
+                            applied_index: self.image.applied_index,
+                        })
+                    }
+                    Some(t) if t.partitions.len() as u32 != *from => {
+                        Some(Reply::Refused(RequestError::InvalidPartitions(format!(
+                            "the topic grew to {} partitions meanwhile",
+                            t.partitions.len()
+                        ))))
                     }
                     Some(_) => None,
                     None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
