@@ -86,6 +86,10 @@ pub struct ClusterConfig {
     /// The replication listeners: shard s listens on this port plus s, at the host of
     /// `listen`; 0 (the default): ports the kernel picks, registered with the controller.
     pub replication_port: u16,
+    /// A voter snapshots the cluster metadata after this many metadata log entries and lets
+    /// go of the log before the snapshot (Kafka bounds it by bytes instead:
+    /// `metadata.log.max.record.bytes.between.snapshots`).
+    pub metadata_snapshot_entries: u64,
 }
 
 impl Default for ClusterConfig {
@@ -98,6 +102,7 @@ impl Default for ClusterConfig {
             broker_heartbeat_interval_ms: 2_000,
             replica_lag_time_max_ms: 30_000,
             replication_port: 0,
+            metadata_snapshot_entries: 4096,
         }
     }
 }
@@ -155,6 +160,7 @@ impl ClusterConfig {
             broker_session_timeout_ms: self.broker_session_timeout_ms,
             broker_heartbeat_interval_ms: self.broker_heartbeat_interval_ms,
             tick_ms: 100,
+            metadata_snapshot_entries: self.metadata_snapshot_entries.max(16),
         };
         config.validate()?;
         Ok(Some(config))

@@ -352,3 +352,76 @@ fn a_managed_high_watermark_bounds_consumer_reads_and_wakes_their_waits() {
         assert_eq!(log.offsets().high_watermark, cut.min(mid));
     });
 }
+
+/// `truncate_fully` empties the log and starts it at an offset past its end (a follower
+/// whose leader's log starts there, a metadata log replaced by a snapshot); a power loss at
+/// any point leaves a prefix of the old log or the new empty one, and a completed one is
+/// durable, appends going on from the new start.
+#[test]
+fn truncate_fully_starts_the_log_again_at_an_offset_and_survives_a_power_loss_at_every_step() {
+    use spate_engine::io::fault::{FaultPlan, FaultyStorage};
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), || async move {
+        let mut crash_after = 0;
+        loop {
+            assert!(crash_after < 500, "the truncation never completed");
+            let mem = MemStorage::new();
+            let plan = FaultPlan::new();
+            let storage: Rc<dyn Storage> =
+                Rc::new(FaultyStorage::new(Rc::new(mem.clone()), plan.clone()));
+            let (log, _) = open_with(storage, &PathBuf::from("/data"), rolling(), 1 << 20).await;
+            append_epochs(&log, 0..16, 1).await;
+            let before = read_all(&log, 0).await;
+            let start = log.offsets().log_end + 1_000;
+            plan.crash_after(crash_after);
+            let done = log.truncate_fully(start).await.is_ok();
+            drop(log);
+            mem.crash(if done || crash_after % 2 == 0 {
+                CrashMode::DropUnsynced
+            } else {
+                CrashMode::Torn { seed: crash_after }
+            });
+            let log = open_mem(&mem).await;
+            let o = log.offsets();
+            if o.log_start == start {
+                assert_eq!(o.log_end, start, "crash point {crash_after}: {o:?}");
+                assert!(read_all(&log, start).await.is_empty());
+                assert!(log.leader_epochs().is_empty());
+            } else {
+                let got = read_all(&log, 0).await;
+                assert!(
+                    got[..] == before[..got.len()],
+                    "crash point {crash_after}: {} batches are not a prefix of the {} before",
+                    got.len(),
+                    before.len()
+                );
+                assert!(!done, "a completed truncation is durable");
+            }
+            if done {
+                // The log goes on from its new start.
+                let r = log
+                    .append(vec![epoch_batch(99, 3)], Durability::Durable)
+                    .await
+                    .unwrap();
+                assert_eq!(r.base_offset, start);
+                drop(log);
+                mem.crash(CrashMode::DropUnsynced);
+                let log = open_mem(&mem).await;
+                let got = read_all(&log, start).await;
+                assert_eq!(got.len(), 1);
+                assert_eq!(got[0].base_offset, start);
+                assert_eq!(log.offsets().log_start, start);
+                assert_eq!(
+                    log.leader_epochs(),
+                    vec![EpochEntry {
+                        epoch: 3,
+                        start_offset: start
+                    }]
+                );
+                break;
+            }
+            crash_after += 1;
+        }
+        assert!(crash_after > 5, "only {crash_after} crash points");
+    });
+}

@@ -55,6 +55,11 @@ fn write_seeds() {
             controller: Some(1),
             commit: 5,
         },
+        Body::MetadataSnapshot {
+            index: 9,
+            image: spate_replication::metadata::ClusterImage::default().encode(),
+            controller: Some(2),
+        },
     ];
     for (i, body) in bodies.into_iter().enumerate() {
         let f = Frame {

@@ -8,7 +8,10 @@
 //! same record at the same log index, and that no two brokers lead a partition in one leader
 //! epoch. At the end the faults stop and the cluster must settle: one leader, the same image
 //! everywhere, every broker unfenced, every partition led by its preferred replica with every
-//! replica in sync. A seed reproduces a run: `SPATE_SIM_SEED=N SPATE_SIM_SEEDS=1`.
+//! replica in sync. Nodes snapshot their image every few entries and let go of the log
+//! before it, so a node that restarts or falls behind is rebuilt from a snapshot (its own or
+//! the leader's); every snapshot at an index must hold the same image. A seed reproduces a
+//! run: `SPATE_SIM_SEED=N SPATE_SIM_SEEDS=1`.
 
 mod sim;
 
@@ -26,6 +29,9 @@ use sim::Rng;
 
 const CLUSTER: [u8; 16] = [0x5a; 16];
 const STEP_MS: u64 = 100;
+/// Entries between snapshots, and how many before a snapshot the log keeps.
+const SNAPSHOT_EVERY: u64 = 12;
+const SNAPSHOT_KEEP: u64 = 3;
 
 #[derive(Debug, Clone)]
 enum Msg {
@@ -64,6 +70,8 @@ struct History {
     leaders_by_term: BTreeMap<u64, u64>,
     committed: BTreeMap<u64, Vec<u8>>,
     partition_leaders: BTreeMap<(TopicId, u32, i32), BrokerId>,
+    /// The image each snapshot taken at an index holds.
+    snapshots: BTreeMap<u64, ClusterImage>,
     trace: u64,
 }
 
@@ -163,9 +171,18 @@ impl Sim {
                 let incarnation = self.rng.bytes16();
                 let node = &mut self.nodes[i];
                 node.quorum = Some(quorum);
-                // Rebuilt by replaying the committed log.
-                node.image = ClusterImage::default();
-                node.applied = 0;
+                // Rebuilt from its snapshot, then by replaying the committed log after it.
+                match &node.durable.snapshot {
+                    Some(snap) => {
+                        node.image = ClusterImage::decode(&snap.data).expect("own snapshot");
+                        node.image.applied_index = snap.index;
+                        node.applied = snap.index;
+                    }
+                    None => {
+                        node.image = ClusterImage::default();
+                        node.applied = 0;
+                    }
+                }
                 node.incarnation = incarnation;
             }
         }
@@ -356,6 +373,25 @@ impl Sim {
         let now = self.now;
         let node_id = self.nodes[i].id;
         self.nodes[i].durable.apply(&out.persist);
+        if let Some(snap) = &out.persist.snapshot {
+            let mut image = ClusterImage::decode(&snap.data).expect("the leader's snapshot");
+            image.applied_index = snap.index;
+            if let Some(seen) = self.history.snapshots.get(&snap.index) {
+                assert_eq!(
+                    seen, &image,
+                    "node {node_id} installs another image at {}",
+                    snap.index
+                );
+            }
+            let node = &mut self.nodes[i];
+            assert!(
+                snap.index > node.applied,
+                "a snapshot behind what node {node_id} applied"
+            );
+            node.image = image;
+            node.applied = snap.index;
+            self.history.note(50_000 + snap.index);
+        }
         for m in out.send_after_persist {
             let to = m.to;
             let bytes = wire::encode(&CLUSTER, &m);
@@ -401,6 +437,34 @@ impl Sim {
                         topic.name, s.leader_epoch
                     );
                 }
+            }
+        }
+        self.snapshot_if_due(i);
+    }
+
+    /// Every `SNAPSHOT_EVERY` entries the node snapshots its image (saved at once).
+    fn snapshot_if_due(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(q) = node.quorum.as_mut() else {
+            return;
+        };
+        let index = node.image.applied_index;
+        if index < q.snapshot_index() + SNAPSHOT_EVERY {
+            return;
+        }
+        let Ok(c) = q.compact(index, node.image.encode(), SNAPSHOT_KEEP) else {
+            return;
+        };
+        node.durable.compact(&c);
+        let image = node.image.clone();
+        match self.history.snapshots.get(&index) {
+            Some(seen) => assert_eq!(
+                seen, &image,
+                "node {} snapshots another image at {index}",
+                node.id
+            ),
+            None => {
+                self.history.snapshots.insert(index, image);
             }
         }
     }

@@ -65,6 +65,7 @@ fn topics_go_through_the_controller_and_leadership_leaves_a_stopped_node() {
             broker_session_timeout_ms: 3_000,
             broker_heartbeat_interval_ms: 500,
             tick_ms: 50,
+            metadata_snapshot_entries: 16,
         };
         nodes.push(node::start(config).expect("node starts"));
     }

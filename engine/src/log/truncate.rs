@@ -16,7 +16,7 @@
 //! watermark are brought back to the cut.
 
 use crate::error::{EngineError, Result};
-use crate::io::OpenMode;
+use crate::io::{OpenMode, Storage};
 use crate::log::partition::PartitionLog;
 use crate::log::retention::log_start;
 use crate::log::segment::{self, Segment};
@@ -94,12 +94,7 @@ impl PartitionLog {
             st.high_watermark = st.high_watermark.min(cut);
         }
         // 1. The checkpoint.
-        let cp = crate::log::checkpoint::path(&dir);
-        match storage.remove(&cp).await {
-            Ok(()) => storage.sync_dir(&dir).await.map_err(io(&dir))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(EngineError::from_io(e, &cp)),
-        }
+        remove_checkpoint(&*storage, &dir).await?;
         // 2. Later segments, newest first.
         loop {
             let last = {
@@ -111,19 +106,7 @@ impl PartitionLog {
             };
             let Some((b, seg)) = last else { break };
             drop(seg);
-            for path in [
-                segment::log_path(&dir, b),
-                segment::index_path(&dir, b),
-                segment::time_index_path(&dir, b),
-            ] {
-                match storage.remove(&path).await {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(EngineError::from_io(e, &path))
-                    }
-                    _ => {}
-                }
-            }
-            storage.sync_dir(&dir).await.map_err(io(&dir))?;
+            remove_segment_files(&*storage, &dir, b).await?;
         }
         // 3. The segment holding the cut.
         let seg = self.inner.state.borrow_mut().segments.remove(&base);
@@ -223,4 +206,151 @@ impl PartitionLog {
         .map_err(|e| EngineError::from_io(e, file.path()))?;
         Ok(cut.map(|(at, o)| (base, at, o)))
     }
+}
+
+impl PartitionLog {
+    /// Empties the log and starts it again at `offset` (Kafka's `truncateFullyAndStartAt`):
+    /// a replica whose leader's log starts past this log's end, or a metadata log replaced by
+    /// a snapshot. Every segment goes; the next append is at `offset`. Ordered so that a crash
+    /// at any point leaves a prefix of the old log (segments go newest first) or the new empty
+    /// log at `offset`, never a log with a hole:
+    ///
+    /// 1. the recovery checkpoint is removed;
+    /// 2. every segment goes, newest first, each removal synced in the directory;
+    /// 3. the leader-epoch index is saved empty;
+    /// 4. an empty segment is created at `offset` (the directory synced), then the log
+    ///    start (`offset`) is saved.
+    ///
+    /// Appends are refused while it runs; a failure fails the partition.
+    pub async fn truncate_fully(&self, offset: u64) -> Result<()> {
+        self.check_writable()?;
+        if std::mem::replace(&mut self.inner.state.borrow_mut().truncating, true) {
+            return Err(EngineError::InvalidAppend(
+                "a truncation of this log is already running".into(),
+            ));
+        }
+        self.wait_idle().await;
+        let result = self.truncate_fully_idle(offset).await;
+        self.inner.state.borrow_mut().truncating = false;
+        if let Err(e) = &result {
+            let msg = e.to_string();
+            self.fail(
+                EngineError::PartitionFailed {
+                    partition: self.inner.name.clone(),
+                    reason: format!("truncation failed: {msg}"),
+                },
+                Vec::new(),
+            );
+        }
+        result
+    }
+
+    async fn truncate_fully_idle(&self, offset: u64) -> Result<()> {
+        let storage = self.inner.storage.clone();
+        let dir = self.inner.dir.clone();
+        self.inner.readahead.borrow_mut().clear();
+        self.inner
+            .cache
+            .borrow_mut()
+            .truncate_from(self.inner.cache_key, 0);
+        // 1. The checkpoint.
+        remove_checkpoint(&*storage, &dir).await?;
+        // 2. Every segment, newest first.
+        loop {
+            let last = {
+                let mut st = self.inner.state.borrow_mut();
+                let b = st.segments.keys().next_back().copied();
+                b.and_then(|b| st.segments.remove(&b).map(|s| (b, s)))
+            };
+            let Some((b, seg)) = last else { break };
+            {
+                let mut st = self.inner.state.borrow_mut();
+                let end = st
+                    .segments
+                    .values()
+                    .next_back()
+                    .map_or(0, |s| s.next_offset);
+                st.next_offset = end;
+                st.written_offset = end;
+                st.durable_offset = st.durable_offset.min(end);
+                st.high_watermark = st.high_watermark.min(end);
+            }
+            drop(seg);
+            remove_segment_files(&*storage, &dir, b).await?;
+        }
+        // 3. The leader epochs, emptied.
+        let space = self.space();
+        let index = crate::log::epochs::EpochIndex::default();
+        crate::log::epochs::write(&*storage, &dir, &index, space.as_deref())
+            .await
+            .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.epochs = index.clone();
+            st.epochs_on_disk = index;
+        }
+        // 4. The new, empty log, and its start.
+        let config = self.config();
+        let seg = Segment::create(&*storage, &dir, offset, &config).await?;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.segments.insert(offset, seg);
+            st.next_offset = offset;
+            st.written_offset = offset;
+            st.durable_offset = offset;
+            st.high_watermark = offset;
+            st.start_floor = offset;
+        }
+        crate::atomic_file::write_reserved(
+            &*storage,
+            &dir.join(crate::log::retention::START_FILE),
+            &offset.to_le_bytes(),
+            space.as_deref(),
+        )
+        .await
+        .map_err(|e| EngineError::Metadata(e.to_string()))?;
+        for w in self.inner.state.borrow_mut().hw_waiters.drain(..) {
+            let _ = w.send(());
+        }
+        tracing::info!(partition = %self.inner.name, offset, "emptied the log; it starts again at this offset");
+        Ok(())
+    }
+}
+
+/// Removes the recovery checkpoint, if there is one, and syncs the directory: the first step
+/// of a truncation, so that a crash after it recovers by scanning.
+async fn remove_checkpoint(storage: &dyn Storage, dir: &std::path::Path) -> Result<()> {
+    let cp = crate::log::checkpoint::path(dir);
+    match storage.remove(&cp).await {
+        Ok(()) => storage
+            .sync_dir(dir)
+            .await
+            .map_err(|e| EngineError::from_io(e, dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::from_io(e, &cp)),
+    }
+}
+
+/// Removes a segment's three files (those already gone are fine) and syncs the directory.
+async fn remove_segment_files(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    base: u64,
+) -> Result<()> {
+    for path in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+    ] {
+        match storage.remove(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(EngineError::from_io(e, &path))
+            }
+            _ => {}
+        }
+    }
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| EngineError::from_io(e, dir))
 }

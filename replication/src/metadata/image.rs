@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use rkyv::{Archive, Deserialize, Serialize};
+
 use super::records::{
     BrokerId, BrokerRegistration, MetadataRecord, PartitionAssignment, PartitionState, TopicId,
     NO_LEADER,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct BrokerState {
     pub registration: BrokerRegistration,
     /// The log index of its registration.
@@ -17,7 +19,7 @@ pub struct BrokerState {
     pub fenced: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
     pub assignment: PartitionAssignment,
     pub state: PartitionState,
@@ -27,7 +29,7 @@ pub struct PartitionImage {
     pub target: Option<Vec<BrokerId>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicImage {
     pub name: String,
     pub id: TopicId,
@@ -35,7 +37,7 @@ pub struct TopicImage {
     pub partitions: Vec<PartitionImage>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterImage {
     pub cluster_id: Option<[u8; 16]>,
     pub brokers: BTreeMap<BrokerId, BrokerState>,
@@ -75,6 +77,23 @@ pub enum ApplyError {
 }
 
 impl ClusterImage {
+    /// The image as a metadata snapshot's data.
+    pub fn encode(&self) -> Vec<u8> {
+        match rkyv::to_bytes::<rkyv::rancor::Error>(self) {
+            Ok(bytes) => bytes.to_vec(),
+            // Serializing plain owned data into a growable buffer cannot fail.
+            Err(e) => unreachable!("rkyv serialization of the cluster image: {e}"),
+        }
+    }
+
+    /// Decodes [`encode`](Self::encode)'s bytes, checked (they come from peers and disk).
+    pub fn decode(bytes: &[u8]) -> Result<Self, super::records::DecodeError> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<ClusterImage, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| super::records::DecodeError::new(e.to_string()))
+    }
+
     pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(self.names.get(name)?)
     }

@@ -128,6 +128,12 @@ pub enum MetadataRecord {
 #[error("metadata record does not decode: {0}")]
 pub struct DecodeError(String);
 
+impl DecodeError {
+    pub(crate) fn new(why: String) -> Self {
+        DecodeError(why)
+    }
+}
+
 impl MetadataRecord {
     pub fn encode(&self) -> Vec<u8> {
         match rkyv::to_bytes::<rkyv::rancor::Error>(self) {

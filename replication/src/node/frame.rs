@@ -37,6 +37,13 @@ pub enum Body {
         controller: Option<BrokerId>,
         commit: u64,
     },
+    /// A voter's answer when the entries asked for are no longer in its log: its latest
+    /// snapshot, the encoded cluster image as of `index`.
+    MetadataSnapshot {
+        index: u64,
+        image: Vec<u8>,
+        controller: Option<BrokerId>,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// Milliseconds per quorum tick (elections after 10 to 20 ticks without a leader).
     pub tick_ms: u64,
+    /// A voter snapshots the cluster image after this many metadata log entries (then lets
+    /// go of the log before it, but for the last quarter of them).
+    pub metadata_snapshot_entries: u64,
 }
 
 impl NodeConfig {

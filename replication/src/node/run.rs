@@ -101,7 +101,7 @@ pub async fn run(
     serve(config, view, stop, quorum, listener, requests).await
 }
 
-type Started = (Option<(QuorumStore, Quorum)>, TcpListener);
+type Started = (Option<(QuorumStore, Quorum, ClusterImage)>, TcpListener);
 
 async fn start(config: &NodeConfig) -> Result<Started, String> {
     let listener = TcpListener::bind(config.cluster_listen).map_err(|e| {
@@ -120,6 +120,20 @@ async fn start(config: &NodeConfig) -> Result<Started, String> {
     let (store, durable) = QuorumStore::open(storage, &dir)
         .await
         .map_err(|e| format!("the metadata quorum's store: {e}"))?;
+    // The image starts from the latest snapshot; the entries after it are replayed.
+    let image = match &durable.snapshot {
+        Some(snap) => {
+            let mut image = ClusterImage::decode(&snap.data).map_err(|e| {
+                format!(
+                    "the metadata snapshot in {} does not decode: {e}",
+                    dir.display()
+                )
+            })?;
+            image.applied_index = snap.index;
+            image
+        }
+        None => ClusterImage::default(),
+    };
     let quorum_config = QuorumConfig {
         node_id: raft_id(config.node_id),
         voters: config.voters.iter().map(|v| raft_id(v.id)).collect(),
@@ -128,14 +142,14 @@ async fn start(config: &NodeConfig) -> Result<Started, String> {
         seed: random_u64(),
     };
     let quorum = Quorum::start(&quorum_config, durable).map_err(|e| e.to_string())?;
-    Ok((Some((store, quorum)), listener))
+    Ok((Some((store, quorum, image)), listener))
 }
 
 async fn serve(
     config: NodeConfig,
     view: Arc<RwLock<Arc<ClusterView>>>,
     stop: Arc<AtomicBool>,
-    quorum: Option<(QuorumStore, Quorum)>,
+    quorum: Option<(QuorumStore, Quorum, ClusterImage)>,
     listener: TcpListener,
     mut requests: mpsc::Receiver<LocalRequest>,
 ) -> Result<(), String> {
@@ -164,9 +178,9 @@ async fn serve(
             "an observer (not a voter): it follows the voters' metadata log".to_string()
         }
     );
-    let (store, quorum) = match quorum {
-        Some((store, quorum)) => (Some(store), Some(quorum)),
-        None => (None, None),
+    let (store, quorum, image) = match quorum {
+        Some((store, quorum, image)) => (Some(store), Some(quorum), image),
+        None => (None, None, ClusterImage::default()),
     };
     let replay_until = quorum.as_ref().map_or(0, |q| q.commit_index());
     let mut node = Node {
@@ -180,7 +194,7 @@ async fn serve(
         next_fetch: Instant::now(),
         fetch_from: 0,
         transport,
-        image: ClusterImage::default(),
+        image,
         controller: None,
         proposals: Vec::new(),
         last_bootstrap: None,
@@ -304,6 +318,15 @@ impl Node {
                 let Some(q) = self.quorum.as_ref() else {
                     return;
                 };
+                if let Some(snap) = q.snapshot_for(from_index) {
+                    let body = Body::MetadataSnapshot {
+                        index: snap.index,
+                        image: snap.data,
+                        controller: q.leader().map(node_of),
+                    };
+                    self.transport.send_to(frame.from, &reply_addr, body);
+                    return;
+                }
                 let entries = q.committed_entries(from_index, 1 << 20);
                 let body = Body::MetadataEntries {
                     entries,
@@ -332,6 +355,26 @@ impl Node {
                         self.apply(index, &data);
                         self.observed_changed = true;
                     }
+                }
+            }
+            Body::MetadataSnapshot {
+                index,
+                image,
+                controller,
+            } => {
+                if self.quorum.is_some() || index <= self.image.applied_index {
+                    return;
+                }
+                self.observed_controller = controller;
+                self.next_fetch = Instant::now();
+                match ClusterImage::decode(&image) {
+                    Ok(mut image) => {
+                        tracing::info!(index, "the cluster image replaced by a voter's snapshot");
+                        image.applied_index = index;
+                        self.image = image;
+                        self.observed_changed = true;
+                    }
+                    Err(e) => tracing::warn!(from = frame.from, "metadata snapshot refused: {e}"),
                 }
             }
         }
@@ -522,6 +565,18 @@ impl Node {
                 .persist(&out.persist)
                 .await
                 .map_err(|e| format!("cannot persist the metadata log: {e}"))?;
+            if let Some(snap) = &out.persist.snapshot {
+                // The leader's snapshot replaces what this node had applied.
+                let mut image = ClusterImage::decode(&snap.data)
+                    .map_err(|e| format!("the leader's metadata snapshot does not decode: {e}"))?;
+                image.applied_index = snap.index;
+                tracing::info!(
+                    index = snap.index,
+                    "the cluster image replaced by the controller's snapshot"
+                );
+                self.image = image;
+                changed = true;
+            }
             for m in out.send_after_persist {
                 let to = node_of(m.to);
                 self.transport
@@ -532,12 +587,43 @@ impl Node {
                 changed = true;
             }
         }
+        self.snapshot_if_due(store).await?;
         self.settle_requests();
         let leader = self.controller_id();
         if changed || leader != self.published_leader {
             self.published_leader = leader;
             self.publish();
         }
+        Ok(())
+    }
+
+    /// After `metadata_snapshot_entries` entries since the last snapshot, the image becomes
+    /// the new snapshot and the log lets go of what it covers but the last quarter.
+    async fn snapshot_if_due(&mut self, store: &QuorumStore) -> Result<(), String> {
+        let every = self.config.metadata_snapshot_entries.max(1);
+        let Some(q) = self.quorum.as_mut() else {
+            return Ok(());
+        };
+        let index = self.image.applied_index;
+        if index < q.snapshot_index() + every {
+            return Ok(());
+        }
+        let compaction = match q.compact(index, self.image.encode(), every / 4) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("no metadata snapshot yet: {e}");
+                return Ok(());
+            }
+        };
+        store
+            .compact(&compaction)
+            .await
+            .map_err(|e| format!("cannot save the metadata snapshot: {e}"))?;
+        tracing::debug!(
+            index,
+            bytes = compaction.snapshot.data.len(),
+            "metadata snapshot saved"
+        );
         Ok(())
     }
 

@@ -13,12 +13,14 @@
 //! with the same seed runs the same way.
 
 mod log_bridge;
+pub mod storage;
 pub mod store;
 pub mod wire;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+
+use storage::MetaStorage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumConfig {
@@ -54,16 +56,30 @@ pub enum QuorumError {
     Raft(String),
 }
 
-/// What a node has made durable: its hard state (term, vote, commit) and its log.
+/// A snapshot of the state machine (the encoded cluster image) as of log `index`, whose
+/// entry had `term`: it stands for every entry up to `index`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotData {
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
+}
+
+/// What a node has made durable: its hard state (term, vote, commit), its latest snapshot,
+/// and its log (entries after the snapshot; some before it may remain and are ignored).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Durable {
     pub hard_state: HardState,
+    pub snapshot: Option<SnapshotData>,
     pub entries: Vec<Entry>,
 }
 
 /// What must be durable before the rest of an [`Output`] is acted on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Persist {
+    /// A snapshot from the leader: it replaces the whole log, before `entries` follow it.
+    /// The owner's state machine is replaced by its data.
+    pub snapshot: Option<SnapshotData>,
     /// Appended to the log; an entry at an index the log already has replaces it and every
     /// entry after it.
     pub entries: Vec<Entry>,
@@ -72,13 +88,25 @@ pub struct Persist {
 
 impl Persist {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.hard_state.is_none()
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
     }
+}
+
+/// A snapshot the node took of its own applied state ([`Quorum::compact`]): the owner saves
+/// it, then may drop the log's entries below `keep_from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub snapshot: SnapshotData,
+    pub keep_from: u64,
 }
 
 impl Durable {
     /// Applies `p` as a durable store must.
     pub fn apply(&mut self, p: &Persist) {
+        if let Some(snap) = &p.snapshot {
+            self.entries.clear();
+            self.snapshot = Some(snap.clone());
+        }
         if let Some(first) = p.entries.first() {
             self.entries.retain(|e| e.index < first.index);
             self.entries.extend(p.entries.iter().cloned());
@@ -86,6 +114,12 @@ impl Durable {
         if let Some(hs) = &p.hard_state {
             self.hard_state = hs.clone();
         }
+    }
+
+    /// Applies a compaction as a durable store must.
+    pub fn compact(&mut self, c: &Compaction) {
+        self.snapshot = Some(c.snapshot.clone());
+        self.entries.retain(|e| e.index >= c.keep_from);
     }
 }
 
@@ -107,7 +141,7 @@ pub struct Output {
 }
 
 pub struct Quorum {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<MetaStorage>,
     rng: SplitMix,
     election_ticks: usize,
     seen: (u64, StateRole),
@@ -121,16 +155,30 @@ impl Quorum {
                 config.node_id, config.voters
             )));
         }
-        let storage = MemStorage::new_with_conf_state(ConfState::from((
-            config.voters.clone(),
-            Vec::<u64>::new(),
-        )));
-        {
-            let mut core = storage.wl();
-            core.append(&durable.entries)
-                .map_err(|e| QuorumError::Raft(e.to_string()))?;
-            core.set_hardstate(durable.hard_state.clone());
-        }
+        let storage = MetaStorage::new(ConfState::from((config.voters.clone(), Vec::<u64>::new())));
+        let mut hard_state = durable.hard_state.clone();
+        let applied = match durable.snapshot {
+            Some(snap) => {
+                let index = snap.index;
+                hard_state.commit = hard_state.commit.max(index);
+                hard_state.term = hard_state.term.max(snap.term);
+                storage.set_snapshot(snap, None);
+                let after: Vec<Entry> = durable
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.index > index)
+                    .collect();
+                storage.append(&after).map_err(QuorumError::Raft)?;
+                index
+            }
+            None => {
+                storage
+                    .append(&durable.entries)
+                    .map_err(QuorumError::Raft)?;
+                0
+            }
+        };
+        storage.set_hard_state(hard_state);
         let raft_config = raft::Config {
             id: config.node_id,
             election_tick: config.election_ticks,
@@ -143,7 +191,7 @@ impl Quorum {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
-            applied: 0,
+            applied,
             ..Default::default()
         };
         raft_config
@@ -190,11 +238,15 @@ impl Quorum {
     }
 
     /// Committed entries (index, data) from `from` on, up to about `max_bytes`; raft's own
-    /// empty and configuration entries are left out. What an observer is sent.
+    /// empty and configuration entries are left out. What an observer is sent; one that
+    /// asks for entries the log no longer holds is sent [`snapshot_for`](Self::snapshot_for).
     pub fn committed_entries(&self, from: u64, max_bytes: u64) -> Vec<(u64, Vec<u8>)> {
         use raft::Storage as _;
         let store = &self.raw.raft.raft_log.store;
-        let first = store.first_index().unwrap_or(1).max(from).max(1);
+        let first = store.first_index().max(from).max(1);
+        if from < store.first_index() {
+            return Vec::new();
+        }
         let high = self.commit_index() + 1;
         if first >= high {
             return Vec::new();
@@ -211,6 +263,56 @@ impl Quorum {
             .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
             .map(|e| (e.index, e.data.to_vec()))
             .collect()
+    }
+
+    /// The latest snapshot, if entries from `from` are no longer in the log.
+    pub fn snapshot_for(&self, from: u64) -> Option<SnapshotData> {
+        let store = &self.raw.raft.raft_log.store;
+        if from >= store.first_index() {
+            return None;
+        }
+        store.snapshot_data()
+    }
+
+    /// The index of the latest snapshot (0: none).
+    pub fn snapshot_index(&self) -> u64 {
+        let store = &self.raw.raft.raft_log.store;
+        store.snapshot_data().map_or(0, |s| s.index)
+    }
+
+    /// Takes a snapshot of the owner's state machine, `data`, as of the applied `index`, and
+    /// lets go of the log's entries up to `index`, but for the last `keep` of them (a peer
+    /// a little behind is sent those, not the snapshot). The owner saves what it returns.
+    pub fn compact(
+        &mut self,
+        index: u64,
+        data: Vec<u8>,
+        keep: u64,
+    ) -> Result<Compaction, QuorumError> {
+        let applied = self.raw.raft.raft_log.applied;
+        if index > applied || index <= self.snapshot_index() {
+            return Err(QuorumError::Raft(format!(
+                "no snapshot at {index}: applied {applied}, latest snapshot at {}",
+                self.snapshot_index()
+            )));
+        }
+        let term = self
+            .raw
+            .raft
+            .raft_log
+            .term(index)
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let snapshot = SnapshotData { index, term, data };
+        let keep_from = (index + 1).saturating_sub(keep).max(1);
+        self.raw
+            .raft
+            .raft_log
+            .store
+            .set_snapshot(snapshot.clone(), Some(keep_from));
+        Ok(Compaction {
+            snapshot,
+            keep_from,
+        })
     }
 
     /// One tick of the node's clock.
@@ -252,30 +354,54 @@ impl Quorum {
             send: rd.take_messages(),
             ..Output::default()
         };
+        // Snapshots sent: reported as delivered, so the peer's progress moves on (one that
+        // was lost shows as a rejected append, and another snapshot goes).
+        let snapshots_to: Vec<u64> = out
+            .send
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        let mut hard_state_changed = false;
+        if !rd.snapshot().is_empty() {
+            let s = rd.snapshot();
+            let snap = SnapshotData {
+                index: s.get_metadata().index,
+                term: s.get_metadata().term,
+                data: s.data.to_vec(),
+            };
+            store.set_snapshot(snap.clone(), None);
+            out.persist.snapshot = Some(snap);
+            hard_state_changed = true;
+        }
         let mut committed = rd.take_committed_entries();
         if !rd.entries().is_empty() {
             let entries = rd.take_entries();
-            // MemStorage refuses only entries that do not follow what it holds, which
-            // raft-rs never hands out.
-            let _ = store.wl().append(&entries);
+            // Refused only for entries that do not follow what is held, which raft-rs never
+            // hands out.
+            if let Err(e) = store.append(&entries) {
+                tracing::error!("the metadata log's view refused raft-rs's entries: {e}");
+            }
             out.persist.entries = entries;
         }
-        let mut hard_state_changed = false;
         if let Some(hs) = rd.hs() {
-            store.wl().set_hardstate(hs.clone());
+            store.set_hard_state(hs.clone());
             hard_state_changed = true;
         }
         out.send_after_persist = rd.take_persisted_messages();
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
-            store.wl().mut_hard_state().set_commit(commit);
+            store.set_commit(commit);
             hard_state_changed = true;
         }
         out.send_after_persist.extend(light.take_messages());
         committed.extend(light.take_committed_entries());
         self.raw.advance_apply();
+        for to in snapshots_to {
+            self.raw.report_snapshot(to, SnapshotStatus::Finish);
+        }
         if hard_state_changed {
-            out.persist.hard_state = Some(store.rl().hard_state().clone());
+            out.persist.hard_state = Some(store.hard_state());
         }
         out.committed = committed
             .into_iter()
