@@ -289,17 +289,18 @@ fn a_power_loss_while_a_snapshot_is_saved_leaves_the_old_state_or_the_new() {
                     d.entries.retain(|e| e.index > covered);
                     d
                 };
-                if got.snapshot.is_none() {
-                    assert_eq!(got, old, "crash point {crash_after}");
-                } else if own {
-                    assert_eq!(strip(&got), strip(&new), "crash point {crash_after}");
-                } else {
-                    // The new snapshot, the log emptied, and the entry after it and the
-                    // hard state either saved or not yet.
-                    let s = got.snapshot.as_ref().unwrap();
-                    assert_eq!(s.index, 50, "crash point {crash_after}");
-                    assert!(got.entries.len() <= 1);
-                    assert!(got.entries.iter().all(|e| e.index == 51));
+                match &got.snapshot {
+                    None => assert_eq!(got, old, "crash point {crash_after}"),
+                    Some(_) if own => {
+                        assert_eq!(strip(&got), strip(&new), "crash point {crash_after}")
+                    }
+                    Some(s) => {
+                        // The new snapshot, the log emptied, and the entry after it and the
+                        // hard state either saved or not yet.
+                        assert_eq!(s.index, 50, "crash point {crash_after}");
+                        assert!(got.entries.len() <= 1);
+                        assert!(got.entries.iter().all(|e| e.index == 51));
+                    }
                 }
                 // The log goes on after whatever survived.
                 let next = got.entries.last().map_or(covered, |e| e.index) + 1;
