@@ -20,8 +20,13 @@ pub enum Action {
     },
     /// Cut the log's tail from this offset, then fetch from the log end.
     Truncate(u64),
-    /// Empty the log and start it at the leader's log start, then fetch.
+    /// Empty the log (it shares nothing with the leader's), then fetch from its start; a
+    /// leader whose log starts later answers that with [`Action::StartAt`].
     TruncateFully,
+    /// The leader's log starts at this offset, past this log's end (retention or DeleteRecords
+    /// moved it while this replica was away): empty the log and start it there (Kafka's
+    /// `truncateFullyAndStartAt`), then fetch.
+    StartAt(u64),
     /// Fetch from the log end.
     Fetch,
     /// Nothing until the leadership changes (this broker is not a follower of anyone).
@@ -37,7 +42,8 @@ pub enum Refusal {
     UnknownLeaderEpoch,
     /// Not (yet) the leader in the epoch named: ask again shortly.
     NotLeader,
-    /// The fetch offset is below the leader's log start (retention moved it).
+    /// The fetch offset is outside the leader's log (past its end; below its start is
+    /// [`Follower::on_out_of_range`]).
     OffsetOutOfRange,
 }
 
@@ -154,6 +160,18 @@ impl Follower {
         }
     }
 
+    /// The leader refused a fetch at `fetch_offset` as out of range, its log starting at
+    /// `leader_log_start`: below that start, the log starts again there; otherwise the fetch
+    /// was past the leader's end, a refusal as [`Refusal::OffsetOutOfRange`].
+    pub fn on_out_of_range(&mut self, fetch_offset: u64, leader_log_start: u64) -> Option<Action> {
+        if fetch_offset < leader_log_start {
+            self.state = State::Fetching;
+            Some(Action::StartAt(leader_log_start))
+        } else {
+            self.on_refusal(Refusal::OffsetOutOfRange)
+        }
+    }
+
     /// What to do again after a pause (a retry, a duplicate leadership notice).
     pub fn resume(&self) -> Action {
         match (&self.state, self.leader) {
@@ -243,6 +261,17 @@ mod tests {
         );
         assert_eq!(f.on_leadership(Some(2), 2, &log), Some(Action::Idle));
         assert_eq!(f.leader(), None);
+    }
+
+    #[test]
+    fn a_fetch_below_the_leaders_log_start_starts_the_log_there() {
+        let log = EpochList::of_offsets(&[1, 1, 1]);
+        let mut f = Follower::new(2);
+        f.on_leadership(Some(1), 1, &log);
+        assert_eq!(f.on_out_of_range(3, 10), Some(Action::StartAt(10)));
+        assert!(f.is_fetching());
+        // Past the leader's end (its start below the fetch): the whole log goes.
+        assert_eq!(f.on_out_of_range(12, 10), Some(Action::TruncateFully));
     }
 
     #[test]

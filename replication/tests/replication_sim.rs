@@ -616,6 +616,9 @@ impl Sim {
                 b.log.truncate(0);
                 *last_action = Action::Fetch;
             }
+            Action::StartAt(o) => {
+                panic!("every simulated log starts at 0, yet a follower was told to start at {o}")
+            }
             Action::Fetch => {
                 *in_flight_since = Some(now);
                 out.push((

@@ -9,7 +9,10 @@ through unchanged clients (confluent-kafka/librdkafka and kafka-python):
 - min.insync.replicas=2 with two of three brokers down: acks=all is refused with
   NOT_ENOUGH_REPLICAS and nothing is acknowledged; it succeeds again once a broker returns;
 - a leader that wrote records no follower copied, then died, truncates them when it returns:
-  no consumer ever reads them, even from it as leader again.
+  no consumer ever reads them, even from it as leader again;
+- DeleteRecords on a leader while a follower is down: the live follower follows the new log
+  start, the returning one (its log ending below that start) starts its log again there, and
+  either, leading after the leader dies, serves only what was not deleted.
 
 The three brokers start once for the module and are stopped by PID however the tests end;
 each test leaves all three running.
@@ -393,3 +396,56 @@ def test_a_reassignment_moves_a_partition_under_load_and_loses_nothing(cluster):
     finally:
         writer.stop()
     assert_every_acked_once_in_order(cluster, "moving", writer)
+
+
+def test_a_replica_behind_the_leaders_log_start_starts_there_and_deleted_stays_deleted(cluster):
+    from confluent_kafka import Consumer as CkConsumer
+    # Broker 3 follows partition 0 first after broker 1, broker 2 partition 1: with 1 dead,
+    # 3 (the one that was away) leads 0 and 2 (the one that stayed) leads 1.
+    create(cluster, "behind", 2, assignment=[[1, 3, 2], [1, 2, 3]])
+    for part in (0, 1):
+        wait_for(f"broker 1 leads partition {part}, 3 in sync",
+                 lambda part=part: in_sync(cluster, "behind", part, [1, 2, 3])() == 1, 30)
+    leader, stayed, away = cluster
+    p = Producer({"bootstrap.servers": everyone(cluster), "acks": "all"})
+    for i in range(10):
+        for part in (0, 1):
+            p.produce("behind", value=f"a{i}".encode(), partition=part)
+    assert p.flush(20) == 0
+    away.kill()
+    for part in (0, 1):
+        wait_for(f"partition {part}: 1 and 2 in sync",
+                 in_sync([leader, stayed], "behind", part, [1, 2]), SESSION_TIMEOUT_S + 10)
+    for i in range(10):
+        for part in (0, 1):
+            p.produce("behind", value=f"b{i}".encode(), partition=part)
+    assert p.flush(20) == 0
+    admin = AdminClient({"bootstrap.servers": everyone(cluster)})
+    fs = admin.delete_records([TopicPartition("behind", part, 15) for part in (0, 1)],
+                              request_timeout=10)
+    for f in fs.values():
+        assert f.result(10).low_watermark == 15
+    mark = len(away.log())
+    away.start()
+    for part in (0, 1):
+        wait_for(f"partition {part}: broker 3 back in sync",
+                 in_sync(cluster, "behind", part, [1, 2, 3]), 60)
+    assert "started this log again there" in away.log(mark), away.log(mark)[-3000:]
+    leader.kill()
+    rest = [stayed, away]
+    wait_for("broker 3 leads partition 0", lambda: in_sync(rest, "behind", 0, [2, 3])() == 3,
+             SESSION_TIMEOUT_S + 10)
+    wait_for("broker 2 leads partition 1", lambda: in_sync(rest, "behind", 1, [2, 3])() == 2,
+             SESSION_TIMEOUT_S + 10)
+    want = [f"b{i}".encode() for i in range(5, 10)]
+    for part, via in ((0, away), (1, stayed)):
+        assert [v for _, v in read(via.bootstrap, "behind", [part], 5)] == want, part
+        c = CkConsumer({"bootstrap.servers": via.bootstrap, "group.id": "behind-marks"})
+        try:
+            assert c.get_watermark_offsets(TopicPartition("behind", part), timeout=10) == (15, 20)
+        finally:
+            c.close()
+    leader.start()
+    for part in (0, 1):
+        wait_for(f"partition {part}: 3 in sync again",
+                 in_sync(cluster, "behind", part, [1, 2, 3]), 60)

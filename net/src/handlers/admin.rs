@@ -862,9 +862,13 @@ async fn delete_records_here(
     let Some(log) = s.logs.get(&topic, partition) else {
         return (code::UNKNOWN_TOPIC_OR_PARTITION, -1);
     };
+    // In a cluster only the leader deletes; its followers follow its log start.
+    if let Err(code) = s.leader_epoch_here(&topic, partition) {
+        return (code, -1);
+    }
     // -1: up to the high watermark.
     let target = if offset == -1 {
-        log.stats().log_end_offset
+        log.offsets().high_watermark
     } else if offset < 0 {
         return (code::OFFSET_OUT_OF_RANGE, -1);
     } else {

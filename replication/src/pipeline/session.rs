@@ -292,11 +292,25 @@ async fn search(
             };
             (r.log.clone(), *next, r.leader_epoch)
         };
+        if let Action::StartAt(offset) = next {
+            if log.offsets().log_end < offset {
+                if let Err(e) = log.truncate_fully(offset).await {
+                    return Err(format!("cannot empty partition {}: {e}", key.1));
+                }
+                tracing::warn!(
+                    partition = key.1,
+                    offset,
+                    "the leader's log starts past this log's end: started this log again there"
+                );
+            }
+            set_next(replicas, key, leader_epoch, Action::Fetch);
+            return Ok(());
+        }
         let (truncate_to, ask) = match next {
             Action::AskEpochEnd { epoch, truncate_to } => (truncate_to, Some(epoch)),
             Action::Truncate(offset) => (Some(offset), None),
             Action::TruncateFully => (Some(log.offsets().log_start), None),
-            Action::Fetch | Action::Idle => return Ok(()),
+            Action::Fetch | Action::Idle | Action::StartAt(_) => return Ok(()),
         };
         if let Some(offset) = truncate_to {
             if offset < log.offsets().log_end {
@@ -423,8 +437,12 @@ async fn apply_fetched(
             return true;
         };
         if p.error != code::NONE {
-            let refusal = code_refusal(p.error);
-            return match refusal.and_then(|refusal| follower.on_refusal(refusal)) {
+            let action = if p.error == code::OFFSET_OUT_OF_RANGE {
+                follower.on_out_of_range(sent.fetch_offset, p.log_start)
+            } else {
+                code_refusal(p.error).and_then(|refusal| follower.on_refusal(refusal))
+            };
+            return match action {
                 Some(action) => {
                     *next = action;
                     true
@@ -435,6 +453,20 @@ async fn apply_fetched(
         r.log.clone()
     };
     if let Some(first) = batches.first() {
+        let o = log.offsets();
+        if first.base_offset < o.log_end && o.log_start == o.log_end {
+            // An empty log started at the leader's log start, which is inside this batch:
+            // it starts at the batch instead (Kafka's follower does the same), and the log
+            // start follows the leader's below.
+            if let Err(e) = log.truncate_fully(first.base_offset).await {
+                spate_engine::warn_limited!(
+                    "replicated log restart refused",
+                    partition = key.1,
+                    "cannot start the log at the leader's batch: {e}"
+                );
+                return false;
+            }
+        }
         if first.base_offset != log.next_offset() {
             // Truncated or appended meanwhile: the next fetch asks again from the log end.
             return true;
@@ -474,5 +506,18 @@ async fn apply_fetched(
     // What the leader has committed, up to what this log holds.
     let end = log.offsets().log_end;
     let _ = log.advance_high_watermark(p.high_watermark.min(end));
+    // The leader's log start (DeleteRecords, retention), as far as this log is committed:
+    // what the leader no longer serves, a follower that becomes leader does not serve either.
+    let o = log.offsets();
+    let start = p.log_start.min(o.high_watermark);
+    if start > o.log_start {
+        if let Err(e) = log.delete_records(start).await {
+            spate_engine::warn_limited!(
+                "replicated log start refused",
+                partition = key.1,
+                "cannot move the log start to the leader's: {e}"
+            );
+        }
+    }
     true
 }
