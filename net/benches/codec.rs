@@ -92,11 +92,12 @@ fn response_encode(c: &mut Criterion) {
                             high_watermark: 1024,
                             log_start_offset: 0,
                             batches: batches.clone(),
+                            current_leader: None,
                         }],
                     }];
                     let mut head = BytesMut::with_capacity(256);
                     head.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
-                    encode(version, head, black_box(&topics)).len()
+                    encode(version, head, black_box(&topics), &[]).len()
                 })
             },
         );

@@ -5,19 +5,23 @@
 //!
 //! From v12 the response is flexible (KIP-482): arrays, strings and the records field carry
 //! unsigned-varint lengths plus one, and every struct ends with its tagged fields. Spate writes
-//! none of them (a diverging epoch, the current leader and a snapshot id are for replicas and
-//! leader changes, which one broker does not have; node endpoints go with those), so each
-//! tag buffer is a single zero byte. From v13 a topic is named by its id instead of its name.
+//! two of them: a refused partition's current leader (v12+) and the endpoints of the leaders
+//! named (v16+; KIP-951, `handlers::leader_hints`); a diverging epoch and a snapshot id are
+//! for Kafka's replicas, which fetch over Spate's own protocol instead. Every other tag
+//! buffer is a single zero byte. From v13 a topic is named by its id instead of its name.
 
 use bytes::{BufMut, BytesMut};
 use spate_engine::ReadBatch;
 
 use crate::codec::ResponseChunks;
+use crate::handlers::leader_hints::Endpoint;
 
 /// The first flexible version.
 const FLEXIBLE: i16 = 12;
 /// The first version that names topics by id.
 const TOPIC_IDS: i16 = 13;
+/// The first version that carries node endpoints.
+const NODE_ENDPOINTS: i16 = 16;
 
 pub struct PartitionData {
     pub partition: i32,
@@ -25,6 +29,8 @@ pub struct PartitionData {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub batches: Vec<ReadBatch>,
+    /// A refused partition's current leader and leader epoch, if known (KIP-951).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 pub struct TopicData {
@@ -60,18 +66,40 @@ fn put_no_tags(buf: &mut BytesMut, version: i16) {
     }
 }
 
-/// Builds chunks on top of `head` (the size prefix and response header, already written).
-pub fn encode(version: i16, head: BytesMut, topics: &[TopicData]) -> ResponseChunks {
-    encode_with_error(version, head, 0, topics)
+/// A compact string (`len + 1`, then the bytes).
+fn put_compact_str(buf: &mut BytesMut, s: &str) {
+    put_uvarint(buf, s.len() as u32 + 1);
+    buf.put_slice(s.as_bytes());
+}
+
+/// Builds chunks on top of `head` (the size prefix and response header, already written);
+/// `endpoints`: the brokers the partitions' current leaders name (v16+).
+pub fn encode(
+    version: i16,
+    head: BytesMut,
+    topics: &[TopicData],
+    endpoints: &[Endpoint],
+) -> ResponseChunks {
+    encode_all(version, head, 0, topics, endpoints)
 }
 
 /// [`encode`] with a top-level error code (v7+; a fetch session's errors are answered there,
 /// with no topics).
 pub fn encode_with_error(
     version: i16,
+    head: BytesMut,
+    error_code: i16,
+    topics: &[TopicData],
+) -> ResponseChunks {
+    encode_all(version, head, error_code, topics, &[])
+}
+
+fn encode_all(
+    version: i16,
     mut head: BytesMut,
     error_code: i16,
     topics: &[TopicData],
+    endpoints: &[Endpoint],
 ) -> ResponseChunks {
     let mut chunks = Vec::new();
     let buf = &mut head;
@@ -85,8 +113,7 @@ pub fn encode_with_error(
         if version >= TOPIC_IDS {
             buf.put_slice(&t.topic_id);
         } else if version >= FLEXIBLE {
-            put_uvarint(buf, t.name.len() as u32 + 1);
-            buf.put_slice(t.name.as_bytes());
+            put_compact_str(buf, &t.name);
         } else {
             buf.put_i16(t.name.len() as i16);
             buf.put_slice(t.name.as_bytes());
@@ -131,11 +158,41 @@ pub fn encode_with_error(
                 chunks.push(buf.split().freeze());
                 chunks.push(b.payload.slice(16..));
             }
-            put_no_tags(buf, version); // the partition's
+            // The partition's tags: its current leader (tag 1), a LeaderIdAndEpoch of two
+            // i32s and an empty tag buffer.
+            match p.current_leader {
+                Some((leader, epoch)) if version >= FLEXIBLE => {
+                    put_uvarint(buf, 1);
+                    put_uvarint(buf, 1);
+                    put_uvarint(buf, 9);
+                    buf.put_i32(leader);
+                    buf.put_i32(epoch);
+                    buf.put_u8(0);
+                }
+                _ => put_no_tags(buf, version),
+            }
         }
         put_no_tags(buf, version); // the topic's
     }
-    put_no_tags(buf, version); // the response's
+    // The response's tags: the node endpoints (tag 0), a compact array of (node id, host,
+    // port, rack: null), each with an empty tag buffer.
+    if version >= NODE_ENDPOINTS && !endpoints.is_empty() {
+        let mut field = BytesMut::new();
+        put_array_len(&mut field, version, endpoints.len());
+        for e in endpoints {
+            field.put_i32(e.node_id);
+            put_compact_str(&mut field, &e.host);
+            field.put_i32(e.port);
+            put_uvarint(&mut field, 0); // rack: null
+            field.put_u8(0);
+        }
+        put_uvarint(buf, 1);
+        put_uvarint(buf, 0);
+        put_uvarint(buf, field.len() as u32);
+        buf.put_slice(&field);
+    } else {
+        put_no_tags(buf, version);
+    }
     chunks.push(buf.split().freeze());
     chunks.retain(|c| !c.is_empty());
     crate::codec::finish(chunks)
@@ -186,13 +243,15 @@ mod tests {
                         high_watermark: 7,
                         log_start_offset: 3,
                         batches: batches.to_vec(),
+                        current_leader: None,
                     },
                     PartitionData {
                         partition: 1,
-                        error: 1,
+                        error: 6,
                         high_watermark: -1,
                         log_start_offset: -1,
                         batches: vec![],
+                        current_leader: Some((2, 5)),
                     },
                 ],
             },
@@ -205,6 +264,7 @@ mod tests {
                     high_watermark: -1,
                     log_start_offset: -1,
                     batches: vec![],
+                    current_leader: None,
                 }],
             },
         ]
@@ -234,7 +294,12 @@ mod tests {
     }
 
     /// What kafka-protocol's own encoder writes for the same response.
-    fn reference(version: i16, error_code: i16, topics: &[TopicData]) -> Vec<u8> {
+    fn reference(
+        version: i16,
+        error_code: i16,
+        topics: &[TopicData],
+        endpoints: &[Endpoint],
+    ) -> Vec<u8> {
         let responses = topics
             .iter()
             .map(|t| {
@@ -263,14 +328,34 @@ mod tests {
                                         kafka_protocol::messages::BrokerId(-1),
                                     )
                                     .with_records(Some(records.freeze()))
+                                    .with_current_leader(p.current_leader.map_or_else(
+                                        Default::default,
+                                        |(leader, epoch)| {
+                                            kp::LeaderIdAndEpoch::default()
+                                                .with_leader_id(kafka_protocol::messages::BrokerId(
+                                                    leader,
+                                                ))
+                                                .with_leader_epoch(epoch)
+                                        },
+                                    ))
                             })
                             .collect(),
                     )
             })
             .collect();
+        let node_endpoints = endpoints
+            .iter()
+            .map(|e| {
+                kp::NodeEndpoint::default()
+                    .with_node_id(kafka_protocol::messages::BrokerId(e.node_id))
+                    .with_host(StrBytes::from_string(e.host.clone()))
+                    .with_port(e.port)
+            })
+            .collect();
         let r = FetchResponse::default()
             .with_error_code(error_code)
-            .with_responses(responses);
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints);
         let mut buf = BytesMut::new();
         ResponseHeader::default()
             .with_correlation_id(77)
@@ -285,7 +370,12 @@ mod tests {
         for version in 4..=MAX_VERSION {
             let batches = vec![batch(5, 100), batch(6, 70)];
             let topics = topics(&batches);
-            let chunks = encode(version, head(version), &topics);
+            let endpoints = [Endpoint {
+                node_id: 2,
+                host: "broker-2.example".into(),
+                port: 9092,
+            }];
+            let chunks = encode(version, head(version), &topics, &endpoints);
             // Record payloads are the engine's memory, not copies.
             assert!(chunks
                 .iter()
@@ -296,7 +386,7 @@ mod tests {
             let (bytes, r) = decode(&chunks, version);
             assert_eq!(
                 bytes,
-                reference(version, 0, &topics),
+                reference(version, 0, &topics, &endpoints),
                 "v{version}: not what kafka-protocol encodes"
             );
             assert_eq!(r.throttle_time_ms, 0);
@@ -332,7 +422,21 @@ mod tests {
             assert_eq!(&records[16..100], &[0xAB; 84][..]);
             assert_eq!(&records[100..108], &6i64.to_be_bytes());
             let p = &t.partitions[1];
-            assert_eq!((p.partition_index, p.error_code), (1, 1));
+            assert_eq!((p.partition_index, p.error_code), (1, 6));
+            if version >= 12 {
+                assert_eq!(
+                    (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+                    (2, 5),
+                    "v{version}"
+                );
+            }
+            if version >= 16 {
+                assert_eq!(r.node_endpoints.len(), 1, "v{version}");
+                assert_eq!(r.node_endpoints[0].host.as_str(), "broker-2.example");
+                assert_eq!(r.node_endpoints[0].port, 9092);
+            } else {
+                assert!(r.node_endpoints.is_empty(), "v{version}");
+            }
             assert_eq!((p.high_watermark, p.log_start_offset), (-1, -1));
             assert_eq!(p.records.as_ref().map(Bytes::len), Some(0));
             let t = &r.responses[1];
@@ -349,7 +453,7 @@ mod tests {
         for version in 7..=MAX_VERSION {
             let chunks = encode_with_error(version, head(version), 70, &[]);
             let (bytes, r) = decode(&chunks, version);
-            assert_eq!(bytes, reference(version, 70, &[]), "v{version}");
+            assert_eq!(bytes, reference(version, 70, &[], &[]), "v{version}");
             assert_eq!((r.error_code, r.session_id), (70, 0));
             assert!(r.responses.is_empty());
         }

@@ -12,7 +12,9 @@ through unchanged clients (confluent-kafka/librdkafka and kafka-python):
   no consumer ever reads them, even from it as leader again;
 - DeleteRecords on a leader while a follower is down: the live follower follows the new log
   start, the returning one (its log ending below that start) starts its log again there, and
-  either, leading after the leader dies, serves only what was not deleted.
+  either, leading after the leader dies, serves only what was not deleted;
+- Produce v10 and Fetch v16 sent to a follower are refused NOT_LEADER_OR_FOLLOWER naming the
+  current leader, its epoch and its endpoint (KIP-951); the leader's own answer names none.
 
 The three brokers start once for the module and are stopped by PID however the tests end;
 each test leaves all three running.
@@ -449,3 +451,40 @@ def test_a_replica_behind_the_leaders_log_start_starts_there_and_deleted_stays_d
     for part in (0, 1):
         wait_for(f"partition {part}: 3 in sync again",
                  in_sync(cluster, "behind", part, [1, 2, 3]), 60)
+
+
+def test_a_refusal_by_a_follower_names_the_leader_and_its_endpoint(cluster):
+    import uuid
+    import wire
+    from kafka.admin import KafkaAdminClient
+    create(cluster, "hints", 1, assignment=[[1, 2, 3]])
+    wait_for("broker 1 leads, 3 in sync", lambda: in_sync(cluster, "hints", 0, [1, 2, 3])() == 1, 30)
+    kadmin = KafkaAdminClient(bootstrap_servers=everyone(cluster))
+    try:
+        (d,) = kadmin.describe_topics(["hints"])
+    finally:
+        kadmin.close()
+    topic_id = uuid.UUID(str(d["topic_id"])).bytes
+    leader = cluster[0]
+    want_endpoint = {1: ("127.0.0.1", leader.port)}
+    follower = wire.Connection(cluster[1].bootstrap)
+    try:
+        error, part_tags, tags = wire.produce_v10(follower, "hints", 0, b"to a follower")
+        assert error == 6, error
+        leader_id, epoch = wire.leader_and_epoch(part_tags[0])
+        assert leader_id == 1 and epoch >= 0, (leader_id, epoch)
+        assert wire.node_endpoints(tags[0]) == want_endpoint
+        error, part_tags, tags = wire.fetch_v16(follower, topic_id, 0)
+        assert error == 6, error
+        assert wire.leader_and_epoch(part_tags[1]) == (1, epoch)
+        assert wire.node_endpoints(tags[0]) == want_endpoint
+    finally:
+        follower.close()
+    own = wire.Connection(leader.bootstrap)
+    try:
+        error, part_tags, tags = wire.produce_v10(own, "hints", 0, b"to the leader")
+        assert (error, part_tags, tags) == (0, {}, {})
+        error, part_tags, tags = wire.fetch_v16(own, topic_id, 0)
+        assert (error, part_tags, tags) == (0, {}, {})
+    finally:
+        own.close()

@@ -1,10 +1,12 @@
 """A few Kafka requests written by hand, for what no client library sends: malformed or
-out-of-order consumer protocol heartbeats (ConsumerGroupHeartbeat v1). Flexible versions
-only (compact strings and arrays, tagged fields), as that API has no other.
+out-of-order consumer protocol heartbeats (ConsumerGroupHeartbeat v1), and Produce v10 and
+Fetch v16 read down to their tagged fields (KIP-951 leader hints). Flexible versions
+only (compact strings and arrays, tagged fields).
 """
 
 import socket
 import struct
+import time
 import uuid
 
 CONSUMER_GROUP_HEARTBEAT = 68
@@ -164,3 +166,123 @@ def offset_commit(conn, group, member_id, epoch, topic, offsets, version=9):
             errors[p] = e
         _tags, at = read_uvarint(r, at)
     return errors
+
+
+PRODUCE = 0
+FETCH = 1
+
+
+def read_tags(buf, at):
+    """A tag buffer: {tag: bytes}."""
+    count, at = read_uvarint(buf, at)
+    tags = {}
+    for _ in range(count):
+        tag, at = read_uvarint(buf, at)
+        size, at = read_uvarint(buf, at)
+        tags[tag] = buf[at:at + size]
+        at += size
+    return tags, at
+
+
+def read_carray(buf, at, dec):
+    n, at = read_uvarint(buf, at)
+    out = []
+    for _ in range(max(n - 1, 0)):
+        item, at = dec(buf, at)
+        out.append(item)
+    return out, at
+
+
+def leader_and_epoch(b):
+    """A LeaderIdAndEpoch tagged field: (leader id, leader epoch)."""
+    return struct.unpack(">ii", b[:8])
+
+
+def node_endpoints(b):
+    """A node endpoints tagged field: {node id: (host, port)}."""
+    def endpoint(buf, at):
+        (node_id,) = struct.unpack(">i", buf[at:at + 4])
+        host, at = read_cstr(buf, at + 4)
+        (port,) = struct.unpack(">i", buf[at:at + 4])
+        _rack, at = read_cstr(buf, at + 4)
+        _tags, at = read_tags(buf, at)
+        return (node_id, (host, port)), at
+    items, _ = read_carray(b, 0, endpoint)
+    return dict(items)
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def zigzag(n):
+    return uvarint((n << 1) ^ (n >> 63))
+
+
+def record_batch(value):
+    """A v2 record batch of one record (no key, no headers)."""
+    record = b"\x00" + zigzag(0) + zigzag(0) + zigzag(-1) + zigzag(len(value)) + value + zigzag(0)
+    record = zigzag(len(record)) + record
+    now = int(time.time() * 1000)
+    after_crc = struct.pack(">hiqqqhii", 0, 0, now, now, -1, -1, -1, 1) + record
+    body = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+    return struct.pack(">qi", 0, len(body)) + body
+
+
+def produce_v10(conn, topic, partition, value):
+    """Produce v10 (acks 1) of one record: (error code, {tag: bytes} of the partition,
+    {tag: bytes} of the response)."""
+    batch = record_batch(value)
+    body = (cstr(None) + struct.pack(">hi", 1, 10000)
+            + uvarint(2) + cstr(topic)
+            + uvarint(2) + struct.pack(">i", partition) + uvarint(len(batch) + 1) + batch
+            + b"\x00" + b"\x00" + b"\x00")
+    r = conn.call(PRODUCE, 10, body)
+    topics, at = read_uvarint(r, 0)
+    assert topics == 2, topics
+    _name, at = read_cstr(r, at)
+    parts, at = read_uvarint(r, at)
+    assert parts == 2, parts
+    _index, error = struct.unpack(">ih", r[at:at + 6])
+    at += 6 + 24  # base offset, log append time, log start offset
+    _record_errors, at = read_carray(r, at, lambda b, a: (None, a))
+    assert _record_errors == [], "no record errors expected"
+    _message, at = read_cstr(r, at)
+    part_tags, at = read_tags(r, at)
+    _topic_tags, at = read_tags(r, at)
+    at += 4  # throttle time
+    tags, at = read_tags(r, at)
+    return error, part_tags, tags
+
+
+def fetch_v16(conn, topic_id, partition, offset=0):
+    """Fetch v16 of one partition (by topic id, no session): (error code, {tag: bytes} of the
+    partition, {tag: bytes} of the response)."""
+    body = (struct.pack(">iiibii", 100, 1, 1 << 20, 0, 0, -1)
+            + uvarint(2) + topic_id
+            + uvarint(2) + struct.pack(">iiqiqi", partition, -1, offset, -1, -1, 1 << 20) + b"\x00"
+            + b"\x00"
+            + uvarint(1) + cstr("") + b"\x00")
+    r = conn.call(FETCH, 16, body)
+    at = 4 + 2 + 4  # throttle time, error code, session id
+    topics, at = read_uvarint(r, at)
+    assert topics == 2, topics
+    at += 16
+    parts, at = read_uvarint(r, at)
+    assert parts == 2, parts
+    _index, error = struct.unpack(">ih", r[at:at + 6])
+    at += 6 + 24  # high watermark, last stable offset, log start offset
+    aborted, at = read_uvarint(r, at)
+    assert aborted == 0, "aborted transactions: null expected"
+    at += 4  # preferred read replica
+    size, at = read_uvarint(r, at)
+    at += max(size - 1, 0)
+    part_tags, at = read_tags(r, at)
+    _topic_tags, at = read_tags(r, at)
+    tags, at = read_tags(r, at)
+    return error, part_tags, tags

@@ -326,6 +326,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
         // holds less than min_bytes and time remains.
     };
     let mut items = wanted.iter().zip(reads);
+    let mut hints = super::leader_hints::Hints::new(shard);
     let topics: Vec<TopicData> = layout
         .into_iter()
         .map(|(name, topic_id, n)| TopicData {
@@ -337,13 +338,14 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
                     high_watermark: r.high_watermark,
                     log_start_offset: r.log_start_offset,
                     batches: r.batches,
+                    current_leader: hints.leader(&w.topic, w.partition, r.error),
                 })
                 .collect(),
             name,
             topic_id,
         })
         .collect();
-    fetch_response::encode(ctx.version, response_head(ctx), &topics)
+    fetch_response::encode(ctx.version, response_head(ctx), &topics, &hints.endpoints())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod elect_leaders;
 mod fetch;
 mod groups;
 mod leader_epochs;
+pub(crate) mod leader_hints;
 mod list_offsets;
 mod meta;
 mod produce;

@@ -8,7 +8,9 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::*;
 use spate_engine::{AppendBatch, Durability};
 
@@ -151,9 +153,18 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
         return Outcome::Silent;
     }
     let version = ctx.version;
+    let mut hints = super::leader_hints::Hints::new(shard);
     let responses = layout
         .into_iter()
         .map(|(name, topic_id, parts)| {
+            let topic = if version >= TOPIC_IDS {
+                shard
+                    .cluster
+                    .topic_name_of(topic_id.as_bytes())
+                    .unwrap_or_default()
+            } else {
+                name.0.as_str().to_string()
+            };
             let partition_responses = parts
                 .into_iter()
                 .map(|index| {
@@ -165,9 +176,18 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                     if version < 4 && r.error == code::KAFKA_STORAGE_ERROR {
                         r.error = NOT_LEADER_FOR_PARTITION;
                     }
+                    let current_leader = hints.leader(&topic, index, r.error).map_or_else(
+                        Default::default,
+                        |(leader, epoch)| {
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch)
+                        },
+                    );
                     PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(r.error)
+                        .with_current_leader(current_leader)
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time_ms)
                         .with_log_start_offset(r.log_start_offset)
@@ -180,7 +200,23 @@ pub async fn produce(shard: &Rc<Shard>, ctx: &Ctx, req: ProduceRequest, queued: 
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    encode_response(ctx, &ProduceResponse::default().with_responses(responses)).into()
+    let node_endpoints = hints
+        .endpoints()
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.node_id))
+                .with_host(sb(&e.host))
+                .with_port(e.port)
+        })
+        .collect();
+    encode_response(
+        ctx,
+        &ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
+    .into()
 }
 
 /// The answer to every partition of a request whose acks is not -1, 0 or 1.
