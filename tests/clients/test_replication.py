@@ -13,6 +13,8 @@ through unchanged clients (confluent-kafka/librdkafka and kafka-python):
 - DeleteRecords on a leader while a follower is down: the live follower follows the new log
   start, the returning one (its log ending below that start) starts its log again there, and
   either, leading after the leader dies, serves only what was not deleted;
+- a reassignment that cannot finish (its new replica's broker is down) is listed, then
+  cancelled: the partition is back on its replicas, and nothing is listed;
 - Produce v10 and Fetch v16 sent to a follower are refused NOT_LEADER_OR_FOLLOWER naming the
   current leader, its epoch and its endpoint (KIP-951); the leader's own answer names none.
 
@@ -488,3 +490,40 @@ def test_a_refusal_by_a_follower_names_the_leader_and_its_endpoint(cluster):
         assert (error, part_tags, tags) == (0, {}, {})
     finally:
         own.close()
+
+
+def test_a_reassignment_that_cannot_finish_is_cancelled(cluster):
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import NoReassignmentInProgressError
+    create(cluster, "cancelled", 1, assignment=[[1, 2]])
+    wait_for("1 and 2 in sync", in_sync(cluster, "cancelled", 0, [1, 2]), 30)
+    down = cluster[2]
+    down.kill()
+    live = cluster[:2]
+    try:
+        wait_for("broker 3 fenced",
+                 lambda: len(AdminClient({"bootstrap.servers": everyone(live)})
+                             .list_topics(timeout=5).brokers) == 2, SESSION_TIMEOUT_S + 10)
+        admin = KafkaAdminClient(bootstrap_servers=everyone(live))
+        tp = KTopicPartition("cancelled", 0)
+        try:
+            assert admin.alter_partition_reassignments({tp: None}) == {
+                tp: NoReassignmentInProgressError}
+            # Broker 3 is down: its replica never catches up, the move never finishes.
+            assert admin.alter_partition_reassignments({tp: [2, 3]}).get(tp) is None
+            wait_for("the move listed", lambda: tp in admin.list_partition_reassignments(), 20)
+            wait_for("replicas 1, 2 and 3 while moving",
+                     lambda: partitions_of(live[0].bootstrap, "cancelled")[0][1] == (1, 2, 3), 20)
+            assert admin.alter_partition_reassignments({tp: None}).get(tp) is None
+            wait_for("back on 1 and 2",
+                     lambda: (lambda v: v[0][1] == (1, 2) and v[0][2] == (1, 2))(
+                         partitions_of(live[1].bootstrap, "cancelled")), 20)
+            assert admin.list_partition_reassignments() == {}
+        finally:
+            admin.close()
+    finally:
+        down.start()
+    wait_for("three live brokers",
+             lambda: len(AdminClient({"bootstrap.servers": everyone(cluster)})
+                         .list_topics(timeout=5).brokers) == 3, 30)

@@ -54,7 +54,14 @@ pub async fn alter_partition_reassignments(
                             (e.kafka_code(), Some(e.to_string()))
                         }
                         _ => {
-                            tracing::info!(topic = %name, partition = p.partition_index, to = ?target, "partition reassignment started");
+                            match &target {
+                                Some(to) => {
+                                    tracing::info!(topic = %name, partition = p.partition_index, ?to, "partition reassignment started")
+                                }
+                                None => {
+                                    tracing::info!(topic = %name, partition = p.partition_index, "partition reassignment cancelled")
+                                }
+                            }
                             (0, None)
                         }
                     }

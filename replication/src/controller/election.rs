@@ -184,6 +184,7 @@ mod tests {
                 partition_epoch: 9,
             },
             target: None,
+            original: None,
         }
     }
 

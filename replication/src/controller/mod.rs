@@ -82,6 +82,8 @@ pub enum ControllerError {
     /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE).
     #[error(transparent)]
     Election(#[from] election::ElectionRefusal),
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 /// A heartbeat's answer.
@@ -442,7 +444,8 @@ impl Controller {
     /// every one of them is in sync. Meanwhile the partition has the old replicas and the
     /// new (target first, in preference order); the new ones copy the log and join the ISR;
     /// then the controller drops the others ([`Controller::tick`]), electing a leader from the
-    /// target if the old one is not in it. Cancelling (`None`) is not supported yet.
+    /// target if the old one is not in it. Cancelling (`None`) returns the partition to the
+    /// replicas it started from ([`cancel_reassignment`]).
     pub fn reassign(
         &self,
         image: &ClusterImage,
@@ -454,11 +457,7 @@ impl Controller {
             .partition(&topic_id, partition)
             .ok_or(ControllerError::UnknownTopicOrPartition)?;
         let Some(target) = target else {
-            return Err(ControllerError::Placement(
-                PlacementError::InvalidReplicaAssignment(
-                    "cancelling a reassignment is not supported yet".into(),
-                ),
-            ));
+            return cancel_reassignment(image, topic_id, partition, p);
         };
         if target.is_empty() {
             return Err(ControllerError::Placement(
@@ -598,6 +597,79 @@ impl Controller {
             },
         )])
     }
+}
+
+/// A cancelled reassignment (Kafka's AlterPartitionReassignments with null replicas): the
+/// partition returns to the replicas it started from, its ISR cut to them, led by the same
+/// leader if it is one of them, else by the first of them in sync and live (next leader
+/// epoch). NO_REASSIGNMENT_IN_PROGRESS without one; refused if none of the original replicas
+/// is in sync (the reassignment must then finish).
+fn cancel_reassignment(
+    image: &ClusterImage,
+    topic_id: TopicId,
+    partition: u32,
+    p: &PartitionImage,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    if p.target.is_none() {
+        return Err(ControllerError::NoReassignmentInProgress(format!(
+            "partition {partition} is not being reassigned"
+        )));
+    }
+    let original = p
+        .original
+        .clone()
+        .unwrap_or_else(|| p.assignment.replicas.clone());
+    let isr: Vec<BrokerId> = p
+        .state
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| original.contains(r))
+        .collect();
+    let (leader, leader_epoch) = if original.contains(&p.state.leader) {
+        (p.state.leader, p.state.leader_epoch)
+    } else {
+        let next = original
+            .iter()
+            .copied()
+            .find(|r| isr.contains(r) && image.is_live(*r))
+            .ok_or_else(|| {
+                ControllerError::Placement(PlacementError::InvalidReplicaAssignment(
+                    "none of the partition's original replicas is in sync and live: the \
+                     reassignment cannot be cancelled"
+                        .into(),
+                ))
+            })?;
+        (next, p.state.leader_epoch + 1)
+    };
+    if isr.is_empty() {
+        return Err(ControllerError::Placement(
+            PlacementError::InvalidReplicaAssignment(
+                "none of the partition's original replicas is in sync: the reassignment \
+                 cannot be cancelled"
+                    .into(),
+            ),
+        ));
+    }
+    Ok(vec![
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            expected_partition_epoch: p.state.partition_epoch,
+            state: PartitionState {
+                leader,
+                leader_epoch,
+                isr,
+                partition_epoch: p.state.partition_epoch + 1,
+            },
+            replicas: Some(original),
+        },
+        MetadataRecord::ReassignTarget {
+            topic_id,
+            partition,
+            target: None,
+        },
+    ])
 }
 
 /// The state that ends a reassignment, once every target replica is in sync: the ISR cut to

@@ -579,3 +579,57 @@ fn partitions_added_to_a_topic_take_its_factor_and_a_raced_addition_is_refused()
     assert_eq!(topic.partitions[5].assignment.replicas, vec![3, 1]);
     assert_eq!(topic.partitions[6].state.leader, 2);
 }
+
+#[test]
+fn a_cancelled_reassignment_returns_to_the_replicas_it_started_from() {
+    let mut c = Cluster::new();
+    for b in 1..=4 {
+        c.join(b, 0);
+    }
+    let t = c.create("t", 1, 2);
+    let before = c.image.topics[&t].partitions[0].clone();
+    let leader = before.state.leader;
+    assert_eq!(
+        c.controller.reassign(&c.image, t, 0, None),
+        Err(ControllerError::NoReassignmentInProgress(
+            "partition 0 is not being reassigned".into()
+        ))
+    );
+    // To two brokers, keeping the leader: the new one is not in sync yet.
+    let newcomer = (1..=4)
+        .find(|b| !before.assignment.replicas.contains(b))
+        .expect("a broker without a replica");
+    let target = vec![newcomer, leader];
+    let records = c
+        .controller
+        .reassign(&c.image, t, 0, Some(target.clone()))
+        .expect("started");
+    c.apply(records);
+    let p = &c.image.topics[&t].partitions[0];
+    assert_eq!(p.target.as_ref(), Some(&target));
+    assert_eq!(p.original.as_ref(), Some(&before.assignment.replicas));
+    assert_eq!(p.assignment.replicas.len(), 3);
+    let records = c
+        .controller
+        .reassign(&c.image, t, 0, None)
+        .expect("cancelled");
+    c.apply(records);
+    let p = &c.image.topics[&t].partitions[0];
+    assert_eq!(p.assignment.replicas, before.assignment.replicas);
+    assert_eq!((p.target.clone(), p.original.clone()), (None, None));
+    assert_eq!(p.state.leader, leader);
+    assert_eq!(p.state.leader_epoch, before.state.leader_epoch);
+    assert!(p
+        .state
+        .isr
+        .iter()
+        .all(|r| before.assignment.replicas.contains(r)));
+    assert!(p.state.partition_epoch > before.state.partition_epoch);
+    // A new reassignment may start again, and a finished one leaves nothing to cancel.
+    let records = c
+        .controller
+        .reassign(&c.image, t, 0, Some(target.clone()))
+        .expect("started again");
+    c.apply(records);
+    assert!(c.image.topics[&t].partitions[0].original.is_some());
+}

@@ -27,6 +27,9 @@ pub struct PartitionImage {
     /// are the old ones and these; once all of these are in sync, the controller drops the
     /// others.
     pub target: Option<Vec<BrokerId>>,
+    /// While a reassignment is under way: the replicas it started from, which a cancelled
+    /// one returns to.
+    pub original: Option<Vec<BrokerId>>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -205,6 +208,10 @@ impl ClusterImage {
                 let replicas = replicas.as_ref().unwrap_or(&p.assignment.replicas);
                 check_state(&p.state, state, replicas)?;
                 if let Some(r) = replicas_change(replicas, &p.assignment.replicas) {
+                    if p.target.is_none() {
+                        // A reassignment starts (its target follows in the same batch).
+                        p.original = Some(p.assignment.replicas.clone());
+                    }
                     p.assignment.replicas = r;
                 }
                 p.state = state.clone();
@@ -227,6 +234,9 @@ impl ClusterImage {
                             "a reassignment's target must be among the replicas",
                         ));
                     }
+                }
+                if target.is_none() {
+                    p.original = None;
                 }
                 p.target = target.clone();
             }
@@ -291,6 +301,7 @@ fn new_partition(a: &PartitionAssignment) -> PartitionImage {
             partition_epoch: 0,
         },
         target: None,
+        original: None,
     }
 }
 

@@ -110,6 +110,8 @@ pub enum RequestError {
     PreferredLeaderNotAvailable(String),
     #[error("{0}")]
     EligibleLeadersNotAvailable(String),
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
 }
 
 impl RequestError {
@@ -126,6 +128,7 @@ impl RequestError {
             RequestError::ElectionNotNeeded(_) => 84,
             RequestError::PreferredLeaderNotAvailable(_) => 80,
             RequestError::EligibleLeadersNotAvailable(_) => 83,
+            RequestError::NoReassignmentInProgress(_) => 85,
         }
     }
 }
@@ -154,6 +157,7 @@ impl From<crate::controller::ControllerError> for RequestError {
             E::Election(r @ R::EligibleNotAvailable) => {
                 RequestError::EligibleLeadersNotAvailable(r.to_string())
             }
+            E::NoReassignmentInProgress(m) => RequestError::NoReassignmentInProgress(m),
             other => RequestError::Other(other.to_string()),
         }
     }
