@@ -619,49 +619,19 @@ fn cancel_reassignment(
         .original
         .clone()
         .unwrap_or_else(|| p.assignment.replicas.clone());
-    let isr: Vec<BrokerId> = p
-        .state
-        .isr
-        .iter()
-        .copied()
-        .filter(|r| original.contains(r))
-        .collect();
-    let (leader, leader_epoch) = if original.contains(&p.state.leader) {
-        (p.state.leader, p.state.leader_epoch)
-    } else {
-        let next = original
-            .iter()
-            .copied()
-            .find(|r| isr.contains(r) && image.is_live(*r))
-            .ok_or_else(|| {
-                ControllerError::Placement(PlacementError::InvalidReplicaAssignment(
-                    "none of the partition's original replicas is in sync and live: the \
-                     reassignment cannot be cancelled"
-                        .into(),
-                ))
-            })?;
-        (next, p.state.leader_epoch + 1)
-    };
-    if isr.is_empty() {
-        return Err(ControllerError::Placement(
-            PlacementError::InvalidReplicaAssignment(
-                "none of the partition's original replicas is in sync: the reassignment \
-                 cannot be cancelled"
-                    .into(),
-            ),
-        ));
-    }
+    let state = narrowed(image, p, &original).ok_or_else(|| {
+        ControllerError::Placement(PlacementError::InvalidReplicaAssignment(
+            "none of the partition's original replicas is in sync and live: the reassignment \
+             cannot be cancelled"
+                .into(),
+        ))
+    })?;
     Ok(vec![
         MetadataRecord::PartitionChange {
             topic_id,
             partition,
             expected_partition_epoch: p.state.partition_epoch,
-            state: PartitionState {
-                leader,
-                leader_epoch,
-                isr,
-                partition_epoch: p.state.partition_epoch + 1,
-            },
+            state,
             replicas: Some(original),
         },
         MetadataRecord::ReassignTarget {
@@ -672,25 +642,30 @@ fn cancel_reassignment(
     ])
 }
 
-/// The state that ends a reassignment, once every target replica is in sync: the ISR cut to
-/// the target, and a leader from it (the same one if it stays; else the first target replica
-/// in sync and live, with the next leader epoch).
+/// The state that ends a reassignment, once every target replica is in sync.
 fn reassignment_done(image: &ClusterImage, p: &PartitionImage) -> Option<PartitionState> {
     let target = p.target.as_ref()?;
     if !target.iter().all(|r| p.state.isr.contains(r)) {
         return None;
     }
+    narrowed(image, p, target)
+}
+
+/// The partition's state on the replicas `to` only: the ISR cut to them, and a leader from
+/// them (the same one if it stays; else the first of them in sync and live, with the next
+/// leader epoch; none such: `None`).
+fn narrowed(image: &ClusterImage, p: &PartitionImage, to: &[BrokerId]) -> Option<PartitionState> {
     let isr: Vec<BrokerId> = p
         .state
         .isr
         .iter()
         .copied()
-        .filter(|r| target.contains(r))
+        .filter(|r| to.contains(r))
         .collect();
-    let (leader, leader_epoch) = if target.contains(&p.state.leader) {
+    let (leader, leader_epoch) = if to.contains(&p.state.leader) {
         (p.state.leader, p.state.leader_epoch)
     } else {
-        let next = target
+        let next = to
             .iter()
             .copied()
             .find(|r| isr.contains(r) && image.is_live(*r))?;
