@@ -246,6 +246,14 @@ pub struct ControllerRefusal {
 }
 
 impl Shard {
+    /// The cluster node that forwards requests to the controller.
+    fn cluster_node(&self) -> Result<spate_replication::node::NodeHandle, ControllerRefusal> {
+        self.cluster.node_handle().ok_or_else(|| ControllerRefusal {
+            code: -1,
+            message: "this broker is not a cluster member".into(),
+        })
+    }
+
     /// Creates a topic through the cluster's controller (a broker of a cluster): answered
     /// once the topic is committed to the metadata log and this broker has applied it and
     /// recorded it locally (so that its next Produce and Metadata see it).
@@ -257,13 +265,7 @@ impl Shard {
         assignment: Option<Vec<Vec<i32>>>,
         config: &TopicConfigs,
     ) -> Result<[u8; 16], ControllerRefusal> {
-        let node = self
-            .cluster
-            .node_handle()
-            .ok_or_else(|| ControllerRefusal {
-                code: -1,
-                message: "this broker is not a cluster member".into(),
-            })?;
+        let node = self.cluster_node()?;
         let reply = node
             .call(Request::CreateTopic {
                 name: name.clone(),
@@ -283,10 +285,7 @@ impl Shard {
                 Ok(topic_id)
             }
             Reply::Refused(e) => Err(refusal(e)),
-            other => Err(ControllerRefusal {
-                code: -1,
-                message: format!("unexpected answer from the controller: {other:?}"),
-            }),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -295,13 +294,7 @@ impl Shard {
         self: &Rc<Self>,
         name: String,
     ) -> Result<(), ControllerRefusal> {
-        let node = self
-            .cluster
-            .node_handle()
-            .ok_or_else(|| ControllerRefusal {
-                code: -1,
-                message: "this broker is not a cluster member".into(),
-            })?;
+        let node = self.cluster_node()?;
         match node.call(Request::DeleteTopic { name: name.clone() }).await {
             Reply::TopicDeleted { .. } => {
                 self.await_mirrored(&name, None).await;
@@ -309,10 +302,7 @@ impl Shard {
                 Ok(())
             }
             Reply::Refused(e) => Err(refusal(e)),
-            other => Err(ControllerRefusal {
-                code: -1,
-                message: format!("unexpected answer from the controller: {other:?}"),
-            }),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -326,13 +316,7 @@ impl Shard {
         total: i32,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<(), ControllerRefusal> {
-        let node = self
-            .cluster
-            .node_handle()
-            .ok_or_else(|| ControllerRefusal {
-                code: -1,
-                message: "this broker is not a cluster member".into(),
-            })?;
+        let node = self.cluster_node()?;
         let reply = node
             .call(Request::AddPartitions {
                 topic: name.clone(),
@@ -355,10 +339,7 @@ impl Shard {
                 Ok(())
             }
             Reply::Refused(e) => Err(refusal(e)),
-            other => Err(ControllerRefusal {
-                code: -1,
-                message: format!("unexpected answer from the controller: {other:?}"),
-            }),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -370,13 +351,7 @@ impl Shard {
         name: String,
         config: TopicConfigs,
     ) -> Result<(), ControllerRefusal> {
-        let node = self
-            .cluster
-            .node_handle()
-            .ok_or_else(|| ControllerRefusal {
-                code: -1,
-                message: "this broker is not a cluster member".into(),
-            })?;
+        let node = self.cluster_node()?;
         let reply = node
             .call(Request::SetTopicConfigs {
                 topic: name.clone(),
@@ -401,10 +376,7 @@ impl Shard {
                 Ok(())
             }
             Reply::Refused(e) => Err(refusal(e)),
-            other => Err(ControllerRefusal {
-                code: -1,
-                message: format!("unexpected answer from the controller: {other:?}"),
-            }),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -418,6 +390,13 @@ impl Shard {
             }
             glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+fn unexpected(reply: Reply) -> ControllerRefusal {
+    ControllerRefusal {
+        code: -1,
+        message: format!("unexpected answer from the controller: {reply:?}"),
     }
 }
 

@@ -28,6 +28,16 @@ impl PartitionLog {
     /// start instead). Appends are refused while it runs; a failure fails the partition
     /// (its state on disk is then what a restart recovers).
     pub async fn truncate_suffix(&self, offset: u64) -> Result<u64> {
+        self.exclusive_truncation(self.truncate_idle(offset)).await
+    }
+
+    /// Runs a truncation alone: one at a time, after every append in flight, appends
+    /// refused meanwhile; a failure (other than a cut out of range, which changed nothing)
+    /// fails the partition, its state on disk then being what a restart recovers.
+    async fn exclusive_truncation<T>(
+        &self,
+        truncation: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.check_writable()?;
         if std::mem::replace(&mut self.inner.state.borrow_mut().truncating, true) {
             return Err(EngineError::InvalidAppend(
@@ -35,7 +45,7 @@ impl PartitionLog {
             ));
         }
         self.wait_idle().await;
-        let result = self.truncate_idle(offset).await;
+        let result = truncation.await;
         self.inner.state.borrow_mut().truncating = false;
         if let Err(e) = &result {
             if !matches!(e, EngineError::OffsetOutOfRange { .. }) {
@@ -223,26 +233,8 @@ impl PartitionLog {
     ///
     /// Appends are refused while it runs; a failure fails the partition.
     pub async fn truncate_fully(&self, offset: u64) -> Result<()> {
-        self.check_writable()?;
-        if std::mem::replace(&mut self.inner.state.borrow_mut().truncating, true) {
-            return Err(EngineError::InvalidAppend(
-                "a truncation of this log is already running".into(),
-            ));
-        }
-        self.wait_idle().await;
-        let result = self.truncate_fully_idle(offset).await;
-        self.inner.state.borrow_mut().truncating = false;
-        if let Err(e) = &result {
-            let msg = e.to_string();
-            self.fail(
-                EngineError::PartitionFailed {
-                    partition: self.inner.name.clone(),
-                    reason: format!("truncation failed: {msg}"),
-                },
-                Vec::new(),
-            );
-        }
-        result
+        self.exclusive_truncation(self.truncate_fully_idle(offset))
+            .await
     }
 
     async fn truncate_fully_idle(&self, offset: u64) -> Result<()> {
