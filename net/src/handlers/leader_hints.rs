@@ -22,15 +22,19 @@ pub struct Endpoint {
 }
 
 /// The hints of one answer: the leaders named so far, whose endpoints the answer carries.
-pub struct Hints {
-    view: Option<Arc<ClusterView>>,
+/// The cluster's view is read at the first refusal only, off the path of answers that have
+/// none.
+pub struct Hints<'a> {
+    shard: &'a Shard,
+    view: Option<Option<Arc<ClusterView>>>,
     named: BTreeSet<i32>,
 }
 
-impl Hints {
-    pub fn new(shard: &Shard) -> Self {
+impl<'a> Hints<'a> {
+    pub fn new(shard: &'a Shard) -> Self {
         Self {
-            view: shard.cluster.cluster_view().filter(|v| v.registered),
+            shard,
+            view: None,
             named: BTreeSet::new(),
         }
     }
@@ -40,7 +44,11 @@ impl Hints {
         if error != code::NOT_LEADER_OR_FOLLOWER && error != code::FENCED_LEADER_EPOCH {
             return None;
         }
-        let view = self.view.as_ref()?;
+        let shard = self.shard;
+        let view = self
+            .view
+            .get_or_insert_with(|| shard.cluster.cluster_view().filter(|v| v.registered))
+            .as_ref()?;
         let p = view
             .image
             .topic_by_name(topic)?
@@ -56,7 +64,7 @@ impl Hints {
 
     /// The endpoints of every leader named.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        let Some(view) = &self.view else {
+        let Some(Some(view)) = &self.view else {
             return Vec::new();
         };
         self.named
