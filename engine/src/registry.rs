@@ -40,6 +40,15 @@ pub fn remove_topic_files(data_dir: &Path, topic: &str) -> std::io::Result<()> {
     }
 }
 
+/// Removes one partition's directory (a replica this broker no longer holds). Blocking: run
+/// it off a shard's reactor. A partition with no files is not an error.
+pub fn remove_partition_files(data_dir: &Path, topic: &str, partition: u32) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(partition_dir(data_dir, topic, partition)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// A partition to open, as the owner of the placement names it: topic, partition and the
 /// settings of its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +188,23 @@ impl ShardLogs {
         for log in logs {
             log.close_for_removal().await;
             log.drop_cached();
+        }
+    }
+
+    /// Closes and forgets one partition (its files are removed by the caller); false if it
+    /// was not open.
+    pub async fn remove_partition(&self, topic: &str, partition: u32) -> bool {
+        let log = self
+            .partitions
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition));
+        match log {
+            Some(log) => {
+                log.close_for_removal().await;
+                log.drop_cached();
+                true
+            }
+            None => false,
         }
     }
 

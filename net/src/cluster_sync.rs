@@ -3,7 +3,8 @@
 //! it has caught up with the metadata log that far), mirrors it: topics the controller
 //! created are recorded in the local metadata with the controller's topic id, partitions and
 //! shard indexes, deleted ones are removed with their files, changed configs applied. Then
-//! each shard opens the partitions this broker is a replica of and tells its
+//! each shard opens the partitions this broker is a replica of (closing and removing with
+//! their files those it no longer is, after a reassignment) and tells its
 //! [`ShardReplicas`](spate_replication::pipeline::ShardReplicas) each partition's state
 //! (leader, epoch, ISR), which makes it a leader or a follower.
 //!
@@ -45,7 +46,12 @@ pub async fn follow_image(shard: Rc<Shard>) {
             continue;
         }
         match mirror(&shard, &view).await {
-            Ok(()) => applied = Some(at),
+            Ok(()) => {
+                if applied.is_none() {
+                    sweep_dropped_replicas(&shard, &view).await;
+                }
+                applied = Some(at);
+            }
             Err(e) => {
                 spate_engine::warn_limited!(
                     "cluster metadata not applied",
@@ -169,6 +175,14 @@ async fn host_partitions(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), En
     for key in replicas.keys() {
         if !hosted.contains(&key) {
             replicas.remove(key);
+            let moved_away = view.image.topics.get(&key.0).filter(|t| {
+                t.partitions
+                    .get(key.1 as usize)
+                    .is_some_and(|p| !p.assignment.replicas.contains(&me))
+            });
+            if let Some(t) = moved_away {
+                drop_replica(shard, &t.name, key.1).await;
+            }
             if let Some(t) = offsets.filter(|t| t.id == key.0) {
                 shard.cluster.set_coordinating(key.1, false);
                 let parts = t.partitions.len() as u32;
@@ -179,6 +193,92 @@ async fn host_partitions(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), En
         }
     }
     Ok(())
+}
+
+/// This broker is no longer a replica of `topic`'s partition `p` (a reassignment moved it
+/// away, or was cancelled): the log is closed and its files removed. Safe as soon as the
+/// committed image says so: a broker outside the replica set is never in the ISR, so its copy
+/// can never be needed to keep an acknowledged record.
+async fn drop_replica(shard: &Rc<Shard>, topic: &str, p: u32) {
+    shard.logs.remove_partition(topic, p).await;
+    shard.producers.forget_partition(topic, p);
+    shard
+        .unflushed_records
+        .borrow_mut()
+        .remove(&(topic.to_string(), p));
+    let data_dir = shard.cluster.data_dir.clone();
+    let name = topic.to_string();
+    let removed = glommio::executor()
+        .spawn_blocking(move || spate_engine::registry::remove_partition_files(&data_dir, &name, p))
+        .await;
+    match removed {
+        Ok(()) => tracing::info!(
+            topic,
+            partition = p,
+            "replica removed: this broker is no longer one of the partition's replicas"
+        ),
+        Err(e) => tracing::warn!(
+            topic,
+            partition = p,
+            "cannot remove the replica's files: {e}"
+        ),
+    }
+}
+
+/// Once, after the first image is mirrored: the files of partitions of the image's topics
+/// that this broker is not a replica of (moved away while it was down) are removed. Topics the
+/// image does not hold were removed by `mirror` already.
+async fn sweep_dropped_replicas(shard: &Rc<Shard>, view: &ClusterView) {
+    let root = shard.cluster.data_dir.join("topics");
+    let on_disk = glommio::executor()
+        .spawn_blocking(move || partition_dirs(&root))
+        .await;
+    for (topic, p) in on_disk {
+        let stale = view.image.topic_by_name(&topic).is_some_and(|t| {
+            t.partitions
+                .get(p as usize)
+                .is_some_and(|part| !part.assignment.replicas.contains(&view.node_id))
+        });
+        if stale {
+            let shards = shard.cluster.shard_count();
+            let owner = shard
+                .cluster
+                .topic(&topic)
+                .and_then(|t| t.partition_shards.get(p as usize).copied())
+                .map_or(0, |s| s as usize % shards.max(1));
+            let _ = shard
+                .call(owner, move |s| {
+                    Box::pin(async move { drop_replica(&s, &topic, p).await })
+                })
+                .await;
+        }
+    }
+}
+
+/// `(topic, partition)` of every partition directory under `root` (`topics/`).
+fn partition_dirs(root: &std::path::Path) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(topics) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for topic in topics.flatten() {
+        let Some(name) = topic.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Ok(parts) = std::fs::read_dir(topic.path()) else {
+            continue;
+        };
+        for part in parts.flatten() {
+            if let Some(p) = part
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                out.push((name.clone(), p));
+            }
+        }
+    }
+    out
 }
 
 /// This broker now leads offsets partition `p` (`leads`), or no longer does: its groups are

@@ -15,6 +15,8 @@ through unchanged clients (confluent-kafka/librdkafka and kafka-python):
   either, leading after the leader dies, serves only what was not deleted;
 - a reassignment that cannot finish (its new replica's broker is down) is listed, then
   cancelled: the partition is back on its replicas, and nothing is listed;
+- a broker a reassignment moved a partition off removes its copy's files: at once when it is
+  live, at its next start when the move finished while it was down;
 - Produce v10 and Fetch v16 sent to a follower are refused NOT_LEADER_OR_FOLLOWER naming the
   current leader, its epoch and its endpoint (KIP-951); the leader's own answer names none.
 
@@ -395,6 +397,11 @@ def test_a_reassignment_moves_a_partition_under_load_and_loses_nothing(cluster):
                  60)
         assert admin.list_partition_reassignments() == {}
         admin.close()
+        # Broker 1 is no replica any more: its copy is closed and its files removed; the
+        # replicas keep theirs.
+        wait_for("broker 1's copy removed",
+                 lambda: not (cluster[0].data_dir / "topics" / "moving" / "0").exists(), 20)
+        assert all((n.data_dir / "topics" / "moving" / "0").is_dir() for n in cluster[1:])
         moved = len(acked)
         wait_for("acknowledgements after the move", lambda: len(acked) > moved + 300, 30)
     finally:
@@ -498,6 +505,11 @@ def test_a_reassignment_that_cannot_finish_is_cancelled(cluster):
     from kafka.errors import NoReassignmentInProgressError
     create(cluster, "cancelled", 1, assignment=[[1, 2]])
     wait_for("1 and 2 in sync", in_sync(cluster, "cancelled", 0, [1, 2]), 30)
+    # A partition that moves off broker 3 while it is down: its files go when it returns.
+    create(cluster, "left-behind", 1, assignment=[[1, 3]])
+    wait_for("1 and 3 in sync", in_sync(cluster, "left-behind", 0, [1, 3]), 30)
+    left_behind = cluster[2].data_dir / "topics" / "left-behind" / "0"
+    wait_for("broker 3's copy opened", left_behind.is_dir, 20)
     down = cluster[2]
     down.kill()
     live = cluster[:2]
@@ -520,6 +532,11 @@ def test_a_reassignment_that_cannot_finish_is_cancelled(cluster):
                      lambda: (lambda v: v[0][1] == (1, 2) and v[0][2] == (1, 2))(
                          partitions_of(live[1].bootstrap, "cancelled")), 20)
             assert admin.list_partition_reassignments() == {}
+            tp = KTopicPartition("left-behind", 0)
+            assert admin.alter_partition_reassignments({tp: [1, 2]}).get(tp) is None
+            wait_for("left-behind on 1 and 2 only",
+                     lambda: (lambda v: v[0][1] == (1, 2) and v[0][2] == (1, 2))(
+                         partitions_of(live[1].bootstrap, "left-behind")), 30)
         finally:
             admin.close()
     finally:
@@ -527,3 +544,5 @@ def test_a_reassignment_that_cannot_finish_is_cancelled(cluster):
     wait_for("three live brokers",
              lambda: len(AdminClient({"bootstrap.servers": everyone(cluster)})
                          .list_topics(timeout=5).brokers) == 3, 30)
+    wait_for("broker 3's stale copy removed after its restart",
+             lambda: not left_behind.exists(), 20)
