@@ -57,6 +57,17 @@ impl Refusal {
             std::cmp::Ordering::Equal => Ok(()),
         }
     }
+
+    /// The Kafka error code of this refusal.
+    pub fn code(self) -> i16 {
+        use crate::pipeline::wire::code;
+        match self {
+            Refusal::FencedLeaderEpoch => code::FENCED_LEADER_EPOCH,
+            Refusal::UnknownLeaderEpoch => code::UNKNOWN_LEADER_EPOCH,
+            Refusal::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+            Refusal::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,9 @@ through unchanged clients (confluent-kafka/librdkafka and kafka-python):
   no consumer ever reads them, even from it as leader again;
 - DeleteRecords on a leader while a follower is down: the live follower follows the new log
   start, the returning one (its log ending below that start) starts its log again there, and
-  either, leading after the leader dies, serves only what was not deleted;
+  either, leading after the leader dies, serves only what was not deleted; a Fetch to the new
+  leader in the old leader epoch is FENCED_LEADER_EPOCH naming the new one, one past it
+  UNKNOWN_LEADER_EPOCH;
 - a reassignment that cannot finish (its new replica's broker is down) is listed, then
   cancelled: the partition is back on its replicas, and nothing is listed;
 - a broker a reassignment moved a partition off removes its copy's files: at once when it is
@@ -448,6 +450,7 @@ def test_a_replica_behind_the_leaders_log_start_starts_there_and_deleted_stays_d
              SESSION_TIMEOUT_S + 10)
     wait_for("broker 2 leads partition 1", lambda: in_sync(rest, "behind", 1, [2, 3])() == 2,
              SESSION_TIMEOUT_S + 10)
+    fenced_fetch_is_refused(away, "behind", 0, offset=15, old_epoch=0, leader_id=3)
     want = [f"b{i}".encode() for i in range(5, 10)]
     for part, via in ((0, away), (1, stayed)):
         assert [v for _, v in read(via.bootstrap, "behind", [part], 5)] == want, part
@@ -462,18 +465,45 @@ def test_a_replica_behind_the_leaders_log_start_starts_there_and_deleted_stays_d
                  in_sync(cluster, "behind", part, [1, 2, 3]), 60)
 
 
-def test_a_refusal_by_a_follower_names_the_leader_and_its_endpoint(cluster):
+def topic_id_of(cluster, topic):
     import uuid
-    import wire
     from kafka.admin import KafkaAdminClient
-    create(cluster, "hints", 1, assignment=[[1, 2, 3]])
-    wait_for("broker 1 leads, 3 in sync", lambda: in_sync(cluster, "hints", 0, [1, 2, 3])() == 1, 30)
     kadmin = KafkaAdminClient(bootstrap_servers=everyone(cluster))
     try:
-        (d,) = kadmin.describe_topics(["hints"])
+        (d,) = kadmin.describe_topics([topic])
     finally:
         kadmin.close()
-    topic_id = uuid.UUID(str(d["topic_id"])).bytes
+    return uuid.UUID(str(d["topic_id"])).bytes
+
+
+def fenced_fetch_is_refused(node, topic, partition, offset, old_epoch, leader_id):
+    """Fetch v16 to `node`, the partition's new leader, in `old_epoch`: FENCED_LEADER_EPOCH
+    naming the leader and its newer epoch; in that epoch, served; one past it,
+    UNKNOWN_LEADER_EPOCH."""
+    import wire
+    topic_id = topic_id_of([node], topic)
+    conn = wire.Connection(node.bootstrap)
+    try:
+        error, part_tags, _ = wire.fetch_v16(conn, topic_id, partition, offset,
+                                             current_leader_epoch=old_epoch)
+        assert error == 74, error
+        named, epoch = wire.leader_and_epoch(part_tags[1])
+        assert named == leader_id and epoch > old_epoch, (named, epoch)
+        error, _, _ = wire.fetch_v16(conn, topic_id, partition, offset,
+                                     current_leader_epoch=epoch)
+        assert error == 0, error
+        error, _, _ = wire.fetch_v16(conn, topic_id, partition, offset,
+                                     current_leader_epoch=epoch + 1)
+        assert error == 75, error
+    finally:
+        conn.close()
+
+
+def test_a_refusal_by_a_follower_names_the_leader_and_its_endpoint(cluster):
+    import wire
+    create(cluster, "hints", 1, assignment=[[1, 2, 3]])
+    wait_for("broker 1 leads, 3 in sync", lambda: in_sync(cluster, "hints", 0, [1, 2, 3])() == 1, 30)
+    topic_id = topic_id_of(cluster, "hints")
     leader = cluster[0]
     want_endpoint = {1: ("127.0.0.1", leader.port)}
     follower = wire.Connection(cluster[1].bootstrap)
@@ -493,7 +523,7 @@ def test_a_refusal_by_a_follower_names_the_leader_and_its_endpoint(cluster):
     try:
         error, part_tags, tags = wire.produce_v10(own, "hints", 0, b"to the leader")
         assert (error, part_tags, tags) == (0, {}, {})
-        error, part_tags, tags = wire.fetch_v16(own, topic_id, 0)
+        error, part_tags, tags = wire.fetch_v16(own, topic_id, 0, current_leader_epoch=epoch)
         assert (error, part_tags, tags) == (0, {}, {})
     finally:
         own.close()

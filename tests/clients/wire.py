@@ -260,12 +260,14 @@ def produce_v10(conn, topic, partition, value):
     return error, part_tags, tags
 
 
-def fetch_v16(conn, topic_id, partition, offset=0):
+def fetch_v16(conn, topic_id, partition, offset=0, current_leader_epoch=-1):
     """Fetch v16 of one partition (by topic id, no session): (error code, {tag: bytes} of the
     partition, {tag: bytes} of the response)."""
     body = (struct.pack(">iiibii", 100, 1, 1 << 20, 0, 0, -1)
             + uvarint(2) + topic_id
-            + uvarint(2) + struct.pack(">iiqiqi", partition, -1, offset, -1, -1, 1 << 20) + b"\x00"
+            + uvarint(2)
+            + struct.pack(">iiqiqi", partition, current_leader_epoch, offset, -1, -1, 1 << 20)
+            + b"\x00"
             + b"\x00"
             + uvarint(1) + cstr("") + b"\x00")
     r = conn.call(FETCH, 16, body)

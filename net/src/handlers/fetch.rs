@@ -214,12 +214,12 @@ fn session_error(version: i16, session_id: i32, session_epoch: i32) -> Option<i1
 /// metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this broker's is, as the client sees
 /// it).
 fn leader_epoch_error(current_leader_epoch: i32, leader_epoch: i32) -> Option<i16> {
-    match current_leader_epoch {
-        e if e < 0 => None,
-        e if e < leader_epoch => Some(code::FENCED_LEADER_EPOCH),
-        e if e > leader_epoch => Some(code::UNKNOWN_LEADER_EPOCH),
-        _ => None,
+    if current_leader_epoch < 0 {
+        return None;
     }
+    spate_replication::follower::Refusal::check_epoch(leader_epoch, current_leader_epoch)
+        .err()
+        .map(|r| r.code())
 }
 
 pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseChunks {

@@ -433,6 +433,9 @@ impl ShardReplicas {
                 return (out, Vec::new());
             };
             if let Err(refusal) = Refusal::check_epoch(set.leader_epoch(), fp.leader_epoch) {
+                if first {
+                    spate_engine::warn_limited!("replica fetch: another leader epoch", follower, topic_id = ?fp.topic_id, partition = fp.partition, "refused a replica fetch in leader epoch {} ({refusal:?}): this partition is in epoch {}", fp.leader_epoch, set.leader_epoch());
+                }
                 out.error = refusal_code(refusal);
                 return (out, Vec::new());
             }
@@ -652,12 +655,7 @@ fn not_leader() -> AckError {
 }
 
 pub(crate) fn refusal_code(r: Refusal) -> i16 {
-    match r {
-        Refusal::FencedLeaderEpoch => code::FENCED_LEADER_EPOCH,
-        Refusal::UnknownLeaderEpoch => code::UNKNOWN_LEADER_EPOCH,
-        Refusal::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
-        Refusal::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
-    }
+    r.code()
 }
 
 pub(crate) fn code_refusal(c: i16) -> Option<Refusal> {
