@@ -42,6 +42,19 @@ pub struct LogConfig {
     /// What one durable sync covers: "file" (an fdatasync per partition), "filesystem" (one
     /// syncfs per shard covers all its partitions) or "auto". See `log::sync_group`.
     pub sync_scope: SyncScope,
+    /// Closed segments go to the cold tier (a topic's `remote.storage.enable`, on a broker
+    /// with a tier). Set per partition by the owner, never in the broker's file.
+    #[serde(skip)]
+    pub remote_storage: bool,
+    /// The partition's prefix in the cold tier (unique to the topic's incarnation).
+    #[serde(skip)]
+    pub remote_key: String,
+    /// With a cold tier: bytes and age of the local copy beyond which uploaded segments are
+    /// deleted locally (-1: no limit). Retention (`retention_*`) bounds the whole log.
+    #[serde(skip)]
+    pub local_retention_bytes: i64,
+    #[serde(skip)]
+    pub local_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -60,6 +73,10 @@ impl Default for LogConfig {
             flush_interval_ms: 1000,
             retention_check_ms: 60_000,
             sync_scope: SyncScope::Auto,
+            remote_storage: false,
+            remote_key: String::new(),
+            local_retention_bytes: -1,
+            local_retention_ms: -1,
         }
     }
 }

@@ -47,6 +47,9 @@ pub enum EngineError {
     InvalidTopic(String),
     #[error("partition log is closed")]
     Closed,
+    /// The cold tier failed or did not answer in time: a retry may succeed.
+    #[error("cold tier: {0}")]
+    Tier(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@ pub mod readahead_budget;
 pub mod registry;
 pub mod shard;
 pub mod space;
+pub mod tier;
 
 use bytes::Bytes;
 
@@ -30,6 +31,7 @@ pub use log::partition::{
 };
 pub use log::read::ReadBound;
 pub use log::recovery::RecoveryReport;
+pub use log::tiered::TierProgress;
 pub use registry::{partition_dir, topic_dir, AssignedPartition};
 
 /// When an append resolves.

@@ -17,6 +17,7 @@ mod roll;
 pub mod scan;
 pub mod segment;
 pub mod sync_group;
+pub(crate) mod tiered;
 pub mod time_index;
 mod timestamps;
 mod truncate;

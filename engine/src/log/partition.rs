@@ -119,6 +119,8 @@ pub(super) struct State {
     pub(super) epochs_on_disk: EpochIndex,
     /// A `truncate_suffix` runs: appends are refused.
     pub(super) truncating: bool,
+    /// The segments in the cold tier, as its manifest lists them (empty without a tier).
+    pub(super) remote: crate::tier::Manifest,
 }
 
 impl State {
@@ -202,6 +204,25 @@ pub(super) struct Inner {
     /// step, and the reserve small writes fall back on (none: no floor, fixed steps).
     pub(super) space: RefCell<Option<Arc<DiskSpace>>>,
     pub(super) state: RefCell<State>,
+    /// The cold tier, if this partition uses one (`log/tiered.rs`).
+    pub(super) tier: RefCell<TierLink>,
+    /// Offset indexes of remote segments last read, newest first (a few).
+    pub(super) remote_indexes: RefCell<Vec<(u64, Rc<crate::log::index::OffsetIndex>)>>,
+    /// A tier pass (load, upload, remote retention) runs: the next one waits its turn.
+    pub(super) tier_busy: std::cell::Cell<bool>,
+}
+
+/// How a partition stands with the cold tier.
+#[derive(Clone, Default)]
+pub(super) enum TierLink {
+    /// No tier: the log is local only.
+    #[default]
+    None,
+    /// A tier whose manifest is not loaded yet (unreachable so far): nothing is uploaded or
+    /// deleted until it is.
+    Loading(crate::tier::Tier),
+    /// The manifest is loaded: `State::remote` is the tier's.
+    Ready(crate::tier::Tier),
 }
 
 /// A partition's log. Cheap to clone (a handle).
@@ -273,7 +294,11 @@ impl PartitionLog {
                     epochs_on_disk: epochs.clone(),
                     epochs,
                     truncating: false,
+                    remote: crate::tier::Manifest::default(),
                 }),
+                tier: RefCell::new(TierLink::None),
+                remote_indexes: RefCell::new(Vec::new()),
+                tier_busy: std::cell::Cell::new(false),
             }),
         };
         Ok((log, report))

@@ -72,6 +72,11 @@ impl PartitionLog {
         max_bytes: usize,
         end: u64,
     ) -> Result<Vec<ReadBatch>> {
+        // Below the local start of a tiered log: from the cold tier.
+        let offset = match self.read_remote(offset, max_bytes).await? {
+            crate::log::tiered::RemoteRead::Served(batches) => return Ok(batches),
+            crate::log::tiered::RemoteRead::Local(offset) => offset,
+        };
         // Taken whatever happens next: a resume point serves one read.
         let resume = self.inner.readahead.borrow_mut().take(offset);
         if let Some(hit) = self
@@ -235,8 +240,8 @@ pub(super) fn read_len(remaining: u64, max_bytes: usize) -> usize {
 
 /// Frames read for a reader: the batches, and the file position just after the last one.
 pub(super) struct Frames {
-    batches: Vec<ReadBatch>,
-    end: u64,
+    pub(super) batches: Vec<ReadBatch>,
+    pub(super) end: u64,
 }
 
 /// Reads frames from `position` (a frame holding `scan_offset`) and returns those at or after

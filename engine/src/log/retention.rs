@@ -12,6 +12,10 @@ use crate::log::segment::{self};
 impl PartitionLog {
     /// Deletes closed segments beyond the size and age limits. Returns how many it deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.has_tier() {
+            // Retention of a tiered log covers the tier too: its tier pass applies it.
+            return Ok(0);
+        }
         let cfg = self.inner.config.borrow().clone();
         let mut deleted = 0;
         loop {
@@ -206,9 +210,17 @@ pub(super) async fn read_start_floor(
 }
 
 pub(super) fn log_start(st: &State) -> u64 {
+    let local = local_first(st);
+    st.remote
+        .first_offset()
+        .map_or(local, |remote| remote.min(local))
+        .max(st.start_floor.min(st.written_offset))
+}
+
+/// The first offset of the local segments (the log end if there are none).
+pub(super) fn local_first(st: &State) -> u64 {
     st.segments
         .values()
         .next()
         .map_or(st.written_offset, |s| s.base_offset)
-        .max(st.start_floor.min(st.written_offset))
 }
