@@ -61,9 +61,94 @@ pub struct BrokerConfig {
     pub kafka: KafkaConfig,
     pub storage: StorageConfig,
     pub cluster: ClusterConfig,
+    pub tier: TierConfig,
     /// The Kafka names of the settings the config file set (see [`BrokerConfig::load`]).
     #[serde(skip)]
     pub kafka_keys_set: std::collections::BTreeSet<String>,
+}
+
+/// The cold tier (`[tier]`): closed segments of topics with `remote.storage.enable` go
+/// there. `kind` unset: no tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierConfig {
+    /// "fs": a directory (typically on another, slower disk); "" (the default): none.
+    pub kind: String,
+    /// The directory of an "fs" tier.
+    pub path: Option<PathBuf>,
+    /// Threads running the tier's calls (so many uploads and remote reads at once).
+    pub threads: usize,
+    /// How long one call may take, its retries included.
+    pub timeout_ms: u64,
+    /// Further attempts after a call fails in a way worth retrying.
+    pub retries: u32,
+    /// How often each shard uploads what is ready and applies retention to tiered topics.
+    pub interval_ms: u64,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            path: None,
+            threads: 4,
+            timeout_ms: 30_000,
+            retries: 3,
+            interval_ms: 1_000,
+        }
+    }
+}
+
+impl TierConfig {
+    pub fn is_set(&self) -> bool {
+        !self.kind.trim().is_empty()
+    }
+
+    /// What is wrong with the settings, if anything (the store is not touched).
+    pub fn validate(&self) -> Result<(), String> {
+        match self.kind.trim() {
+            "" => Ok(()),
+            "fs" => {
+                if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return Err("tier.kind = \"fs\" needs tier.path, the tier's directory (or use --tier-dir DIR)".into());
+                }
+                if self.threads == 0 || self.timeout_ms == 0 || self.interval_ms == 0 {
+                    return Err(
+                        "tier.threads, tier.timeout_ms and tier.interval_ms must be at least 1"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            other => Err(format!(
+                "tier.kind = {other:?} is not a tier Spate has: use \"fs\" (a directory, tier.path)"
+            )),
+        }
+    }
+
+    /// Opens the tier, or `None` without one. An fs tier's directory is created and written
+    /// once to check it.
+    pub fn open(&self) -> Result<Option<spate_engine::tier::Tier>, String> {
+        if !self.is_set() {
+            return Ok(None);
+        }
+        self.validate()?;
+        let path = self.path.clone().unwrap_or_default();
+        let store = spate_engine::tier::fs::FsStore::open(&path).map_err(|e| {
+            format!(
+                "cannot use the cold tier directory {}: {e}; create it and make it writable, or fix tier.path",
+                path.display()
+            )
+        })?;
+        let settings = spate_engine::tier::TierSettings {
+            threads: self.threads,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            retries: self.retries,
+        };
+        spate_engine::tier::Tier::start(std::sync::Arc::new(store), settings)
+            .map(Some)
+            .map_err(|e| format!("cannot start the cold tier's threads: {e}"))
+    }
 }
 
 /// Membership of a cluster (`[cluster]`): all unset, the broker is a single node.
@@ -268,6 +353,7 @@ impl KafkaConfig {
             message_max_bytes: self.message_max_bytes.min(i32::MAX as u32) as i32,
             min_insync_replicas: self.min_insync_replicas.min(i32::MAX as u32) as i32,
             broker_keys_set: Default::default(),
+            tiered: false,
         })
     }
 
@@ -342,6 +428,7 @@ impl Default for BrokerConfig {
             kafka: KafkaConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
+            tier: TierConfig::default(),
             kafka_keys_set: Default::default(),
         }
     }
@@ -384,6 +471,10 @@ impl BrokerConfig {
             .node_config(&self.data_dir, &net, 1, Vec::new())?;
         if self.batch_cache_bytes < 1024 * 1024 {
             return Err("batch_cache_bytes must be at least 1048576".into());
+        }
+        self.tier.validate()?;
+        if self.tier.is_set() && self.cluster.is_set() {
+            return Err("tiered storage on a cluster is not built yet: remove [tier] (or --tier-dir) from a cluster member's settings".into());
         }
         self.validate_storage()
     }

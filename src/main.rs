@@ -106,6 +106,11 @@ struct ServeArgs {
     /// 3@10.0.0.3:9192) [default: `cluster.voters`; none: a single node]
     #[arg(long)]
     voters: Option<String>,
+    /// A directory for the cold tier (typically on another, slower disk): closed segments of
+    /// topics with remote.storage.enable=true go there [default: `tier.path` with
+    /// `tier.kind = "fs"`; none: no tier]
+    #[arg(long)]
+    tier_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -263,6 +268,10 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             return Err("--shards must be at least 1 (leave it out to use every core)".into());
         }
         config.shards = s;
+    }
+    if let Some(d) = args.tier_dir {
+        config.tier.kind = "fs".into();
+        config.tier.path = Some(d);
     }
     config.validate()?;
     spate_tuning::alloc::keep_freed_memory();

@@ -121,6 +121,14 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let listen = claim_listen_address(config.listen)?;
     let mut net_config = config.kafka.net_config(listen)?;
     net_config.broker_keys_set = config.kafka_keys_set.clone();
+    let tier = config.tier.open()?;
+    if let Some(t) = &tier {
+        tracing::info!(
+            tier = t.describe(),
+            "cold tier: closed segments of topics with remote.storage.enable go there"
+        );
+    }
+    net_config.tiered = tier.is_some();
     let mut node_config = config
         .cluster
         .node_config(&data_dir, &net_config, shards, Vec::new())?;
@@ -213,6 +221,8 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
                 .and_then(Option::take),
             mesh: mesh.clone(),
             space: space.clone(),
+            tier: tier.clone(),
+            tier_interval: std::time::Duration::from_millis(config.tier.interval_ms),
             shutdown: shutdown.clone(),
             ready: ready_tx.clone(),
         };

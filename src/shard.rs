@@ -31,6 +31,10 @@ pub struct ShardSpec {
     pub mesh: Arc<spate_net::shard::ShardMesh>,
     /// The data disk's free space, shared by every shard.
     pub space: Arc<spate_engine::space::DiskSpace>,
+    /// The cold tier, shared by every shard, if the broker has one.
+    pub tier: Option<spate_engine::tier::Tier>,
+    /// How often the shard's tier pass runs.
+    pub tier_interval: Duration,
     pub shutdown: Arc<AtomicBool>,
     pub ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -57,16 +61,18 @@ async fn shard_main(spec: ShardSpec) -> usize {
             .send(Err(format!("shard {}: probe file: {e}", spec.shard_id)));
         return 0;
     }
-    let logs = Rc::new(
-        ShardLogs::new(
-            spec.shard_id,
-            &spec.data_dir,
-            storage,
-            spec.log.clone(),
-            spec.cache_bytes,
-        )
-        .with_disk_space(spec.space.clone()),
-    );
+    let mut logs = ShardLogs::new(
+        spec.shard_id,
+        &spec.data_dir,
+        storage,
+        spec.log.clone(),
+        spec.cache_bytes,
+    )
+    .with_disk_space(spec.space.clone());
+    if let Some(tier) = &spec.tier {
+        logs = logs.with_tier(tier.clone());
+    }
+    let logs = Rc::new(logs);
     let mut assigned = spec
         .cluster
         .metadata()
@@ -156,6 +162,17 @@ async fn shard_main(spec: ShardSpec) -> usize {
             }
         })
     };
+    // Uploads to the cold tier, and retention of tiered partitions (local and remote).
+    let tiering = spec.tier.as_ref().map(|_| {
+        let logs = logs.clone();
+        let every = spec.tier_interval;
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                logs.tier_pass().await;
+            }
+        })
+    });
     // Free space is otherwise sampled only when something writes: the reserve must come
     // back after space is freed even if nothing is produced (every shard ticks; the samples
     // themselves stay one per interval for the broker).
@@ -179,6 +196,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
         r.stop();
     }
     drop(retention);
+    drop(tiering);
     drop(space_ticker);
     let unclean = logs.close_all().await;
     tracing::info!(shard = spec.shard_id, "shard stopped");

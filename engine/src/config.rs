@@ -82,6 +82,13 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The preallocation step of a segment file: `preallocate_bytes`, but no more than a
+    /// segment holds (a topic of 1 MiB segments does not reserve 32 MiB for each).
+    pub fn preallocate_step(&self) -> u64 {
+        self.preallocate_bytes
+            .min(crate::io::align_up(self.segment_bytes.max(1)))
+    }
+
     /// Rejects settings the engine cannot work with, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_bytes < 64 * KIB {

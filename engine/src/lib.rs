@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod copies;
 pub mod error;
+pub mod failpoint;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

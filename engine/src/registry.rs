@@ -71,6 +71,8 @@ pub struct ShardLogs {
     sync_group: Option<(SyncGroup, u64)>,
     /// The data disk's free space (the floor, preallocation, the reserve), if watched.
     space: Option<Arc<DiskSpace>>,
+    /// The cold tier of partitions whose config asks for one.
+    tier: Option<crate::tier::Tier>,
 }
 
 impl ShardLogs {
@@ -95,6 +97,7 @@ impl ShardLogs {
             partitions: RefCell::new(HashMap::new()),
             next_cache_key: std::cell::Cell::new(0),
             space: None,
+            tier: None,
         }
     }
 
@@ -102,6 +105,16 @@ impl ShardLogs {
     pub fn with_disk_space(mut self, space: Arc<DiskSpace>) -> Self {
         self.space = Some(space);
         self
+    }
+
+    /// Gives partitions with `remote_storage` in their config this cold tier.
+    pub fn with_tier(mut self, tier: crate::tier::Tier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    pub fn tier(&self) -> Option<&crate::tier::Tier> {
+        self.tier.as_ref()
     }
 
     pub fn disk_space(&self) -> Option<&Arc<DiskSpace>> {
@@ -158,6 +171,9 @@ impl ShardLogs {
         if let Some(space) = &self.space {
             log.use_disk_space(space.clone());
         }
+        if let Some(tier) = self.tier.as_ref().filter(|_| log.config().remote_storage) {
+            log.attach_tier(tier.clone());
+        }
         if let Some((group, dev)) = &self.sync_group {
             // A partition directory mounted elsewhere keeps fdatasyncs of its own.
             if device_of(&dir) == Some(*dev) {
@@ -188,6 +204,14 @@ impl ShardLogs {
         for log in logs {
             log.close_for_removal().await;
             log.drop_cached();
+            if log.has_tier() {
+                if let Err(e) = log.remove_remote().await {
+                    tracing::warn!(
+                        partition = log.name(),
+                        "cannot remove the topic's objects from the cold tier: {e}"
+                    );
+                }
+            }
         }
     }
 
@@ -225,6 +249,41 @@ impl ShardLogs {
         for log in logs {
             if let Err(e) = log.apply_retention(now_ms).await {
                 tracing::warn!(partition = log.name(), "retention failed: {e}");
+            }
+        }
+    }
+
+    /// One tier pass over every partition that uses the cold tier (a topic that has just
+    /// turned `remote.storage.enable` on gets the tier first). Failures are logged at a
+    /// bounded rate: the next pass retries.
+    pub async fn tier_pass(&self) {
+        let Some(tier) = &self.tier else { return };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let logs: Vec<PartitionLog> = self.partitions.borrow().values().cloned().collect();
+        for log in logs {
+            if !log.has_tier() {
+                if !log.config().remote_storage {
+                    continue;
+                }
+                log.attach_tier(tier.clone());
+            }
+            match log.tier_pass(now_ms).await {
+                Ok(p) if p != crate::TierProgress::default() => tracing::debug!(
+                    partition = log.name(),
+                    uploaded = p.uploaded,
+                    deleted_local = p.deleted_local,
+                    deleted_remote = p.deleted_remote,
+                    "tier pass"
+                ),
+                Ok(_) => {}
+                Err(e) => crate::warn_limited!(
+                    "tier pass failed",
+                    partition = log.name(),
+                    tier = tier.describe(),
+                    "tiering paused for this partition (uploads and deletions wait; the next pass retries): {e}"
+                ),
             }
         }
     }

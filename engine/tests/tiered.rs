@@ -197,10 +197,24 @@ fn uploaded_segments_leave_the_local_disk_and_read_back_from_the_tier() {
         assert!(m.next_offset() >= offsets.local_start);
         check_everything(&log, 600).await;
         assert_no_orphans(&store.inner, &log);
+        // By time: remote batches (5, 123) through the remote time index, local ones (599).
+        let all = read_all(&log, 0).await;
+        assert!(all[123].base_offset < log.offsets().local_start);
+        for seq in [0usize, 5, 123, 599] {
+            assert_eq!(
+                log.offset_for_timestamp(seq as i64).await.unwrap(),
+                Some((all[seq].base_offset, seq as i64)),
+                "batch {seq}"
+            );
+        }
         // The same after a restart.
         log.close().await.unwrap();
         let (log, _) = open(&root, config(128 * 1024)).await;
         log.attach_tier(tier(store.clone()));
+        // Before the tier is reached: the local copy of the manifest says where the log
+        // starts, and a remote offset is a retriable error, never out of range.
+        assert_eq!(log.offsets().log_start, 0);
+        assert!(matches!(log.read(0, 4096).await, Err(EngineError::Tier(_))));
         log.tier_pass(0).await.unwrap();
         assert_eq!(log.offsets().log_start, 0);
         check_everything(&log, 600).await;

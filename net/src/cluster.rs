@@ -50,6 +50,7 @@ impl Cluster {
             message_max_bytes: config.message_max_bytes,
             min_insync_replicas: config.min_insync_replicas,
             set_in_file: config.broker_keys_set.clone(),
+            tiered: config.tiered,
         };
         let cluster = Arc::new(Self {
             cluster_id: cluster_id(&data_dir),

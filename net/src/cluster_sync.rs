@@ -147,7 +147,7 @@ async fn host_partitions(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), En
                 None => {
                     shard
                         .logs
-                        .open_partition(&t.name, i, settings.log_config(&t.name, i))
+                        .open_partition(&t.name, i, settings.log_config(&t.name, t.id, i))
                         .await?;
                     shard.logs.get(&t.name, i).ok_or(EngineError::Closed)?
                 }

@@ -40,6 +40,8 @@ pub struct NetConfig {
     /// The Kafka names of the broker settings the config file set (`log.retention.ms`, ...):
     /// DescribeConfigs shows them as STATIC_BROKER_CONFIG, the rest as DEFAULT_CONFIG.
     pub broker_keys_set: std::collections::BTreeSet<String>,
+    /// The broker has a cold tier: topics may set `remote.storage.enable`.
+    pub tiered: bool,
 }
 
 impl Default for NetConfig {
@@ -65,6 +67,7 @@ impl Default for NetConfig {
             message_max_bytes: 1_048_588,
             min_insync_replicas: 1,
             broker_keys_set: Default::default(),
+            tiered: false,
         }
     }
 }

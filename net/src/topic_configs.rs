@@ -248,7 +248,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(-2),
         doc: "The maximum size of local log segments that can grow for a partition before it deletes the old segments. Default value is -2, it represents `retention.bytes` value to be used. The effective value should always be less than or equal to `retention.bytes` value.",
         read_only: false,
-        support: Support::Stored("no tiered storage yet; checked against retention.bytes"),
+        support: Support::Honoured("with remote.storage.enable: the local copy's size beyond which uploaded segments are deleted locally"),
     },
     ConfigDef {
         name: "local.retention.ms",
@@ -258,7 +258,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(-2),
         doc: "The number of milliseconds to keep the local log segment before it gets deleted. Default value is -2, it represents `retention.ms` value is to be used. The effective value should always be less than or equal to `retention.ms` value.",
         read_only: false,
-        support: Support::Stored("no tiered storage yet; checked against retention.ms"),
+        support: Support::Honoured("with remote.storage.enable: the local copy's age beyond which uploaded segments are deleted locally"),
     },
     ConfigDef {
         name: "max.compaction.lag.ms",
@@ -378,7 +378,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::Any,
         doc: "To enable tiered storage for a topic, set this configuration as true. You can not disable this config once it is enabled. It will be provided in future versions.",
         read_only: false,
-        support: Support::Stored("no tiered storage yet: true is refused, as Kafka refuses it on a broker without remote storage"),
+        support: Support::Honoured("closed segments go to the broker's cold tier (refused on a broker without one, and on a compacted topic); it cannot be turned off again"),
     },
     ConfigDef {
         name: "retention.bytes",
@@ -589,6 +589,8 @@ pub struct BrokerDefaults {
     pub min_insync_replicas: i32,
     /// Kafka names of the broker keys the config file set (e.g. `log.retention.ms`).
     pub set_in_file: BTreeSet<String>,
+    /// The broker has a cold tier (Kafka's `remote.log.storage.system.enable`).
+    pub tiered: bool,
 }
 
 impl Default for BrokerDefaults {
@@ -598,6 +600,7 @@ impl Default for BrokerDefaults {
             message_max_bytes: 1_048_588,
             min_insync_replicas: 1,
             set_in_file: BTreeSet::new(),
+            tiered: false,
         }
     }
 }
@@ -701,6 +704,8 @@ pub struct TopicSettings {
     /// Records appended between forced fdatasyncs; `i64::MAX`: none forced.
     pub flush_messages: i64,
     pub min_insync_replicas: i32,
+    /// `remote.storage.enable` on a broker with a cold tier.
+    pub remote_storage: bool,
 }
 
 impl TopicSettings {
@@ -732,6 +737,15 @@ impl TopicSettings {
             log.retention_ms = -1;
             log.retention_bytes = -1;
         }
+        let remote_storage = broker.tiered && value("remote.storage.enable") == "true";
+        log.remote_storage = remote_storage;
+        // -2: the same as the whole log's (Kafka's meaning).
+        let local = |key: &str, total: i64| match long(key, -2) {
+            -2 => total,
+            v => v.max(-1),
+        };
+        log.local_retention_ms = local("local.retention.ms", log.retention_ms);
+        log.local_retention_bytes = local("local.retention.bytes", log.retention_bytes);
         let positive = |key: &str, fallback: u64| u64::try_from(long(key, 0)).unwrap_or(fallback);
         log.segment_bytes = positive("segment.bytes", log.segment_bytes);
         log.segment_ms = positive("segment.ms", log.segment_ms).max(1);
@@ -762,14 +776,18 @@ impl TopicSettings {
             flush_messages: long("flush.messages", NEVER).max(1),
             min_insync_replicas: long("min.insync.replicas", 1).clamp(1, i64::from(i32::MAX))
                 as i32,
+            remote_storage,
         }
     }
 
     /// The engine's settings of one partition: `segment.ms` less this partition's jitter, a
     /// fixed amount below `segment.jitter.ms` from a hash of the topic and partition, so the
     /// partitions of a topic created at once do not all roll at once.
-    pub fn log_config(&self, topic: &str, partition: u32) -> LogConfig {
+    pub fn log_config(&self, topic: &str, topic_id: [u8; 16], partition: u32) -> LogConfig {
         let mut log = self.log.clone();
+        if log.remote_storage {
+            log.remote_key = remote_key(topic, topic_id, partition);
+        }
         if self.segment_jitter_ms > 0 {
             let h = crc32fast::hash(format!("{topic}-{partition}").as_bytes());
             let jitter = u64::from(h) % self.segment_jitter_ms.min(log.segment_ms);
@@ -777,6 +795,13 @@ impl TopicSettings {
         }
         log
     }
+}
+
+/// A partition's prefix in the cold tier: the topic's name and id (a topic deleted and
+/// created again under its name has other objects) and the partition.
+pub fn remote_key(topic: &str, topic_id: [u8; 16], partition: u32) -> String {
+    let id: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{topic}-{id}/{partition}")
 }
 
 /// Checks a topic's overrides as a whole: each value, the keys together (Kafka's
@@ -792,7 +817,12 @@ pub fn check_topic(overrides: &TopicConfigs, broker: &BrokerDefaults) -> Result<
     };
     let long = |key: &str| value(key).parse::<i64>().ok();
     if value("remote.storage.enable") == "true" {
-        return Err("Invalid value \"true\" for configuration remote.storage.enable: this broker has no tiered storage (Kafka refuses it likewise without remote.log.storage.system.enable); allowed: false".into());
+        if !broker.tiered {
+            return Err("Invalid value \"true\" for configuration remote.storage.enable: this broker has no cold tier (start it with --tier-dir or a [tier] table; Kafka refuses it likewise without remote.log.storage.system.enable); allowed: false".into());
+        }
+        if split_list(&value("cleanup.policy")).contains(&"compact") {
+            return Err("Invalid value \"true\" for configuration remote.storage.enable: a compacted topic (cleanup.policy=compact) cannot be tiered, as in Kafka; allowed: false, or cleanup.policy=delete".into());
+        }
     }
     for (local, total) in [
         ("local.retention.ms", "retention.ms"),
@@ -916,6 +946,12 @@ pub fn apply_changes(
             }
         }
     }
+    let remote = |c: &TopicConfigs| {
+        find("remote.storage.enable").is_some_and(|d| resolve(d, c, broker).value == "true")
+    };
+    if remote(current) && !remote(&next) {
+        return Err("Invalid value \"false\" for configuration remote.storage.enable: tiered storage cannot be turned off on a topic once it is on (as in Kafka); allowed: true".into());
+    }
     check_topic(&next, broker)?;
     Ok(next)
 }
@@ -933,7 +969,7 @@ impl Metadata {
                     out.push(AssignedPartition {
                         topic: topic.name.clone(),
                         partition: p as u32,
-                        config: settings.log_config(&topic.name, p as u32),
+                        config: settings.log_config(&topic.name, topic.topic_id, p as u32),
                     });
                 }
             }
@@ -1194,7 +1230,9 @@ mod tests {
             &configs(&[("segment.ms", "100000"), ("segment.jitter.ms", "50000")]),
             &b,
         );
-        let rolls: BTreeSet<u64> = (0..16).map(|p| s.log_config("t", p).segment_ms).collect();
+        let rolls: BTreeSet<u64> = (0..16)
+            .map(|p| s.log_config("t", [0; 16], p).segment_ms)
+            .collect();
         assert!(rolls.iter().all(|ms| (50_001..=100_000).contains(ms)));
         assert!(rolls.len() > 1, "the jitter differs between partitions");
     }

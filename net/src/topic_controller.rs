@@ -96,12 +96,13 @@ impl Shard {
         let settings = self.cluster.settings_of(&topic.config);
         for (shard, parts) in by_shard {
             let name = topic.name.clone();
+            let id = topic.topic_id;
             let settings = settings.clone();
             self.call(shard, move |s| {
                 Box::pin(async move {
                     for p in parts {
                         if s.logs.get(&name, p).is_none() {
-                            let config = settings.log_config(&name, p);
+                            let config = settings.log_config(&name, id, p);
                             s.logs.open_partition(&name, p, config).await?;
                         }
                     }
@@ -207,12 +208,13 @@ impl Shard {
                     let name = name.clone();
                     let settings = settings.clone();
                     let n = topic.partitions();
+                    let id = topic.topic_id;
                     let _ = s
                         .call(shard, move |s| {
                             Box::pin(async move {
                                 for p in 0..n {
                                     if let Some(log) = s.logs.get(&name, p) {
-                                        log.set_config(settings.log_config(&name, p));
+                                        log.set_config(settings.log_config(&name, id, p));
                                     }
                                 }
                             })

@@ -64,6 +64,8 @@ class Broker:
         self.shards = shards
         self.proc = None
         self.starts = 0
+        # Extra environment of the next start (e.g. SPATE_FAILPOINT).
+        self.env = {}
 
     # -- process control ------------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Broker:
             cmd += ["--shards", str(self.shards)]
         env = dict(os.environ)
         env.setdefault("SPATE_LOG", "info")
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             log.write(f"===== start #{self.starts}: {' '.join(cmd)}\n".encode())
             log.flush()

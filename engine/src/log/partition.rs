@@ -260,6 +260,7 @@ impl PartitionLog {
         let next = segments.values().next_back().map_or(0, |s| s.next_offset);
         let start_floor = read_start_floor(&*storage, dir, next).await?;
         let epochs = open_epochs(&*storage, dir, &segments, next).await;
+        let remote = crate::log::tiered::read_manifest_copy(&*storage, dir).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -294,7 +295,7 @@ impl PartitionLog {
                     epochs_on_disk: epochs.clone(),
                     epochs,
                     truncating: false,
-                    remote: crate::tier::Manifest::default(),
+                    remote,
                 }),
                 tier: RefCell::new(TierLink::None),
                 remote_indexes: RefCell::new(Vec::new()),

@@ -100,7 +100,8 @@ async fn list_segments(storage: &dyn Storage, dir: &Path, name: &str) -> Result<
             || file_name.ends_with(".timeindex")
             || file_name == checkpoint::CHECKPOINT_FILE
             || file_name == crate::log::retention::START_FILE
-            || file_name == crate::log::epochs::EPOCHS_FILE)
+            || file_name == crate::log::epochs::EPOCHS_FILE
+            || file_name == crate::log::tiered::MANIFEST_COPY)
         {
             tracing::warn!(partition = name, file = %dir.join(&file_name).display(), "ignoring a file that is not part of the log");
         }
@@ -217,7 +218,7 @@ async fn recover_active(
         dir,
         trusted_index,
         trusted_time,
-        config.preallocate_bytes,
+        config.preallocate_step(),
     )
     .await?;
     // On a full disk the index tail stays in memory only (the next start scans it again):

@@ -95,7 +95,7 @@ impl Segment {
             .sync_dir(dir)
             .await
             .map_err(|e| EngineError::from_io(e, dir))?;
-        let appender = Appender::new(file.clone(), 0, Vec::new(), 0, config.preallocate_bytes);
+        let appender = Appender::new(file.clone(), 0, Vec::new(), 0, config.preallocate_step());
         Ok(Segment {
             base_offset: base,
             file,

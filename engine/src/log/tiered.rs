@@ -26,6 +26,10 @@ use crate::tier::remote_file::RemoteFile;
 use crate::tier::{Manifest, RemoteSegment, Tier};
 use crate::ReadBatch;
 
+/// The local copy of the newest manifest this partition wrote: the log's start and its
+/// remote segments are known at open, before the tier is reached (or if it cannot be).
+pub const MANIFEST_COPY: &str = "remote-manifest";
+
 /// How many remote segments' offset indexes a partition keeps in memory.
 const REMOTE_INDEXES: usize = 8;
 
@@ -84,6 +88,32 @@ impl PartitionLog {
 
     fn prefix(&self) -> String {
         self.inner.config.borrow().remote_key.clone()
+    }
+
+    /// Removes every object of this partition from the tier (its topic is deleted).
+    pub async fn remove_remote(&self) -> Result<usize> {
+        let tier = match self.inner.tier.borrow().clone() {
+            TierLink::Loading(t) | TierLink::Ready(t) => t,
+            TierLink::None => return Ok(0),
+        };
+        let prefix = self.prefix();
+        if prefix.is_empty() {
+            return Ok(0);
+        }
+        let keys = tier
+            .list(format!("{prefix}/"))
+            .await
+            .map_err(|e| tier_error("list", e))?;
+        // The manifests first: a half-removed partition must not look whole.
+        let (manifests, objects): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .partition(|k| manifest_version(k).is_some());
+        for key in manifests.iter().chain(&objects) {
+            tier.delete(key.clone())
+                .await
+                .map_err(|e| tier_error("delete", e))?;
+        }
+        Ok(manifests.len() + objects.len())
     }
 
     /// One pass: loads the manifest if it is not yet, uploads every closed segment below the
@@ -187,7 +217,9 @@ impl PartitionLog {
             orphans_removed = orphans,
             "cold tier manifest loaded"
         );
+        let copy = manifest.encode();
         self.inner.state.borrow_mut().remote = manifest;
+        self.save_manifest_copy(&copy).await?;
         Ok(())
     }
 
@@ -247,6 +279,7 @@ impl PartitionLog {
             .put_file(log_key, segment::log_path(&self.inner.dir, base), size)
             .await
             .map_err(|e| tier_error("upload", e))?;
+        crate::failpoint::hit("tier-after-log-object");
         tier.put(index_key, index.into())
             .await
             .map_err(|e| tier_error("upload index", e))?;
@@ -266,7 +299,9 @@ impl PartitionLog {
                 checksum,
             },
         );
+        crate::failpoint::hit("tier-before-manifest");
         self.write_manifest(tier, manifest).await?;
+        crate::failpoint::hit("tier-after-manifest");
         tracing::info!(partition = %self.inner.name, base, next, size, "segment uploaded to the cold tier");
         Ok(())
     }
@@ -277,9 +312,11 @@ impl PartitionLog {
         let prefix = self.prefix();
         let old = self.inner.state.borrow().remote.version;
         next.version = old + 1;
-        tier.put(manifest_key(&prefix, next.version), next.encode().into())
+        let bytes = next.encode();
+        tier.put(manifest_key(&prefix, next.version), bytes.clone().into())
             .await
             .map_err(|e| tier_error("write manifest", e))?;
+        self.save_manifest_copy(&bytes).await?;
         self.inner.state.borrow_mut().remote = next;
         if old > 0 {
             if let Err(e) = tier.delete(manifest_key(&prefix, old)).await {
@@ -287,6 +324,16 @@ impl PartitionLog {
             }
         }
         Ok(())
+    }
+
+    /// Saves the manifest's local copy (after the tier has the version: a copy is never
+    /// newer than the tier's manifest).
+    async fn save_manifest_copy(&self, bytes: &[u8]) -> Result<()> {
+        let path = self.inner.dir.join(MANIFEST_COPY);
+        let space = self.space();
+        crate::atomic_file::write_reserved(&*self.inner.storage, &path, bytes, space.as_deref())
+            .await
+            .map_err(|e| EngineError::Metadata(format!("{}: {e}", path.display())))
     }
 
     /// Drops the remote segment at `base` from the manifest (the log then starts after it
@@ -298,6 +345,7 @@ impl PartitionLog {
         };
         manifest.log_start = manifest.log_start.max(seg.next_offset);
         self.write_manifest(tier, manifest).await?;
+        crate::failpoint::hit("tier-before-remote-delete");
         let start = log_start(&self.inner.state.borrow());
         self.inner
             .cache
@@ -349,6 +397,7 @@ impl PartitionLog {
                 }
                 Cut::Local(base) => {
                     self.delete_segment(base).await?;
+                    crate::failpoint::hit("tier-after-local-delete");
                     progress.deleted_local += 1;
                 }
             }
@@ -444,8 +493,23 @@ impl PartitionLog {
     /// A read at `offset`: from the tier if it is below the local start and the tier holds
     /// it, else where the local read starts.
     pub(super) async fn read_remote(&self, offset: u64, max_bytes: usize) -> Result<RemoteRead> {
-        let TierLink::Ready(tier) = self.inner.tier.borrow().clone() else {
-            return Ok(RemoteRead::Local(offset));
+        let link = self.inner.tier.borrow().clone();
+        let tier = match link {
+            TierLink::Ready(tier) => tier,
+            other => {
+                let st = self.inner.state.borrow();
+                if offset >= local_first(&st) || st.remote.segments.is_empty() {
+                    return Ok(RemoteRead::Local(offset));
+                }
+                return Err(EngineError::Tier(match other {
+                    TierLink::Loading(_) => format!(
+                        "offset {offset} is in the cold tier, which has not been reached since the start; retry"
+                    ),
+                    _ => format!(
+                        "offset {offset} is in a cold tier this broker has no settings for (add the [tier] table it had)"
+                    ),
+                }));
+            }
         };
         let mut target = offset;
         loop {
@@ -494,6 +558,69 @@ impl PartitionLog {
         }
     }
 
+    /// The first offset in the tier, below the local start, whose batch has a max timestamp
+    /// at or after `timestamp_ms` (ListOffsets by time): the manifest names the first remote
+    /// segment that reaches it, its time index where in it to look.
+    pub(super) async fn remote_offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(u64, i64)>> {
+        let TierLink::Ready(tier) = self.inner.tier.borrow().clone() else {
+            return Ok(None);
+        };
+        let candidates: Vec<RemoteSegment> = {
+            let st = self.inner.state.borrow();
+            let local_start = local_first(&st);
+            let start = log_start(&st);
+            st.remote
+                .segments
+                .values()
+                .filter(|r| {
+                    r.base_offset < local_start
+                        && r.next_offset > start
+                        && r.max_timestamp_ms >= timestamp_ms
+                })
+                .copied()
+                .collect()
+        };
+        let start = self.offsets().log_start;
+        for seg in candidates {
+            let [log_key, _, time_key] = segment_keys(&self.prefix(), seg.base_offset);
+            let times = tier
+                .get(time_key)
+                .await
+                .map_err(|e| tier_error("get time index", e))?;
+            let times = crate::log::time_index::TimeIndex::from_entries(decode_entries(
+                &times,
+                crate::log::time_index::time_entry_follows,
+            ));
+            let index = self.remote_index(&tier, &seg).await?;
+            let (rel, pos) = index.lookup(times.scan_start(timestamp_ms));
+            let file = RemoteFile::new(tier.clone(), log_key, seg.size_bytes);
+            let mut found = None;
+            crate::log::scan::scan_frames(
+                &file,
+                pos,
+                seg.base_offset + u64::from(rel),
+                seg.size_bytes,
+                |h, _| {
+                    if found.is_none()
+                        && h.next_offset() > start
+                        && h.max_timestamp_ms >= timestamp_ms
+                    {
+                        found = Some((h.base_offset.max(start), h.max_timestamp_ms));
+                    }
+                },
+            )
+            .await
+            .map_err(|e| tier_error("read", e))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
     /// A remote segment's offset index, from memory or the tier.
     async fn remote_index(&self, tier: &Tier, seg: &RemoteSegment) -> Result<Rc<OffsetIndex>> {
         if let Some(hit) = self
@@ -517,5 +644,25 @@ impl PartitionLog {
         cached.insert(0, (seg.base_offset, index.clone()));
         cached.truncate(REMOTE_INDEXES);
         Ok(index)
+    }
+}
+
+/// The manifest's local copy in `dir`, or an empty manifest (none, or damaged: the tier's
+/// is read at the first tier pass).
+pub(super) async fn read_manifest_copy(
+    storage: &dyn crate::io::Storage,
+    dir: &std::path::Path,
+) -> Manifest {
+    let path = dir.join(MANIFEST_COPY);
+    match crate::atomic_file::read(storage, &path).await {
+        Ok(Some(bytes)) => Manifest::decode(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), "ignoring a damaged manifest copy: {e}");
+            Manifest::default()
+        }),
+        Ok(None) => Manifest::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring the manifest copy: {e}");
+            Manifest::default()
+        }
     }
 }

@@ -11,6 +11,9 @@ impl PartitionLog {
     /// The first offset whose batch has a max timestamp at or after `timestamp_ms`, with that
     /// batch's max timestamp; `None` if every batch is older.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>> {
+        if let Some(found) = self.remote_offset_for_timestamp(timestamp_ms).await? {
+            return Ok(Some(found));
+        }
         let candidates: Vec<_> = {
             let st = self.inner.state.borrow();
             st.segments

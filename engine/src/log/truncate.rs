@@ -159,7 +159,7 @@ impl PartitionLog {
             &dir,
             index_len,
             time_len,
-            config.preallocate_bytes,
+            config.preallocate_step(),
         )
         .await?;
         self.inner.state.borrow_mut().segments.insert(base, seg);

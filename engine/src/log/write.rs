@@ -314,7 +314,7 @@ impl PartitionLog {
         &self,
         round: Vec<Pending>,
     ) -> Result<(Vec<Pending>, Rc<dyn crate::io::StorageFile>)> {
-        let configured_step = self.inner.config.borrow().preallocate_bytes;
+        let configured_step = self.inner.config.borrow().preallocate_step();
         let step = self
             .space()
             .map_or(configured_step, |s| s.preallocate_step(configured_step));

@@ -243,7 +243,7 @@ pub(crate) fn engine_code(e: &spate_engine::EngineError) -> i16 {
         E::InvalidAppend(_) => code::MESSAGE_TOO_LARGE,
         E::NotContiguous { .. } => code::OFFSET_OUT_OF_RANGE,
         E::StaleEpoch { .. } => code::FENCED_LEADER_EPOCH,
-        E::DiskFull { .. } | E::PartitionFailed { .. } | E::Corrupt { .. } => {
+        E::DiskFull { .. } | E::PartitionFailed { .. } | E::Corrupt { .. } | E::Tier(_) => {
             code::KAFKA_STORAGE_ERROR
         }
         _ => code::UNKNOWN_SERVER_ERROR,

@@ -1,0 +1,383 @@
+"""Tiered storage with the filesystem tier, through a real broker (`spate serve --config` with
+a `[tier]` table) and unchanged clients (confluent-kafka/librdkafka):
+
+- 200 MiB produced to a topic of 1 MiB segments with local.retention.bytes = 8 MiB: the
+  local directory keeps about 8 MiB plus the active segment, the tier the rest, and a
+  consumer from offset 0 reads every record in order with its content, before and after a
+  restart; ListOffsets by time finds a record that is only in the tier;
+- the broker SIGKILLed (by a failpoint) at each step of upload -> manifest -> local delete,
+  and between a remote segment's manifest change and its deletion: after a restart every
+  acknowledged record that retention keeps is served, and the tier holds exactly what its
+  manifest names (no orphan, no temp file);
+- the tier unreachable (its directory moved away): produce goes on, nothing local is deleted,
+  a Fetch of a remote offset gets KAFKA_STORAGE_ERROR at once; the tier back, uploads catch up;
+- retention.bytes removes remote segments and moves ListOffsets earliest;
+- a corrupted remote object is refused by its frame checksums and reported;
+- refusals: remote.storage.enable without a tier, on a compacted topic, turned off again;
+  a bad [tier] table and a tier on a cluster member at start.
+"""
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import confluent_kafka as ck
+import confluent_kafka.admin as cka
+import pytest
+
+from conftest import SPATE_BIN, Broker, free_port
+
+RECORD = 1024
+MIB = 1 << 20
+
+TIER_CONFIG = """\
+[kafka]
+group_initial_rebalance_delay_ms = 100
+
+[tier]
+kind = "fs"
+path = "{path}"
+interval_ms = 200
+"""
+
+
+@pytest.fixture
+def tiered(request, tmp_path):
+    (tmp_path / "tiered").mkdir()
+    b = Broker(tmp_path / "tiered")
+    b.tier_dir = tmp_path / "tiered" / "cold"
+    b.config_path.write_text(TIER_CONFIG.format(path=b.tier_dir))
+    request.node._spate_broker = b
+    b.start()
+    try:
+        yield b
+    finally:
+        b.teardown()
+
+
+def value_of(i):
+    return struct.pack(">Q", i) * (RECORD // 8)
+
+
+def create(b, name, **configs):
+    a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
+    conf = {"segment.bytes": str(MIB), "remote.storage.enable": "true"}
+    conf.update({k.replace("_", "."): str(v) for k, v in configs.items()})
+    for f in a.create_topics([cka.NewTopic(name, 1, 1, config=conf)]).values():
+        f.result(15)
+
+
+def produce(b, topic, start, count, acked=None):
+    """Records start..start+count-1 (value = its sequence number), idempotent, acks=all.
+    Returns how many were acknowledged; `acked` collects their offsets."""
+    p = ck.Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True,
+                     "linger.ms": 5, "batch.size": 1000000, "message.timeout.ms": 10000})
+    done = [0]
+
+    def delivered(err, msg):
+        if err is None:
+            done[0] += 1
+            if acked is not None:
+                acked.append(msg.offset())
+
+    for i in range(start, start + count):
+        while True:
+            try:
+                p.produce(topic, value=value_of(i), partition=0, on_delivery=delivered)
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(30)
+    return done[0]
+
+
+def consume(b, topic, start, count, timeout=60):
+    """Reads `count` records from `start`; each must sit at its offset with its value."""
+    c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-reader",
+                     "enable.auto.commit": False, "fetch.max.bytes": 8 * MIB})
+    c.assign([ck.TopicPartition(topic, 0, start)])
+    want = start
+    deadline = time.monotonic() + timeout
+    try:
+        while want < start + count:
+            assert time.monotonic() < deadline, f"read {want - start} of {count} records"
+            msgs = c.consume(1000, 1.0)
+            for m in msgs:
+                assert m.error() is None, m.error()
+                assert m.offset() == want, (m.offset(), want)
+                assert m.value() == value_of(want), f"record {want}: wrong content"
+                want += 1
+    finally:
+        c.close()
+
+
+def watermarks(b, topic):
+    c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-marks"})
+    try:
+        return c.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=10, cached=False)
+    finally:
+        c.close()
+
+
+def local_log_bytes(b, topic):
+    d = b.data_dir / "topics" / topic / "0"
+    return sum(f.stat().st_size for f in d.glob("*.log"))
+
+
+def tier_partition_dir(b, topic):
+    dirs = list(b.tier_dir.glob(f"{topic}-*/0"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def read_manifest(path):
+    """(version, log start, [(base, next, size)]) of a manifest file, its checksum checked."""
+    raw = path.read_bytes()
+    assert raw[:4] == b"SPTM"
+    assert zlib.crc32(raw[:-4]) == int.from_bytes(raw[-4:], "little"), "manifest checksum"
+    (fmt,) = struct.unpack_from("<H", raw, 4)
+    assert fmt == 1
+    version, log_start = struct.unpack_from("<QQ", raw, 6)
+    (count,) = struct.unpack_from("<I", raw, 22)
+    segs = [struct.unpack_from("<QQQqqiI", raw, 26 + 48 * i)[:3] for i in range(count)]
+    return version, log_start, segs
+
+
+def assert_tier_holds_exactly_its_manifest(b, topic):
+    d = tier_partition_dir(b, topic)
+    names = sorted(p.name for p in d.iterdir())
+    manifests = [n for n in names if n.startswith("manifest.")]
+    assert len(manifests) == 1, names
+    _, _, segs = read_manifest(d / manifests[0])
+    want = sorted(manifests + [f"{base:020}{ext}" for base, _, _ in segs
+                               for ext in (".log", ".index", ".timeindex")])
+    assert names == want, "objects beside the manifest's: " + str(sorted(set(names) ^ set(want)))
+    return segs
+
+
+def wait_until(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def topic_id(b, topic):
+    from kafka.admin import KafkaAdminClient
+    a = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        (d,) = a.describe_topics([topic])
+    finally:
+        a.close()
+    return uuid.UUID(str(d["topic_id"])).bytes
+
+
+def fetch_error(b, topic, offset):
+    import wire
+    conn = wire.Connection(b.bootstrap)
+    try:
+        error, _, _ = wire.fetch_v16(conn, topic_id(b, topic), 0, offset)
+        return error
+    finally:
+        conn.close()
+
+
+def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart(tiered):
+    b = tiered
+    create(b, "cold", local_retention_bytes=8 * MIB)
+    n = 200 * MIB // RECORD
+    assert produce(b, "cold", 0, n) == n
+    # The local copy shrinks to about local.retention.bytes plus the active segment.
+    wait_until("the local copy at local retention",
+               lambda: local_log_bytes(b, "cold") <= 10 * MIB, 60)
+    d = tier_partition_dir(b, "cold")
+    remote = sum(p.stat().st_size for p in d.glob("*.log"))
+    assert remote + local_log_bytes(b, "cold") >= n * RECORD, (remote, n * RECORD)
+    assert remote >= 180 * MIB, remote
+    assert watermarks(b, "cold") == (0, n)
+    consume(b, "cold", 0, n)
+    segs = assert_tier_holds_exactly_its_manifest(b, "cold")
+    assert segs[0][0] == 0
+    # By time: a record only in the tier.
+    c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-time"})
+    try:
+        first = c.offsets_for_times([ck.TopicPartition("cold", 0, 0)], timeout=10)[0]
+        assert first.offset == 0, first
+    finally:
+        c.close()
+    b.restart()
+    assert watermarks(b, "cold") == (0, n)
+    consume(b, "cold", 0, n)
+    assert "cold tier manifest loaded" in b.log()
+
+
+FAILPOINTS = ["tier-after-log-object", "tier-before-manifest", "tier-after-manifest",
+              "tier-after-local-delete", "tier-before-remote-delete"]
+
+
+def test_a_sigkill_at_each_step_of_tiering_loses_nothing_and_leaves_no_orphan(tiered):
+    b = tiered
+    create(b, "crashy", local_retention_bytes=2 * MIB, retention_bytes=12 * MIB)
+    sent = 0
+    for point in FAILPOINTS:
+        b.stop()
+        b.env = {"SPATE_FAILPOINT": f"{point}@2"}
+        b.start()
+        # Produce until the failpoint kills the broker (bounded).
+        deadline = time.monotonic() + 60
+        while b.proc.poll() is None:
+            assert time.monotonic() < deadline, f"{point} never reached"
+            sent += produce(b, "crashy", sent, 2048)
+            time.sleep(0.3)
+        assert b.proc.returncode == -9, (point, b.proc.returncode)
+        assert f'failpoint reached: the process kills itself failpoint="{point}"' in b.log()
+        b.env = {}
+        b.start()
+        # The first tier pass removes what the crash left half done, and retention (nothing
+        # is produced meanwhile) settles.
+        wait_until(f"after {point}: the tier holds only its manifest's objects",
+                   lambda: _no_orphans(b, "crashy"), 20)
+        time.sleep(1.0)
+        low, high = watermarks(b, "crashy")
+        # Every record retention keeps is there, at its offset, with its content.
+        assert high >= sent, (point, high, sent)
+        consume(b, "crashy", low, high - low)
+        assert _no_orphans(b, "crashy")
+        sent = high
+
+
+def _no_orphans(b, topic):
+    try:
+        assert_tier_holds_exactly_its_manifest(b, topic)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiered):
+    b = tiered
+    create(b, "away", local_retention_bytes=2 * MIB)
+    n = 8 * MIB // RECORD
+    assert produce(b, "away", 0, n) == n
+    wait_until("uploaded", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
+    moved = b.tier_dir.with_name("cold-away")
+    os.rename(b.tier_dir, moved)
+    try:
+        # Produce goes on; nothing local is deleted that the tier does not have.
+        assert produce(b, "away", n, n) == n
+        time.sleep(1.5)
+        (manifest,) = moved.glob("away-*/0/manifest.*")
+        _, _, segs = read_manifest(manifest)
+        local_first = min(int(f.name[:20]) for f in
+                          (b.data_dir / "topics" / "away" / "0").glob("*.log"))
+        assert local_first <= segs[-1][1], (local_first, segs[-1])
+        assert local_log_bytes(b, "away") >= 8 * MIB
+        assert "tiering paused" in b.log()
+        started = time.monotonic()
+        assert fetch_error(b, "away", 0) == 56  # KAFKA_STORAGE_ERROR, retriable
+        assert time.monotonic() - started < 5
+        consume(b, "away", 2 * n - 10, 10)  # the local tail still reads
+    finally:
+        os.rename(moved, b.tier_dir)
+    wait_until("uploads caught up", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
+    consume(b, "away", 0, 2 * n)
+    assert_tier_holds_exactly_its_manifest(b, "away")
+
+
+def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered):
+    b = tiered
+    create(b, "aging", local_retention_bytes=2 * MIB)
+    n = 24 * MIB // RECORD
+    assert produce(b, "aging", 0, n) == n
+    wait_until("uploaded", lambda: local_log_bytes(b, "aging") <= 4 * MIB, 30)
+    a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, "aging", incremental_configs=[
+        cka.ConfigEntry("retention.bytes", str(8 * MIB),
+                        incremental_operation=cka.AlterConfigOpType.SET)])
+    for f in a.incremental_alter_configs([res]).values():
+        f.result(15)
+    wait_until("earliest moved", lambda: watermarks(b, "aging")[0], 30)
+    wait_until("remote segments removed",
+               lambda: sum(p.stat().st_size for p in tier_partition_dir(b, "aging").glob("*.log"))
+               <= 8 * MIB, 30)
+    time.sleep(0.5)
+    segs = assert_tier_holds_exactly_its_manifest(b, "aging")
+    low = watermarks(b, "aging")[0]
+    assert segs and segs[0][0] == low, (segs[:1], low)
+    consume(b, "aging", low, 100)
+    assert "retention deleted a remote segment" in b.log()
+
+
+def test_a_corrupted_remote_object_is_detected_and_reported(tiered):
+    b = tiered
+    create(b, "damaged", local_retention_bytes=2 * MIB)
+    n = 6 * MIB // RECORD
+    assert produce(b, "damaged", 0, n) == n
+    wait_until("uploaded", lambda: local_log_bytes(b, "damaged") <= 4 * MIB, 30)
+    obj = tier_partition_dir(b, "damaged") / f"{0:020}.log"
+    raw = bytearray(obj.read_bytes())
+    raw[5000] ^= 0xFF
+    obj.write_bytes(bytes(raw))
+    assert fetch_error(b, "damaged", 0) == 56
+    assert "corrupt" in b.log()
+
+
+def test_tiering_refusals(tiered, broker):
+    def refused(b, config, *needles):
+        a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
+        f = a.create_topics([cka.NewTopic(f"bad-{uuid.uuid4().hex[:6]}", 1, 1,
+                                          config=config)])
+        with pytest.raises(ck.KafkaException) as e:
+            list(f.values())[0].result(15)
+        err = e.value.args[0]
+        assert err.code() == ck.KafkaError.INVALID_CONFIG, err
+        for needle in needles:
+            assert needle in err.str(), (needle, err.str())
+
+    refused(broker, {"remote.storage.enable": "true"}, "remote.storage.enable", "--tier-dir")
+    refused(tiered, {"remote.storage.enable": "true", "cleanup.policy": "compact"},
+            "compact")
+    refused(tiered, {"remote.storage.enable": "true", "retention.bytes": "1000",
+                     "local.retention.bytes": "5000"}, "local.retention.bytes")
+    create(tiered, "on")
+    a = cka.AdminClient({"bootstrap.servers": tiered.bootstrap})
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, "on", incremental_configs=[
+        cka.ConfigEntry("remote.storage.enable", "false",
+                        incremental_operation=cka.AlterConfigOpType.SET)])
+    with pytest.raises(ck.KafkaException) as e:
+        list(a.incremental_alter_configs([res]).values())[0].result(15)
+    assert "cannot be turned off" in e.value.args[0].str()
+
+
+@pytest.mark.parametrize("table,says", [
+    ('kind = "fs"', "tier.path"),
+    ('kind = "tape"\npath = "/tmp/x"', "not a tier Spate has"),
+])
+def test_a_bad_tier_table_is_refused_at_start_naming_the_key(table, says, tmp_path):
+    cfg = tmp_path / "spate.toml"
+    cfg.write_text(f"[tier]\n{table}\n")
+    r = subprocess.run([SPATE_BIN, "serve", "--data-dir", str(tmp_path / "d"), "--listen",
+                        f"127.0.0.1:{free_port()}", "--shards", "1", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert says in r.stderr, r.stderr
+
+
+def test_a_tier_on_a_cluster_member_is_refused_at_start(tmp_path):
+    port = free_port()
+    r = subprocess.run([SPATE_BIN, "serve", "--data-dir", str(tmp_path / "d"), "--listen",
+                        f"127.0.0.1:{free_port()}", "--shards", "1", "--node-id", "1",
+                        "--voters", f"1@127.0.0.1:{port}", "--tier-dir", str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "not built yet" in r.stderr, r.stderr
