@@ -44,7 +44,14 @@ async fn lookup_here(
         LATEST => (code::NONE, -1, offsets.high_watermark as i64),
         EARLIEST => (code::NONE, -1, log_start),
         EARLIEST_LOCAL => (code::NONE, -1, offsets.local_start as i64),
-        LATEST_TIERED => (code::NONE, -1, -1),
+        // The last offset in the cold tier (-1: none there).
+        LATEST_TIERED => (
+            code::NONE,
+            -1,
+            log.remote_manifest()
+                .filter(|m| !m.segments.is_empty())
+                .map_or(-1, |m| m.next_offset() as i64 - 1),
+        ),
         MAX_TIMESTAMP => match log.offset_of_max_timestamp().await {
             Ok(Some((offset, ts))) => {
                 let (offset, ts) = exact_record(&log, offset, ts, limit)
