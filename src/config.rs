@@ -72,10 +72,21 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TierConfig {
-    /// "fs": a directory (typically on another, slower disk); "" (the default): none.
+    /// "fs": a directory (typically on another, slower disk); "s3": an S3 bucket (or any
+    /// S3-compatible store); "" (the default): none.
     pub kind: String,
     /// The directory of an "fs" tier.
     pub path: Option<PathBuf>,
+    /// The bucket of an "s3" tier.
+    pub bucket: String,
+    /// Keys go under this prefix of the bucket.
+    pub prefix: String,
+    /// Another endpoint than AWS's (MinIO, Ceph, a test server).
+    pub endpoint: Option<String>,
+    /// The bucket's region [default: AWS_REGION from the environment].
+    pub region: Option<String>,
+    /// Plain HTTP to the endpoint (a local test server only).
+    pub allow_http: bool,
     /// Threads running the tier's calls (so many uploads and remote reads at once).
     pub threads: usize,
     /// How long one call may take, its retries included.
@@ -91,6 +102,11 @@ impl Default for TierConfig {
         Self {
             kind: String::new(),
             path: None,
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
             threads: 4,
             timeout_ms: 30_000,
             retries: 3,
@@ -107,23 +123,29 @@ impl TierConfig {
     /// What is wrong with the settings, if anything (the store is not touched).
     pub fn validate(&self) -> Result<(), String> {
         match self.kind.trim() {
-            "" => Ok(()),
+            "" => return Ok(()),
             "fs" => {
                 if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
                     return Err("tier.kind = \"fs\" needs tier.path, the tier's directory (or use --tier-dir DIR)".into());
                 }
-                if self.threads == 0 || self.timeout_ms == 0 || self.interval_ms == 0 {
-                    return Err(
-                        "tier.threads, tier.timeout_ms and tier.interval_ms must be at least 1"
-                            .into(),
-                    );
-                }
-                Ok(())
             }
-            other => Err(format!(
-                "tier.kind = {other:?} is not a tier Spate has: use \"fs\" (a directory, tier.path)"
-            )),
+            "s3" => {
+                if self.bucket.trim().is_empty() {
+                    return Err("tier.kind = \"s3\" needs tier.bucket, the bucket's name (credentials come from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)".into());
+                }
+            }
+            other => {
+                return Err(format!(
+                    "tier.kind = {other:?} is not a tier Spate has: use \"fs\" (a directory, tier.path) or \"s3\" (tier.bucket)"
+                ))
+            }
         }
+        if self.threads == 0 || self.timeout_ms == 0 || self.interval_ms == 0 {
+            return Err(
+                "tier.threads, tier.timeout_ms and tier.interval_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Opens the tier, or `None` without one. An fs tier's directory is created and written
@@ -133,19 +155,38 @@ impl TierConfig {
             return Ok(None);
         }
         self.validate()?;
-        let path = self.path.clone().unwrap_or_default();
-        let store = spate_engine::tier::fs::FsStore::open(&path).map_err(|e| {
-            format!(
-                "cannot use the cold tier directory {}: {e}; create it and make it writable, or fix tier.path",
-                path.display()
-            )
-        })?;
+        let store: std::sync::Arc<dyn spate_engine::tier::ColdStore> = if self.kind.trim() == "s3" {
+            let s3 = spate_object_tier::ObjectTier::s3(&spate_object_tier::S3Settings {
+                bucket: self.bucket.trim().to_string(),
+                prefix: self.prefix.clone(),
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+                allow_http: self.allow_http,
+            })?;
+            // An unreachable store does not stop the start: tiering waits for it.
+            let wait = std::time::Duration::from_millis(self.timeout_ms.min(5_000));
+            if let Err(e) = s3.probe(wait) {
+                tracing::warn!(
+                    tier = %spate_engine::tier::ColdStore::describe(&s3),
+                    "the cold tier does not answer at start ({e}): tiering is paused until it does (uploads wait, nothing is deleted locally, remote reads are retriable errors)"
+                );
+            }
+            std::sync::Arc::new(s3)
+        } else {
+            let path = self.path.clone().unwrap_or_default();
+            std::sync::Arc::new(spate_engine::tier::fs::FsStore::open(&path).map_err(|e| {
+                    format!(
+                        "cannot use the cold tier directory {}: {e}; create it and make it writable, or fix tier.path",
+                        path.display()
+                    )
+                })?)
+        };
         let settings = spate_engine::tier::TierSettings {
             threads: self.threads,
             timeout: std::time::Duration::from_millis(self.timeout_ms),
             retries: self.retries,
         };
-        spate_engine::tier::Tier::start(std::sync::Arc::new(store), settings)
+        spate_engine::tier::Tier::start(store, settings)
             .map(Some)
             .map_err(|e| format!("cannot start the cold tier's threads: {e}"))
     }

@@ -1,5 +1,6 @@
-"""Tiered storage with the filesystem tier, through a real broker (`spate serve --config` with
-a `[tier]` table) and unchanged clients (confluent-kafka/librdkafka):
+"""Tiered storage through a real broker (`spate serve --config` with a `[tier]` table) and
+unchanged clients (confluent-kafka/librdkafka), each test twice: with the filesystem tier, and
+with the S3 tier against moto's S3 server (started on 127.0.0.1 by the module, stopped by PID):
 
 - 200 MiB produced to a topic of 1 MiB segments with local.retention.bytes = 8 MiB: the
   local directory keeps about 8 MiB plus the active segment, the tier the rest, and a
@@ -9,8 +10,9 @@ a `[tier]` table) and unchanged clients (confluent-kafka/librdkafka):
   and between a remote segment's manifest change and its deletion: after a restart every
   acknowledged record that retention keeps is served, and the tier holds exactly what its
   manifest names (no orphan, no temp file);
-- the tier unreachable (its directory moved away): produce goes on, nothing local is deleted,
-  a Fetch of a remote offset gets KAFKA_STORAGE_ERROR at once; the tier back, uploads catch up;
+- the tier unreachable (its directory moved away; moto stopped with SIGSTOP): produce goes on,
+  nothing local is deleted that the tier lacks, a Fetch of a remote offset gets
+  KAFKA_STORAGE_ERROR within seconds; the tier back, uploads catch up;
 - retention.bytes removes remote segments and moves ListOffsets earliest;
 - a corrupted remote object is refused by its frame checksums and reported;
 - refusals: remote.storage.enable without a tier, on a compacted topic, turned off again;
@@ -18,9 +20,11 @@ a `[tier]` table) and unchanged clients (confluent-kafka/librdkafka):
 """
 
 import os
-import shutil
+import signal
+import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -35,23 +39,141 @@ from conftest import SPATE_BIN, Broker, free_port
 RECORD = 1024
 MIB = 1 << 20
 
-TIER_CONFIG = """\
+BROKER_KAFKA = """\
 [kafka]
 group_initial_rebalance_delay_ms = 100
 
-[tier]
-kind = "fs"
-path = "{path}"
-interval_ms = 200
 """
 
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "spate-test", "AWS_SECRET_ACCESS_KEY": "spate-test"}
 
-@pytest.fixture
+
+class FsTier:
+    """A filesystem tier: a directory."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.moved = self.root.with_name(self.root.name + "-away")
+
+    def config(self):
+        return f'[tier]\nkind = "fs"\npath = "{self.root}"\ninterval_ms = 200\n'
+
+    def partition(self, topic):
+        dirs = list(self.root.glob(f"{topic}-*/0"))
+        assert len(dirs) == 1, dirs
+        return dirs[0]
+
+    def objects(self, topic):
+        """{name: size} of a partition's objects."""
+        return {p.name: p.stat().st_size for p in self.partition(topic).iterdir()}
+
+    def read(self, topic, name):
+        return (self.partition(topic) / name).read_bytes()
+
+    def write(self, topic, name, data):
+        (self.partition(topic) / name).write_bytes(data)
+
+    def cut(self):
+        os.rename(self.root, self.moved)
+
+    def restore(self):
+        os.rename(self.moved, self.root)
+
+
+class Moto:
+    """moto's S3 server on a free port of 127.0.0.1, stopped by PID."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        moto = Path(sys.executable).with_name("moto_server")
+        self.log = open(Path(workdir) / "moto.log", "wb")
+        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server not listening"
+                time.sleep(0.1)
+        import boto3
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                               aws_access_key_id="spate-test",
+                               aws_secret_access_key="spate-test")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+class S3Tier:
+    """An S3 tier: a bucket of its own on the module's moto server."""
+
+    def __init__(self, moto):
+        self.moto = moto
+        self.bucket = f"spate-{uuid.uuid4().hex[:10]}"
+        self.prefix = "brokers/a"
+        moto.s3.create_bucket(Bucket=self.bucket)
+
+    def config(self):
+        return ('[tier]\nkind = "s3"\n'
+                f'bucket = "{self.bucket}"\nprefix = "{self.prefix}"\n'
+                f'endpoint = "{self.moto.endpoint}"\nregion = "us-east-1"\nallow_http = true\n'
+                'interval_ms = 200\ntimeout_ms = 2000\nretries = 1\n')
+
+    def _keys(self, topic):
+        pages = self.moto.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/{topic}-")
+        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+    def partition(self, topic):
+        dirs = {k.rsplit("/", 1)[0] for k in self._keys(topic)}
+        assert len(dirs) == 1, dirs
+        return dirs.pop()
+
+    def objects(self, topic):
+        return {k.rsplit("/", 1)[1]: size for k, size in self._keys(topic).items()}
+
+    def read(self, topic, name):
+        key = f"{self.partition(topic)}/{name}"
+        return self.moto.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def write(self, topic, name, data):
+        key = f"{self.partition(topic)}/{name}"
+        self.moto.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def cut(self):
+        self.moto.proc.send_signal(signal.SIGSTOP)
+
+    def restore(self):
+        self.moto.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    m = Moto(tmp_path_factory.mktemp("moto"))
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture(params=["fs", "s3"])
 def tiered(request, tmp_path):
     (tmp_path / "tiered").mkdir()
     b = Broker(tmp_path / "tiered")
-    b.tier_dir = tmp_path / "tiered" / "cold"
-    b.config_path.write_text(TIER_CONFIG.format(path=b.tier_dir))
+    if request.param == "fs":
+        b.tier = FsTier(tmp_path / "tiered" / "cold")
+    else:
+        b.tier = S3Tier(request.getfixturevalue("moto"))
+        b.env.update(CREDENTIALS)
+    b.config_path.write_text(BROKER_KAFKA + b.tier.config())
     request.node._spate_broker = b
     b.start()
     try:
@@ -130,15 +252,12 @@ def local_log_bytes(b, topic):
     return sum(f.stat().st_size for f in d.glob("*.log"))
 
 
-def tier_partition_dir(b, topic):
-    dirs = list(b.tier_dir.glob(f"{topic}-*/0"))
-    assert len(dirs) == 1, dirs
-    return dirs[0]
+def remote_log_bytes(b, topic):
+    return sum(size for name, size in b.tier.objects(topic).items() if name.endswith(".log"))
 
 
-def read_manifest(path):
-    """(version, log start, [(base, next, size)]) of a manifest file, its checksum checked."""
-    raw = path.read_bytes()
+def read_manifest(raw):
+    """(version, log start, [(base, next, size)]) of a manifest's bytes, its checksum checked."""
     assert raw[:4] == b"SPTM"
     assert zlib.crc32(raw[:-4]) == int.from_bytes(raw[-4:], "little"), "manifest checksum"
     (fmt,) = struct.unpack_from("<H", raw, 4)
@@ -150,11 +269,10 @@ def read_manifest(path):
 
 
 def assert_tier_holds_exactly_its_manifest(b, topic):
-    d = tier_partition_dir(b, topic)
-    names = sorted(p.name for p in d.iterdir())
+    names = sorted(b.tier.objects(topic))
     manifests = [n for n in names if n.startswith("manifest.")]
     assert len(manifests) == 1, names
-    _, _, segs = read_manifest(d / manifests[0])
+    _, _, segs = read_manifest(b.tier.read(topic, manifests[0]))
     want = sorted(manifests + [f"{base:020}{ext}" for base, _, _ in segs
                                for ext in (".log", ".index", ".timeindex")])
     assert names == want, "objects beside the manifest's: " + str(sorted(set(names) ^ set(want)))
@@ -200,8 +318,7 @@ def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart
     # The local copy shrinks to about local.retention.bytes plus the active segment.
     wait_until("the local copy at local retention",
                lambda: local_log_bytes(b, "cold") <= 10 * MIB, 60)
-    d = tier_partition_dir(b, "cold")
-    remote = sum(p.stat().st_size for p in d.glob("*.log"))
+    remote = remote_log_bytes(b, "cold")
     assert remote + local_log_bytes(b, "cold") >= n * RECORD, (remote, n * RECORD)
     assert remote >= 180 * MIB, remote
     assert watermarks(b, "cold") == (0, n)
@@ -231,7 +348,7 @@ def test_a_sigkill_at_each_step_of_tiering_loses_nothing_and_leaves_no_orphan(ti
     sent = 0
     for point in FAILPOINTS:
         b.stop()
-        b.env = {"SPATE_FAILPOINT": f"{point}@2"}
+        b.env["SPATE_FAILPOINT"] = f"{point}@2"
         b.start()
         # Produce until the failpoint kills the broker (bounded).
         deadline = time.monotonic() + 60
@@ -241,7 +358,7 @@ def test_a_sigkill_at_each_step_of_tiering_loses_nothing_and_leaves_no_orphan(ti
             time.sleep(0.3)
         assert b.proc.returncode == -9, (point, b.proc.returncode)
         assert f'failpoint reached: the process kills itself failpoint="{point}"' in b.log()
-        b.env = {}
+        del b.env["SPATE_FAILPOINT"]
         b.start()
         # The first tier pass removes what the crash left half done, and retention (nothing
         # is produced meanwhile) settles.
@@ -260,7 +377,7 @@ def _no_orphans(b, topic):
     try:
         assert_tier_holds_exactly_its_manifest(b, topic)
         return True
-    except AssertionError:
+    except Exception:  # a manifest listed may be replaced before it is read
         return False
 
 
@@ -270,25 +387,25 @@ def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiere
     n = 8 * MIB // RECORD
     assert produce(b, "away", 0, n) == n
     wait_until("uploaded", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
-    moved = b.tier_dir.with_name("cold-away")
-    os.rename(b.tier_dir, moved)
+    segs = assert_tier_holds_exactly_its_manifest(b, "away")
+    remote_end = segs[-1][1]
+    b.tier.cut()
     try:
-        # Produce goes on; nothing local is deleted that the tier does not have.
+        # Produce goes on; nothing local is deleted that the tier does not have (no upload
+        # can succeed, so the manifest still ends at `remote_end`).
         assert produce(b, "away", n, n) == n
-        time.sleep(1.5)
-        (manifest,) = moved.glob("away-*/0/manifest.*")
-        _, _, segs = read_manifest(manifest)
+        time.sleep(3)
         local_first = min(int(f.name[:20]) for f in
                           (b.data_dir / "topics" / "away" / "0").glob("*.log"))
-        assert local_first <= segs[-1][1], (local_first, segs[-1])
+        assert local_first <= remote_end, (local_first, remote_end)
         assert local_log_bytes(b, "away") >= 8 * MIB
-        assert "tiering paused" in b.log()
+        wait_until("tiering paused, said", lambda: "tiering paused" in b.log(), 10)
         started = time.monotonic()
         assert fetch_error(b, "away", 0) == 56  # KAFKA_STORAGE_ERROR, retriable
         assert time.monotonic() - started < 5
         consume(b, "away", 2 * n - 10, 10)  # the local tail still reads
     finally:
-        os.rename(moved, b.tier_dir)
+        b.tier.restore()
     wait_until("uploads caught up", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
     consume(b, "away", 0, 2 * n)
     assert_tier_holds_exactly_its_manifest(b, "away")
@@ -307,9 +424,7 @@ def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered)
     for f in a.incremental_alter_configs([res]).values():
         f.result(15)
     wait_until("earliest moved", lambda: watermarks(b, "aging")[0], 30)
-    wait_until("remote segments removed",
-               lambda: sum(p.stat().st_size for p in tier_partition_dir(b, "aging").glob("*.log"))
-               <= 8 * MIB, 30)
+    wait_until("remote segments removed", lambda: remote_log_bytes(b, "aging") <= 8 * MIB, 30)
     time.sleep(0.5)
     segs = assert_tier_holds_exactly_its_manifest(b, "aging")
     low = watermarks(b, "aging")[0]
@@ -324,14 +439,15 @@ def test_a_corrupted_remote_object_is_detected_and_reported(tiered):
     n = 6 * MIB // RECORD
     assert produce(b, "damaged", 0, n) == n
     wait_until("uploaded", lambda: local_log_bytes(b, "damaged") <= 4 * MIB, 30)
-    obj = tier_partition_dir(b, "damaged") / f"{0:020}.log"
-    raw = bytearray(obj.read_bytes())
+    name = f"{0:020}.log"
+    raw = bytearray(b.tier.read("damaged", name))
     raw[5000] ^= 0xFF
-    obj.write_bytes(bytes(raw))
+    b.tier.write("damaged", name, bytes(raw))
     assert fetch_error(b, "damaged", 0) == 56
     assert "corrupt" in b.log()
 
 
+@pytest.mark.parametrize("tiered", ["fs"], indirect=True)
 def test_tiering_refusals(tiered, broker):
     def refused(b, config, *needles):
         a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
@@ -362,6 +478,7 @@ def test_tiering_refusals(tiered, broker):
 @pytest.mark.parametrize("table,says", [
     ('kind = "fs"', "tier.path"),
     ('kind = "tape"\npath = "/tmp/x"', "not a tier Spate has"),
+    ('kind = "s3"', "tier.bucket"),
 ])
 def test_a_bad_tier_table_is_refused_at_start_naming_the_key(table, says, tmp_path):
     cfg = tmp_path / "spate.toml"

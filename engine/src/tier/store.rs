@@ -15,7 +15,8 @@ pub trait ColdStore: Send + Sync + 'static {
     /// Stores the first `len` bytes of the local file `path` under `key`; returns their
     /// CRC32 (IEEE), computed while they were copied.
     fn put_file(&self, key: &str, path: &Path, len: u64) -> io::Result<u32>;
-    /// The bytes of `key` in `range`; fewer only where the object ends.
+    /// The bytes of `key` in `range`, which lies within the object (the filesystem store
+    /// answers fewer past its end; an object store may refuse such a range).
     fn get_range(&self, key: &str, range: Range<u64>) -> io::Result<Bytes>;
     /// The whole object.
     fn get(&self, key: &str) -> io::Result<Bytes>;
