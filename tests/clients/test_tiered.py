@@ -498,3 +498,18 @@ def test_a_tier_on_a_cluster_member_is_refused_at_start(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "not built yet" in r.stderr, r.stderr
+
+
+def test_a_segment_larger_than_a_part_is_uploaded_whole_and_reads_back(tiered):
+    # 20 MiB segments: S3 takes them as multipart uploads of 8 MiB parts.
+    b = tiered
+    create(b, "big", segment_bytes=20 * MIB, local_retention_bytes=MIB)
+    n = 45 * MIB // RECORD
+    assert produce(b, "big", 0, n) == n
+    wait_until("two segments in the tier", lambda: remote_log_bytes(b, "big") >= 38 * MIB, 60)
+    wait_until("the older manifest removed", lambda: _no_orphans(b, "big"), 20)
+    segs = assert_tier_holds_exactly_its_manifest(b, "big")
+    assert [size for _, _, size in segs] == [b.tier.objects("big")[f"{base:020}.log"]
+                                             for base, _, _ in segs]
+    wait_until("the local copy trimmed", lambda: local_log_bytes(b, "big") <= 21 * MIB, 30)
+    consume(b, "big", 0, n)
