@@ -478,3 +478,24 @@ pub fn check_atomic_file_with(data: &[u8], check_payload: impl Fn(&[u8])) {
     }
     check_payload(data);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The cold tier's manifest
+
+/// A manifest's decode (`tier::Manifest::decode`, input from the tier or the local copy): no
+/// panic, memory bounded by the input (the segment count is checked against the length before
+/// anything is reserved), and a manifest that decodes encodes back to the same bytes.
+pub fn check_manifest(data: &[u8]) {
+    let (decoded, peak) = measure(|| crate::tier::Manifest::decode(data));
+    // A map entry per 48-byte segment, a little larger than the segment's bytes.
+    assert_alloc_bound("Manifest::decode", peak, data.len(), 4);
+    if let Ok(m) = decoded {
+        assert_eq!(m.encode(), data, "a decoded manifest encodes differently");
+        let mut prev = None;
+        for s in m.segments.values() {
+            assert!(s.next_offset > s.base_offset);
+            assert!(prev.is_none_or(|p| s.base_offset >= p));
+            prev = Some(s.next_offset);
+        }
+    }
+}

@@ -42,6 +42,11 @@ fn atomic_file() {
     replay("atomic_file", fuzzing::check_atomic_file);
 }
 
+#[test]
+fn manifest() {
+    replay("manifest", fuzzing::check_manifest);
+}
+
 fn encode_frame(base_offset: u64, record_count: u32, payload: &[u8]) -> Vec<u8> {
     let h = FrameHeader::new(
         FrameMeta {
@@ -102,4 +107,30 @@ fn write_seeds() {
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&cp).unwrap();
     write("atomic_file", "checkpoint", &atomic_file::encode(&bytes));
     write("atomic_file", "checkpoint-bare", &bytes);
+
+    let mut m = spate_engine::tier::Manifest {
+        version: 3,
+        log_start: 5,
+        ..Default::default()
+    };
+    for (base, next) in [(0u64, 967u64), (967, 1934), (1934, 2048)] {
+        m.segments.insert(
+            base,
+            spate_engine::tier::RemoteSegment {
+                base_offset: base,
+                next_offset: next,
+                size_bytes: 999_927,
+                first_timestamp_ms: 1_700_000_000_000,
+                max_timestamp_ms: 1_700_000_000_500,
+                leader_epoch: 0,
+                checksum: 0x1234_5678,
+            },
+        );
+    }
+    write("manifest", "three-segments", &m.encode());
+    write(
+        "manifest",
+        "empty",
+        &spate_engine::tier::Manifest::default().encode(),
+    );
 }
