@@ -68,6 +68,13 @@ enum Command {
         #[command(flatten)]
         local: Option<cluster_local::LocalClusterArgs>,
     },
+    /// The cold tier: each tiered partition's local and remote bytes and offsets (status).
+    Tier {
+        #[command(flatten)]
+        conn: cmd::Conn,
+        #[command(subcommand)]
+        command: cmd::tier::TierCommand,
+    },
     /// List or describe consumer groups.
     Group {
         #[command(flatten)]
@@ -200,6 +207,7 @@ fn main() -> ExitCode {
         Command::Produce { conn, args } => cmd::produce::run(&conn, args),
         Command::Consume { conn, args } => cmd::consume::run(&conn, args),
         Command::Group { conn, command } => cmd::group::run(&conn, command),
+        Command::Tier { conn, command } => cmd::tier::run(&conn, command),
         Command::Cluster {
             conn,
             command,

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod tier;
 pub mod topic;
 
 use std::time::Duration;

@@ -310,6 +310,22 @@ def fetch_error(b, topic, offset):
         conn.close()
 
 
+def tier_status(b, *args):
+    r = subprocess.run([SPATE_BIN, "tier", "status", *args, "-b", b.bootstrap],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def status_row(b, topic):
+    """(log start, local start, tier end, high watermark, local bytes, remote bytes, lag)."""
+    for line in tier_status(b, topic).splitlines():
+        fields = line.split()
+        if fields and fields[0] == f"{topic}-0":
+            return tuple(int(f) for f in fields[1:8])
+    raise AssertionError(f"no row for {topic}-0")
+
+
 def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart(tiered):
     b = tiered
     create(b, "cold", local_retention_bytes=8 * MIB)
@@ -325,6 +341,11 @@ def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart
     consume(b, "cold", 0, n)
     segs = assert_tier_holds_exactly_its_manifest(b, "cold")
     assert segs[0][0] == 0
+    # spate tier status says the same.
+    assert "answering" in tier_status(b)
+    start, local_start, tier_end, hw, local, remote_bytes, lag = status_row(b, "cold")
+    assert (start, tier_end, hw, remote_bytes) == (0, segs[-1][1], n, remote)
+    assert local_start <= tier_end and lag == n - tier_end and local <= 10 * MIB
     # By time: a record only in the tier.
     c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-time"})
     try:
@@ -404,6 +425,9 @@ def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiere
         assert fetch_error(b, "away", 0) == 56  # KAFKA_STORAGE_ERROR, retriable
         assert time.monotonic() - started < 5
         consume(b, "away", 2 * n - 10, 10)  # the local tail still reads
+        said = tier_status(b)
+        assert "KafkaStorageError" in said and "in the last minute" in said, said
+        assert status_row(b, "away")[6] > 0  # offsets not uploaded
     finally:
         b.tier.restore()
     wait_until("uploads caught up", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)

@@ -49,6 +49,14 @@ pub struct TierProgress {
     pub deleted_remote: usize,
 }
 
+/// See [`PartitionLog::tier_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierStatus {
+    pub loaded: bool,
+    pub remote_bytes: u64,
+    pub remote_end: u64,
+}
+
 /// A step of retention on a tiered log.
 enum Cut {
     /// The oldest remote segment, wholly below the local start, is past retention.
@@ -84,6 +92,23 @@ impl PartitionLog {
             TierLink::Ready(_) => Some(self.inner.state.borrow().remote.clone()),
             _ => None,
         }
+    }
+
+    /// Where the partition stands with the tier, if it has one: whether its manifest is
+    /// loaded, the bytes in the tier, and the offset after the last remote segment (known from
+    /// the local copy before the load).
+    pub fn tier_status(&self) -> Option<TierStatus> {
+        let loaded = match *self.inner.tier.borrow() {
+            TierLink::None => return None,
+            TierLink::Loading(_) => false,
+            TierLink::Ready(_) => true,
+        };
+        let st = self.inner.state.borrow();
+        Some(TierStatus {
+            loaded,
+            remote_bytes: st.remote.size_bytes(),
+            remote_end: st.remote.next_offset(),
+        })
     }
 
     fn prefix(&self) -> String {

@@ -130,10 +130,8 @@ impl Tier {
             }
         };
         if let Err(e) = &result {
-            if e.kind() != io::ErrorKind::NotFound {
-                if let Ok(mut last) = self.shared.last_error.lock() {
-                    *last = Some((format!("{what}: {e}"), std::time::SystemTime::now()));
-                }
+            if let Ok(mut last) = self.shared.last_error.lock() {
+                *last = Some((format!("{what}: {e}"), std::time::SystemTime::now()));
             }
         }
         result

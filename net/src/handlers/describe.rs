@@ -159,41 +159,75 @@ pub async fn describe_log_dirs(
     let sizes = shard
         .mesh
         .call_each(asks, |s, (name, p)| async move {
-            let size = s
-                .logs
-                .get(&name, p as u32)
-                .map(|log| log.stats().size_bytes);
-            (name, p, size)
+            let found = s.logs.get(&name, p as u32).map(|log| {
+                let tier = log.tier_status().map(|t| {
+                    // Upload lag: offsets written and visible that the tier does not have.
+                    let lag = log.offsets().high_watermark.saturating_sub(t.remote_end);
+                    (t.remote_bytes, lag)
+                });
+                (log.stats().size_bytes, tier)
+            });
+            (name, p, found)
         })
         .await;
-    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for (name, p, size) in sizes.into_iter().flatten() {
-        if let Some(size) = size {
-            by_topic.entry(name).or_default().push(
+    let mut local: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    let mut remote: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    for (name, p, found) in sizes.into_iter().flatten() {
+        let Some((size, tier)) = found else { continue };
+        local.entry(name.clone()).or_default().push(
+            DescribeLogDirsPartition::default()
+                .with_partition_index(p)
+                .with_partition_size(size as i64),
+        );
+        if let Some((bytes, lag)) = tier {
+            remote.entry(name).or_default().push(
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p)
-                    .with_partition_size(size as i64),
+                    .with_partition_size(bytes as i64)
+                    .with_offset_lag(lag as i64),
             );
         }
     }
-    let mut topics = Vec::new();
-    for (name, _) in asked {
-        if let Some(partitions) = by_topic.remove(&name) {
-            topics.push(
-                DescribeLogDirsTopic::default()
-                    .with_name(topic_name(&name))
-                    .with_partitions(partitions),
-            );
-        }
-    }
+    let topics_of = |by_topic: &mut BTreeMap<String, Vec<DescribeLogDirsPartition>>| {
+        asked
+            .iter()
+            .filter_map(|(name, _)| {
+                by_topic.remove(name).map(|partitions| {
+                    DescribeLogDirsTopic::default()
+                        .with_name(topic_name(name))
+                        .with_partitions(partitions)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
     let dir = &shard.cluster.data_dir;
     let (total, free) = spate_engine::space::statvfs(dir)
         .map_or((-1, -1), |(total, free)| (total as i64, free as i64));
-    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+    let mut results = vec![DescribeLogDirsResult::default()
         .with_log_dir(sb(&dir.display().to_string()))
-        .with_topics(topics)
+        .with_topics(topics_of(&mut local))
         .with_total_bytes(total)
-        .with_usable_bytes(free)])
+        .with_usable_bytes(free)];
+    // The cold tier, as a second "log dir": its partitions' remote bytes, and as offset lag
+    // what is not uploaded yet; KAFKA_STORAGE_ERROR if a call failed in the last minute.
+    if let Some(tier) = shard.logs.tier() {
+        let failing = tier.last_error().is_some_and(|(_, at)| {
+            at.elapsed().unwrap_or_default() < std::time::Duration::from_secs(60)
+        });
+        results.push(
+            DescribeLogDirsResult::default()
+                .with_error_code(if failing {
+                    code::KAFKA_STORAGE_ERROR
+                } else {
+                    0
+                })
+                .with_log_dir(sb(tier.describe()))
+                .with_topics(topics_of(&mut remote))
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1),
+        );
+    }
+    DescribeLogDirsResponse::default().with_results(results)
 }
 
 /// DescribeProducers: the idempotent producers each partition remembers (no transactions:
