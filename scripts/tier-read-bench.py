@@ -19,6 +19,7 @@ Needs root (drop_caches) and fio (apt-get install -y fio).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,18 @@ from conftest import free_port  # noqa: E402
 SPATE_BIN = os.environ.get("SPATE_BIN", "target/release/spate")
 RECORD = 64 * 1024
 MIB = 1 << 20
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def drop_caches():
@@ -60,8 +73,8 @@ def produce(bootstrap, topic, partitions, total):
 
 def consume_all(bootstrap, topic, partitions, ends):
     c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}",
-                     "enable.auto.commit": False, "fetch.max.bytes": 64 * MIB,
-                     "max.partition.fetch.bytes": 16 * MIB, "fetch.wait.max.ms": 100,
+                     "enable.auto.commit": False, "fetch.max.bytes": 32 * MIB,
+                     "max.partition.fetch.bytes": 8 * MIB, "fetch.wait.max.ms": 100,
                      "queued.max.messages.kbytes": 256 * 1024})
     c.assign([ck.TopicPartition(topic, p, 0) for p in range(partitions)])
     left = dict(ends)
@@ -98,7 +111,8 @@ def fio_read(dirs):
            "--ioengine=psync", "--direct=0", "--readonly"]
     for i, d in enumerate(dirs):
         cmd += [f"--name=p{i}", f"--opendir={d}"]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = json.loads(text[text.index("{"):])  # after fio's "opendir added N files"
     job = out["jobs"][0]["read"]
     return job["io_bytes"], job["runtime"] / 1000.0
 
@@ -145,13 +159,18 @@ def main():
             remote = sum(f.stat().st_size for d in remote_dirs for f in d.glob("*.log"))
             for name in (cold, warm):
                 drop_caches()
-                got, took = consume_all(bootstrap, name, parts, ends_of(bootstrap, name, parts))
-                rows.append((parts, name.split("-")[0], got, took))
+                ends = ends_of(bootstrap, name, parts)
+                b0, c0 = cpu_seconds(broker.pid), own_cpu_seconds()
+                got, took = consume_all(bootstrap, name, parts, ends)
+                bcpu = (cpu_seconds(broker.pid) - b0) / (got / (1 << 30))
+                ccpu = (own_cpu_seconds() - c0) / (got / (1 << 30))
+                rows.append((parts, name.split("-")[0], got, took, bcpu, ccpu))
                 print(f"{parts} partition(s), {name}: {got / MIB:.0f} MiB in {took:.2f} s = "
-                      f"{got / MIB / took:.1f} MiB/s", flush=True)
+                      f"{got / MIB / took:.1f} MiB/s; CPU s per GiB: broker {bcpu:.2f}, "
+                      f"client {ccpu:.2f}", flush=True)
             drop_caches()
             got, took = fio_read(remote_dirs)
-            rows.append((parts, "fio", got, took))
+            rows.append((parts, "fio", got, took, None, None))
             print(f"{parts} partition(s), fio over the tier's {remote / MIB:.0f} MiB: "
                   f"{got / MIB:.0f} MiB in {took:.2f} s = {got / MIB / took:.1f} MiB/s",
                   flush=True)
@@ -159,9 +178,12 @@ def main():
         broker.terminate()
         broker.wait(30)
         log.close()
-    print("\n| partitions | read | MiB/s |\n|---|---|---|")
-    for parts, what, got, took in rows:
-        print(f"| {parts} | {what} | {got / MIB / took:.1f} |")
+    shutil.rmtree(root, ignore_errors=True)  # kept, with the broker's log, if the run failed
+    print("\n| partitions | read | MiB/s | broker CPU s/GiB | client CPU s/GiB |\n"
+          "|---|---|---|---|---|")
+    for parts, what, got, took, bcpu, ccpu in rows:
+        cpu = "| |" if bcpu is None else f"| {bcpu:.2f} | {ccpu:.2f} |"
+        print(f"| {parts} | {what} | {got / MIB / took:.1f} {cpu}")
 
 
 if __name__ == "__main__":

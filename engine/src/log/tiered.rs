@@ -558,18 +558,33 @@ impl PartitionLog {
                 }
             };
             target = target.max(seg.base_offset);
-            let index = self.remote_index(&tier, &seg).await?;
-            let (rel, pos) = index.lookup((target - seg.base_offset) as u32);
             let [log_key, _, _] = segment_keys(&self.prefix(), seg.base_offset);
-            let file = RemoteFile::new(tier.clone(), log_key, seg.size_bytes);
+            let file: Rc<dyn crate::io::StorageFile> =
+                Rc::new(RemoteFile::new(tier.clone(), log_key, seg.size_bytes));
+            // A sequential reader continues where its last read left it, with the chunk after
+            // it usually read ahead already (as on local disk, `readahead.rs`).
+            let resume = self
+                .inner
+                .readahead
+                .borrow_mut()
+                .take(target)
+                .filter(|r| r.segment_base == seg.base_offset && r.position < seg.size_bytes);
+            let (position, scan_offset, first) = match resume {
+                Some(r) => (r.position, target, r.chunk().await),
+                None => {
+                    let index = self.remote_index(&tier, &seg).await?;
+                    let (rel, pos) = index.lookup((target - seg.base_offset) as u32);
+                    (pos, seg.base_offset + u64::from(rel), None)
+                }
+            };
             let frames = read_frames(
-                &file,
-                pos,
-                seg.base_offset + u64::from(rel),
+                &*file,
+                position,
+                scan_offset,
                 seg.size_bytes,
                 target,
                 max_bytes,
-                None,
+                first,
             )
             .await
             .map_err(|e| match e {
@@ -577,7 +592,9 @@ impl PartitionLog {
                 other => other,
             })?;
             if !frames.batches.is_empty() {
-                return Ok(RemoteRead::Served(frames.batches));
+                let batches =
+                    self.leave_resume(file, seg.base_offset, seg.size_bytes, max_bytes, frames);
+                return Ok(RemoteRead::Served(batches));
             }
             target = seg.next_offset;
         }
