@@ -283,9 +283,13 @@ def wait_until(what, check, timeout):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+        try:
+            last = check()
+        except Exception as e:  # e.g. the tier has no objects of the topic yet
+            last = e
+        else:
+            if last:
+                return last
         time.sleep(0.2)
     raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
