@@ -406,12 +406,19 @@ def _no_orphans(b, topic):
         return False
 
 
+def uploaded_backlog(b, topic, mib, **configs):
+    """A tiered topic (local retention 2 MiB) given `mib` MiB of records, once the local copy
+    is trimmed to about its local retention (the rest uploaded); the records' count."""
+    create(b, topic, local_retention_bytes=2 * MIB, **configs)
+    n = mib * MIB // RECORD
+    assert produce(b, topic, 0, n) == n
+    wait_until("uploaded", lambda: local_log_bytes(b, topic) <= 4 * MIB, 30)
+    return n
+
+
 def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiered):
     b = tiered
-    create(b, "away", local_retention_bytes=2 * MIB)
-    n = 8 * MIB // RECORD
-    assert produce(b, "away", 0, n) == n
-    wait_until("uploaded", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
+    n = uploaded_backlog(b, "away", 8)
     segs = assert_tier_holds_exactly_its_manifest(b, "away")
     remote_end = segs[-1][1]
     b.tier.cut()
@@ -441,10 +448,7 @@ def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiere
 
 def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered):
     b = tiered
-    create(b, "aging", local_retention_bytes=2 * MIB)
-    n = 24 * MIB // RECORD
-    assert produce(b, "aging", 0, n) == n
-    wait_until("uploaded", lambda: local_log_bytes(b, "aging") <= 4 * MIB, 30)
+    uploaded_backlog(b, "aging", 24)
     a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
     res = cka.ConfigResource(cka.ResourceType.TOPIC, "aging", incremental_configs=[
         cka.ConfigEntry("retention.bytes", str(8 * MIB),
@@ -463,10 +467,7 @@ def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered)
 
 def test_a_corrupted_remote_object_is_detected_and_reported(tiered):
     b = tiered
-    create(b, "damaged", local_retention_bytes=2 * MIB)
-    n = 6 * MIB // RECORD
-    assert produce(b, "damaged", 0, n) == n
-    wait_until("uploaded", lambda: local_log_bytes(b, "damaged") <= 4 * MIB, 30)
+    uploaded_backlog(b, "damaged", 6)
     name = f"{0:020}.log"
     raw = bytearray(b.tier.read("damaged", name))
     raw[5000] ^= 0xFF
