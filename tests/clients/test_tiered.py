@@ -220,9 +220,11 @@ def produce(b, topic, start, count, acked=None):
 
 
 def consume(b, topic, start, count, timeout=60):
-    """Reads `count` records from `start`; each must sit at its offset with its value."""
+    """Reads `count` records from `start`; each must sit at its offset with its value.
+    Fetches of up to 8 MiB a partition: few, large remote reads."""
     c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-reader",
-                     "enable.auto.commit": False, "fetch.max.bytes": 8 * MIB})
+                     "enable.auto.commit": False, "fetch.max.bytes": 16 * MIB,
+                     "max.partition.fetch.bytes": 8 * MIB})
     c.assign([ck.TopicPartition(topic, 0, start)])
     want = start
     deadline = time.monotonic() + timeout
@@ -342,7 +344,7 @@ def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart
     assert remote + local_log_bytes(b, "cold") >= n * RECORD, (remote, n * RECORD)
     assert remote >= 180 * MIB, remote
     assert watermarks(b, "cold") == (0, n)
-    consume(b, "cold", 0, n)
+    consume(b, "cold", 0, n, timeout=240)
     segs = assert_tier_holds_exactly_its_manifest(b, "cold")
     assert segs[0][0] == 0
     # spate tier status says the same.
@@ -359,7 +361,7 @@ def test_a_cold_backlog_is_read_back_from_the_tier_in_order_also_after_a_restart
         c.close()
     b.restart()
     assert watermarks(b, "cold") == (0, n)
-    consume(b, "cold", 0, n)
+    consume(b, "cold", 0, n, timeout=240)
     assert "cold tier manifest loaded" in b.log()
 
 
