@@ -491,11 +491,12 @@ pub fn check_manifest(data: &[u8]) {
     assert_alloc_bound("Manifest::decode", peak, data.len(), 4);
     if let Ok(m) = decoded {
         assert_eq!(m.encode(), data, "a decoded manifest encodes differently");
-        let mut prev = None;
+        // Segments may overlap (a new leader's), but base and next offsets both rise.
+        let mut prev: Option<(u64, u64)> = None;
         for s in m.segments.values() {
             assert!(s.next_offset > s.base_offset);
-            assert!(prev.is_none_or(|p| s.base_offset >= p));
-            prev = Some(s.next_offset);
+            assert!(prev.is_none_or(|(b, n)| s.base_offset > b && s.next_offset > n));
+            prev = Some((s.base_offset, s.next_offset));
         }
     }
 }

@@ -32,7 +32,7 @@ pub use log::partition::{
 };
 pub use log::read::ReadBound;
 pub use log::recovery::RecoveryReport;
-pub use log::tiered::{TierProgress, TierStatus};
+pub use log::tiered::{TierProgress, TierRole, TierStatus};
 pub use registry::{partition_dir, topic_dir, AssignedPartition};
 
 /// When an append resolves.

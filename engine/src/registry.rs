@@ -73,6 +73,8 @@ pub struct ShardLogs {
     space: Option<Arc<DiskSpace>>,
     /// The cold tier of partitions whose config asks for one.
     tier: Option<crate::tier::Tier>,
+    /// Whether replication decides which replica writes the tier (else every log does).
+    tier_replicated: bool,
 }
 
 impl ShardLogs {
@@ -98,6 +100,7 @@ impl ShardLogs {
             next_cache_key: std::cell::Cell::new(0),
             space: None,
             tier: None,
+            tier_replicated: false,
         }
     }
 
@@ -107,10 +110,26 @@ impl ShardLogs {
         self
     }
 
-    /// Gives partitions with `remote_storage` in their config this cold tier.
+    /// Gives partitions with `remote_storage` in their config this cold tier; each log is
+    /// the tier's writer for its partition (a single broker).
     pub fn with_tier(mut self, tier: crate::tier::Tier) -> Self {
         self.tier = Some(tier);
         self
+    }
+
+    /// The same, on a cluster: a log reads the tier until replication makes it its
+    /// partition's leader ([`PartitionLog::set_tier_role`]).
+    pub fn with_replicated_tier(mut self, tier: crate::tier::Tier) -> Self {
+        self.tier = Some(tier);
+        self.tier_replicated = true;
+        self
+    }
+
+    fn attach_tier(&self, log: &PartitionLog, tier: &crate::tier::Tier) {
+        log.attach_tier(tier.clone());
+        if !self.tier_replicated {
+            log.set_tier_role(crate::TierRole::Leader { epoch: 0 });
+        }
     }
 
     pub fn tier(&self) -> Option<&crate::tier::Tier> {
@@ -172,7 +191,7 @@ impl ShardLogs {
             log.use_disk_space(space.clone());
         }
         if let Some(tier) = self.tier.as_ref().filter(|_| log.config().remote_storage) {
-            log.attach_tier(tier.clone());
+            self.attach_tier(&log, tier);
         }
         if let Some((group, dev)) = &self.sync_group {
             // A partition directory mounted elsewhere keeps fdatasyncs of its own.
@@ -267,7 +286,7 @@ impl ShardLogs {
                 if !log.config().remote_storage {
                     continue;
                 }
-                log.attach_tier(tier.clone());
+                self.attach_tier(&log, tier);
             }
             match log.tier_pass(now_ms).await {
                 Ok(p) if p != crate::TierProgress::default() => tracing::debug!(

@@ -110,10 +110,12 @@ fn write_seeds() {
 
     let mut m = spate_engine::tier::Manifest {
         version: 3,
+        epoch: 2,
         log_start: 5,
         ..Default::default()
     };
-    for (base, next) in [(0u64, 967u64), (967, 1934), (1934, 2048)] {
+    // The last one overlaps the one before (a new leader's segment).
+    for (base, next) in [(0u64, 967u64), (967, 1934), (1500, 2048)] {
         m.segments.insert(
             base,
             spate_engine::tier::RemoteSegment {

@@ -18,6 +18,7 @@ use common::{batch, open, partition_dir, payload, read_all, run};
 use spate_engine::tier::fs::FsStore;
 use spate_engine::tier::manifest::{manifest_key, segment_keys};
 use spate_engine::tier::{ColdStore, Tier, TierSettings};
+use spate_engine::TierRole;
 use spate_engine::{Durability, EngineError, LogConfig, PartitionLog};
 
 const PREFIX: &str = "t-00/0";
@@ -109,6 +110,12 @@ fn tier(store: Arc<Flaky>) -> Tier {
     .unwrap()
 }
 
+/// The log writes the tier (a single broker's partition).
+fn attach(log: &PartitionLog, tier: Tier) {
+    log.attach_tier(tier);
+    log.set_tier_role(TierRole::Leader { epoch: 0 });
+}
+
 async fn append_n(log: &PartitionLog, from: u64, n: u64) {
     for seq in from..from + n {
         log.append(vec![batch(seq, BATCH, seq as i64)], Durability::Durable)
@@ -150,10 +157,10 @@ fn assert_no_orphans(store: &FsStore, log: &PartitionLog) {
     let m = log.remote_manifest().expect("manifest loaded");
     let mut want: BTreeSet<String> = BTreeSet::new();
     if m.version > 0 {
-        want.insert(manifest_key(PREFIX, m.version));
+        want.insert(manifest_key(PREFIX, m.id()));
     }
-    for base in m.segments.keys() {
-        want.extend(segment_keys(PREFIX, *base));
+    for seg in m.segments.values() {
+        want.extend(segment_keys(PREFIX, seg));
     }
     let have: BTreeSet<String> = store
         .list(&format!("{PREFIX}/"))
@@ -178,7 +185,7 @@ fn uploaded_segments_leave_the_local_disk_and_read_back_from_the_tier() {
     run(&data, move || async move {
         let store = Flaky::new(&cold);
         let (log, _) = open(&root, config(128 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         append_n(&log, 0, 600).await;
         let progress = log.tier_pass(0).await.unwrap();
         assert!(progress.uploaded >= 8, "{progress:?}");
@@ -210,7 +217,7 @@ fn uploaded_segments_leave_the_local_disk_and_read_back_from_the_tier() {
         // The same after a restart.
         log.close().await.unwrap();
         let (log, _) = open(&root, config(128 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         // Before the tier is reached: the local copy of the manifest says where the log
         // starts, and a remote offset is a retriable error, never out of range.
         assert_eq!(log.offsets().log_start, 0);
@@ -240,7 +247,7 @@ fn a_pass_cut_short_at_any_tier_call_loses_nothing_and_leaves_no_orphan() {
         for round in 0..21usize {
             let calls = round % 7;
             let (log, _) = open(&root, config(96 * 1024)).await;
-            log.attach_tier(tier(store.clone()));
+            attach(&log, tier(store.clone()));
             store.calls_left.store(usize::MAX, Ordering::SeqCst);
             log.tier_pass(0).await.unwrap();
             check_everything(&log, appended).await;
@@ -256,7 +263,7 @@ fn a_pass_cut_short_at_any_tier_call_loses_nothing_and_leaves_no_orphan() {
         assert!(cut_short >= 15, "only {cut_short} passes were cut short");
         let (log, _) = open(&root, config(96 * 1024)).await;
         store.calls_left.store(usize::MAX, Ordering::SeqCst);
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         log.tier_pass(0).await.unwrap();
         check_everything(&log, appended).await;
         assert_no_orphans(&store.inner, &log);
@@ -273,7 +280,7 @@ fn a_tier_that_is_down_pauses_uploads_and_local_deletion_until_it_returns() {
         let store = Flaky::new(&cold);
         store.down.store(true, Ordering::SeqCst);
         let (log, _) = open(&root, config(64 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         append_n(&log, 0, 400).await;
         let segments = log.stats().segments;
         assert!(matches!(log.tier_pass(0).await, Err(EngineError::Tier(_))));
@@ -318,7 +325,7 @@ fn retention_and_delete_records_remove_remote_segments_and_move_the_log_start() 
     run(&data, move || async move {
         let store = Flaky::new(&cold);
         let (log, _) = open(&root, config(64 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         append_n(&log, 0, 600).await;
         log.tier_pass(0).await.unwrap();
         let before = log.remote_manifest().unwrap();
@@ -356,7 +363,7 @@ fn retention_and_delete_records_remove_remote_segments_and_move_the_log_start() 
         // After a restart the log still starts there.
         log.close().await.unwrap();
         let (log, _) = open(&root, config(64 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         log.tier_pass(0).await.unwrap();
         assert_eq!(log.offsets().log_start, start);
         log.close().await.unwrap();
@@ -371,11 +378,18 @@ fn a_corrupted_remote_object_is_an_error_never_data() {
     run(&data, move || async move {
         let store = Flaky::new(&cold);
         let (log, _) = open(&root, config(64 * 1024)).await;
-        log.attach_tier(tier(store.clone()));
+        attach(&log, tier(store.clone()));
         append_n(&log, 0, 300).await;
         log.tier_pass(0).await.unwrap();
         assert!(log.offsets().local_start > 0);
-        let [log_key, _, _] = segment_keys(PREFIX, 0);
+        let first = *log
+            .remote_manifest()
+            .unwrap()
+            .segments
+            .values()
+            .next()
+            .unwrap();
+        let [log_key, _, _] = segment_keys(PREFIX, &first);
         let path = cold2.join(&log_key);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[200] ^= 0xff;
@@ -391,5 +405,80 @@ fn a_corrupted_remote_object_is_an_error_never_data() {
             other => panic!("expected a corrupt-data error, got {other:?}"),
         }
         log.close().await.unwrap();
+    });
+}
+
+/// Two replicas of one partition share the tier, as on a cluster: the leader uploads, the
+/// follower trims against the leader's manifest without writing to the tier; after a
+/// failover the new leader (whose segments end elsewhere) uploads from where the tier ends,
+/// the deposed one is fenced by the newer epoch's manifest, and both read everything.
+#[test]
+fn replicas_share_the_tier_and_a_deposed_leader_is_fenced() {
+    let (_tmp, data, cold) = dirs();
+    let root = data.clone();
+    run(&data, move || async move {
+        let store = Flaky::new(&cold);
+        let (a_root, b_root) = (root.join("a"), root.join("b"));
+        let (a, _) = open(&a_root, config(128 * 1024)).await;
+        let b_config = LogConfig {
+            segment_bytes: 40 * 1024,
+            preallocate_bytes: 40 * 1024,
+            ..config(128 * 1024)
+        };
+        let (b, _) = open(&b_root, b_config).await;
+        a.attach_tier(tier(store.clone()));
+        b.attach_tier(tier(store.clone()));
+        a.set_tier_role(TierRole::Leader { epoch: 1 });
+        b.set_tier_role(TierRole::Follower);
+        append_n(&a, 0, 600).await;
+        append_n(&b, 0, 600).await;
+        let listed = |s: &Flaky| -> BTreeSet<String> {
+            s.inner
+                .list(&format!("{PREFIX}/"))
+                .unwrap()
+                .into_iter()
+                .collect()
+        };
+
+        // A follower before the leader's first upload: nothing in the tier, nothing deleted.
+        assert_eq!(b.tier_pass(0).await.unwrap().deleted_local, 0);
+        assert!(listed(&store).is_empty(), "a follower wrote to the tier");
+        let progress = a.tier_pass(0).await.unwrap();
+        assert!(progress.uploaded >= 8, "{progress:?}");
+        let before = listed(&store);
+        let progress = b.tier_pass(0).await.unwrap();
+        assert!(progress.deleted_local >= 6, "{progress:?}");
+        assert_eq!(progress.uploaded + progress.deleted_remote, 0);
+        assert_eq!(listed(&store), before, "a follower wrote to the tier");
+        assert!(local_bytes(&b_root) <= 128 * 1024 + 2 * 40 * 1024);
+        assert_eq!(b.offsets().log_start, 0);
+        check_everything(&b, 600).await;
+
+        // Failover: b leads in epoch 2; its segments start inside the tier's last one.
+        b.set_tier_role(TierRole::Leader { epoch: 2 });
+        append_n(&a, 600, 300).await;
+        append_n(&b, 600, 300).await;
+        let progress = b.tier_pass(0).await.unwrap();
+        assert!(progress.uploaded >= 1, "{progress:?}");
+        let m = b.remote_manifest().unwrap();
+        assert_eq!(m.epoch, 2);
+        assert!(m.next_offset() > a.remote_manifest().unwrap().next_offset());
+        assert_no_orphans(&store.inner, &b);
+        // The deposed leader still thinks it leads: the newer epoch stops it.
+        let before = listed(&store);
+        match a.tier_pass(0).await {
+            Err(EngineError::Tier(e)) => assert!(e.contains("leader epoch 2"), "{e}"),
+            other => panic!("a deposed leader's pass: {other:?}"),
+        }
+        assert_eq!(listed(&store), before, "a deposed leader wrote to the tier");
+        // Once told, it follows, trims, and reads the new leader's uploads.
+        a.set_tier_role(TierRole::Follower);
+        a.tier_pass(0).await.unwrap();
+        assert_eq!(a.remote_manifest().unwrap(), m);
+        check_everything(&a, 900).await;
+        check_everything(&b, 900).await;
+        assert!(local_bytes(&b_root) <= 128 * 1024 + 2 * 40 * 1024);
+        a.close().await.unwrap();
+        b.close().await.unwrap();
     });
 }

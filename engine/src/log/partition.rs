@@ -210,6 +210,13 @@ pub(super) struct Inner {
     pub(super) remote_indexes: RefCell<Vec<(u64, Rc<crate::log::index::OffsetIndex>)>>,
     /// A tier pass (load, upload, remote retention) runs: the next one waits its turn.
     pub(super) tier_busy: std::cell::Cell<bool>,
+    /// Whether this replica writes the tier (the leader) or trims against it.
+    pub(super) tier_role: std::cell::Cell<crate::log::tiered::TierRole>,
+    /// The leader epoch this replica last loaded the manifest in (and removed orphans) as
+    /// the tier's writer; another epoch loads it again first.
+    pub(super) tier_claimed: std::cell::Cell<Option<i32>>,
+    /// When the leader last removed objects no manifest names.
+    pub(super) tier_swept: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// How a partition stands with the cold tier.
@@ -300,6 +307,9 @@ impl PartitionLog {
                 tier: RefCell::new(TierLink::None),
                 remote_indexes: RefCell::new(Vec::new()),
                 tier_busy: std::cell::Cell::new(false),
+                tier_role: std::cell::Cell::new(crate::log::tiered::TierRole::Follower),
+                tier_claimed: std::cell::Cell::new(None),
+                tier_swept: std::cell::Cell::new(None),
             }),
         };
         Ok((log, report))

@@ -10,6 +10,13 @@
 //! crash between leaves objects no manifest names (orphans); loading the manifest removes
 //! them, before anything is uploaded again. While the manifest is not loaded (the tier
 //! unreachable since the start) nothing is uploaded and nothing deleted.
+//!
+//! On a cluster every replica of a partition shares one place in the tier ([`TierRole`]):
+//! the leader uploads, writes the manifest (under its leader epoch, see `tier::manifest`)
+//! and applies retention to the remote segments; a follower reads the newest manifest each
+//! pass and deletes its local segments once the tier covers them and local retention has
+//! passed, never touching the tier. A leader that finds a manifest of a later epoch stops:
+//! another replica leads.
 
 use std::rc::Rc;
 
@@ -21,7 +28,9 @@ use crate::log::partition::{PartitionLog, TierLink};
 use crate::log::read::read_frames;
 use crate::log::retention::{local_first, log_start};
 use crate::log::segment;
-use crate::tier::manifest::{manifest_key, manifest_version, segment_keys, segment_of_key};
+use crate::tier::manifest::{
+    manifest_id, manifest_key, manifests_dir, segment_keys, segment_of_key, ManifestId,
+};
 use crate::tier::remote_file::RemoteFile;
 use crate::tier::{Manifest, RemoteSegment, Tier};
 use crate::ReadBatch;
@@ -29,6 +38,9 @@ use crate::ReadBatch;
 /// The local copy of the newest manifest this partition wrote: the log's start and its
 /// remote segments are known at open, before the tier is reached (or if it cannot be).
 pub const MANIFEST_COPY: &str = "remote-manifest";
+
+/// How often a leader looks for objects no manifest names (besides when it takes over).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How many remote segments' offset indexes a partition keeps in memory.
 const REMOTE_INDEXES: usize = 8;
@@ -39,6 +51,16 @@ pub(crate) enum RemoteRead {
     Served(Vec<ReadBatch>),
     /// Read locally, from this offset.
     Local(u64),
+}
+
+/// What a replica does with the cold tier. A log starts as a follower; a single broker makes
+/// its logs leaders in epoch 0, replication makes the partition's leader one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierRole {
+    /// Uploads, writes the manifest under this leader epoch, applies remote retention.
+    Leader { epoch: i32 },
+    /// Reads the manifest; deletes local segments the tier covers, past local retention.
+    Follower,
 }
 
 /// What a tier pass did.
@@ -71,6 +93,12 @@ fn tier_error(what: &str, e: std::io::Error) -> EngineError {
     EngineError::Tier(format!("{what}: {e}"))
 }
 
+fn fenced(theirs: i32, mine: i32) -> EngineError {
+    EngineError::Tier(format!(
+        "the cold tier has a manifest of leader epoch {theirs}, past this replica's {mine}: another replica leads the partition, this one leaves the tier to it"
+    ))
+}
+
 impl PartitionLog {
     /// Makes the log use `tier` from the next [`PartitionLog::tier_pass`], which loads its
     /// manifest. The log's config names its prefix there (`remote_key`).
@@ -79,6 +107,16 @@ impl PartitionLog {
         if matches!(*link, TierLink::None) {
             *link = TierLink::Loading(tier);
         }
+    }
+
+    /// Makes this replica the tier's writer (the partition's leader in `epoch`) or a reader
+    /// of it. A new leader loads the manifest again (and removes orphans) before it writes.
+    pub fn set_tier_role(&self, role: TierRole) {
+        self.inner.tier_role.set(role);
+    }
+
+    pub fn tier_role(&self) -> TierRole {
+        self.inner.tier_role.get()
     }
 
     /// Whether this log uses a cold tier.
@@ -130,9 +168,8 @@ impl PartitionLog {
             .await
             .map_err(|e| tier_error("list", e))?;
         // The manifests first: a half-removed partition must not look whole.
-        let (manifests, objects): (Vec<String>, Vec<String>) = keys
-            .into_iter()
-            .partition(|k| manifest_version(k).is_some());
+        let (manifests, objects): (Vec<String>, Vec<String>) =
+            keys.into_iter().partition(|k| manifest_id(k).is_some());
         for key in manifests.iter().chain(&objects) {
             tier.delete(key.clone())
                 .await
@@ -158,16 +195,32 @@ impl PartitionLog {
         let link = self.inner.tier.borrow().clone();
         let tier = match link {
             TierLink::None => return Ok(TierProgress::default()),
-            TierLink::Loading(tier) => {
-                self.load_manifest(&tier).await?;
-                *self.inner.tier.borrow_mut() = TierLink::Ready(tier.clone());
-                tier
-            }
-            TierLink::Ready(tier) => tier,
+            TierLink::Loading(tier) | TierLink::Ready(tier) => tier,
         };
+        let epoch = match self.tier_role() {
+            TierRole::Follower => return self.follow_tier(&tier, now_ms).await,
+            TierRole::Leader { epoch } => epoch,
+        };
+        if self.inner.tier_claimed.get() != Some(epoch) {
+            self.load_manifest(&tier, epoch).await?;
+            self.inner.tier_claimed.set(Some(epoch));
+            *self.inner.tier.borrow_mut() = TierLink::Ready(tier.clone());
+        } else if self
+            .inner
+            .tier_swept
+            .get()
+            .is_some_and(|at| at.elapsed() >= SWEEP_EVERY)
+        {
+            self.sweep(&tier, epoch).await?;
+        }
         let mut progress = TierProgress::default();
         let mut uploads = Ok(());
         while let Some(base) = self.next_upload() {
+            // A deposed leader stops before it puts objects no manifest will name.
+            if let Err(e) = self.check_not_fenced(&tier, epoch).await {
+                uploads = Err(e);
+                break;
+            }
             if let Err(e) = self.upload(&tier, base).await {
                 uploads = Err(e);
                 break;
@@ -180,35 +233,23 @@ impl PartitionLog {
         uploads.and(retention).map(|()| progress)
     }
 
-    /// Reads the newest readable manifest version and removes every object it does not
-    /// name (orphans of an interrupted upload or deletion, older versions).
-    async fn load_manifest(&self, tier: &Tier) -> Result<()> {
-        let prefix = self.prefix();
-        if prefix.is_empty() {
-            return Err(EngineError::Tier(format!(
-                "partition {} has no key in the cold tier",
-                self.inner.name
-            )));
-        }
+    /// The newest readable manifest in the tier (an empty one if there is none).
+    async fn read_newest_manifest(&self, tier: &Tier, prefix: &str) -> Result<Manifest> {
         let keys = tier
-            .list(format!("{prefix}/"))
+            .list(manifests_dir(prefix))
             .await
-            .map_err(|e| tier_error("list", e))?;
-        let mut versions: Vec<(u64, &String)> = keys
-            .iter()
-            .filter_map(|k| manifest_version(k).map(|v| (v, k)))
+            .map_err(|e| tier_error("list manifests", e))?;
+        let mut ids: Vec<(ManifestId, String)> = keys
+            .into_iter()
+            .filter_map(|k| manifest_id(&k).map(|id| (id, k)))
             .collect();
-        versions.sort_unstable_by_key(|v| std::cmp::Reverse(v.0));
-        let mut manifest = Manifest::default();
-        for (version, key) in versions {
+        ids.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
+        for (id, key) in ids {
             match tier.get(key.clone()).await {
                 Ok(bytes) => match Manifest::decode(&bytes) {
-                    Ok(m) if m.version == version => {
-                        manifest = m;
-                        break;
-                    }
+                    Ok(m) if m.id() == id => return Ok(m),
                     Ok(m) => {
-                        tracing::warn!(partition = %self.inner.name, key, "manifest names version {} under the key of {version}: skipped", m.version)
+                        tracing::warn!(partition = %self.inner.name, key, "manifest names {:?} under the key of {id:?}: skipped", m.id())
                     }
                     Err(e) => {
                         tracing::warn!(partition = %self.inner.name, key, "damaged manifest skipped: {e}")
@@ -218,34 +259,126 @@ impl PartitionLog {
                 Err(e) => return Err(tier_error("get manifest", e)),
             }
         }
-        let current = manifest_key(&prefix, manifest.version);
-        let mut orphans = 0;
-        for key in &keys {
-            let named = *key == current
-                || segment_of_key(key).is_some_and(|b| manifest.segments.contains_key(&b));
-            if named {
-                continue;
-            }
-            match tier.delete(key.clone()).await {
-                Ok(()) => orphans += 1,
-                Err(e) => {
-                    tracing::warn!(partition = %self.inner.name, key, "cannot remove an orphaned object (the next load tries again): {e}")
-                }
-            }
+        Ok(Manifest::default())
+    }
+
+    fn prefix_or_error(&self) -> Result<String> {
+        let prefix = self.prefix();
+        if prefix.is_empty() {
+            return Err(EngineError::Tier(format!(
+                "partition {} has no key in the cold tier",
+                self.inner.name
+            )));
         }
+        Ok(prefix)
+    }
+
+    /// A leader in `epoch` takes the tier over: reads the newest readable manifest and
+    /// removes every object it does not name (orphans of an interrupted upload or deletion,
+    /// older versions, an earlier leader's last uploads). A manifest of a later epoch means
+    /// another replica leads now: nothing is touched.
+    async fn load_manifest(&self, tier: &Tier, epoch: i32) -> Result<()> {
+        let prefix = self.prefix_or_error()?;
+        let manifest = self.read_newest_manifest(tier, &prefix).await?;
+        if manifest.epoch > epoch {
+            return Err(fenced(manifest.epoch, epoch));
+        }
+        let orphans = self.sweep_against(tier, &prefix, &manifest, epoch).await?;
         tracing::info!(
             partition = %self.inner.name,
             tier = tier.describe(),
             version = manifest.version,
+            manifest_epoch = manifest.epoch,
+            leader_epoch = epoch,
             segments = manifest.segments.len(),
             bytes = manifest.size_bytes(),
             orphans_removed = orphans,
             "cold tier manifest loaded"
         );
-        let copy = manifest.encode();
-        self.inner.state.borrow_mut().remote = manifest;
-        self.save_manifest_copy(&copy).await?;
+        self.take_manifest(manifest).await
+    }
+
+    /// The leader's periodic sweep: objects of an earlier leader's last uploads (it may not
+    /// have known it was deposed yet when this one took over) are removed.
+    async fn sweep(&self, tier: &Tier, epoch: i32) -> Result<()> {
+        let prefix = self.prefix_or_error()?;
+        let manifest = self.inner.state.borrow().remote.clone();
+        let orphans = self.sweep_against(tier, &prefix, &manifest, epoch).await?;
+        if orphans > 0 {
+            tracing::info!(partition = %self.inner.name, orphans_removed = orphans, "removed objects no manifest names from the cold tier");
+        }
         Ok(())
+    }
+
+    /// Removes every object under the partition's prefix that `manifest` does not name
+    /// (manifests of a later epoch aside: their leader's). Returns how many went.
+    async fn sweep_against(
+        &self,
+        tier: &Tier,
+        prefix: &str,
+        manifest: &Manifest,
+        epoch: i32,
+    ) -> Result<usize> {
+        let keys = tier
+            .list(format!("{prefix}/"))
+            .await
+            .map_err(|e| tier_error("list", e))?;
+        let current = manifest_key(prefix, manifest.id());
+        let mut orphans = 0;
+        for key in &keys {
+            let named =
+                *key == current || segment_of_key(key).is_some_and(|(b, n)| manifest.names(b, n));
+            if named || manifest_id(key).is_some_and(|id| id.epoch > epoch) {
+                continue;
+            }
+            match tier.delete(key.clone()).await {
+                Ok(()) => orphans += 1,
+                Err(e) => {
+                    tracing::warn!(partition = %self.inner.name, key, "cannot remove an orphaned object (the next sweep tries again): {e}")
+                }
+            }
+        }
+        self.inner.tier_swept.set(Some(std::time::Instant::now()));
+        Ok(orphans)
+    }
+
+    /// Makes `manifest` the partition's view of the tier, and its local copy.
+    async fn take_manifest(&self, manifest: Manifest) -> Result<()> {
+        let copy = manifest.encode();
+        let start = {
+            let mut st = self.inner.state.borrow_mut();
+            st.remote = manifest;
+            log_start(&st)
+        };
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, start);
+        self.save_manifest_copy(&copy).await
+    }
+
+    /// A follower's pass: the newest manifest (the leader's), then local segments the tier
+    /// covers deleted under local retention, and those past retention.
+    async fn follow_tier(&self, tier: &Tier, now_ms: i64) -> Result<TierProgress> {
+        self.inner.tier_claimed.set(None);
+        let prefix = self.prefix_or_error()?;
+        let manifest = self.read_newest_manifest(tier, &prefix).await?;
+        let changed = manifest != self.inner.state.borrow().remote;
+        if changed {
+            let live: Vec<u64> = manifest.segments.keys().copied().collect();
+            self.inner
+                .remote_indexes
+                .borrow_mut()
+                .retain(|(b, _)| live.contains(b));
+            self.take_manifest(manifest).await?;
+        }
+        *self.inner.tier.borrow_mut() = TierLink::Ready(tier.clone());
+        let mut progress = TierProgress::default();
+        while let Some(base) = self.follower_cut(now_ms) {
+            self.delete_segment(base).await?;
+            progress.deleted_local += 1;
+        }
+        Ok(progress)
     }
 
     /// The oldest closed segment wholly below the high watermark that the tier lacks.
@@ -261,14 +394,15 @@ impl PartitionLog {
             .take(closed)
             .find(|s| {
                 s.active.is_none()
-                    && s.base_offset >= remote_end
+                    && s.next_offset > remote_end
                     && s.next_offset > s.base_offset
                     && s.next_offset <= st.high_watermark
             })
             .map(|s| s.base_offset)
     }
 
-    /// Uploads one closed segment, then writes the manifest version that names it.
+    /// Uploads one closed segment, then writes the manifest version that names it (and
+    /// removes the objects of the remote segments it contains).
     async fn upload(&self, tier: &Tier, base: u64) -> Result<()> {
         let prefix = self.prefix();
         let (file, size, next, max_ts, index, time_index) = {
@@ -299,8 +433,17 @@ impl PartitionLog {
             position: 0,
             reason: e.to_string(),
         })?;
-        let [log_key, index_key, time_key] = segment_keys(&prefix, base);
-        let checksum = tier
+        let mut seg = RemoteSegment {
+            base_offset: base,
+            next_offset: next,
+            size_bytes: size,
+            first_timestamp_ms: first.first_timestamp_ms,
+            max_timestamp_ms: max_ts,
+            leader_epoch: first.leader_epoch,
+            checksum: 0,
+        };
+        let [log_key, index_key, time_key] = segment_keys(&prefix, &seg);
+        seg.checksum = tier
             .put_file(log_key, segment::log_path(&self.inner.dir, base), size)
             .await
             .map_err(|e| tier_error("upload", e))?;
@@ -312,43 +455,67 @@ impl PartitionLog {
             .await
             .map_err(|e| tier_error("upload time index", e))?;
         let mut manifest = self.inner.state.borrow().remote.clone();
-        manifest.segments.insert(
-            base,
-            RemoteSegment {
-                base_offset: base,
-                next_offset: next,
-                size_bytes: size,
-                first_timestamp_ms: first.first_timestamp_ms,
-                max_timestamp_ms: max_ts,
-                leader_epoch: first.leader_epoch,
-                checksum,
-            },
-        );
+        let replaced = manifest.add(seg);
         crate::failpoint::hit("tier-before-manifest");
         self.write_manifest(tier, manifest).await?;
         crate::failpoint::hit("tier-after-manifest");
+        for old in &replaced {
+            self.remove_objects(tier, old).await;
+        }
         tracing::info!(partition = %self.inner.name, base, next, size, "segment uploaded to the cold tier");
         Ok(())
     }
 
-    /// Writes `next` as the next manifest version and makes it the partition's; the version
-    /// before is removed afterwards.
+    /// Writes `next` as the next manifest version, under this leader's epoch, and makes it
+    /// the partition's; the version before is removed afterwards. Refused if this replica no
+    /// longer leads, or a manifest of a later epoch is in the tier (its leader writes now).
     async fn write_manifest(&self, tier: &Tier, mut next: Manifest) -> Result<()> {
         let prefix = self.prefix();
-        let old = self.inner.state.borrow().remote.version;
-        next.version = old + 1;
+        let TierRole::Leader { epoch } = self.tier_role() else {
+            return Err(EngineError::Tier(
+                "this replica no longer leads the partition: the manifest is not written".into(),
+            ));
+        };
+        let newest = self.check_not_fenced(tier, epoch).await?;
+        let old = self.inner.state.borrow().remote.id();
+        next.version = old.version.max(newest.map_or(0, |n| n.version)) + 1;
+        next.epoch = epoch;
         let bytes = next.encode();
-        tier.put(manifest_key(&prefix, next.version), bytes.clone().into())
+        tier.put(manifest_key(&prefix, next.id()), bytes.clone().into())
             .await
             .map_err(|e| tier_error("write manifest", e))?;
         self.save_manifest_copy(&bytes).await?;
         self.inner.state.borrow_mut().remote = next;
-        if old > 0 {
+        if old.version > 0 {
             if let Err(e) = tier.delete(manifest_key(&prefix, old)).await {
-                tracing::warn!(partition = %self.inner.name, "cannot remove manifest version {old} (the next load does): {e}");
+                tracing::warn!(partition = %self.inner.name, "cannot remove manifest {old:?} (the next load does): {e}");
             }
         }
         Ok(())
+    }
+
+    /// The newest manifest in the tier, refused if a later leader epoch wrote it.
+    async fn check_not_fenced(&self, tier: &Tier, epoch: i32) -> Result<Option<ManifestId>> {
+        let listed = tier
+            .list(manifests_dir(&self.prefix()))
+            .await
+            .map_err(|e| tier_error("list manifests", e))?;
+        let newest = listed.iter().filter_map(|k| manifest_id(k)).max();
+        if let Some(newest) = newest.filter(|n| n.epoch > epoch) {
+            self.inner.tier_claimed.set(None);
+            return Err(fenced(newest.epoch, epoch));
+        }
+        Ok(newest)
+    }
+
+    /// Removes a remote segment's objects (a manifest no longer names them); what fails is
+    /// an orphan the next load removes.
+    async fn remove_objects(&self, tier: &Tier, seg: &RemoteSegment) {
+        for key in segment_keys(&self.prefix(), seg) {
+            if let Err(e) = tier.delete(key.clone()).await {
+                tracing::warn!(partition = %self.inner.name, key, "cannot remove a dropped remote object (the next load does): {e}");
+            }
+        }
     }
 
     /// Saves the manifest's local copy (after the tier has the version: a copy is never
@@ -380,11 +547,7 @@ impl PartitionLog {
             .remote_indexes
             .borrow_mut()
             .retain(|(b, _)| *b != base);
-        for key in segment_keys(&self.prefix(), base) {
-            if let Err(e) = tier.delete(key.clone()).await {
-                tracing::warn!(partition = %self.inner.name, key, "cannot remove a dropped remote object (the next load does): {e}");
-            }
-        }
+        self.remove_objects(tier, &seg).await;
         tracing::info!(partition = %self.inner.name, base, next = seg.next_offset, "retention deleted a remote segment");
         Ok(())
     }
@@ -406,15 +569,20 @@ impl PartitionLog {
                     progress.deleted_remote += 1;
                 }
                 Cut::Both(base) => {
-                    let in_tier = self
-                        .inner
-                        .state
-                        .borrow()
-                        .remote
-                        .segments
-                        .contains_key(&base);
-                    if in_tier {
-                        self.drop_remote(tier, base).await?;
+                    // The remote segments within the local one go first.
+                    loop {
+                        let inside = {
+                            let st = self.inner.state.borrow();
+                            let end = st.segments.get(&base).map_or(base, |s| s.next_offset);
+                            st.remote
+                                .segments
+                                .values()
+                                .next()
+                                .filter(|r| r.next_offset <= end)
+                                .map(|r| r.base_offset)
+                        };
+                        let Some(remote) = inside else { break };
+                        self.drop_remote(tier, remote).await?;
                         progress.deleted_remote += 1;
                     }
                     self.delete_segment(base).await?;
@@ -498,12 +666,7 @@ impl PartitionLog {
         if !local_past {
             return None;
         }
-        let uploaded = st
-            .remote
-            .segments
-            .get(&o.base_offset)
-            .is_some_and(|r| r.next_offset == o.next_offset);
-        if uploaded {
+        if st.remote.covers(o.base_offset, o.next_offset) {
             return Some(Cut::Local(o.base_offset));
         }
         crate::warn_limited!(
@@ -511,6 +674,60 @@ impl PartitionLog {
             partition = %self.inner.name,
             "the local copy is past local retention but segment {} is not in the cold tier yet: it stays until it is uploaded",
             o.base_offset
+        );
+        None
+    }
+
+    /// A follower's next local deletion: the oldest local segment if it is past retention
+    /// (the leader drops it from the tier), or past local retention and covered by the
+    /// tier. The tier itself is the leader's.
+    fn follower_cut(&self, now_ms: i64) -> Option<u64> {
+        let cfg = self.inner.config.borrow();
+        let st = self.inner.state.borrow();
+        if st.truncating || st.segments.len() < 2 {
+            return None;
+        }
+        let o = st.segments.values().next()?;
+        let local_start = o.base_offset;
+        let local_bytes: u64 = st.segments.values().map(|s| s.size_bytes).sum();
+        let remote_only: u64 = st
+            .remote
+            .segments
+            .values()
+            .filter(|r| r.next_offset <= local_start)
+            .map(|r| r.size_bytes)
+            .sum();
+        let past = |bytes_limit: i64, ms_limit: i64, total: u64| {
+            (bytes_limit >= 0 && total.saturating_sub(o.size_bytes) >= bytes_limit as u64)
+                || (ms_limit >= 0
+                    && o.max_timestamp_ms >= 0
+                    && o.max_timestamp_ms < now_ms.saturating_sub(ms_limit))
+        };
+        if o.next_offset <= st.remote.log_start
+            || past(
+                cfg.retention_bytes,
+                cfg.retention_ms,
+                local_bytes + remote_only,
+            )
+        {
+            return Some(o.base_offset);
+        }
+        if !past(
+            cfg.local_retention_bytes,
+            cfg.local_retention_ms,
+            local_bytes,
+        ) {
+            return None;
+        }
+        if st.remote.covers(o.base_offset, o.next_offset) {
+            return Some(o.base_offset);
+        }
+        crate::warn_limited!(
+            "local retention waits for the leader's uploads",
+            partition = %self.inner.name,
+            "the local copy is past local retention but the cold tier does not hold offsets {} to {} yet (the leader uploads them): they stay until it does",
+            o.base_offset,
+            o.next_offset
         );
         None
     }
@@ -558,7 +775,7 @@ impl PartitionLog {
                 }
             };
             target = target.max(seg.base_offset);
-            let [log_key, _, _] = segment_keys(&self.prefix(), seg.base_offset);
+            let [log_key, _, _] = segment_keys(&self.prefix(), &seg);
             let file: Rc<dyn crate::io::StorageFile> =
                 Rc::new(RemoteFile::new(tier.clone(), log_key, seg.size_bytes));
             // A sequential reader continues where its last read left it, with the chunk after
@@ -627,7 +844,7 @@ impl PartitionLog {
         };
         let start = self.offsets().log_start;
         for seg in candidates {
-            let [log_key, _, time_key] = segment_keys(&self.prefix(), seg.base_offset);
+            let [log_key, _, time_key] = segment_keys(&self.prefix(), &seg);
             let times = tier
                 .get(time_key)
                 .await
@@ -674,7 +891,7 @@ impl PartitionLog {
         {
             return Ok(hit.1.clone());
         }
-        let [_, index_key, _] = segment_keys(&self.prefix(), seg.base_offset);
+        let [_, index_key, _] = segment_keys(&self.prefix(), seg);
         let bytes = tier
             .get(index_key)
             .await

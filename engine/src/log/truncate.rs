@@ -281,7 +281,13 @@ impl PartitionLog {
             st.epochs = index.clone();
             st.epochs_on_disk = index;
         }
-        // 4. The new, empty log, and its start.
+        // 4. The new, empty log, and its start. A tiered log's start stays where the tier's
+        // is (a follower starts at its leader's local start, the rest is in the tier).
+        let floor = if self.has_tier() {
+            self.inner.state.borrow().start_floor.min(offset)
+        } else {
+            offset
+        };
         let config = self.config();
         let seg = Segment::create(&*storage, &dir, offset, &config).await?;
         {
@@ -291,12 +297,12 @@ impl PartitionLog {
             st.written_offset = offset;
             st.durable_offset = offset;
             st.high_watermark = offset;
-            st.start_floor = offset;
+            st.start_floor = floor;
         }
         crate::atomic_file::write_reserved(
             &*storage,
             &dir.join(crate::log::retention::START_FILE),
-            &offset.to_le_bytes(),
+            &floor.to_le_bytes(),
             space.as_deref(),
         )
         .await
