@@ -514,9 +514,6 @@ impl BrokerConfig {
             return Err("batch_cache_bytes must be at least 1048576".into());
         }
         self.tier.validate()?;
-        if self.tier.is_set() && self.cluster.is_set() {
-            return Err("tiered storage on a cluster is not built yet: remove [tier] (or --tier-dir) from a cluster member's settings".into());
-        }
         self.validate_storage()
     }
 

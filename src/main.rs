@@ -114,8 +114,8 @@ struct ServeArgs {
     #[arg(long)]
     voters: Option<String>,
     /// A directory for the cold tier (typically on another, slower disk): closed segments of
-    /// topics with remote.storage.enable=true go there [default: `tier.path` with
-    /// `tier.kind = "fs"`; none: no tier]
+    /// topics with remote.storage.enable=true go there; on a cluster every broker names the
+    /// same one [default: `tier.path` with `tier.kind = "fs"`; none: no tier]
     #[arg(long)]
     tier_dir: Option<PathBuf>,
 }

@@ -70,7 +70,12 @@ async fn shard_main(spec: ShardSpec) -> usize {
     )
     .with_disk_space(spec.space.clone());
     if let Some(tier) = &spec.tier {
-        logs = logs.with_tier(tier.clone());
+        // On a cluster replication says which replica writes the tier (the leader).
+        logs = if spec.cluster.node_handle().is_some() {
+            logs.with_replicated_tier(tier.clone())
+        } else {
+            logs.with_tier(tier.clone())
+        };
     }
     let logs = Rc::new(logs);
     let mut assigned = spec

@@ -242,9 +242,14 @@ impl ShardReplicas {
                     retry_at: 0,
                 };
             }
+            // The leader writes the cold tier (if the topic has one) in its epoch.
+            r.log.set_tier_role(spate_engine::TierRole::Leader {
+                epoch: s.leader_epoch,
+            });
             tracing::info!(topic = %name, partition = key.1, leader_epoch = s.leader_epoch, isr = ?s.isr, "leading the partition");
             Transition::BecameLeader
         } else if s.leader != NO_LEADER && r.replicas.contains(&self.me) {
+            r.log.set_tier_role(spate_engine::TierRole::Follower);
             let hw = r.log.offsets().high_watermark;
             r.log.manage_high_watermark(if managed { hw } else { 0 });
             r.managed = true;
@@ -260,6 +265,7 @@ impl ShardReplicas {
             tracing::info!(topic = %name, partition = key.1, leader = s.leader, leader_epoch = s.leader_epoch, "following the partition");
             Transition::BecameFollower
         } else {
+            r.log.set_tier_role(spate_engine::TierRole::Follower);
             if r.replicas.contains(&self.me) {
                 tracing::warn!(topic = %name, partition = key.1, "the partition has no leader: offline until one of its replicas can lead");
             }
@@ -459,6 +465,14 @@ impl ShardReplicas {
             }
             r.log.clone()
         };
+        let local_start = log.offsets().local_start;
+        if log.has_tier() && fp.fetch_offset < local_start {
+            // What the leader holds only in the tier a follower does not copy: it starts at
+            // the leader's local start and reads the tier's manifest for the rest.
+            out.error = code::OFFSET_MOVED_TO_TIERED_STORAGE;
+            out.log_start = local_start;
+            return (out, Vec::new());
+        }
         let batches = match log
             .read_to(fp.fetch_offset, max_bytes, ReadBound::LogEnd)
             .await

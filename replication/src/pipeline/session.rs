@@ -437,7 +437,9 @@ async fn apply_fetched(
             return true;
         };
         if p.error != code::NONE {
-            let action = if p.error == code::OFFSET_OUT_OF_RANGE {
+            let action = if p.error == code::OFFSET_OUT_OF_RANGE
+                || p.error == code::OFFSET_MOVED_TO_TIERED_STORAGE
+            {
                 follower.on_out_of_range(sent.fetch_offset, p.log_start)
             } else {
                 code_refusal(p.error).and_then(|refusal| follower.on_refusal(refusal))

@@ -29,6 +29,9 @@ pub mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    /// The offset is below the leader's local log, in the cold tier: the answer's log start
+    /// is the leader's local start, where a follower starts its copy (KIP-405).
+    pub const OFFSET_MOVED_TO_TIERED_STORAGE: i16 = 109;
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
