@@ -16,18 +16,17 @@ with the S3 tier against moto's S3 server (started on 127.0.0.1 by the module, s
 - retention.bytes removes remote segments and moves ListOffsets earliest;
 - a corrupted remote object is refused by its frame checksums and reported;
 - refusals: remote.storage.enable without a tier, on a compacted topic, turned off again;
-  a bad [tier] table and a tier on a cluster member at start.
+  a bad [tier] table at start.
+
+Tiering on a cluster is in test_tiered_cluster.py.
 """
 
-import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 import uuid
-import zlib
 from pathlib import Path
 
 import confluent_kafka as ck
@@ -35,9 +34,8 @@ import confluent_kafka.admin as cka
 import pytest
 
 from conftest import SPATE_BIN, Broker, free_port
-
-RECORD = 1024
-MIB = 1 << 20
+from tier_util import (MIB, RECORD, FsTier, assert_tier_holds_exactly_its_manifest, consume,
+                       produce, segment_object, wait_until, watermarks)
 
 BROKER_KAFKA = """\
 [kafka]
@@ -46,38 +44,6 @@ group_initial_rebalance_delay_ms = 100
 """
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "spate-test", "AWS_SECRET_ACCESS_KEY": "spate-test"}
-
-
-class FsTier:
-    """A filesystem tier: a directory."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.moved = self.root.with_name(self.root.name + "-away")
-
-    def config(self):
-        return f'[tier]\nkind = "fs"\npath = "{self.root}"\ninterval_ms = 200\n'
-
-    def partition(self, topic):
-        dirs = list(self.root.glob(f"{topic}-*/0"))
-        assert len(dirs) == 1, dirs
-        return dirs[0]
-
-    def objects(self, topic):
-        """{name: size} of a partition's objects."""
-        return {p.name: p.stat().st_size for p in self.partition(topic).iterdir()}
-
-    def read(self, topic, name):
-        return (self.partition(topic) / name).read_bytes()
-
-    def write(self, topic, name, data):
-        (self.partition(topic) / name).write_bytes(data)
-
-    def cut(self):
-        os.rename(self.root, self.moved)
-
-    def restore(self):
-        os.rename(self.moved, self.root)
 
 
 class Moto:
@@ -133,12 +99,17 @@ class S3Tier:
         return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
 
     def partition(self, topic):
-        dirs = {k.rsplit("/", 1)[0] for k in self._keys(topic)}
+        depth = self.prefix.count("/") + 3  # prefix / topic-id / partition
+        dirs = {"/".join(k.split("/")[:depth]) for k in self._keys(topic)}
         assert len(dirs) == 1, dirs
         return dirs.pop()
 
     def objects(self, topic):
-        return {k.rsplit("/", 1)[1]: size for k, size in self._keys(topic).items()}
+        keys = self._keys(topic)
+        if not keys:
+            return {}
+        d = self.partition(topic)
+        return {k[len(d) + 1:]: size for k, size in keys.items()}
 
     def read(self, topic, name):
         key = f"{self.partition(topic)}/{name}"
@@ -182,71 +153,12 @@ def tiered(request, tmp_path):
         b.teardown()
 
 
-def value_of(i):
-    return struct.pack(">Q", i) * (RECORD // 8)
-
-
 def create(b, name, **configs):
     a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
     conf = {"segment.bytes": str(MIB), "remote.storage.enable": "true"}
     conf.update({k.replace("_", "."): str(v) for k, v in configs.items()})
     for f in a.create_topics([cka.NewTopic(name, 1, 1, config=conf)]).values():
         f.result(15)
-
-
-def produce(b, topic, start, count, acked=None):
-    """Records start..start+count-1 (value = its sequence number), idempotent, acks=all.
-    Returns how many were acknowledged; `acked` collects their offsets."""
-    p = ck.Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True,
-                     "linger.ms": 5, "batch.size": 1000000, "message.timeout.ms": 10000})
-    done = [0]
-
-    def delivered(err, msg):
-        if err is None:
-            done[0] += 1
-            if acked is not None:
-                acked.append(msg.offset())
-
-    for i in range(start, start + count):
-        while True:
-            try:
-                p.produce(topic, value=value_of(i), partition=0, on_delivery=delivered)
-                break
-            except BufferError:
-                p.poll(0.01)
-        p.poll(0)
-    p.flush(30)
-    return done[0]
-
-
-def consume(b, topic, start, count, timeout=60):
-    """Reads `count` records from `start`; each must sit at its offset with its value.
-    Fetches of up to 8 MiB a partition: few, large remote reads."""
-    c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-reader",
-                     "enable.auto.commit": False, "fetch.max.bytes": 16 * MIB,
-                     "max.partition.fetch.bytes": 8 * MIB})
-    c.assign([ck.TopicPartition(topic, 0, start)])
-    want = start
-    deadline = time.monotonic() + timeout
-    try:
-        while want < start + count:
-            assert time.monotonic() < deadline, f"read {want - start} of {count} records"
-            msgs = c.consume(1000, 1.0)
-            for m in msgs:
-                assert m.error() is None, m.error()
-                assert m.offset() == want, (m.offset(), want)
-                assert m.value() == value_of(want), f"record {want}: wrong content"
-                want += 1
-    finally:
-        c.close()
-
-
-def watermarks(b, topic):
-    c = ck.Consumer({"bootstrap.servers": b.bootstrap, "group.id": "tiered-marks"})
-    try:
-        return c.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=10, cached=False)
-    finally:
-        c.close()
 
 
 def local_log_bytes(b, topic):
@@ -256,44 +168,6 @@ def local_log_bytes(b, topic):
 
 def remote_log_bytes(b, topic):
     return sum(size for name, size in b.tier.objects(topic).items() if name.endswith(".log"))
-
-
-def read_manifest(raw):
-    """(version, log start, [(base, next, size)]) of a manifest's bytes, its checksum checked."""
-    assert raw[:4] == b"SPTM"
-    assert zlib.crc32(raw[:-4]) == int.from_bytes(raw[-4:], "little"), "manifest checksum"
-    (fmt,) = struct.unpack_from("<H", raw, 4)
-    assert fmt == 1
-    version, log_start = struct.unpack_from("<QQ", raw, 6)
-    (count,) = struct.unpack_from("<I", raw, 22)
-    segs = [struct.unpack_from("<QQQqqiI", raw, 26 + 48 * i)[:3] for i in range(count)]
-    return version, log_start, segs
-
-
-def assert_tier_holds_exactly_its_manifest(b, topic):
-    names = sorted(b.tier.objects(topic))
-    manifests = [n for n in names if n.startswith("manifest.")]
-    assert len(manifests) == 1, names
-    _, _, segs = read_manifest(b.tier.read(topic, manifests[0]))
-    want = sorted(manifests + [f"{base:020}{ext}" for base, _, _ in segs
-                               for ext in (".log", ".index", ".timeindex")])
-    assert names == want, "objects beside the manifest's: " + str(sorted(set(names) ^ set(want)))
-    return segs
-
-
-def wait_until(what, check, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as e:  # e.g. the tier has no objects of the topic yet
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
 def topic_id(b, topic):
@@ -470,7 +344,9 @@ def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered)
 def test_a_corrupted_remote_object_is_detected_and_reported(tiered):
     b = tiered
     uploaded_backlog(b, "damaged", 6)
-    name = f"{0:020}.log"
+    first = assert_tier_holds_exactly_its_manifest(b, "damaged")[0]
+    assert first[0] == 0
+    name = segment_object(first[0], first[1])
     raw = bytearray(b.tier.read("damaged", name))
     raw[5000] ^= 0xFF
     b.tier.write("damaged", name, bytes(raw))
@@ -521,16 +397,6 @@ def test_a_bad_tier_table_is_refused_at_start_naming_the_key(table, says, tmp_pa
     assert says in r.stderr, r.stderr
 
 
-def test_a_tier_on_a_cluster_member_is_refused_at_start(tmp_path):
-    port = free_port()
-    r = subprocess.run([SPATE_BIN, "serve", "--data-dir", str(tmp_path / "d"), "--listen",
-                        f"127.0.0.1:{free_port()}", "--shards", "1", "--node-id", "1",
-                        "--voters", f"1@127.0.0.1:{port}", "--tier-dir", str(tmp_path / "c")],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode != 0
-    assert "not built yet" in r.stderr, r.stderr
-
-
 def test_a_segment_larger_than_a_part_is_uploaded_whole_and_reads_back(tiered):
     # 20 MiB segments: S3 takes them as multipart uploads of 8 MiB parts.
     b = tiered
@@ -540,7 +406,7 @@ def test_a_segment_larger_than_a_part_is_uploaded_whole_and_reads_back(tiered):
     wait_until("two segments in the tier", lambda: remote_log_bytes(b, "big") >= 38 * MIB, 60)
     wait_until("the older manifest removed", lambda: _no_orphans(b, "big"), 20)
     segs = assert_tier_holds_exactly_its_manifest(b, "big")
-    assert [size for _, _, size in segs] == [b.tier.objects("big")[f"{base:020}.log"]
-                                             for base, _, _ in segs]
+    assert [size for _, _, size in segs] == [b.tier.objects("big")[segment_object(base, nxt)]
+                                             for base, nxt, _ in segs]
     wait_until("the local copy trimmed", lambda: local_log_bytes(b, "big") <= 21 * MIB, 30)
     consume(b, "big", 0, n)
