@@ -36,6 +36,10 @@ pub struct Shard {
     /// One metadata change at a time: each is saved off the reactor, across an await.
     pub(crate) metadata_turn: glommio::sync::Semaphore,
     pub(crate) producers: ProducerStates,
+    /// In a cluster, on shard 0: the producer ids `[next, end)` the controller gave this
+    /// broker and it has not handed out yet, and one request for more at a time.
+    pub(crate) producer_id_block: std::cell::Cell<(i64, i64)>,
+    pub(crate) producer_id_turn: glommio::sync::Semaphore,
     pub(crate) groups: Rc<Coordinator>,
     /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
     pub(crate) commit_log: CommitLogWriter,
@@ -77,6 +81,8 @@ impl Shard {
             store,
             metadata_turn: glommio::sync::Semaphore::new(1),
             producers: ProducerStates::default(),
+            producer_id_block: std::cell::Cell::new((0, 0)),
+            producer_id_turn: glommio::sync::Semaphore::new(1),
             commit_log: CommitLogWriter::default(),
             unflushed_records: RefCell::new(HashMap::new()),
             replicas,

@@ -228,16 +228,70 @@ impl Shard {
         .map_err(|_| EngineError::Closed)?
     }
 
-    /// Allocates a producer id (InitProducerId), persisted in blocks so ids never repeat.
-    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, EngineError> {
+    /// Allocates a producer id (InitProducerId) that no producer had before. A single
+    /// broker persists its ids in blocks so that they never repeat across restarts; a
+    /// broker of a cluster takes blocks from the controller (Kafka's AllocateProducerIds),
+    /// so that no two brokers hand out the same id (a partition's producer states move
+    /// between brokers with its leadership).
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, ControllerRefusal> {
         self.call(0, |s| {
             Box::pin(async move {
+                if s.cluster.node_handle().is_some() {
+                    return s.producer_id_from_cluster().await;
+                }
                 // A new block of ids is saved once per 1000; the rest change nothing on disk.
-                s.change_metadata(|st| st.next_producer_id()).await
+                s.change_metadata(|st| st.next_producer_id())
+                    .await
+                    .map_err(|e| ControllerRefusal {
+                        code: -1,
+                        message: e.to_string(),
+                    })
             })
         })
         .await
-        .map_err(|_| EngineError::Closed)?
+        .map_err(|_| ControllerRefusal {
+            code: -1,
+            message: EngineError::Closed.to_string(),
+        })?
+    }
+
+    /// The next id of this broker's block from the controller, asking for a new block when
+    /// it is used up (on shard 0, one request at a time). A block is not persisted here: a
+    /// restarted broker asks for a new one, and the rest of the old one is never used.
+    async fn producer_id_from_cluster(self: &Rc<Self>) -> Result<i64, ControllerRefusal> {
+        let _turn =
+            self.producer_id_turn
+                .acquire_permit(1)
+                .await
+                .map_err(|_| ControllerRefusal {
+                    code: -1,
+                    message: EngineError::Closed.to_string(),
+                })?;
+        let (next, end) = self.producer_id_block.get();
+        if next < end {
+            self.producer_id_block.set((next + 1, end));
+            return Ok(next);
+        }
+        let node = self.cluster_node()?;
+        match node
+            .call(Request::AllocateProducerIds { broker_id: -1 })
+            .await
+        {
+            Reply::ProducerIds { start, len } if len > 0 => {
+                self.producer_id_block
+                    .set((start + 1, start.saturating_add(len)));
+                Ok(start)
+            }
+            // No controller, or it did not answer in time: the client retries.
+            Reply::Refused(e @ (RequestError::NotController | RequestError::Timeout(_))) => {
+                Err(ControllerRefusal {
+                    code: 15, // COORDINATOR_NOT_AVAILABLE
+                    message: e.to_string(),
+                })
+            }
+            Reply::Refused(e) => Err(refusal(e)),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

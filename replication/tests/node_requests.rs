@@ -1,7 +1,8 @@
 //! Three cluster nodes in one process (each on its own thread, real TCP on 127.0.0.1, real
 //! files): they elect a controller and register; a topic created through any node is in every
-//! node's image with its replicas spread; the controller's refusals come back as errors; a
-//! stopped node is fenced and a topic's leadership moves off it.
+//! node's image with its replicas spread; the controller's refusals come back as errors;
+//! producer id blocks asked for by every node at once never overlap; a stopped node is
+//! fenced and a topic's leadership moves off it.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -170,6 +171,37 @@ fn topics_go_through_the_controller_and_leadership_leaves_a_stopped_node() {
         unknown,
         Reply::Refused(RequestError::UnknownTopic(_))
     ));
+
+    // Producer id blocks, asked for by every node at once (so that proposals race at the
+    // controller): each a whole block, none overlapping another.
+    let asks: Vec<_> = handles
+        .iter()
+        .flat_map(|h| (0..3).map(move |_| h.clone()))
+        .map(|h| {
+            std::thread::spawn(move || {
+                call(
+                    &h,
+                    Request::AllocateProducerIds {
+                        // Filled in by the node: a forged id is not passed on.
+                        broker_id: 99,
+                    },
+                )
+            })
+        })
+        .collect();
+    let mut blocks: Vec<(i64, i64)> = asks
+        .into_iter()
+        .map(|t| match t.join().unwrap() {
+            Reply::ProducerIds { start, len } if len > 0 && start >= 0 => (start, start + len),
+            other => panic!("no producer ids: {other:?}"),
+        })
+        .collect();
+    blocks.sort_unstable();
+    assert_eq!(blocks.len(), 9);
+    assert!(
+        blocks.windows(2).all(|w| w[0].1 <= w[1].0),
+        "overlapping producer id blocks: {blocks:?}"
+    );
 
     // A stopped broker is fenced; the partitions it led get other leaders.
     let (victim, join) = nodes.remove(0);

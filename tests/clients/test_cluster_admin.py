@@ -14,6 +14,8 @@ kafka-python):
   followers' logs; a bad value is INVALID_CONFIG naming the key and changes nothing;
   validate_only changes nothing; AlterConfigs (kafka-python) replaces the whole set;
   broker configs stay refused;
+- InitProducerId through each of the three brokers, and again after one restarts, never
+  gives two producers the same id (the controller hands out blocks of ids);
 - CreatePartitions through one broker grows an RF 3 topic on every broker: the new
   partitions have three replicas in sync and serve produce and fetch; a count not above the
   current one is INVALID_PARTITIONS.
@@ -22,6 +24,7 @@ The three brokers start once for the module and are stopped by PID however the t
 each test leaves all three running.
 """
 
+import struct
 import time
 
 import pytest
@@ -30,6 +33,7 @@ from confluent_kafka import (Consumer, ElectionType, KafkaException, Producer,
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ConfigSource, NewPartitions, NewTopic, ResourceType)
 
+import wire
 from cluster_util import SESSION_TIMEOUT_S, cluster_nodes, wait_for
 
 ELECTION_NOT_NEEDED = 84
@@ -38,6 +42,7 @@ INVALID_PARTITIONS = 37
 INVALID_CONFIG = 40
 INVALID_REQUEST = 42
 DAY_MS = 86_400_000
+INIT_PRODUCER_ID = 22
 
 # Retention passes every 200 ms, so that a retention change shows within the test.
 NODE_CONFIG = """\
@@ -284,6 +289,43 @@ def test_a_topic_config_change_reaches_every_broker_and_its_logs(cluster):
              lambda: dynamic(cluster, topic, "retention.ms") ==
              {1: "7200000", 2: "7200000", 3: "7200000"} and
              set(dynamic(cluster, topic, "segment.ms").values()) == {None}, 10)
+
+
+def init_producer_id(bootstrap):
+    """InitProducerId v2 (flexible) for an idempotent producer: (error code, producer id)."""
+    conn = wire.Connection(bootstrap)
+    try:
+        body = wire.cstr(None) + struct.pack(">i", 60_000) + b"\x00"
+        r = conn.call(INIT_PRODUCER_ID, 2, body)
+    finally:
+        conn.close()
+    _throttle, error, producer_id, _epoch = struct.unpack(">ihqh", r[:16])
+    return error, producer_id
+
+
+def test_no_two_brokers_hand_out_the_same_producer_id(cluster):
+    # Each broker takes blocks of ids from the controller; a broker restarted takes a new
+    # block, never one it or another broker had.
+    def ids_from_each():
+        got = []
+        for n in cluster:
+            for _ in range(3):
+                error, pid = wait_for(f"a producer id from broker {n.node_id}",
+                                      lambda: (lambda r: r if r[0] == 0 else None)(
+                                          init_producer_id(n.bootstrap)), 30)
+                got.append(pid)
+        return got
+
+    first = ids_from_each()
+    assert len(set(first)) == len(first), first
+    assert all(pid >= 0 for pid in first), first
+    victim = cluster[1]
+    victim.kill()
+    victim.start()
+    wait_for("the restarted broker answers InitProducerId",
+             lambda: init_producer_id(victim.bootstrap)[0] == 0, 60)
+    again = ids_from_each()
+    assert len(set(first + again)) == len(first) + len(again), (first, again)
 
 
 def test_partitions_added_through_one_broker_serve_on_every_broker(cluster):

@@ -152,10 +152,10 @@ def test_a_new_leader_serves_the_cold_range_and_uploads_on_in_its_epoch(cluster)
         # The cold range from the new leader, then more records it uploads itself.
         consume(through(survivors), "shared", 0, sent)
         more = 6 * MIB // RECORD
-        # Not idempotent: on a cluster each broker hands out producer ids from 0 of its own,
-        # so a second producer's id can collide with the first's state (a known defect,
-        # in the session note), which is not what this test is about.
-        assert produce(through(survivors), "shared", sent, more, idempotent=False) == more
+        # A second idempotent producer, through another broker: its id is not the first
+        # one's (the controller hands out the ids), so the partition's producer state,
+        # moved to the new leader, does not refuse its sequence numbers.
+        assert produce(through(survivors), "shared", sent, more) == more
         wait_for("the new leader uploads",
                  lambda: uploads_logged(nodes[new_leader - 1], "shared") > 0, 60)
         wait_for("a manifest of the new leader's epoch",

@@ -603,10 +603,11 @@ pub async fn init_producer_id(
         Err(e) => {
             spate_engine::warn_limited!(
                 "producer id refused",
-                "cannot allocate a producer id: {e}"
+                "cannot allocate a producer id: {}",
+                e.message
             );
             InitProducerIdResponse::default()
-                .with_error_code(code::UNKNOWN_SERVER_ERROR)
+                .with_error_code(e.code)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

@@ -243,6 +243,21 @@ impl ClusterImage {
             MetadataRecord::ProducerIds { block_end } => {
                 self.producer_id_block_end = self.producer_id_block_end.max(*block_end);
             }
+            MetadataRecord::ProducerIdBlock { start, len, .. } => {
+                if *start != self.producer_id_block_end {
+                    return Err(ApplyError::InvalidState(
+                        "a producer id block must start where the last one ended",
+                    ));
+                }
+                match start.checked_add(*len) {
+                    Some(end) if *len > 0 => self.producer_id_block_end = end,
+                    _ => {
+                        return Err(ApplyError::InvalidState(
+                            "a producer id block must hold at least one id below 2^63",
+                        ))
+                    }
+                }
+            }
             MetadataRecord::AddPartitions {
                 topic_id,
                 from,
@@ -457,5 +472,32 @@ mod tests {
             Err(ApplyError::AlreadyBootstrapped)
         );
         assert_eq!(image.cluster_id, Some([1; 16]));
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other_and_a_raced_one_is_refused() {
+        let mut image = ClusterImage::default();
+        image
+            .apply(
+                1,
+                &MetadataRecord::Bootstrap {
+                    cluster_id: [1; 16],
+                },
+            )
+            .unwrap();
+        let block = |broker_id, start, len| MetadataRecord::ProducerIdBlock {
+            broker_id,
+            start,
+            len,
+        };
+        assert_eq!(image.apply(2, &block(1, 0, 1000)), Ok(()));
+        // Another controller proposed the same block for broker 2 before it saw broker 1's.
+        assert!(image.apply(3, &block(2, 0, 1000)).is_err());
+        assert_eq!(image.producer_id_block_end, 1000);
+        assert!(image.apply(4, &block(2, 2000, 1000)).is_err());
+        assert!(image.apply(5, &block(2, 1000, 0)).is_err());
+        assert!(image.apply(6, &block(2, 1000, i64::MAX)).is_err());
+        assert_eq!(image.apply(7, &block(2, 1000, 1000)), Ok(()));
+        assert_eq!(image.producer_id_block_end, 2000);
     }
 }

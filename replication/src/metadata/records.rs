@@ -122,6 +122,14 @@ pub enum MetadataRecord {
         from: u32,
         partitions: Vec<PartitionAssignment>,
     },
+    /// A block of producer ids, `[start, start + len)`, handed to one broker for its
+    /// InitProducerId answers. It applies only if it starts where the last block ended, so
+    /// two proposals raced by two controllers cannot both hand out the same ids.
+    ProducerIdBlock {
+        broker_id: BrokerId,
+        start: i64,
+        len: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! What the Kafka side asks of the cluster (creating and deleting topics, ISR changes,
-//! reassignments, elections, topic configs, partitions added), and the answers.
+//! reassignments, elections, topic configs, partitions added, producer ids), and the answers.
 //! A broker that is not the controller forwards the request to the one it knows; the
 //! controller proposes the records and answers once they are committed and applied (from the
 //! image then, since a raced record may have been refused).
@@ -57,6 +57,11 @@ pub enum Request {
         total: i32,
         assignment: Option<Vec<Vec<BrokerId>>>,
     },
+    /// A block of producer ids for this broker's InitProducerId answers (Kafka's
+    /// AllocateProducerIds). The node that sends it fills in its own broker id.
+    AllocateProducerIds {
+        broker_id: BrokerId,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,11 @@ pub enum Reply {
     /// controller had applied.
     PartitionsAdded {
         applied_index: u64,
+    },
+    /// Producer ids `[start, start + len)` are this broker's, and no other's, for ever.
+    ProducerIds {
+        start: i64,
+        len: i64,
     },
 }
 

@@ -66,6 +66,10 @@ struct Node {
     forwarded: std::collections::BTreeMap<u64, Forwarded>,
     next_request_id: u64,
     serving: Vec<Serving>,
+    /// Producer id blocks applied from the log while this node runs: start -> the broker it
+    /// went to (the image keeps only where the last one ended). Entries leave as the
+    /// requests waiting for them are answered, and the oldest past a bound.
+    producer_id_blocks: std::collections::BTreeMap<i64, BrokerId>,
     cluster_id: [u8; 16],
     incarnation: [u8; 16],
     started: Instant,
@@ -203,6 +207,7 @@ async fn serve(
         forwarded: Default::default(),
         next_request_id: 1,
         serving: Vec::new(),
+        producer_id_blocks: Default::default(),
         config,
     };
     let tick = Duration::from_millis(node.config.tick_ms.max(1));
@@ -647,6 +652,15 @@ impl Node {
                                 identity::hex(cluster_id),
                                 identity::hex(&self.cluster_id)
                             );
+                        }
+                    }
+                    if let MetadataRecord::ProducerIdBlock {
+                        broker_id, start, ..
+                    } = r
+                    {
+                        self.producer_id_blocks.insert(*start, *broker_id);
+                        while self.producer_id_blocks.len() > 1024 {
+                            self.producer_id_blocks.pop_first();
                         }
                     }
                     match r {

@@ -53,6 +53,15 @@ pub(super) enum Awaiting {
         from: u32,
         total: u32,
     },
+    /// A block of producer ids proposed for `broker_id`: answered once a block starting at
+    /// `start` is applied, if it went to this broker (a raced proposal for another broker may
+    /// have taken it: the request is decided again).
+    ProducerIds {
+        broker_id: BrokerId,
+        start: i64,
+        len: i64,
+        request: Request,
+    },
     /// On a node that forwarded the request: the controller's answer came once it had
     /// applied up to this index; this node answers once it has too.
     Applied {
@@ -71,6 +80,9 @@ pub(super) struct Serving {
     proposed_here: bool,
 }
 
+/// Producer ids handed to a broker at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
 /// How long a request may wait for its records to commit, or for the controller to answer.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,17 +90,19 @@ impl Node {
     /// A request another node forwarded to this one as the controller.
     pub(super) fn on_remote_request(&mut self, from: BrokerId, id: u64, request: Request) {
         let reply_to = ReplyTo::Remote { node: from, id };
-        if let Request::AlterPartition { broker_id, .. } = &request {
+        if let Request::AlterPartition { broker_id, .. }
+        | Request::AllocateProducerIds { broker_id } = &request
+        {
             if *broker_id != from {
                 tracing::warn!(
                     from,
                     broker_id,
-                    "refused an ISR change sent by one broker in the name of another"
+                    "refused a request sent by one broker in the name of another"
                 );
                 return self.answer(
                     reply_to,
                     Reply::Refused(RequestError::Other(format!(
-                        "broker {from} cannot change the ISR in the name of broker {broker_id}"
+                        "broker {from} cannot ask in the name of broker {broker_id}"
                     ))),
                 );
             }
@@ -155,6 +169,11 @@ impl Node {
                     return;
                 }
             },
+            // The ids are the controller's to give: nothing to apply here first.
+            granted @ Reply::ProducerIds { .. } => {
+                let _ = tx.send(granted);
+                return;
+            }
             refused => {
                 let _ = tx.send(refused);
                 return;
@@ -188,6 +207,9 @@ impl Node {
                 .get(&self.config.node_id)
                 .map_or(0, |b| b.epoch);
         }
+        if let Request::AllocateProducerIds { broker_id } = &mut request {
+            *broker_id = self.config.node_id;
+        }
         if self.controller.is_some() {
             return self.serve_request(request, ReplyTo::Local(reply));
         }
@@ -202,7 +224,7 @@ impl Node {
         self.next_request_id += 1;
         let name = match &request {
             Request::CreateTopic { name, .. } | Request::DeleteTopic { name } => name.clone(),
-            Request::AlterPartition { .. } => String::new(),
+            Request::AlterPartition { .. } | Request::AllocateProducerIds { .. } => String::new(),
             Request::Reassign { topic, .. }
             | Request::ElectLeader { topic, .. }
             | Request::SetTopicConfigs { topic, .. }
@@ -243,6 +265,23 @@ impl Node {
             return self.answer(reply_to, Reply::Refused(RequestError::NotController));
         };
         let decided = match request {
+            Request::AllocateProducerIds { broker_id } => {
+                // From where the last applied block ended: a block still in flight for
+                // another request is raced, and the one applied second is refused.
+                let start = self.image.producer_id_block_end;
+                let record = MetadataRecord::ProducerIdBlock {
+                    broker_id,
+                    start,
+                    len: PRODUCER_ID_BLOCK,
+                };
+                let awaiting = Awaiting::ProducerIds {
+                    broker_id,
+                    start,
+                    len: PRODUCER_ID_BLOCK,
+                    request: request.clone(),
+                };
+                Ok((vec![record], awaiting))
+            }
             Request::CreateTopic {
                 name,
                 partitions,
@@ -547,6 +586,27 @@ impl Node {
                     Some(_) => None,
                     None => Some(Reply::Refused(RequestError::UnknownTopic(String::new()))),
                 },
+                Awaiting::ProducerIds {
+                    broker_id,
+                    start,
+                    len,
+                    request,
+                } => {
+                    if self.image.producer_id_block_end <= *start {
+                        None
+                    } else if self.producer_id_blocks.get(start) == Some(broker_id) {
+                        self.producer_id_blocks.remove(start);
+                        Some(Reply::ProducerIds {
+                            start: *start,
+                            len: *len,
+                        })
+                    } else if leading {
+                        again = Some(request.clone());
+                        None
+                    } else {
+                        Some(Reply::Refused(RequestError::NotController))
+                    }
+                }
                 Awaiting::Applied { index, reply } => {
                     (self.image.applied_index >= *index).then(|| reply.clone())
                 }
