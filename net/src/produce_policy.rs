@@ -4,7 +4,8 @@
 //! batch outside the window), `compression.type` (a codec other than `producer`: batches in
 //! another codec are decompressed and re-encoded in it), and `message.timestamp.type=
 //! LogAppendTime` (the broker's time written into the batch header, as Kafka's
-//! `setMaxTimestamp` does: the timestamp-type bit, the max timestamp, and the CRC32C).
+//! `setMaxTimestamp` does: the timestamp-type bit, the max timestamp, and the CRC32C), and
+//! `cleanup.policy=compact` (a record without a key is INVALID_RECORD).
 //!
 //! A batch that needs none of this stays the slice of the request it arrived as (zero-copy);
 //! only a recompressed or stamped batch is copied.
@@ -21,6 +22,8 @@ pub const INVALID_TIMESTAMP: i16 = 32;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
 /// Kafka's CORRUPT_MESSAGE.
 const CORRUPT_MESSAGE: i16 = 2;
+/// Kafka's INVALID_RECORD.
+const INVALID_RECORD: i16 = 87;
 
 /// The attributes bit of LogAppendTime.
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
@@ -80,6 +83,9 @@ pub fn apply(
         }
         if !settings.log_append_time {
             check_timestamps(settings, &batch.header, now_ms)?;
+        }
+        if settings.compact && batch.header.attributes & CONTROL_BIT == 0 {
+            check_keys(&batch, decompress_limit)?;
         }
         let batch = match settings.compression {
             TopicCompression::Codec(target)
@@ -142,6 +148,28 @@ fn check_timestamps(s: &TopicSettings, h: &BatchHeader, now_ms: i64) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A compacted topic keeps each key's last record, so a record without a key has no place in
+/// it: refused with INVALID_RECORD, as Kafka refuses it (the batch's records are decoded,
+/// decompressed if they must be, which only a compacted topic pays for).
+fn check_keys(batch: &Batch, limit: usize) -> Result<(), Refused> {
+    let mut input = batch.bytes.clone();
+    let set = crate::decompress::decode_batch(&mut input, limit).map_err(|e| {
+        (
+            CORRUPT_MESSAGE,
+            format!("the batch's records do not decode to check their keys: {e}"),
+        )
+    })?;
+    match set.records.iter().position(|r| r.key.is_none()) {
+        None => Ok(()),
+        Some(i) => Err((
+            INVALID_RECORD,
+            format!(
+                "record {i} of the batch has no key: a compacted topic (cleanup.policy=compact) cannot take a record without a key"
+            ),
+        )),
+    }
 }
 
 /// The batch's records re-encoded as one batch in `target` (producer id, epoch, sequences,
@@ -227,6 +255,32 @@ mod tests {
     }
 
     const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_compacted_topic_refuses_a_record_without_a_key_in_any_codec() {
+        let compact = settings(&[("cleanup.policy", "compact,delete")]);
+        for codec in [Compression::None, Compression::Zstd] {
+            let keyed = batch(codec, NOW, 3);
+            let ptr = keyed.bytes.as_ptr();
+            let out = apply(&compact, vec![keyed], NOW, 1 << 20).unwrap();
+            assert_eq!(out.batches[0].bytes.as_ptr(), ptr, "a keyed batch is not copied");
+            let records: Vec<spate_client::OutRecord> = (0..3)
+                .map(|i| spate_client::OutRecord {
+                    key: (i != 1).then(|| Bytes::from_static(b"k")),
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: vec![],
+                    timestamp_ms: NOW,
+                })
+                .collect();
+            let bytes = spate_client::encode_batch(&records, codec).unwrap();
+            let keyless = crate::batch::split(&bytes).unwrap().remove(0);
+            let (code, message) = apply(&compact, vec![keyless.clone()], NOW, 1 << 20).unwrap_err();
+            assert_eq!(code, INVALID_RECORD);
+            assert!(message.contains("record 1") && message.contains("compact"), "{message}");
+            // A topic that is not compacted takes it.
+            assert!(apply(&settings(&[]), vec![keyless], NOW, 1 << 20).is_ok());
+        }
+    }
 
     #[test]
     fn untouched_batches_stay_the_request_slice() {

@@ -128,7 +128,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::ListOf(&["compact", "delete"]),
         doc: "This config designates the retention policy to use on log segments. The \"delete\" policy (which is the default) will discard old segments when their retention time or size limit has been reached. The \"compact\" policy will enable log compaction, which retains the latest value for each key. It is also possible to specify both policies in a comma-separated list (e.g. \"delete,compact\"). In this case, old segments will be discarded per the retention time and size configuration, while retained segments will be compacted.",
         read_only: false,
-        support: Support::Honoured("delete: retention removes whole segments; compact is accepted and the topic is kept whole (retention off unless delete is listed too), with a warning logged once per topic: compaction is not implemented yet"),
+        support: Support::Honoured("delete: retention removes whole segments; compact is accepted, records without a key are refused with INVALID_RECORD as in Kafka, and the topic is kept whole (retention off unless delete is listed too), with a warning logged once per topic: compaction is not implemented yet"),
     },
     ConfigDef {
         name: "compression.gzip.level",

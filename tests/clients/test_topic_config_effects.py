@@ -10,6 +10,7 @@ cover, end to end: a real broker, a real client, the files the broker wrote.
 - retention.bytes, retention.ms (changed on an open partition), file.delete.delay.ms: the
   log start, the segments left, the `*.deleted` files.
 - min.insync.replicas: stored, validated and described (replication does not exist yet).
+- cleanup.policy=compact: a record without a key is INVALID_RECORD, until the policy changes.
 - DescribeConfigs v3+ with include_documentation and include_synonyms.
 """
 
@@ -401,6 +402,28 @@ def test_min_insync_replicas_is_stored_validated_and_described(broker):
     assert cfg["min.insync.replicas"].value == "2"
     # acks=all is acked on a single broker (its whole ISR) with the default
     produce_each(broker, plain, [b"x"], acks="all")
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(broker):
+    topic = unique("compacted-keys")
+    create(broker, topic, {"cleanup.policy": "compact"})
+    p = ck.Producer(ck_conf(broker.bootstrap, **{"linger.ms": 0, "retries": 0}))
+    got = []
+
+    def send(**kw):
+        got.clear()
+        p.produce(topic, value=b"v", partition=0,
+                  on_delivery=lambda err, msg: got.append(err), **kw)
+        assert p.flush(15) == 0
+        return got[0]
+
+    assert send(key=b"k") is None
+    err = send()
+    assert err is not None and err.code() == ck.KafkaError.INVALID_RECORD, err
+    assert watermarks(broker, topic) == (0, 1), "the keyless record is not stored"
+    # The policy changed on the live topic: keyless records are taken again.
+    incremental_set(broker, topic, {"cleanup.policy": "delete"})
+    wait_until(lambda: send() is None, 10, "a keyless record taken after the change")
 
 
 # -- DescribeConfigs with documentation and synonyms --------------------------------------------
