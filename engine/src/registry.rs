@@ -21,6 +21,9 @@ use crate::log::sync_group::{SyncGroup, SyncScope};
 use crate::space::DiskSpace;
 use crate::{PartitionLog, RecoveryReport};
 
+/// How often the tier's upload and remote-read rates are logged (when it moved anything).
+const TRAFFIC_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// The directory of a topic's partitions.
 pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
     data_dir.join("topics").join(topic)
@@ -305,6 +308,7 @@ impl ShardLogs {
                 ),
             }
         }
+        tier.log_traffic(TRAFFIC_LOG_EVERY);
     }
 
     /// Runs retention every `retention_check_ms` until the returned task is dropped.

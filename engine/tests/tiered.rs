@@ -185,10 +185,24 @@ fn uploaded_segments_leave_the_local_disk_and_read_back_from_the_tier() {
     run(&data, move || async move {
         let store = Flaky::new(&cold);
         let (log, _) = open(&root, config(128 * 1024)).await;
-        attach(&log, tier(store.clone()));
+        let t = tier(store.clone());
+        attach(&log, t.clone());
         append_n(&log, 0, 600).await;
         let progress = log.tier_pass(0).await.unwrap();
         assert!(progress.uploaded >= 8, "{progress:?}");
+        // The traffic summary counts what went up (every remote segment's log object at
+        // least) and what came back, once per period.
+        let uploaded: u64 = log
+            .remote_manifest()
+            .unwrap()
+            .segments
+            .values()
+            .map(|s| s.size_bytes)
+            .sum();
+        let up = t.take_traffic(Duration::ZERO).unwrap();
+        assert!(up.uploaded_bytes >= uploaded, "{up:?}, {uploaded}");
+        assert_eq!((up.read_bytes, up.failed_calls), (0, 0), "{up:?}");
+        assert_eq!(t.take_traffic(Duration::from_secs(3600)), None);
         assert!(progress.deleted_local >= 6, "{progress:?}");
         let offsets = log.offsets();
         assert_eq!(offsets.log_start, 0);
@@ -203,6 +217,19 @@ fn uploaded_segments_leave_the_local_disk_and_read_back_from_the_tier() {
         assert_eq!(m.segments.values().next().unwrap().base_offset, 0);
         assert!(m.next_offset() >= offsets.local_start);
         check_everything(&log, 600).await;
+        // Read back from the tier: at least the segments no longer on local disk.
+        let local_start = log.offsets().local_start;
+        let remote_only: u64 = log
+            .remote_manifest()
+            .unwrap()
+            .segments
+            .values()
+            .filter(|s| s.next_offset <= local_start)
+            .map(|s| s.size_bytes)
+            .sum();
+        let read = t.take_traffic(Duration::ZERO).unwrap();
+        assert!(remote_only > 0);
+        assert!(read.read_bytes >= remote_only, "{read:?}, {remote_only}");
         assert_no_orphans(&store.inner, &log);
         // By time: remote batches (5, 123) through the remote time index, local ones (599).
         let all = read_all(&log, 0).await;

@@ -263,7 +263,11 @@ mod tests {
             let keyed = batch(codec, NOW, 3);
             let ptr = keyed.bytes.as_ptr();
             let out = apply(&compact, vec![keyed], NOW, 1 << 20).unwrap();
-            assert_eq!(out.batches[0].bytes.as_ptr(), ptr, "a keyed batch is not copied");
+            assert_eq!(
+                out.batches[0].bytes.as_ptr(),
+                ptr,
+                "a keyed batch is not copied"
+            );
             let records: Vec<spate_client::OutRecord> = (0..3)
                 .map(|i| spate_client::OutRecord {
                     key: (i != 1).then(|| Bytes::from_static(b"k")),
@@ -276,7 +280,10 @@ mod tests {
             let keyless = crate::batch::split(&bytes).unwrap().remove(0);
             let (code, message) = apply(&compact, vec![keyless.clone()], NOW, 1 << 20).unwrap_err();
             assert_eq!(code, INVALID_RECORD);
-            assert!(message.contains("record 1") && message.contains("compact"), "{message}");
+            assert!(
+                message.contains("record 1") && message.contains("compact"),
+                "{message}"
+            );
             // A topic that is not compacted takes it.
             assert!(apply(&settings(&[]), vec![keyless], NOW, 1 << 20).is_ok());
         }

@@ -8,6 +8,7 @@
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,28 @@ struct Shared {
     describe: String,
     /// The last failed call: what it was, why, and when (for status and warnings).
     last_error: Mutex<Option<(String, std::time::SystemTime)>>,
+    traffic: Traffic,
+}
+
+/// What the tier moved since the last summary ([`Tier::log_traffic`]).
+#[derive(Default)]
+struct Traffic {
+    /// Bytes put: log objects, indexes, manifests.
+    uploaded: AtomicU64,
+    /// Bytes of ranged reads: the log objects consumers read.
+    read: AtomicU64,
+    failed: AtomicU64,
+    /// When the last summary was logged (`None`: never; the first counts from the start).
+    since: Mutex<Option<Instant>>,
+}
+
+/// One summary of the tier's traffic: bytes put and read, calls failed, over `secs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrafficSummary {
+    pub uploaded_bytes: u64,
+    pub read_bytes: u64,
+    pub failed_calls: u64,
+    pub secs: f64,
 }
 
 /// The cold tier as a shard uses it; cheap to clone and shared by every shard.
@@ -75,8 +98,65 @@ impl Tier {
                 settings,
                 describe: store.describe(),
                 last_error: Mutex::new(None),
+                traffic: Traffic {
+                    since: Mutex::new(Some(Instant::now())),
+                    ..Traffic::default()
+                },
             }),
         })
+    }
+
+    /// What the tier moved since the last call, if `every` has passed since then (whichever
+    /// shard asks first takes it; the others get `None`).
+    pub fn take_traffic(&self, every: Duration) -> Option<TrafficSummary> {
+        let t = &self.shared.traffic;
+        let mut since = t.since.lock().ok()?;
+        let last = (*since)?;
+        let secs = last.elapsed();
+        if secs < every {
+            return None;
+        }
+        *since = Some(Instant::now());
+        Some(TrafficSummary {
+            uploaded_bytes: t.uploaded.swap(0, Ordering::Relaxed),
+            read_bytes: t.read.swap(0, Ordering::Relaxed),
+            failed_calls: t.failed.swap(0, Ordering::Relaxed),
+            secs: secs.as_secs_f64(),
+        })
+    }
+
+    /// Logs the upload and remote-read rates and the failed calls once per `every`, if the
+    /// tier did anything: one line a minute at most, whatever the traffic.
+    pub fn log_traffic(&self, every: Duration) {
+        let Some(t) = self.take_traffic(every) else {
+            return;
+        };
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let rate = |b: u64| mib(b) / t.secs.max(0.001);
+        if t.failed_calls > 0 {
+            let last = self.last_error().map(|(e, _)| e).unwrap_or_default();
+            tracing::warn!(
+                tier = self.describe(),
+                uploaded_mib = format!("{:.1}", mib(t.uploaded_bytes)),
+                read_mib = format!("{:.1}", mib(t.read_bytes)),
+                failed_calls = t.failed_calls,
+                "cold tier over the last {:.0} s: uploads {:.1} MiB/s, remote reads {:.1} MiB/s, {} calls failed (the last: {last})",
+                t.secs,
+                rate(t.uploaded_bytes),
+                rate(t.read_bytes),
+                t.failed_calls
+            );
+        } else if t.uploaded_bytes > 0 || t.read_bytes > 0 {
+            tracing::info!(
+                tier = self.describe(),
+                uploaded_mib = format!("{:.1}", mib(t.uploaded_bytes)),
+                read_mib = format!("{:.1}", mib(t.read_bytes)),
+                "cold tier over the last {:.0} s: uploads {:.1} MiB/s, remote reads {:.1} MiB/s",
+                t.secs,
+                rate(t.uploaded_bytes),
+                rate(t.read_bytes)
+            );
+        }
     }
 
     /// What the tier is (`fs:/mnt/cold`).
@@ -130,6 +210,7 @@ impl Tier {
             }
         };
         if let Err(e) = &result {
+            self.shared.traffic.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.shared.last_error.lock() {
                 *last = Some((format!("{what}: {e}"), std::time::SystemTime::now()));
             }
@@ -137,25 +218,40 @@ impl Tier {
         result
     }
 
+    fn count(&self, counter: fn(&Traffic) -> &AtomicU64, bytes: u64) {
+        counter(&self.shared.traffic).fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub async fn put(&self, key: String, data: Bytes) -> io::Result<()> {
+        let len = data.len() as u64;
         self.call(format!("put {key}"), move |s| s.put(&key, &data))
-            .await
+            .await?;
+        self.count(|t| &t.uploaded, len);
+        Ok(())
     }
 
     /// Copies the first `len` bytes of a local file; returns their CRC32.
     pub async fn put_file(&self, key: String, path: PathBuf, len: u64) -> io::Result<u32> {
-        self.call(format!("put {key}"), move |s| s.put_file(&key, &path, len))
-            .await
+        let crc = self
+            .call(format!("put {key}"), move |s| s.put_file(&key, &path, len))
+            .await?;
+        self.count(|t| &t.uploaded, len);
+        Ok(crc)
     }
 
     pub async fn get_range(&self, key: String, range: Range<u64>) -> io::Result<Bytes> {
-        self.call(format!("get {key}"), move |s| {
-            s.get_range(&key, range.clone())
-        })
-        .await
+        let got = self
+            .call(format!("get {key}"), move |s| {
+                s.get_range(&key, range.clone())
+            })
+            .await?;
+        self.count(|t| &t.read, got.len() as u64);
+        Ok(got)
     }
 
     pub async fn get(&self, key: String) -> io::Result<Bytes> {
+        // Manifests and indexes: not counted as remote reads (a follower reads the manifest
+        // every pass, which would make an idle tier look busy).
         self.call(format!("get {key}"), move |s| s.get(&key)).await
     }
 

@@ -115,7 +115,8 @@ const DIRECT_ALIGN: usize = crate::io::BLOCK_SIZE as usize;
 /// `Ok(None)`: a file system without O_DIRECT (tmpfs), found before anything is written.
 fn copy_direct(src: &Path, len: u64, dst: &Path) -> io::Result<Option<u32>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let direct = |o: &mut OpenOptions, path: &Path| match o.custom_flags(libc::O_DIRECT).open(path) {
+    let direct = |o: &mut OpenOptions, path: &Path| match o.custom_flags(libc::O_DIRECT).open(path)
+    {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
         Err(e) => Err(e),
@@ -315,13 +316,23 @@ mod tests {
     fn a_log_object_is_copied_exactly_whatever_its_length() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(&dir.path().join("tier")).unwrap();
-        for len in [0, 1, 4096, 4097, COPY_CHUNK, COPY_CHUNK + 4096, 3 * COPY_CHUNK + 123] {
+        for len in [
+            0,
+            1,
+            4096,
+            4097,
+            COPY_CHUNK,
+            COPY_CHUNK + 4096,
+            3 * COPY_CHUNK + 123,
+        ] {
             let (path, data) = segment_file(dir.path(), len);
             let key = format!("t/0/{len}.log");
             let crc = store.put_file(&key, &path, len as u64).unwrap();
             assert_eq!(crc, crc32fast::hash(&data), "{len}");
             assert_eq!(store.get(&key).unwrap(), data, "{len}");
-            assert!(store.put_file("t/0/x.log", &path, len as u64 + (1 << 22)).is_err());
+            assert!(store
+                .put_file("t/0/x.log", &path, len as u64 + (1 << 22))
+                .is_err());
         }
         // The direct path is the one taken here (a file system with O_DIRECT).
         let (path, _) = segment_file(dir.path(), 10);

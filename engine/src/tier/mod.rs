@@ -21,6 +21,6 @@ pub mod manifest;
 pub mod remote_file;
 pub mod store;
 
-pub use client::{Tier, TierSettings};
+pub use client::{Tier, TierSettings, TrafficSummary};
 pub use manifest::{Manifest, RemoteSegment};
 pub use store::ColdStore;
