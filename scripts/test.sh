@@ -4,6 +4,8 @@
 #   - confluent-kafka and kafka-python from PyPI, in a virtualenv (target/test-venv);
 #   - quixstreams from PyPI, in a virtualenv of its own (target/quix-venv: it pins an older
 #     confluent-kafka), which tests/clients/test_quixstreams.py runs its application in;
+#   - azurite from npm, into target/azurite: the Azure Blob API the Azure tier is tested
+#     against (tests/clients/test_tiered_azure.py);
 #   - cargo-fuzz from crates.io, into target/tools (scripts/fuzz.sh, with the nightly
 #     toolchain the machine has), for a bounded run of every fuzz target (docs/TESTING.md).
 # Usage: bash scripts/test.sh   (from anywhere; CI runs it through .ci/run)
@@ -23,7 +25,7 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 
 venv="${SPATE_TEST_VENV:-target/test-venv}"
-if ! "$venv/bin/python" -c 'import confluent_kafka, kafka, pytest, lz4, snappy, zstandard' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import confluent_kafka, kafka, pytest, lz4, snappy, zstandard, azure.storage.blob' >/dev/null 2>&1; then
     echo "== installing the Python Kafka clients into $venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
     "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt \
@@ -38,6 +40,15 @@ if ! "$quix_venv/bin/python" -c 'import quixstreams' >/dev/null 2>&1; then
         || die "pip install -r tests/clients/requirements-quix.txt failed"
 fi
 export SPATE_QUIX_PYTHON="$quix_venv/bin/python"
+# Azurite, Microsoft's Azure Storage emulator (npm), for the Azure tier's test.
+azurite_dir="$PWD/target/azurite"
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+    echo "== installing azurite (npm) into $azurite_dir"
+    command -v npm >/dev/null 2>&1 || die "npm is missing (Debian: apt-get install npm)"
+    npm install --prefix "$azurite_dir" --no-audit --no-fund --silent azurite@3.35.0 >/dev/null \
+        || die "npm install azurite failed"
+fi
+export SPATE_AZURITE_BLOB="$azurite_dir/node_modules/.bin/azurite-blob"
 
 set -e
 echo "== cargo fmt --check"

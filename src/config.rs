@@ -73,11 +73,12 @@ pub struct BrokerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct TierConfig {
     /// "fs": a directory (typically on another, slower disk); "s3": an S3 bucket (or any
-    /// S3-compatible store); "" (the default): none.
+    /// S3-compatible store); "gcs": a Google Cloud Storage bucket; "azure": an Azure Blob
+    /// Storage container; "" (the default): none.
     pub kind: String,
     /// The directory of an "fs" tier.
     pub path: Option<PathBuf>,
-    /// The bucket of an "s3" tier.
+    /// The bucket of an "s3" or "gcs" tier, the container of an "azure" one.
     pub bucket: String,
     /// Keys go under this prefix of the bucket.
     pub prefix: String,
@@ -134,9 +135,19 @@ impl TierConfig {
                     return Err("tier.kind = \"s3\" needs tier.bucket, the bucket's name (credentials come from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)".into());
                 }
             }
+            "gcs" => {
+                if self.bucket.trim().is_empty() {
+                    return Err("tier.kind = \"gcs\" needs tier.bucket, the bucket's name (credentials come from the environment: GOOGLE_APPLICATION_CREDENTIALS, or the instance's service account)".into());
+                }
+            }
+            "azure" => {
+                if self.bucket.trim().is_empty() {
+                    return Err("tier.kind = \"azure\" needs tier.bucket, the container's name (the account and credentials come from the environment: AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...)".into());
+                }
+            }
             other => {
                 return Err(format!(
-                    "tier.kind = {other:?} is not a tier Spate has: use \"fs\" (a directory, tier.path) or \"s3\" (tier.bucket)"
+                    "tier.kind = {other:?} is not a tier Spate has: use \"fs\" (a directory, tier.path), or \"s3\", \"gcs\" or \"azure\" (tier.bucket)"
                 ))
             }
         }
@@ -155,14 +166,23 @@ impl TierConfig {
             return Ok(None);
         }
         self.validate()?;
-        let store: std::sync::Arc<dyn spate_engine::tier::ColdStore> = if self.kind.trim() == "s3" {
-            let s3 = spate_object_tier::ObjectTier::s3(&spate_object_tier::S3Settings {
-                bucket: self.bucket.trim().to_string(),
-                prefix: self.prefix.clone(),
-                endpoint: self.endpoint.clone(),
-                region: self.region.clone(),
-                allow_http: self.allow_http,
-            })?;
+        let cloud = match self.kind.trim() {
+            "s3" => Some(spate_object_tier::Cloud::S3),
+            "gcs" => Some(spate_object_tier::Cloud::Gcs),
+            "azure" => Some(spate_object_tier::Cloud::Azure),
+            _ => None,
+        };
+        let store: std::sync::Arc<dyn spate_engine::tier::ColdStore> = if let Some(cloud) = cloud {
+            let s3 = spate_object_tier::ObjectTier::open(
+                cloud,
+                &spate_object_tier::S3Settings {
+                    bucket: self.bucket.trim().to_string(),
+                    prefix: self.prefix.clone(),
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                    allow_http: self.allow_http,
+                },
+            )?;
             // An unreachable store does not stop the start: tiering waits for it.
             let wait = std::time::Duration::from_millis(self.timeout_ms.min(5_000));
             if let Err(e) = s3.probe(wait) {

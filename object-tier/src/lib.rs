@@ -1,6 +1,6 @@
 //! The object-store cold tier: [`ObjectTier`] implements the engine's
 //! [`ColdStore`](spate_engine::tier::ColdStore) on the `object_store` crate (S3, and any store
-//! that speaks S3's API: MinIO, Ceph, moto). object_store is async on tokio; a shard never
+//! that speaks S3's API: MinIO, Ceph, moto; Google Cloud Storage; Azure Blob Storage). object_store is async on tokio; a shard never
 //! runs tokio, so the tier keeps a small runtime of its own and the engine's tier threads
 //! (`spate_engine::tier::Tier`) drive each call to completion on it (`block_on`): a shard
 //! only sends a request through a channel and awaits the answer.
@@ -62,7 +62,53 @@ fn path(key: &str) -> io::Result<Path> {
     Path::parse(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// Which object store a tier is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    S3,
+    /// Google Cloud Storage: credentials from GOOGLE_APPLICATION_CREDENTIALS or
+    /// GOOGLE_SERVICE_ACCOUNT (a service account's key file), else the instance's metadata
+    /// server; `endpoint` sets another base URL (an emulator).
+    Gcs,
+    /// Azure Blob Storage, the bucket being the container: the account from
+    /// AZURE_STORAGE_ACCOUNT_NAME, credentials from AZURE_STORAGE_ACCOUNT_KEY, a SAS token,
+    /// a service principal or a managed identity, as Azure's SDKs read them; `endpoint` sets
+    /// the account's URL; AZURE_STORAGE_USE_EMULATOR=true uses Azurite.
+    Azure,
+}
+
 impl ObjectTier {
+    /// A tier on `cloud`; fails only if the settings cannot make a client (nothing is sent
+    /// yet).
+    pub fn open(cloud: Cloud, settings: &S3Settings) -> Result<ObjectTier, String> {
+        match cloud {
+            Cloud::S3 => Self::s3(settings),
+            Cloud::Gcs => {
+                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&settings.bucket);
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_base_url(endpoint);
+                }
+                let gcs = builder
+                    .build()
+                    .map_err(|e| format!("tier.kind = \"gcs\": {e}"))?;
+                Self::finish(gcs, settings, format!("gs://{}", settings.bucket))
+            }
+            Cloud::Azure => {
+                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&settings.bucket)
+                    .with_allow_http(settings.allow_http);
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder.with_endpoint(endpoint.clone());
+                }
+                let azure = builder
+                    .build()
+                    .map_err(|e| format!("tier.kind = \"azure\": {e}"))?;
+                Self::finish(azure, settings, format!("azure://{}", settings.bucket))
+            }
+        }
+    }
+
     /// An S3 tier; fails only if the settings cannot make a client (nothing is sent yet).
     pub fn s3(settings: &S3Settings) -> Result<ObjectTier, String> {
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
@@ -77,13 +123,23 @@ impl ObjectTier {
         let s3 = builder
             .build()
             .map_err(|e| format!("tier.kind = \"s3\": {e}"))?;
+        Self::finish(s3, settings, format!("s3://{}", settings.bucket))
+    }
+
+    /// The tier on `store`, under `settings.prefix`, with its runtime; `describe` names the
+    /// bucket (`s3://bucket`), to which the prefix is added.
+    fn finish(
+        store: impl ObjectStore,
+        settings: &S3Settings,
+        describe: String,
+    ) -> Result<ObjectTier, String> {
         let prefix = settings.prefix.trim_matches('/');
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(s3)
+            Arc::new(store)
         } else {
             let p = Path::parse(prefix)
                 .map_err(|e| format!("tier.prefix = {:?}: {e}", settings.prefix))?;
-            Arc::new(PrefixStore::new(s3, p))
+            Arc::new(PrefixStore::new(store, p))
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -94,7 +150,7 @@ impl ObjectTier {
         Ok(ObjectTier {
             store,
             runtime,
-            describe: format!("s3://{}/{prefix}", settings.bucket),
+            describe: format!("{describe}/{prefix}"),
         })
     }
 
