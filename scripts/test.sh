@@ -44,7 +44,12 @@ export SPATE_QUIX_PYTHON="$quix_venv/bin/python"
 azurite_dir="$PWD/target/azurite"
 if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
     echo "== installing azurite (npm) into $azurite_dir"
-    command -v npm >/dev/null 2>&1 || die "npm is missing (Debian: apt-get install npm)"
+    if ! command -v npm >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nodejs npm >/dev/null 2>&1 \
+            || die "npm is missing and apt-get cannot install it: install the Debian packages nodejs and npm"
+    fi
     npm install --prefix "$azurite_dir" --no-audit --no-fund --silent azurite@3.35.0 >/dev/null \
         || die "npm install azurite failed"
 fi
