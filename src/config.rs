@@ -96,6 +96,10 @@ pub struct TierConfig {
     pub retries: u32,
     /// How often each shard uploads what is ready and applies retention to tiered topics.
     pub interval_ms: u64,
+    /// Remote chunks kept on local disk for reads of the same cold range again (0: none).
+    pub cache_bytes: u64,
+    /// Where they are kept [default: DATA_DIR/tier-cache]; emptied at start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for TierConfig {
@@ -112,6 +116,8 @@ impl Default for TierConfig {
             timeout_ms: 30_000,
             retries: 3,
             interval_ms: 1_000,
+            cache_bytes: 1 << 30,
+            cache_dir: None,
         }
     }
 }
@@ -160,8 +166,8 @@ impl TierConfig {
     }
 
     /// Opens the tier, or `None` without one. An fs tier's directory is created and written
-    /// once to check it.
-    pub fn open(&self) -> Result<Option<spate_engine::tier::Tier>, String> {
+    /// once to check it; the chunk cache goes in `data_dir` unless `cache_dir` says elsewhere.
+    pub fn open(&self, data_dir: &Path) -> Result<Option<spate_engine::tier::Tier>, String> {
         if !self.is_set() {
             return Ok(None);
         }
@@ -206,7 +212,25 @@ impl TierConfig {
             timeout: std::time::Duration::from_millis(self.timeout_ms),
             retries: self.retries,
         };
-        spate_engine::tier::Tier::start(store, settings)
+        let cache = if self.cache_bytes > 0 {
+            let dir = self
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("tier-cache"));
+            Some(
+                spate_engine::tier::cache::ChunkCache::open(&dir, self.cache_bytes).map_err(
+                    |e| {
+                        format!(
+                            "cannot use {} for the cold tier's chunk cache: {e}; make it writable, set tier.cache_dir elsewhere, or tier.cache_bytes = 0 for none",
+                            dir.display()
+                        )
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
+        spate_engine::tier::Tier::start_with_cache(store, settings, cache)
             .map(Some)
             .map_err(|e| format!("cannot start the cold tier's threads: {e}"))
     }

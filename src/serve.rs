@@ -121,7 +121,7 @@ pub fn serve(config: BrokerConfig) -> Result<(), String> {
     let listen = claim_listen_address(config.listen)?;
     let mut net_config = config.kafka.net_config(listen)?;
     net_config.broker_keys_set = config.kafka_keys_set.clone();
-    let tier = config.tier.open()?;
+    let tier = config.tier.open(&data_dir)?;
     if let Some(t) = &tier {
         tracing::info!(
             tier = t.describe(),

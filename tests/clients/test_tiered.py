@@ -10,6 +10,8 @@ with the S3 tier against moto's S3 server (started on 127.0.0.1 by the module, s
   and between a remote segment's manifest change and its deletion: after a restart every
   acknowledged record that retention keeps is served, and the tier holds exactly what its
   manifest names (no orphan, no temp file);
+- a cold range read again comes from the local chunk cache (read while the tier is cut off),
+  which a restart empties;
 - the tier unreachable (its directory moved away; moto stopped with SIGSTOP): produce goes on,
   nothing local is deleted that the tier lacks, a Fetch of a remote offset gets
   KAFKA_STORAGE_ERROR within seconds; the tier back, uploads catch up;
@@ -320,6 +322,30 @@ def test_an_unreachable_tier_pauses_tiering_and_fails_remote_reads_at_once(tiere
     wait_until("uploads caught up", lambda: local_log_bytes(b, "away") <= 4 * MIB, 30)
     consume(b, "away", 0, 2 * n)
     assert_tier_holds_exactly_its_manifest(b, "away")
+
+
+def test_a_cold_range_read_again_comes_from_the_chunk_cache(tiered):
+    b = tiered
+    n = uploaded_backlog(b, "reread", 6)
+    segs = assert_tier_holds_exactly_its_manifest(b, "reread")
+    remote_end = segs[-1][1]
+    local_start = min(int(f.name[:20]) for f in
+                      (b.data_dir / "topics" / "reread" / "0").glob("*.log"))
+    assert local_start > 0
+    consume(b, "reread", 0, n)
+    cache = b.data_dir / "tier-cache"
+    cached = sum(f.stat().st_size for f in cache.iterdir())
+    assert cached >= local_start * RECORD, (cached, local_start)
+    # The tier gone, the range read before still reads: from the cache.
+    b.tier.cut()
+    try:
+        consume(b, "reread", 0, min(local_start, remote_end))
+    finally:
+        b.tier.restore()
+    # Emptied at a restart, and read from the tier again.
+    b.restart()
+    assert not any(cache.iterdir())
+    consume(b, "reread", 0, n)
 
 
 def test_retention_removes_remote_segments_and_moves_the_earliest_offset(tiered):

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use super::cache::ChunkCache;
 use super::store::{retriable, ColdStore};
 
 /// How the tier's calls run.
@@ -47,6 +48,8 @@ struct Shared {
     /// The last failed call: what it was, why, and when (for status and warnings).
     last_error: Mutex<Option<(String, std::time::SystemTime)>>,
     traffic: Traffic,
+    /// Remote chunks kept on local disk (`tier.cache_bytes`), if any.
+    cache: Option<Arc<ChunkCache>>,
 }
 
 /// What the tier moved since the last summary ([`Tier::log_traffic`]).
@@ -56,6 +59,8 @@ struct Traffic {
     uploaded: AtomicU64,
     /// Bytes of ranged reads: the log objects consumers read.
     read: AtomicU64,
+    /// Of those, the bytes the local chunk cache had.
+    cached: AtomicU64,
     failed: AtomicU64,
     /// When the last summary was logged (`None`: never; the first counts from the start).
     since: Mutex<Option<Instant>>,
@@ -66,6 +71,8 @@ struct Traffic {
 pub struct TrafficSummary {
     pub uploaded_bytes: u64,
     pub read_bytes: u64,
+    /// Of `read_bytes`, those read from the local chunk cache.
+    pub cached_bytes: u64,
     pub failed_calls: u64,
     pub secs: f64,
 }
@@ -80,6 +87,15 @@ impl Tier {
     /// Starts `settings.threads` threads running calls on `store`. They end once every
     /// handle is dropped.
     pub fn start(store: Arc<dyn ColdStore>, settings: TierSettings) -> io::Result<Tier> {
+        Self::start_with_cache(store, settings, None)
+    }
+
+    /// [`Tier::start`], ranged reads going through `cache`.
+    pub fn start_with_cache(
+        store: Arc<dyn ColdStore>,
+        settings: TierSettings,
+        cache: Option<ChunkCache>,
+    ) -> io::Result<Tier> {
         let (tx, rx) = flume::bounded::<Job>(4096);
         for i in 0..settings.threads.max(1) {
             let rx = rx.clone();
@@ -102,6 +118,7 @@ impl Tier {
                     since: Mutex::new(Some(Instant::now())),
                     ..Traffic::default()
                 },
+                cache: cache.map(Arc::new),
             }),
         })
     }
@@ -120,6 +137,7 @@ impl Tier {
         Some(TrafficSummary {
             uploaded_bytes: t.uploaded.swap(0, Ordering::Relaxed),
             read_bytes: t.read.swap(0, Ordering::Relaxed),
+            cached_bytes: t.cached.swap(0, Ordering::Relaxed),
             failed_calls: t.failed.swap(0, Ordering::Relaxed),
             secs: secs.as_secs_f64(),
         })
@@ -151,10 +169,12 @@ impl Tier {
                 tier = self.describe(),
                 uploaded_mib = format!("{:.1}", mib(t.uploaded_bytes)),
                 read_mib = format!("{:.1}", mib(t.read_bytes)),
-                "cold tier over the last {:.0} s: uploads {:.1} MiB/s, remote reads {:.1} MiB/s",
+                cached_mib = format!("{:.1}", mib(t.cached_bytes)),
+                "cold tier over the last {:.0} s: uploads {:.1} MiB/s, remote reads {:.1} MiB/s ({:.0}% from the local chunk cache)",
                 t.secs,
                 rate(t.uploaded_bytes),
-                rate(t.read_bytes)
+                rate(t.read_bytes),
+                100.0 * t.cached_bytes as f64 / t.read_bytes.max(1) as f64
             );
         }
     }
@@ -240,12 +260,20 @@ impl Tier {
     }
 
     pub async fn get_range(&self, key: String, range: Range<u64>) -> io::Result<Bytes> {
-        let got = self
-            .call(format!("get {key}"), move |s| {
-                s.get_range(&key, range.clone())
+        let cache = self.shared.cache.clone();
+        let (got, fetched) = self
+            .call(format!("get {key}"), move |s| match &cache {
+                Some(c) => c
+                    .get_range(s, &key, range.clone())
+                    .map(|r| (r.bytes, r.fetched)),
+                None => s.get_range(&key, range.clone()).map(|b| {
+                    let n = b.len() as u64;
+                    (b, n)
+                }),
             })
             .await?;
         self.count(|t| &t.read, got.len() as u64);
+        self.count(|t| &t.cached, (got.len() as u64).saturating_sub(fetched));
         Ok(got)
     }
 
@@ -261,8 +289,14 @@ impl Tier {
     }
 
     pub async fn delete(&self, key: String) -> io::Result<()> {
-        self.call(format!("delete {key}"), move |s| s.delete(&key))
-            .await
+        let cache = self.shared.cache.clone();
+        self.call(format!("delete {key}"), move |s| {
+            if let Some(c) = &cache {
+                c.forget(&key);
+            }
+            s.delete(&key)
+        })
+        .await
     }
 }
 

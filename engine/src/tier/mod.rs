@@ -11,10 +11,12 @@
 //!   after a segment's objects, and only then may the local copy go.
 //! - [`remote_file::RemoteFile`] reads a remote segment through the same frame validation as
 //!   a local one (every frame's checksums checked).
+//! - [`cache::ChunkCache`] keeps remote chunks on local disk within `tier.cache_bytes`.
 //!
 //! The partition log's side (upload, local retention, reads below the local start) is in
 //! `log/tiered.rs`.
 
+pub mod cache;
 pub mod client;
 pub mod fs;
 pub mod manifest;
