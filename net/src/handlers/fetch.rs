@@ -86,6 +86,11 @@ impl Read {
     }
 }
 
+/// The least time a read from the cold tier is given, whatever the Fetch's max wait (Kafka's
+/// `remote.fetch.max.wait.ms` default): a shorter one would time out reads a working bucket
+/// answers.
+const REMOTE_READ_MIN_WAIT: Duration = Duration::from_millis(500);
+
 async fn read_here(
     s: Rc<Shard>,
     topic: String,
@@ -93,6 +98,7 @@ async fn read_here(
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    max_wait: Duration,
 ) -> Read {
     // In a cluster consumers read from the leader only, in the epoch they know.
     let epoch = match s.leader_epoch_here(&topic, partition) {
@@ -116,7 +122,35 @@ async fn read_here(
         read.error = code::OFFSET_OUT_OF_RANGE;
         return read;
     }
-    match log.read(offset as u64, max_bytes).await {
+    // A read below the local start goes to the cold tier: bounded by the Fetch's max wait,
+    // so that a slow or unreachable bucket delays this answer by no more than the client
+    // asked. The tier's call goes on (into the chunk cache, where the client's next fetch
+    // finds it); this answer is a retriable error.
+    let remote_wait = max_wait.max(REMOTE_READ_MIN_WAIT);
+    let result = if (offset as u64) < offsets.local_start {
+        match glommio::timer::timeout(remote_wait, async {
+            Ok(log.read(offset as u64, max_bytes).await)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                spate_engine::warn_limited!(
+                    "remote read past max wait",
+                    topic = %topic,
+                    partition,
+                    offset,
+                    "a read from the cold tier did not finish within {} ms (the fetch's max wait): answered KAFKA_STORAGE_ERROR, the client retries",
+                    remote_wait.as_millis()
+                );
+                read.error = code::KAFKA_STORAGE_ERROR;
+                return read;
+            }
+        }
+    } else {
+        log.read(offset as u64, max_bytes).await
+    };
+    match result {
         Ok(b) => read.batches = b,
         Err(e @ EngineError::OffsetOutOfRange { .. }) => read.error = engine_code(&e),
         Err(e) => {
@@ -136,7 +170,7 @@ async fn wait_here(s: Rc<Shard>, topic: String, partition: u32, offset: i64, wai
 }
 
 /// Reads every wanted partition, one mesh call per owner shard; answers in `wanted`'s order.
-async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
+async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted], max_wait: Duration) -> Vec<Read> {
     let mut reads: Vec<Option<Read>> = Vec::with_capacity(wanted.len());
     let mut asks = Vec::new();
     let mut slots = Vec::new();
@@ -159,9 +193,12 @@ async fn read_round(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Read> {
     }
     let answers = shard
         .mesh
-        .call_each(asks, |s, (topic, partition, offset, max_bytes, epoch)| {
-            read_here(s, topic, partition, offset, max_bytes, epoch)
-        })
+        .call_each(
+            asks,
+            move |s, (topic, partition, offset, max_bytes, epoch)| {
+                read_here(s, topic, partition, offset, max_bytes, epoch, max_wait)
+            },
+        )
         .await;
     for (slot, answer) in slots.into_iter().zip(answers) {
         reads[slot] = Some(answer.unwrap_or_else(|_| Read::error(code::UNKNOWN_SERVER_ERROR)));
@@ -279,7 +316,7 @@ pub async fn fetch(shard: &Rc<Shard>, ctx: &Ctx, req: FetchRequest) -> ResponseC
     // One mesh call per owner shard and phase: a round reads all of an owner's partitions in
     // one call; a wait is one call per owner that returns when any of its partitions grows.
     let reads = loop {
-        let reads = read_round(shard, &wanted).await;
+        let reads = read_round(shard, &wanted, wait).await;
         let bytes: usize = reads.iter().map(Read::bytes).sum();
         let errors = reads.iter().any(|r| r.error != code::NONE);
         let elapsed = started.elapsed();
