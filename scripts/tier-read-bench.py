@@ -71,10 +71,15 @@ def produce(bootstrap, topic, partitions, total):
     assert p.flush(120) == 0
 
 
+FETCH_MAX_MIB = 32
+PARTITION_FETCH_MIB = 8
+
+
 def consume_all(bootstrap, topic, partitions, ends):
     c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}",
-                     "enable.auto.commit": False, "fetch.max.bytes": 32 * MIB,
-                     "max.partition.fetch.bytes": 8 * MIB, "fetch.wait.max.ms": 100,
+                     "enable.auto.commit": False, "fetch.max.bytes": FETCH_MAX_MIB * MIB,
+                     "max.partition.fetch.bytes": PARTITION_FETCH_MIB * MIB,
+                     "fetch.wait.max.ms": 100, "receive.message.max.bytes": 2 * FETCH_MAX_MIB * MIB,
                      "queued.max.messages.kbytes": 256 * 1024})
     c.assign([ck.TopicPartition(topic, p, 0) for p in range(partitions)])
     left = dict(ends)
@@ -118,16 +123,25 @@ def fio_read(dirs):
 
 
 def main():
+    global FETCH_MAX_MIB, PARTITION_FETCH_MIB
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="backlog per topic, MiB")
     ap.add_argument("--partitions", default="1,16")
     ap.add_argument("--tier-dir", help="the tier's directory [default: beside the data]")
+    ap.add_argument("--cache-mib", type=int, default=1024,
+                    help="tier.cache_bytes, MiB (0: no chunk cache)")
+    ap.add_argument("--fetch-max-mib", type=int, default=FETCH_MAX_MIB,
+                    help="the consumer's fetch.max.bytes, MiB")
+    ap.add_argument("--partition-fetch-mib", type=int, default=PARTITION_FETCH_MIB,
+                    help="the consumer's max.partition.fetch.bytes, MiB")
     args = ap.parse_args()
+    FETCH_MAX_MIB, PARTITION_FETCH_MIB = args.fetch_max_mib, args.partition_fetch_mib
     root = Path(tempfile.mkdtemp(prefix="spate-tier-bench-"))
     data = root / "data"
     tier = Path(args.tier_dir) if args.tier_dir else root / "cold"
     cfg = root / "spate.toml"
-    cfg.write_text(f'[tier]\nkind = "fs"\npath = "{tier}"\ninterval_ms = 200\n')
+    cfg.write_text(f'[tier]\nkind = "fs"\npath = "{tier}"\ninterval_ms = 200\n'
+                   f'cache_bytes = {args.cache_mib * MIB}\n')
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     log = open(root / "spate.log", "wb")
