@@ -36,8 +36,8 @@ import confluent_kafka.admin as cka
 import pytest
 
 from conftest import SPATE_BIN, Broker, free_port
-from tier_util import (MIB, RECORD, FsTier, assert_tier_holds_exactly_its_manifest, consume,
-                       produce, segment_object, wait_until, watermarks)
+from tier_util import (MIB, RECORD, BucketView, FsTier, assert_tier_holds_exactly_its_manifest,
+                       consume, produce, segment_object, wait_until, watermarks)
 
 BROKER_KAFKA = """\
 [kafka]
@@ -80,7 +80,7 @@ class Moto:
         self.log.close()
 
 
-class S3Tier:
+class S3Tier(BucketView):
     """An S3 tier: a bucket of its own on the module's moto server."""
 
     def __init__(self, moto):
@@ -101,19 +101,6 @@ class S3Tier:
         pages = self.moto.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}/{topic}-")
         return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
-
-    def partition(self, topic):
-        depth = self.prefix.count("/") + 3  # prefix / topic-id / partition
-        dirs = {"/".join(k.split("/")[:depth]) for k in self._keys(topic)}
-        assert len(dirs) == 1, dirs
-        return dirs.pop()
-
-    def objects(self, topic):
-        keys = self._keys(topic)
-        if not keys:
-            return {}
-        d = self.partition(topic)
-        return {k[len(d) + 1:]: size for k, size in keys.items()}
 
     def read(self, topic, name):
         key = f"{self.partition(topic)}/{name}"

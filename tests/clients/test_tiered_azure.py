@@ -23,8 +23,8 @@ import confluent_kafka.admin as cka
 import pytest
 
 from conftest import SPATE_BIN, Broker, free_port
-from tier_util import (MIB, RECORD, assert_tier_holds_exactly_its_manifest, consume, produce,
-                       wait_until, watermarks)
+from tier_util import (MIB, RECORD, BucketView, assert_tier_holds_exactly_its_manifest,
+                       consume, produce, wait_until, watermarks)
 
 # Azurite's well-known development account (public, in Microsoft's documentation).
 ACCOUNT = "devstoreaccount1"
@@ -36,7 +36,8 @@ class Azurite:
     """Azurite's Blob service on a free port of 127.0.0.1, stopped by PID."""
 
     def __init__(self, workdir):
-        binary = os.environ.get("SPATE_AZURITE_BLOB", "target/azurite/node_modules/.bin/azurite-blob")
+        binary = os.environ.get("SPATE_AZURITE_BLOB",
+                                "target/azurite/node_modules/.bin/azurite-blob")
         assert Path(binary).exists(), f"no azurite at {binary} (bash scripts/test.sh installs it)"
         self.port = free_port()
         self.log = open(Path(workdir) / "azurite.log", "wb")
@@ -51,7 +52,8 @@ class Azurite:
             f"BlobEndpoint={self.url}/{ACCOUNT};")
         deadline = time.monotonic() + 60
         while True:
-            assert self.proc.poll() is None, "azurite exited: " + (Path(workdir) / "azurite.log").read_text()
+            log = Path(workdir) / "azurite.log"
+            assert self.proc.poll() is None, "azurite exited: " + log.read_text()
             try:
                 list(self.service.list_containers())
                 break
@@ -65,7 +67,7 @@ class Azurite:
         self.log.close()
 
 
-class AzureTier:
+class AzureTier(BucketView):
     """A container of its own on the module's Azurite."""
 
     def __init__(self, azurite):
@@ -79,22 +81,9 @@ class AzureTier:
                 f'bucket = "{self.container}"\nprefix = "{self.prefix}"\n'
                 'interval_ms = 200\ntimeout_ms = 5000\nretries = 1\n')
 
-    def _blobs(self, topic):
+    def _keys(self, topic):
         return {b.name: b.size
                 for b in self.client.list_blobs(name_starts_with=f"{self.prefix}/{topic}-")}
-
-    def partition(self, topic):
-        depth = self.prefix.count("/") + 3  # prefix / topic-id / partition
-        dirs = {"/".join(k.split("/")[:depth]) for k in self._blobs(topic)}
-        assert len(dirs) == 1, dirs
-        return dirs.pop()
-
-    def objects(self, topic):
-        blobs = self._blobs(topic)
-        if not blobs:
-            return {}
-        d = self.partition(topic)
-        return {k[len(d) + 1:]: size for k, size in blobs.items()}
 
     def read(self, topic, name):
         return self.client.download_blob(f"{self.partition(topic)}/{name}").readall()

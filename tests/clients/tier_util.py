@@ -46,6 +46,26 @@ class FsTier:
         os.rename(self.moved, self.root)
 
 
+class BucketView:
+    """What an object-store tier's tests read: its keys are
+    `{prefix}/{topic}-{topic id}/{partition}/{name}`; a subclass gives `prefix` and
+    `_keys(topic)`, {key: size} of the topic's objects."""
+
+    def partition(self, topic):
+        depth = self.prefix.count("/") + 3  # prefix / topic-id / partition
+        dirs = {"/".join(k.split("/")[:depth]) for k in self._keys(topic)}
+        assert len(dirs) == 1, dirs
+        return dirs.pop()
+
+    def objects(self, topic):
+        """{name: size} of a partition's objects (names below the partition's prefix)."""
+        keys = self._keys(topic)
+        if not keys:
+            return {}
+        d = self.partition(topic)
+        return {k[len(d) + 1:]: size for k, size in keys.items()}
+
+
 def value_of(i):
     return struct.pack(">Q", i) * (RECORD // 8)
 

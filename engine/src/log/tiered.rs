@@ -612,13 +612,7 @@ impl PartitionLog {
             }
         }
         let local_bytes: u64 = st.segments.values().map(|s| s.size_bytes).sum();
-        let remote_only: u64 = st
-            .remote
-            .segments
-            .values()
-            .filter(|r| r.next_offset <= local_start)
-            .map(|r| r.size_bytes)
-            .sum();
+        let remote_only = st.remote.bytes_below(local_start);
         let total = local_bytes + remote_only;
         let past = |size: u64, max_ts: i64, bytes_limit: i64, ms_limit: i64, total: u64| {
             (bytes_limit >= 0 && total.saturating_sub(size) >= bytes_limit as u64)
@@ -690,13 +684,7 @@ impl PartitionLog {
         let o = st.segments.values().next()?;
         let local_start = o.base_offset;
         let local_bytes: u64 = st.segments.values().map(|s| s.size_bytes).sum();
-        let remote_only: u64 = st
-            .remote
-            .segments
-            .values()
-            .filter(|r| r.next_offset <= local_start)
-            .map(|r| r.size_bytes)
-            .sum();
+        let remote_only = st.remote.bytes_below(local_start);
         let past = |bytes_limit: i64, ms_limit: i64, total: u64| {
             (bytes_limit >= 0 && total.saturating_sub(o.size_bytes) >= bytes_limit as u64)
                 || (ms_limit >= 0

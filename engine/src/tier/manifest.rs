@@ -136,6 +136,16 @@ impl Manifest {
             .is_some_and(|s| s.next_offset == next)
     }
 
+    /// Bytes of the remote segments wholly below `offset` (the part of the log that is only
+    /// in the tier when `offset` is the local start).
+    pub fn bytes_below(&self, offset: u64) -> u64 {
+        self.segments
+            .values()
+            .filter(|r| r.next_offset <= offset)
+            .map(|r| r.size_bytes)
+            .sum()
+    }
+
     /// Whether every offset from `base` up to `next` is in a remote segment (those may
     /// overlap and start where a local one does not).
     pub fn covers(&self, base: u64, next: u64) -> bool {
