@@ -18,6 +18,7 @@ use std::fs;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -44,6 +45,7 @@ pub struct ChunkCache {
     dir: PathBuf,
     capacity: u64,
     index: Mutex<Index>,
+    next_temp: AtomicU64,
 }
 
 /// What a cached read did: the bytes, and how many of them came from the tier.
@@ -65,6 +67,7 @@ impl ChunkCache {
             dir: dir.to_path_buf(),
             capacity,
             index: Mutex::new(Index::default()),
+            next_temp: AtomicU64::new(0),
         })
     }
 
@@ -74,9 +77,10 @@ impl ChunkCache {
     }
 
     fn file(&self, id: &BlockId) -> PathBuf {
-        // Keys are checked (no `..`, no absolute path): flattened, they name one file.
-        self.dir
-            .join(format!("{}.{}", id.0.replace('/', "!"), id.1))
+        // Keys are checked (no `..`, no absolute path); flattened into one file name, `%`
+        // and `/` escaped so that two keys never share a name.
+        let flat = id.0.replace('%', "%25").replace('/', "%2F");
+        self.dir.join(format!("{flat}.{}", id.1))
     }
 
     /// The cached block's bytes, if it is cached and its file reads back whole.
@@ -119,7 +123,11 @@ impl ChunkCache {
             return;
         }
         let path = self.file(&id);
-        let temp = path.with_extension("tmp");
+        // A temp name of this write alone: two threads may cache blocks of one object at once.
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let mut temp = path.clone().into_os_string();
+        temp.push(format!(".tmp-{n}"));
+        let temp = PathBuf::from(temp);
         if fs::write(&temp, data)
             .and_then(|()| fs::rename(&temp, &path))
             .is_err()
@@ -246,7 +254,6 @@ impl ChunkCache {
 mod tests {
     use super::*;
     use crate::tier::fs::FsStore;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A store that counts the bytes it serves.
     struct Counting {
@@ -317,6 +324,47 @@ mod tests {
         assert_eq!(cache.cached_bytes(), 0);
         let after = cache.get_range(&store, "t/0/a.log", 0..10).unwrap();
         assert_eq!(after.fetched, BLOCK);
+    }
+
+    #[test]
+    fn threads_caching_blocks_of_one_object_at_once_keep_each_block_its_own_bytes() {
+        let (_dir, store, cache, data) = setup(64 * BLOCK);
+        let (store, cache, data) = (
+            std::sync::Arc::new(store),
+            std::sync::Arc::new(cache),
+            std::sync::Arc::new(data),
+        );
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (store, cache, data) = (store.clone(), cache.clone(), data.clone());
+                std::thread::spawn(move || {
+                    for round in 0..4u64 {
+                        let block = (t + round) % 4;
+                        let range = block * BLOCK..block * BLOCK + 100;
+                        let r = cache
+                            .get_range(&*store, "t/0/a.log", range.clone())
+                            .unwrap();
+                        let end = (range.end as usize).min(data.len());
+                        assert_eq!(&r.bytes[..], &data[range.start as usize..end]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for block in 0..4u64 {
+            let r = cache
+                .get_range(&*store, "t/0/a.log", block * BLOCK..(block + 1) * BLOCK)
+                .unwrap();
+            assert_eq!(r.fetched, 0, "block {block} cached");
+            let end = (((block + 1) * BLOCK) as usize).min(data.len());
+            assert_eq!(
+                &r.bytes[..],
+                &data[(block * BLOCK) as usize..end],
+                "block {block}"
+            );
+        }
     }
 
     #[test]
