@@ -167,6 +167,19 @@ async fn shard_main(spec: ShardSpec) -> usize {
             }
         })
     };
+    // The log cleaner of the shard's compacted partitions: one pass at a time, the next at
+    // once while a partition is due, else after the backoff.
+    logs.use_record_keys(Rc::new(spate_net::record_keys::KafkaRecordKeys));
+    let cleaner = {
+        let logs = logs.clone();
+        glommio::spawn_local(async move {
+            loop {
+                if logs.clean_pass().await.is_none() {
+                    glommio::timer::sleep(logs.cleaner_backoff()).await;
+                }
+            }
+        })
+    };
     // Uploads to the cold tier, and retention of tiered partitions (local and remote).
     let tiering = spec.tier.as_ref().map(|_| {
         let logs = logs.clone();
@@ -201,6 +214,7 @@ async fn shard_main(spec: ShardSpec) -> usize {
         r.stop();
     }
     drop(retention);
+    drop(cleaner);
     drop(tiering);
     drop(space_ticker);
     let unclean = logs.close_all().await;

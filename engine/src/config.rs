@@ -55,6 +55,12 @@ pub struct LogConfig {
     pub local_retention_bytes: i64,
     #[serde(skip)]
     pub local_retention_ms: i64,
+    /// How the partition is compacted (a topic with `cleanup.policy=compact`); `None`: it
+    /// is not. Set per partition by the owner, never in the broker's file.
+    #[serde(skip)]
+    pub compaction: Option<crate::compaction::CompactionPolicy>,
+    /// The shard cleaner's memory, I/O rate and pause (`[log.cleaner]`).
+    pub cleaner: crate::compaction::CleanerConfig,
 }
 
 impl Default for LogConfig {
@@ -77,6 +83,8 @@ impl Default for LogConfig {
             remote_key: String::new(),
             local_retention_bytes: -1,
             local_retention_ms: -1,
+            compaction: None,
+            cleaner: crate::compaction::CleanerConfig::default(),
         }
     }
 }
@@ -116,6 +124,9 @@ impl LogConfig {
             return Err(
                 "log.retention_bytes and log.retention_ms must be -1 (no limit) or positive".into(),
             );
+        }
+        if self.cleaner.dedupe_buffer_bytes < MIB {
+            return Err("log.cleaner.dedupe_buffer_bytes must be at least 1048576".into());
         }
         if self.flush_interval_ms == 0 || self.retention_check_ms == 0 {
             return Err(

@@ -12,6 +12,9 @@ use rkyv::{Archive, Serialize};
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"SPF1");
 /// Version of the header layout written by this build.
 pub const FRAME_VERSION: u16 = 1;
+/// `flags` bit: offsets between the previous frame's end and this frame's base were removed
+/// by compaction (a compacted log has gaps; every other frame starts where the last ended).
+pub const FLAG_AFTER_GAP: u16 = 1;
 /// Size of an encoded header in bytes.
 pub const FRAME_HEADER_LEN: usize = std::mem::size_of::<ArchivedFrameHeader>();
 /// Largest payload a frame may carry. Bounds every read-side allocation driven by a header.
@@ -74,6 +77,11 @@ impl FrameHeader {
 
     /// Builds the header for a payload given as consecutive slices.
     pub fn new_chunks(meta: FrameMeta, chunks: &[&[u8]]) -> Self {
+        Self::with_flags(meta, 0, chunks)
+    }
+
+    /// Builds a header with `flags` (see [`FLAG_AFTER_GAP`]) for a payload given as slices.
+    pub fn with_flags(meta: FrameMeta, flags: u16, chunks: &[&[u8]]) -> Self {
         let mut crc = crc32fast::Hasher::new();
         for c in chunks {
             crc.update(c);
@@ -82,7 +90,7 @@ impl FrameHeader {
         let mut header = FrameHeader {
             magic: FRAME_MAGIC,
             version: FRAME_VERSION,
-            flags: 0,
+            flags,
             base_offset: meta.base_offset,
             record_count: meta.record_count,
             payload_len: payload_len as u32,
@@ -99,6 +107,13 @@ impl FrameHeader {
 
     pub fn frame_len(&self) -> u64 {
         FRAME_HEADER_LEN as u64 + u64::from(self.payload_len)
+    }
+
+    /// Whether this frame may come where a frame holding `expected` was due: there, or
+    /// past it after a gap that compaction left (see [`FLAG_AFTER_GAP`]).
+    pub fn follows(&self, expected: u64) -> bool {
+        self.base_offset == expected
+            || (self.flags & FLAG_AFTER_GAP != 0 && self.base_offset > expected)
     }
 
     /// Offset one past the last record of the frame.

@@ -7,6 +7,7 @@
 
 pub mod atomic_file;
 pub mod cache;
+pub mod compaction;
 pub mod config;
 pub mod copies;
 pub mod error;

@@ -78,6 +78,8 @@ pub struct ShardLogs {
     tier: Option<crate::tier::Tier>,
     /// Whether replication decides which replica writes the tier (else every log does).
     tier_replicated: bool,
+    /// The keys of the payloads, for compaction (none: compacted partitions are not cleaned).
+    record_keys: RefCell<Option<Rc<dyn crate::compaction::RecordKeys>>>,
 }
 
 impl ShardLogs {
@@ -104,7 +106,51 @@ impl ShardLogs {
             space: None,
             tier: None,
             tier_replicated: false,
+            record_keys: RefCell::new(None),
         }
+    }
+
+    /// Lets the shard's cleaner read the keys of the payloads (the owner's format).
+    pub fn use_record_keys(&self, keys: Rc<dyn crate::compaction::RecordKeys>) {
+        *self.record_keys.borrow_mut() = Some(keys);
+    }
+
+    /// The shard's cleaner, once: cleans the dirtiest partition that is due (its dirty ratio
+    /// at least its `min.cleanable.dirty.ratio`, or dirty for longer than
+    /// `max.compaction.lag.ms`). Returns what it did, if it cleaned one.
+    pub async fn clean_pass(&self) -> Option<(String, crate::compaction::CleanReport)> {
+        let keys = self.record_keys.borrow().clone()?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let logs: Vec<PartitionLog> = self.partitions.borrow().values().cloned().collect();
+        let dirtiest = logs
+            .into_iter()
+            .filter(|l| l.needs_cleaning(now_ms))
+            .max_by_key(|l| l.dirty_state(now_ms).map_or(0, |d| d.dirty_ppm()))?;
+        let cleaner = self.config.cleaner;
+        let mut throttle =
+            crate::compaction::throttle::Throttle::new(cleaner.io_max_bytes_per_second);
+        match dirtiest
+            .clean(&*keys, &cleaner, now_ms, &mut throttle)
+            .await
+        {
+            Ok(Some(report)) => Some((dirtiest.name().to_string(), report)),
+            Ok(None) => None,
+            Err(e) => {
+                crate::warn_limited!(
+                    "cleaner failed",
+                    partition = dirtiest.name(),
+                    "compaction failed (the log is as it was; the next pass retries): {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// How long the cleaner waits when no partition needed cleaning.
+    pub fn cleaner_backoff(&self) -> Duration {
+        Duration::from_millis(self.config.cleaner.backoff_ms.max(1))
     }
 
     /// Partitions opened from now on watch the data disk's free space (see `crate::space`).

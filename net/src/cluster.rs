@@ -26,8 +26,6 @@ pub struct Cluster {
     metadata: RwLock<Arc<Metadata>>,
     /// Each topic's configs parsed (`TopicSettings`), replaced with the metadata.
     settings: RwLock<Arc<HashMap<String, Arc<TopicSettings>>>>,
-    /// Topics whose `cleanup.policy=compact` has been warned about (once per topic).
-    compact_warned: Mutex<BTreeSet<String>>,
     /// The metadata file, owned by shard 0 once it starts.
     pub(crate) store: Mutex<Option<MetadataStore>>,
     /// The cluster node, when this broker is one of several (`spate serve --voters`).
@@ -61,7 +59,6 @@ impl Cluster {
             shard_count,
             metadata: RwLock::new(Arc::new(Metadata::default())),
             settings: RwLock::new(Arc::new(HashMap::new())),
-            compact_warned: Mutex::new(BTreeSet::new()),
             store: Mutex::new(None),
             node: OnceLock::new(),
             coordinating: RwLock::new(BTreeSet::new()),
@@ -152,7 +149,6 @@ impl Cluster {
             .iter()
             .map(|t| (t.name.clone(), self.settings_of(&t.config)))
             .collect();
-        self.warn_compact_once(&settings);
         let settings = Arc::new(settings);
         let m = Arc::new(m);
         // Settings first: a reader that sees a topic in the metadata finds its settings.
@@ -163,24 +159,6 @@ impl Cluster {
         match self.metadata.write() {
             Ok(mut g) => *g = m,
             Err(poisoned) => *poisoned.into_inner() = m,
-        }
-    }
-
-    /// `cleanup.policy=compact` is accepted, but Spate has no log cleaner yet (other than the
-    /// internal offsets topic's own compaction): say so once per topic.
-    fn warn_compact_once(&self, settings: &HashMap<String, Arc<TopicSettings>>) {
-        let Ok(mut warned) = self.compact_warned.lock() else {
-            return;
-        };
-        for (name, s) in settings {
-            if s.compact && name != crate::OFFSETS_TOPIC && warned.insert(name.clone()) {
-                tracing::warn!(
-                    topic = %name,
-                    delete = s.delete,
-                    "cleanup.policy includes compact, but compaction is not implemented yet: the topic is kept whole{}",
-                    if s.delete { " apart from retention (delete is listed too)" } else { " (no retention either)" }
-                );
-            }
         }
     }
 

@@ -31,6 +31,7 @@ pub mod metadata;
 pub mod placement;
 pub mod produce_policy;
 mod producers;
+pub mod record_keys;
 pub mod shard;
 pub mod topic_configs;
 mod topic_controller;

@@ -128,7 +128,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::ListOf(&["compact", "delete"]),
         doc: "This config designates the retention policy to use on log segments. The \"delete\" policy (which is the default) will discard old segments when their retention time or size limit has been reached. The \"compact\" policy will enable log compaction, which retains the latest value for each key. It is also possible to specify both policies in a comma-separated list (e.g. \"delete,compact\"). In this case, old segments will be discarded per the retention time and size configuration, while retained segments will be compacted.",
         read_only: false,
-        support: Support::Honoured("delete: retention removes whole segments; compact is accepted, records without a key are refused with INVALID_RECORD as in Kafka, and the topic is kept whole (retention off unless delete is listed too), with a warning logged once per topic: compaction is not implemented yet"),
+        support: Support::Honoured("delete: retention removes whole segments; compact: the shard's cleaner keeps each key's last record (closed segments below the high watermark), records without a key are refused with INVALID_RECORD as in Kafka; compact,delete: both"),
     },
     ConfigDef {
         name: "compression.gzip.level",
@@ -178,7 +178,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(0),
         doc: "The amount of time to retain delete tombstone markers for log compacted topics. This setting also gives a bound on the time in which a consumer must complete a read if they begin from offset 0 to ensure that they get a valid snapshot of the final stage (otherwise delete tombstones may be collected before they complete their scan).",
         read_only: false,
-        support: Support::Stored("a compaction setting; compaction is not implemented yet"),
+        support: Support::Honoured("a tombstone goes at the first pass after its timestamp is this old (Kafka counts from the pass that first cleaned it)"),
     },
     ConfigDef {
         name: "file.delete.delay.ms",
@@ -268,7 +268,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(1),
         doc: "The maximum time a message will remain ineligible for compaction in the log. Only applicable for logs that are being compacted.",
         read_only: false,
-        support: Support::Stored("a compaction setting; compaction is not implemented yet"),
+        support: Support::Honoured("a partition whose oldest dirty segment's newest record is older than this is cleaned whatever its dirty ratio"),
     },
     ConfigDef {
         name: "max.message.bytes",
@@ -318,7 +318,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::Ratio,
         doc: "This configuration controls how frequently the log compactor will attempt to clean the log (assuming log compaction is enabled). By default we will avoid cleaning a log where more than 50% of the log has been compacted. This ratio bounds the maximum space wasted in the log by duplicates (at 50% at most 50% of the log could be duplicates). A higher ratio will mean fewer, more efficient cleanings but will mean more wasted space in the log. If the max.compaction.lag.ms or the min.compaction.lag.ms configurations are also specified, then the log compactor considers the log to be eligible for compaction as soon as either: (i) the dirty ratio threshold has been met and the log has had dirty (uncompacted) records for at least the min.compaction.lag.ms duration, or (ii) if the log has had dirty (uncompacted) records for at most the max.compaction.lag.ms period.",
         read_only: false,
-        support: Support::Stored("a compaction setting; compaction is not implemented yet"),
+        support: Support::Honoured("the shard's cleaner picks its dirtiest partition at or above this ratio of dirty (never cleaned) bytes to closed bytes"),
     },
     ConfigDef {
         name: "min.compaction.lag.ms",
@@ -328,7 +328,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::AtLeast(0),
         doc: "The minimum time a message will remain uncompacted in the log. Only applicable for logs that are being compacted.",
         read_only: false,
-        support: Support::Stored("a compaction setting; compaction is not implemented yet"),
+        support: Support::Honoured("whole segments: one whose newest record is younger than this is not cleaned yet, nor any after it"),
     },
     ConfigDef {
         name: "min.insync.replicas",
@@ -733,9 +733,22 @@ impl TopicSettings {
         log.retention_ms = long("retention.ms", log.retention_ms).max(-1);
         log.retention_bytes = long("retention.bytes", log.retention_bytes).max(-1);
         if !delete {
-            // compact alone: nothing is deleted by age or size (and nothing is compacted yet).
+            // compact alone: nothing is deleted by age or size.
             log.retention_ms = -1;
             log.retention_bytes = -1;
+        }
+        if compact {
+            let ratio = value("min.cleanable.dirty.ratio")
+                .parse::<f64>()
+                .unwrap_or(0.5);
+            log.compaction = Some(spate_engine::compaction::CompactionPolicy {
+                min_cleanable_dirty_ppm: (ratio.clamp(0.0, 1.0)
+                    * spate_engine::compaction::PPM as f64)
+                    .round() as u64,
+                min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+                max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+                delete_retention_ms: long("delete.retention.ms", 86_400_000).max(0),
+            });
         }
         let remote_storage = broker.tiered && value("remote.storage.enable") == "true";
         log.remote_storage = remote_storage;
@@ -785,6 +798,10 @@ impl TopicSettings {
     /// partitions of a topic created at once do not all roll at once.
     pub fn log_config(&self, topic: &str, topic_id: [u8; 16], partition: u32) -> LogConfig {
         let mut log = self.log.clone();
+        if topic == crate::OFFSETS_TOPIC {
+            // Compacted by its coordinators' own rewrite (`commit_log_compaction.rs`).
+            log.compaction = None;
+        }
         if log.remote_storage {
             log.remote_key = remote_key(topic, topic_id, partition);
         }

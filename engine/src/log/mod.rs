@@ -2,6 +2,7 @@
 
 pub mod appender;
 pub mod checkpoint;
+pub mod clean;
 mod enqueue;
 pub mod epochs;
 mod failure;
@@ -16,6 +17,7 @@ mod retention;
 mod roll;
 pub mod scan;
 pub mod segment;
+pub mod swap;
 pub mod sync_group;
 pub(crate) mod tiered;
 pub mod time_index;

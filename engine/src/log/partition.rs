@@ -217,6 +217,8 @@ pub(super) struct Inner {
     pub(super) tier_claimed: std::cell::Cell<Option<i32>>,
     /// When the leader last removed objects no manifest names.
     pub(super) tier_swept: std::cell::Cell<Option<std::time::Instant>>,
+    /// Where compaction stands (`log/clean.rs`).
+    pub(super) cleaner: RefCell<crate::log::clean::CleanerState>,
 }
 
 /// How a partition stands with the cold tier.
@@ -268,6 +270,7 @@ impl PartitionLog {
         let start_floor = read_start_floor(&*storage, dir, next).await?;
         let epochs = open_epochs(&*storage, dir, &segments, next).await;
         let remote = crate::log::tiered::read_manifest_copy(&*storage, dir).await;
+        let cleaner = crate::log::clean::read_cleaner_state(&*storage, dir).await;
         let budget = Rc::new(Semaphore::new(config.max_pending_bytes));
         let log = PartitionLog {
             inner: Rc::new(Inner {
@@ -310,6 +313,7 @@ impl PartitionLog {
                 tier_role: std::cell::Cell::new(crate::log::tiered::TierRole::Follower),
                 tier_claimed: std::cell::Cell::new(None),
                 tier_swept: std::cell::Cell::new(None),
+                cleaner: RefCell::new(cleaner),
             }),
         };
         Ok((log, report))

@@ -284,7 +284,7 @@ pub(super) async fn read_frames(
             _ => file.read_at(pos, read_len(size - pos, room)).await?,
         };
         let header = match FrameHeader::decode(&chunk) {
-            Ok(h) if h.base_offset == expected => h,
+            Ok(h) if h.follows(expected) => h,
             Ok(h) => {
                 return fail_or_partial(
                     out,
@@ -313,7 +313,7 @@ pub(super) async fn read_frames(
             let Ok(h) = FrameHeader::decode(&chunk[at..]) else {
                 break;
             };
-            if h.base_offset != expected {
+            if !h.follows(expected) {
                 break;
             }
             // Checked before the frame is known to be whole: a frame that would not be

@@ -44,6 +44,7 @@ pub async fn recover(
         partition: name.to_string(),
         ..Default::default()
     };
+    crate::log::swap::recover(storage, dir, name).await?;
     let bases = list_segments(storage, dir, name).await?;
     let mut segments = BTreeMap::new();
     let Some((&last_base, closed)) = bases.split_last() else {
@@ -101,7 +102,8 @@ async fn list_segments(storage: &dyn Storage, dir: &Path, name: &str) -> Result<
             || file_name == checkpoint::CHECKPOINT_FILE
             || file_name == crate::log::retention::START_FILE
             || file_name == crate::log::epochs::EPOCHS_FILE
-            || file_name == crate::log::tiered::MANIFEST_COPY)
+            || file_name == crate::log::tiered::MANIFEST_COPY
+            || file_name == crate::log::clean::CLEANER_OFFSET_FILE)
         {
             tracing::warn!(partition = name, file = %dir.join(&file_name).display(), "ignoring a file that is not part of the log");
         }

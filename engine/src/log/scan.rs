@@ -71,7 +71,7 @@ pub async fn scan_frames(
                     return Ok(outcome);
                 }
             };
-            if header.base_offset != outcome.next_offset {
+            if !header.follows(outcome.next_offset) {
                 outcome.stop = Some((
                     position + at as u64,
                     FrameError::Invalid("offset does not follow the previous frame"),

@@ -363,12 +363,30 @@ pub(crate) async fn persist_rebuilt(
     base: u64,
     seg: &Segment,
 ) -> Result<()> {
+    persist_indexes(
+        storage,
+        dir,
+        base,
+        seg.index.entries(),
+        seg.time_index.entries(),
+    )
+    .await
+}
+
+/// Writes a closed segment's index files anew from these entries.
+pub(crate) async fn persist_indexes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    index: &[OffsetEntry],
+    time: &[TimeEntry],
+) -> Result<()> {
     let mut index_file = open_index_file::<OffsetEntry>(storage, &index_path(dir, base), 0).await?;
-    index_file.persist(seg.index.entries()).await?;
+    index_file.persist(index).await?;
     index_file.trim().await?;
     let mut time_file =
         open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
-    time_file.persist(seg.time_index.entries()).await?;
+    time_file.persist(time).await?;
     time_file.trim().await?;
     Ok(())
 }

@@ -1,0 +1,184 @@
+"""Issue 19: a user topic with cleanup.policy=compact is compacted by the shard's cleaner, end
+to end: a real broker, real clients (confluent-kafka and kafka-python), the files it wrote.
+
+One broker for the module; its cleaner backs off 200 ms between idle passes (the default is
+15 s, Kafka's log.cleaner.backoff.ms) so that the test waits seconds, not minutes.
+"""
+
+import time
+from pathlib import Path
+
+import confluent_kafka as ck
+import confluent_kafka.admin as cka
+import kafka as kp
+import pytest
+
+from conftest import Broker
+from kutil import ck_conf, read_all_confluent, unique, wait_until
+
+KEYS = 100
+UPDATES = 500
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("compaction"))
+    b.config_path.write_text(b.config_path.read_text() + "\n[log.cleaner]\nbackoff_ms = 200\n")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.teardown()
+
+
+def create(broker, topic, config):
+    a = cka.AdminClient(ck_conf(broker.bootstrap))
+    fs = a.create_topics([cka.NewTopic(topic, num_partitions=1, replication_factor=1,
+                                       config=config)], request_timeout=15)
+    fs[topic].result(15)
+
+
+def produce(broker, topic, pairs):
+    """(key, value) pairs in order, value None a tombstone; batched by the producer."""
+    p = ck.Producer(ck_conf(broker.bootstrap, **{"linger.ms": 5, "acks": "all"}))
+    for k, v in pairs:
+        while True:
+            try:
+                p.produce(topic, key=k, value=v)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(30) == 0
+
+
+def value(key, update):
+    return f"{key}:{update}:".encode() + b"v" * 100
+
+
+def partition_dir(broker, topic):
+    return Path(broker.data_dir) / "topics" / topic / "0"
+
+
+def active_base(broker, topic):
+    """The base offset of the partition's active (last) segment, from its file names."""
+    bases = sorted(int(p.name[:20]) for p in partition_dir(broker, topic).glob("*.log"))
+    return bases[-1]
+
+
+def latest(pairs):
+    out = {}
+    for k, v in pairs:
+        out[k] = v
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def compacted_view(broker, topic):
+    """Records from the beginning, and those below the active segment."""
+    recs = read_all_confluent(broker.bootstrap, topic, timeout=60)
+    base = active_base(broker, topic)
+    return recs, [r for r in recs if r.offset < base], base
+
+
+def check_latest(recs, want, what):
+    last = {}
+    for r in recs:
+        last[r.key] = r.value
+    live = {k: v for k, v in last.items() if v is not None}
+    assert live == want, f"{what}: {len(live)} live keys, want {len(want)}"
+    offsets = [r.offset for r in recs]
+    assert offsets == sorted(set(offsets)), f"{what}: offsets not increasing"
+
+
+@pytest.fixture(scope="module")
+def table(broker):
+    """100 keys x 500 updates on 1 MiB segments, then tombstones for keys 0-9 and another
+    round for the others (so the tombstones' segment closes), compacted."""
+    topic = unique("table")
+    create(broker, topic, {"cleanup.policy": "compact", "segment.bytes": str(MIB),
+                           "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000"})
+    pairs = [(f"k{k:03}".encode(), value(k, u)) for u in range(UPDATES) for k in range(KEYS)]
+    pairs += [(f"k{k:03}".encode(), None) for k in range(10)]
+    pairs += [(f"k{k:03}".encode(), value(k, UPDATES + u)) for u in range(150)
+              for k in range(10, KEYS)]
+    produce(broker, topic, pairs)
+    return topic, pairs
+
+
+def test_the_cleaner_keeps_each_keys_last_value_at_its_offset(broker, table):
+    topic, pairs = table
+    want = latest(pairs)
+    assert len(want) == KEYS - 10
+
+    def compacted():
+        recs, below, base = compacted_view(broker, topic)
+        keys_below = [r.key for r in below]
+        return len(keys_below) <= KEYS and len(set(keys_below)) == len(keys_below) and \
+            all(r.value is not None for r in below) and (recs, below, base)
+
+    recs, below, base = wait_until(compacted, 90, "the closed segments compacted", interval=1)
+    check_latest(recs, want, "after compaction")
+    assert len(recs) < len(pairs) / 5, (len(recs), len(pairs))
+    # The tombstoned keys are gone below the active segment (their delete.retention.ms has
+    # passed), and every key there is there once, with its last value if the active segment
+    # does not hold a later one.
+    assert not any(r.key < b"k010" for r in below), "tombstoned keys remain"
+    active_keys = {r.key for r in recs if r.offset >= base}
+    for r in below:
+        if r.key not in active_keys:
+            assert r.value == want[r.key], r.key
+    # Offsets keep their gaps: a kept record is at the offset it was produced at.
+    produced_at = {}
+    for i, (k, v) in enumerate(pairs):
+        produced_at[i] = (k, v)
+    for r in recs:
+        assert produced_at[r.offset] == (r.key, r.value), r.offset
+    assert "compacted" in broker.log()
+
+
+def test_kafka_python_reads_the_compacted_log_across_its_gaps(broker, table):
+    topic, pairs = table
+    c = kp.KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                         enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        c.assign([kp.TopicPartition(topic, 0)])
+        recs = list(c)
+    finally:
+        c.close()
+    assert recs, "nothing read"
+    offsets = [m.offset for m in recs]
+    assert offsets == sorted(set(offsets))
+    assert offsets[-1] == len(pairs) - 1
+    last = {}
+    for m in recs:
+        last[m.key] = m.value
+    assert {k: v for k, v in last.items() if v is not None} == latest(pairs)
+
+
+def test_a_restart_keeps_the_compacted_log(broker, table):
+    topic, pairs = table
+    before, _, _ = compacted_view(broker, topic)
+    broker.restart()
+    after, _, _ = compacted_view(broker, topic)
+    assert [(r.offset, r.key, r.value) for r in after] == \
+        [(r.offset, r.key, r.value) for r in before]
+    assert not list(partition_dir(broker, topic).glob("*.swap"))
+    assert not list(partition_dir(broker, topic).glob("*.cleaned"))
+    # Produce goes on at the log end after the compacted range.
+    produce(broker, topic, [(b"k050", b"after restart")])
+    recs, _, _ = compacted_view(broker, topic)
+    assert recs[-1].offset == len(pairs) and recs[-1].value == b"after restart"
+
+
+def test_compaction_settings_out_of_range_are_invalid_config_naming_the_key(broker):
+    a = cka.AdminClient(ck_conf(broker.bootstrap))
+    for key, bad in [("min.cleanable.dirty.ratio", "1.5"), ("delete.retention.ms", "-1"),
+                     ("min.compaction.lag.ms", "-5"), ("max.compaction.lag.ms", "0")]:
+        topic = unique("badcfg")
+        fs = a.create_topics([cka.NewTopic(topic, 1, 1, config={
+            "cleanup.policy": "compact", key: bad})], request_timeout=15)
+        with pytest.raises(ck.KafkaException) as e:
+            fs[topic].result(15)
+        err = e.value.args[0]
+        assert err.code() == ck.KafkaError.INVALID_CONFIG, (key, err)
+        assert key in err.str(), (key, err.str())
