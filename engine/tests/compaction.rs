@@ -424,3 +424,60 @@ async fn mem_names(mem: &MemStorage) -> Vec<String> {
         .await
         .unwrap_or_default()
 }
+
+#[test]
+fn a_follower_copies_a_compacted_log_with_its_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), || async move {
+        let leader = open(Rc::new(MemStorage::new()), 2_048).await;
+        let written = write(&leader, &workload(), &[3, 1, 4]).await;
+        clean_fully(&leader).await;
+        let leader_batches = read_all(&leader, 0).await;
+        assert!(
+            leader_batches
+                .windows(2)
+                .any(|w| w[1].base_offset > w[0].next_offset()),
+            "the compacted log has gaps"
+        );
+        // A new replica copies it as the pipeline does: fetch from its log end, append what
+        // comes back at the leader's offsets, in chunks.
+        let follower_mem = MemStorage::new();
+        let follower = open(Rc::new(follower_mem.clone()), 2_048).await;
+        loop {
+            let from = follower.next_offset();
+            let batches = leader
+                .read_to(from, 4_096, spate_engine::ReadBound::LogEnd)
+                .await
+                .unwrap();
+            if batches.is_empty() {
+                break;
+            }
+            assert!(batches[0].base_offset >= from);
+            follower
+                .append_replicated(batches, Durability::Durable)
+                .await
+                .unwrap();
+        }
+        assert_eq!(follower.offsets().log_end, leader.offsets().log_end);
+        assert_eq!(read_all(&follower, 0).await, leader_batches);
+        // Its active segment holds gaps too: recovered after a crash, it reads the same.
+        drop(follower);
+        follower_mem.crash(CrashMode::DropUnsynced);
+        let follower = open(Rc::new(follower_mem.clone()), 2_048).await;
+        assert_eq!(read_all(&follower, 0).await, leader_batches);
+        check(
+            &read_records(&follower).await,
+            &written,
+            0,
+            "the follower's copy",
+        );
+        // And it compacts its own copy (nothing more to drop: it was the leader's, cleaned).
+        clean_fully(&follower).await;
+        check(
+            &read_records(&follower).await,
+            &written,
+            0,
+            "the follower cleaned",
+        );
+    });
+}

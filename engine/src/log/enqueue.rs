@@ -58,16 +58,19 @@ impl PartitionLog {
         let Some(first) = batches.first().map(|b| b.base_offset) else {
             return Err(EngineError::InvalidAppend("no batches".into()));
         };
+        // Offsets only go up; a gap between batches is one compaction left in the leader's
+        // log (each batch keeps its offsets, so the follower's copy has the same gaps).
         let mut expected = first;
         for b in &batches {
-            if b.base_offset != expected {
+            if b.base_offset < expected {
                 return Err(EngineError::InvalidAppend(format!(
-                    "replicated batches are not contiguous: offset {} follows {expected}",
+                    "replicated batches overlap: offset {} follows {expected}",
                     b.base_offset
                 )));
             }
             expected = b.next_offset();
         }
+        let bases: Vec<u64> = batches.iter().map(|b| b.base_offset).collect();
         let batches = batches
             .into_iter()
             .map(|b| AppendBatch {
@@ -79,17 +82,21 @@ impl PartitionLog {
                 base_offset_field: None,
             })
             .collect();
-        self.enqueue_at(batches, durability, Some(first)).await
+        self.enqueue_at(batches, durability, Some((first, bases)))
+            .await
     }
 
-    /// Queues `batches` at the log end, which must be `at` if given. Every check that can
-    /// refuse the append is made before any batch is queued.
+    /// Queues `batches` at the log end, or (a follower's) at the offsets given: the first at
+    /// the log end or past it (a gap compaction left in the leader's log). Every check that
+    /// can refuse the append is made before any batch is queued.
     async fn enqueue_at(
         &self,
         batches: Vec<AppendBatch>,
         durability: Durability,
-        at: Option<u64>,
+        offsets: Option<(u64, Vec<u64>)>,
     ) -> Result<Appending> {
+        let at = offsets.as_ref().map(|(first, _)| *first);
+        let bases = offsets.map(|(_, bases)| bases);
         if batches.is_empty() {
             return Err(EngineError::InvalidAppend("no batches".into()));
         }
@@ -147,16 +154,24 @@ impl PartitionLog {
         let (tx, rx) = oneshot::channel();
         let result = {
             let mut st = self.inner.state.borrow_mut();
-            let base = st.next_offset;
+            let base = at.unwrap_or(st.next_offset);
             let count = batches.len();
             let mut tx = Some(tx);
             for (i, (b, permit)) in batches.into_iter().zip(permits).enumerate() {
-                let offset = st.next_offset;
+                let offset = bases
+                    .as_ref()
+                    .and_then(|b| b.get(i).copied())
+                    .unwrap_or(st.next_offset);
+                let flags = if offset == st.next_offset {
+                    0
+                } else {
+                    crate::frame::FLAG_AFTER_GAP
+                };
                 let offset_patch = b
                     .base_offset_field
                     .map(|at| (at, (offset as i64).to_be_bytes()));
                 let payload = b.payload;
-                let header = FrameHeader::new_chunks(
+                let header = FrameHeader::with_flags(
                     FrameMeta {
                         base_offset: offset,
                         record_count: b.record_count,
@@ -164,6 +179,7 @@ impl PartitionLog {
                         max_timestamp_ms: b.max_timestamp_ms,
                         leader_epoch: b.leader_epoch,
                     },
+                    flags,
                     &patched_chunks(&payload, offset_patch.as_ref()),
                 );
                 st.epochs.assign(b.leader_epoch, offset);
@@ -195,7 +211,8 @@ impl PartitionLog {
     fn check_placement(&self, batches: &[AppendBatch], at: Option<u64>) -> Result<()> {
         let st = self.inner.state.borrow();
         if let Some(at) = at {
-            if at != st.next_offset {
+            // Past the end is a gap the leader's compaction left; before it, an overlap.
+            if at < st.next_offset {
                 return Err(EngineError::NotContiguous {
                     got: at,
                     log_end: st.next_offset,

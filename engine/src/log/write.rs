@@ -396,7 +396,9 @@ impl PartitionLog {
             debug_assert!(
                 round
                     .iter()
-                    .try_fold(st.written_offset, |at, p| (p.header.base_offset == at)
+                    .try_fold(st.written_offset, |at, p| p
+                        .header
+                        .follows(at)
                         .then(|| p.header.next_offset()))
                     .is_some(),
                 "a write round is not contiguous with the log end"

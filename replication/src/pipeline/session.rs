@@ -469,8 +469,11 @@ async fn apply_fetched(
                 return false;
             }
         }
-        if first.base_offset != log.next_offset() {
-            // Truncated or appended meanwhile: the next fetch asks again from the log end.
+        let end = log.next_offset();
+        // Past the offset asked for: a gap the leader's compaction left, taken as it is.
+        // Anything else means this log was truncated or appended meanwhile: the next fetch
+        // asks again from the log end.
+        if first.base_offset < end || (first.base_offset > end && sent.fetch_offset != end) {
             return true;
         }
         match log.enqueue_replicated(batches, Durability::Durable).await {
