@@ -29,7 +29,10 @@ pub fn run(conn: &Conn, cmd: TierCommand) -> Result<(), String> {
             .broker(broker)
             .and_then(|c| c.call(req, 1, 4))
             .map_err(|e| e.to_string())?;
-        let mut dirs = resp.results.iter();
+        let mut dirs = resp
+            .results
+            .iter()
+            .filter(|d| d.log_dir.as_str() != spate_net::handlers::CLEANER_DIR);
         let Some(local) = dirs.next() else { continue };
         let Some(cold) = dirs.next() else {
             println!("broker {broker}: no cold tier");

@@ -31,7 +31,8 @@ pub enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions, offsets and settings
+    /// Show a topic's partitions, offsets and settings (and, for a compacted topic, each
+    /// partition's dirty ratio and last compaction)
     Describe { name: String },
     /// Delete a topic and all its data
     Delete { name: String },
@@ -164,6 +165,7 @@ fn describe(client: &mut Client, name: &str) -> Result<(), String> {
             .unwrap_or((-1, String::new(), String::new()));
         println!("{p}\t{leader}\t{epoch}\t{replicas}\t{isr}\t{start}\t{end}");
     }
+    print_cleaner(client, name, &info.partitions)?;
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(2)
@@ -191,6 +193,58 @@ fn describe(client: &mut Client, name: &str) -> Result<(), String> {
                 c.value.as_ref().map_or("", |v| v.as_str())
             );
         }
+    }
+    Ok(())
+}
+
+/// A compacted topic's partitions as their leaders' cleaners see them: the dirty ratio (dirty
+/// bytes over closed bytes) and when the last pass ended. From DescribeLogDirs, whose last
+/// entry Spate fills with its cleaner's state (`spate_net::handlers::CLEANER_DIR`).
+fn print_cleaner(client: &mut Client, name: &str, partitions: &[(i32, i32)]) -> Result<(), String> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for (p, leader) in partitions {
+        if *leader >= 0 {
+            by_leader.entry(*leader).or_default().push(*p);
+        }
+    }
+    let mut rows = Vec::new();
+    for (leader, parts) in by_leader {
+        let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            describe_log_dirs_request::DescribableLogDirTopic::default()
+                .with_topic(sb(name).into())
+                .with_partitions(parts),
+        ]));
+        let resp: DescribeLogDirsResponse = client
+            .broker(leader)
+            .and_then(|c| c.call(req, 1, 4))
+            .map_err(|e| e.to_string())?;
+        for dir in resp
+            .results
+            .iter()
+            .filter(|d| d.log_dir.as_str() == spate_net::handlers::CLEANER_DIR)
+        {
+            for t in &dir.topics {
+                for p in &t.partitions {
+                    rows.push((p.partition_index, p.partition_size, p.offset_lag));
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_unstable();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    println!("partition\tdirty ratio\tlast compaction");
+    for (p, ppm, last_ms) in rows {
+        let last = if last_ms <= 0 {
+            "none since the broker started".to_string()
+        } else {
+            format!("{:.1} s ago", (now_ms - last_ms).max(0) as f64 / 1000.0)
+        };
+        println!("{p}\t{:.3}\t{last}", ppm as f64 / 1e6);
     }
     Ok(())
 }

@@ -5,6 +5,8 @@ One broker for the module; its cleaner backs off 200 ms between idle passes (the
 15 s, Kafka's log.cleaner.backoff.ms) so that the test waits seconds, not minutes.
 """
 
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import confluent_kafka.admin as cka
 import kafka as kp
 import pytest
 
-from conftest import Broker
+from conftest import SPATE_BIN, Broker
 from kutil import ck_conf, read_all_confluent, unique, wait_until
 
 KEYS = 100
@@ -134,6 +136,30 @@ def test_the_cleaner_keeps_each_keys_last_value_at_its_offset(broker, table):
     for r in recs:
         assert produced_at[r.offset] == (r.key, r.value), r.offset
     assert "compacted" in broker.log()
+
+
+def test_topic_describe_shows_each_partitions_dirty_ratio_and_last_compaction(broker, table):
+    topic, _ = table
+
+    def cleaner_row():
+        r = subprocess.run([SPATE_BIN, "topic", "describe", topic, "-b", broker.bootstrap],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert "partition\tdirty ratio\tlast compaction" in lines, r.stdout
+        row = lines[lines.index("partition\tdirty ratio\tlast compaction") + 1]
+        m = re.fullmatch(r"0\t(\d\.\d{3})\t([\d.]+) s ago", row)
+        assert m, row
+        return m
+
+    # Once compacted, nothing closed is dirty any more.
+    wait_until(lambda: float(cleaner_row()[1]) < 0.01, 90, "a dirty ratio of 0")
+    # A topic that is not compacted shows no cleaner section.
+    plain = unique("plain")
+    create(broker, plain, {})
+    r = subprocess.run([SPATE_BIN, "topic", "describe", plain, "-b", broker.bootstrap],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "dirty ratio" not in r.stdout, r.stdout
 
 
 def test_kafka_python_reads_the_compacted_log_across_its_gaps(broker, table):

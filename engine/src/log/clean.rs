@@ -37,8 +37,9 @@ use crate::log::time_index::TimeIndex;
 /// again: more work, never a wrong result.
 pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset";
 
-/// Output written per append while a group is rewritten.
-const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes read per read and written per append by a pass: small enough that the shard's own
+/// I/O (produce's writes and fdatasyncs, fetches) does not queue long behind one.
+const IO_CHUNK_BYTES: usize = 256 << 10;
 
 /// A compacted partition's cleaner state.
 #[derive(Debug, Default)]
@@ -263,6 +264,8 @@ impl PartitionLog {
                 })
                 .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
                 throttle.pace(h.frame_len()).await;
+                // The shard's other tasks first if this one has run its share.
+                glommio::yield_if_needed().await;
                 if let Some(stop) = full {
                     return Ok((map, stop));
                 }
@@ -310,7 +313,7 @@ impl PartitionLog {
             active: None,
         };
         let mut appender = Appender::new(file.clone(), 0, Vec::new(), 0, 0);
-        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK_BYTES + FRAME_HEADER_LEN);
+        let mut pending: Vec<u8> = Vec::with_capacity(IO_CHUNK_BYTES + FRAME_HEADER_LEN);
         let mut expected = base;
         let io = |e: std::io::Error| EngineError::from_io(e, &path);
         for s in group {
@@ -329,6 +332,7 @@ impl PartitionLog {
                     .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
                 report.records_read += seen;
                 report.records_kept += kept;
+                glommio::yield_if_needed().await;
                 let (meta, body) = match retained {
                     Retained::Nothing => continue,
                     Retained::All | Retained::Marker => (meta_of(&h), payload),
@@ -357,7 +361,7 @@ impl PartitionLog {
                 out.size_bytes += header.frame_len();
                 out.next_offset = header.next_offset();
                 expected = header.next_offset();
-                if pending.len() >= WRITE_CHUNK_BYTES {
+                if pending.len() >= IO_CHUNK_BYTES {
                     appender.append(&[&pending]).await.map_err(io)?;
                     throttle.pace(pending.len() as u64).await;
                     report.bytes_out += pending.len() as u64;
@@ -554,7 +558,7 @@ impl FrameReader {
         let at = (self.pos - self.chunk_pos) as usize;
         let header_here = self.pos >= self.chunk_pos && at + FRAME_HEADER_LEN <= self.chunk.len();
         if !header_here {
-            self.refill(WRITE_CHUNK_BYTES).await?;
+            self.refill(IO_CHUNK_BYTES).await?;
         }
         let at = (self.pos - self.chunk_pos) as usize;
         let h =
@@ -567,7 +571,7 @@ impl FrameReader {
         }
         let len = h.frame_len() as usize;
         if at + len > self.chunk.len() {
-            self.refill(len.max(WRITE_CHUNK_BYTES)).await?;
+            self.refill(len.max(IO_CHUNK_BYTES)).await?;
         }
         let at = (self.pos - self.chunk_pos) as usize;
         if at + len > self.chunk.len() {

@@ -165,15 +165,29 @@ pub async fn describe_log_dirs(
                     let lag = log.offsets().high_watermark.saturating_sub(t.remote_end);
                     (t.remote_bytes, lag)
                 });
-                (log.stats().size_bytes, tier)
+                let cleaner = log
+                    .dirty_state(now_ms())
+                    .map(|d| (d.dirty_ppm(), d.last_cleaned_ms));
+                (log.stats().size_bytes, tier, cleaner)
             });
             (name, p, found)
         })
         .await;
     let mut local: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     let mut remote: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    let mut cleaner: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for (name, p, found) in sizes.into_iter().flatten() {
-        let Some((size, tier)) = found else { continue };
+        let Some((size, tier, cleaned)) = found else {
+            continue;
+        };
+        if let Some((ppm, last_ms)) = cleaned {
+            cleaner.entry(name.clone()).or_default().push(
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(p)
+                    .with_partition_size(ppm as i64)
+                    .with_offset_lag(last_ms),
+            );
+        }
         local.entry(name.clone()).or_default().push(
             DescribeLogDirsPartition::default()
                 .with_partition_index(p)
@@ -227,7 +241,28 @@ pub async fn describe_log_dirs(
                 .with_usable_bytes(-1),
         );
     }
+    // Compacted partitions' cleaner state, as a last "log dir" named CLEANER_DIR (only when
+    // some partition asked for is compacted): dirty ratio in parts per million as the size,
+    // the last pass's time (ms since the epoch, 0: none since the start) as the offset lag.
+    if !cleaner.is_empty() {
+        results.push(
+            DescribeLogDirsResult::default()
+                .with_log_dir(sb(CLEANER_DIR))
+                .with_topics(topics_of(&mut cleaner))
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1),
+        );
+    }
     DescribeLogDirsResponse::default().with_results(results)
+}
+
+/// The name of DescribeLogDirs' entry for the log cleaner (`spate topic describe` reads it).
+pub const CLEANER_DIR: &str = "log cleaner (size: dirty ratio, ppm; offset lag: last pass, ms)";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// DescribeProducers: the idempotent producers each partition remembers (no transactions:

@@ -5,6 +5,7 @@
 mod admin;
 mod consumer_groups;
 mod describe;
+pub use describe::CLEANER_DIR;
 mod elect_leaders;
 mod fetch;
 mod groups;
