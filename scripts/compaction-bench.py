@@ -118,7 +118,8 @@ def bench(bootstrap, root, rate, duration, name):
                     f"producerRate: {rate}\ntestDurationMinutes: 1\n")
     out = root / name
     subprocess.run([SPATE_BENCH, "run", str(work), "-b", bootstrap, "--duration-s", str(duration),
-                    "--warmup-s", "2", "--out", str(out), "--quiet"], check=True,
+                    "--warmup-s", "2", "--batch-bytes", str(512 * 1024), "--out", str(out),
+                    "--quiet"], check=True,
                    stdout=subprocess.DEVNULL)
     lat = json.loads((out / "results.json").read_text())["overall"]["publish_latency"]
     return lat["p50_ms"], lat["p99_ms"], lat["p999_ms"]

@@ -141,7 +141,7 @@ impl ShardLogs {
                 crate::warn_limited!(
                     "cleaner failed",
                     partition = dirtiest.name(),
-                    "compaction failed (the log is as it was; the next pass retries): {e}"
+                    "compaction failed (the log is as it was; this partition is retried in 10 minutes): {e}"
                 );
                 None
             }

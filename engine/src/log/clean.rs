@@ -52,7 +52,12 @@ pub(crate) struct CleanerState {
     /// When the first tombstone a pass kept is old enough to go (`i64::MAX`: none kept): the
     /// partition is due a pass then, dirty or not.
     pub(crate) tombstones_due_ms: i64,
+    /// A pass failed (an undecodable batch, an I/O error): not due again before this.
+    pub(crate) retry_at_ms: i64,
 }
+
+/// How long a partition whose pass failed waits before the next one (others go meanwhile).
+const RETRY_AFTER_FAILURE_MS: i64 = 10 * 60 * 1000;
 
 /// A closed segment the pass may clean.
 #[derive(Clone)]
@@ -95,7 +100,13 @@ impl PartitionLog {
         let Some(d) = self.dirty_state(now_ms) else {
             return false;
         };
-        let tombstones_due = self.inner.cleaner.borrow().tombstones_due_ms <= now_ms;
+        let (tombstones_due, retry_at) = {
+            let c = self.inner.cleaner.borrow();
+            (c.tombstones_due_ms <= now_ms, c.retry_at_ms)
+        };
+        if now_ms < retry_at {
+            return false;
+        }
         (d.dirty_bytes > 0
             && (d.dirty_ppm() >= policy.min_cleanable_dirty_ppm
                 || now_ms.saturating_sub(d.oldest_dirty_ms) >= policy.max_compaction_lag_ms))
@@ -130,6 +141,22 @@ impl PartitionLog {
     /// Runs one cleaning pass. `None` if there was nothing to clean (or the partition cannot
     /// be cleaned now: not compacted, tiered, failed, truncating, a pass already running).
     pub async fn clean(
+        &self,
+        keys: &dyn RecordKeys,
+        cleaner: &CleanerConfig,
+        now_ms: i64,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanReport>> {
+        let r = self.clean_once(keys, cleaner, now_ms, throttle).await;
+        if r.is_err() {
+            // The log is as it was; the shard's other partitions go first for a while.
+            self.inner.cleaner.borrow_mut().retry_at_ms =
+                now_ms.saturating_add(RETRY_AFTER_FAILURE_MS);
+        }
+        r
+    }
+
+    async fn clean_once(
         &self,
         keys: &dyn RecordKeys,
         cleaner: &CleanerConfig,
