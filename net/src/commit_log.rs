@@ -107,8 +107,8 @@ pub fn now_ms() -> i64 {
 /// the last `flush_interval_ms` of commits, which consumers then read again. Waiting for the
 /// sync made commits slow enough that clients committing inside a rebalance timed out.
 ///
-/// Callers go through [`crate::commit_log_compaction::CommitLogWriter::append`], which keeps the
-/// appends out of the way of a compaction.
+/// The partition is compacted by its shard's log cleaner like any compacted topic (a
+/// deletion's tombstones stay `delete.retention.ms`, a day).
 /// `leader_epoch`: the epoch of the partition's leader (0 on a single broker). Returns the
 /// offset after the batch, or `None` if there was nothing to store.
 pub async fn append(

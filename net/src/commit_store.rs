@@ -40,9 +40,7 @@ impl Shard {
             }) => (leader_epoch, replicated),
             Some(Leading::No { .. } | Leading::Unknown) => return Err(code::NOT_COORDINATOR),
         };
-        let appended = self
-            .commit_log
-            .append(&log, partition, group, entries, epoch, !replicated)
+        let appended = crate::commit_log::append(&log, group, entries, epoch)
             .await
             .map_err(|e| {
                 spate_engine::warn_limited!("offset commit failed", group = %group, "offset commit failed: {e}");

@@ -13,7 +13,6 @@ pub mod cluster;
 pub mod cluster_sync;
 pub mod codec;
 mod commit_log;
-mod commit_log_compaction;
 mod commit_store;
 pub mod config;
 mod conn;

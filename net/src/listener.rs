@@ -33,11 +33,7 @@ pub async fn restore_groups(shard: &Rc<Shard>) -> u64 {
     for p in 0..topic.partitions() {
         if let Some(log) = shard.logs.get(OFFSETS_TOPIC, p) {
             match commit_log::replay(&log, &shard.groups).await {
-                Ok(n) => {
-                    applied += n;
-                    // A log that grew before this start (or before compaction existed).
-                    shard.commit_log.compact_if_due(&log, p);
-                }
+                Ok(n) => applied += n,
                 Err(e) => tracing::error!(partition = p, "cannot replay committed offsets: {e}"),
             }
         }

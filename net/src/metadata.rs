@@ -494,8 +494,8 @@ fn save_bytes(path: &Path, bytes: &[u8], space: Option<&DiskSpace>) -> Result<()
     })
 }
 
-/// The configs of `__consumer_offsets`: kept whole (committed offsets must outlive any age
-/// or size limit) and compacted by the broker itself (`commit_log_compaction.rs`).
+/// The configs of `__consumer_offsets`: never cut by retention (committed offsets must
+/// outlive any age or size limit), compacted by the shard's log cleaner.
 pub fn offsets_topic_configs(segment_bytes: u64) -> TopicConfigs {
     TopicConfigs::from_pairs([
         ("cleanup.policy", "compact".to_string()),

@@ -17,7 +17,6 @@ use spate_mesh::{Endpoint, HomeSender, JoinError, Mesh, ShardGone};
 use spate_replication::pipeline::ShardReplicas;
 
 use crate::cluster::Cluster;
-use crate::commit_log_compaction::CommitLogWriter;
 use crate::groups::Coordinator;
 use crate::producers::ProducerStates;
 
@@ -41,8 +40,6 @@ pub struct Shard {
     pub(crate) producer_id_block: std::cell::Cell<(i64, i64)>,
     pub(crate) producer_id_turn: glommio::sync::Semaphore,
     pub(crate) groups: Rc<Coordinator>,
-    /// Appends (and compacts) the `__consumer_offsets` partitions this shard coordinates.
-    pub(crate) commit_log: CommitLogWriter,
     /// Records appended to each partition of a topic with `flush.messages` since the last
     /// append that waited for an fdatasync (`flush_policy_durability`).
     pub(crate) unflushed_records: RefCell<HashMap<(String, u32), i64>>,
@@ -83,7 +80,6 @@ impl Shard {
             producers: ProducerStates::default(),
             producer_id_block: std::cell::Cell::new((0, 0)),
             producer_id_turn: glommio::sync::Semaphore::new(1),
-            commit_log: CommitLogWriter::default(),
             unflushed_records: RefCell::new(HashMap::new()),
             replicas,
         });

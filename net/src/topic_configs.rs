@@ -798,10 +798,6 @@ impl TopicSettings {
     /// partitions of a topic created at once do not all roll at once.
     pub fn log_config(&self, topic: &str, topic_id: [u8; 16], partition: u32) -> LogConfig {
         let mut log = self.log.clone();
-        if topic == crate::OFFSETS_TOPIC {
-            // Compacted by its coordinators' own rewrite (`commit_log_compaction.rs`).
-            log.compaction = None;
-        }
         if log.remote_storage {
             log.remote_key = remote_key(topic, topic_id, partition);
         }

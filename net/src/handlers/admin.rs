@@ -73,7 +73,7 @@ fn topic_described(
             let mut r = topic_configs::resolve(def, configs, &shard.cluster.broker_defaults);
             let mut read_only = def.read_only;
             if topic == OFFSETS_TOPIC && def.name == "cleanup.policy" {
-                // Compacted by the broker itself (commit_log_compaction.rs), whatever is stored.
+                // Compacted, never cut by retention, whatever is stored.
                 r.value = "compact".into();
                 read_only = true;
             }
