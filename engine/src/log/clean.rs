@@ -24,7 +24,7 @@ use crate::compaction::{
 };
 use crate::error::{EngineError, Result};
 use crate::frame::{FrameHeader, FrameMeta, FLAG_AFTER_GAP, FRAME_HEADER_LEN};
-use crate::io::{OpenMode, StorageFile};
+use crate::io::StorageFile;
 use crate::log::appender::Appender;
 use crate::log::index::OffsetIndex;
 use crate::log::partition::PartitionLog;
@@ -321,13 +321,7 @@ impl PartitionLog {
         let dir = self.inner.dir.clone();
         let config = self.inner.config.borrow().clone();
         let path = swap::cleaned_path(&dir, base);
-        let file = storage
-            .open(&path, OpenMode::Create)
-            .await
-            .map_err(|e| EngineError::from_io(e, &path))?;
-        file.truncate(0)
-            .await
-            .map_err(|e| EngineError::from_io(e, &path))?;
+        let file = crate::log::segment::create_empty(&*storage, &path).await?;
         let mut out = Segment {
             base_offset: base,
             file: file.clone(),

@@ -168,7 +168,8 @@ fn deleted_path(path: &Path) -> std::path::PathBuf {
     std::path::PathBuf::from(name)
 }
 
-async fn remove_if_present(storage: &dyn Storage, path: &Path) -> Result<()> {
+/// Removes `path`; one already gone is no error.
+pub(crate) async fn remove_if_present(storage: &dyn Storage, path: &Path) -> Result<()> {
     match storage.remove(path).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngineError::from_io(e, path)),
         _ => Ok(()),

@@ -80,14 +80,7 @@ impl Segment {
         base: u64,
         config: &LogConfig,
     ) -> Result<Segment> {
-        let path = log_path(dir, base);
-        let file = storage
-            .open(&path, OpenMode::Create)
-            .await
-            .map_err(|e| EngineError::from_io(e, &path))?;
-        file.truncate(0)
-            .await
-            .map_err(|e| EngineError::from_io(e, &path))?;
+        let file = create_empty(storage, &log_path(dir, base)).await?;
         let index = open_index_file::<OffsetEntry>(storage, &index_path(dir, base), 0).await?;
         let time_index =
             open_index_file::<TimeEntry>(storage, &time_index_path(dir, base), 0).await?;
@@ -305,6 +298,21 @@ async fn open_index_file<E: Entry>(
         .await
         .map_err(|e| EngineError::from_io(e, path))?;
     Ok(IndexFile::open::<E>(file, persisted).await?)
+}
+
+/// Opens `path` as an empty file (created, or cut to nothing if it was there).
+pub(crate) async fn create_empty(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<Rc<dyn StorageFile>> {
+    let file = storage
+        .open(path, OpenMode::Create)
+        .await
+        .map_err(|e| EngineError::from_io(e, path))?;
+    file.truncate(0)
+        .await
+        .map_err(|e| EngineError::from_io(e, path))?;
+    Ok(file)
 }
 
 /// Reads a segment's index files; missing or unreadable files give empty indexes.

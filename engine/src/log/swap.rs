@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
 use crate::io::Storage;
+use crate::log::retention::remove_if_present;
 use crate::log::segment::{self, parse_segment_name};
 
 /// Suffix of a cleaned segment being written (removed at start: it never committed).
@@ -44,16 +45,13 @@ pub fn parse_swap_name(name: &str) -> Option<(u64, u64)> {
 
 /// Commits a cleaned copy: `B.log.cleaned` (written and synced) becomes `B-E.swap`.
 pub async fn commit(storage: &dyn Storage, dir: &Path, base: u64, end: u64) -> Result<()> {
-    let from = cleaned_path(dir, base);
-    let to = swap_path(dir, base, end);
-    storage
-        .rename(&from, &to)
-        .await
-        .map_err(|e| EngineError::from_io(e, &from))?;
-    storage
-        .sync_dir(dir)
-        .await
-        .map_err(|e| EngineError::from_io(e, dir))
+    rename_durably(
+        storage,
+        dir,
+        &cleaned_path(dir, base),
+        &swap_path(dir, base, end),
+    )
+    .await
 }
 
 /// Completes a committed swap: the old segments of `[B, E)` go and the swap file becomes
@@ -72,12 +70,16 @@ pub async fn complete(
             remove_if_present(storage, &segment::log_path(dir, s)).await?;
         }
     }
-    let from = swap_path(dir, base, end);
     let to = segment::log_path(dir, base);
+    rename_durably(storage, dir, &swap_path(dir, base, end), &to).await
+}
+
+/// Renames `from` to `to` in `dir` and syncs the directory.
+async fn rename_durably(storage: &dyn Storage, dir: &Path, from: &Path, to: &Path) -> Result<()> {
     storage
-        .rename(&from, &to)
+        .rename(from, to)
         .await
-        .map_err(|e| EngineError::from_io(e, &from))?;
+        .map_err(|e| EngineError::from_io(e, from))?;
     storage
         .sync_dir(dir)
         .await
@@ -108,13 +110,6 @@ pub async fn recover(storage: &dyn Storage, dir: &Path, name: &str) -> Result<us
         }
     }
     Ok(completed)
-}
-
-async fn remove_if_present(storage: &dyn Storage, path: &Path) -> Result<()> {
-    match storage.remove(path).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngineError::from_io(e, path)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

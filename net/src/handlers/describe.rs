@@ -140,6 +140,10 @@ pub async fn describe_log_dirs(
     _ctx: &Ctx,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    // The cleaner's entry only when one topic is named (as `spate topic describe` names
+    // it): a tool listing every log dir (kafka-log-dirs.sh, kafka-python, which name every
+    // topic) sees the real ones and the tier only.
+    let named = req.topics.as_ref().is_some_and(|t| t.len() == 1);
     let asked = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.topic.0.as_str().to_string(), t.partitions))
@@ -242,9 +246,10 @@ pub async fn describe_log_dirs(
         );
     }
     // Compacted partitions' cleaner state, as a last "log dir" named CLEANER_DIR (only when
-    // some partition asked for is compacted): dirty ratio in parts per million as the size,
-    // the last pass's time (ms since the epoch, 0: none since the start) as the offset lag.
-    if !cleaner.is_empty() {
+    // the request names one topic and some partition of it is compacted): dirty ratio in parts
+    // per million as the size, the last pass's time (ms since the epoch, 0: none since the
+    // start) as the offset lag.
+    if named && !cleaner.is_empty() {
         results.push(
             DescribeLogDirsResult::default()
                 .with_log_dir(sb(CLEANER_DIR))
