@@ -97,6 +97,29 @@ fn refuses_a_port_in_use_and_bad_flags_and_config() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.segment_bytes"));
 
+    // A cleaner key map smaller than 1 MiB would hold too few keys for a pass to progress.
+    std::fs::write(&cfg, "[log.cleaner]\ndedupe_buffer_bytes = 4096\n").unwrap();
+    let out = spate()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log.cleaner.dedupe_buffer_bytes must be at least 1048576"),
+        "{err}"
+    );
+    std::fs::write(&cfg, "[log.cleaner]\ndedupe_buffer = 1048576\n").unwrap();
+    let out = spate()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown field") && err.contains("dedupe_buffer"),
+        "{err}"
+    );
+
     let out = spate().args(["serve", "--shards", "0"]).output().unwrap();
     assert!(!out.status.success());
     let out = spate()

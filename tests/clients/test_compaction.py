@@ -208,3 +208,68 @@ def test_compaction_settings_out_of_range_are_invalid_config_naming_the_key(brok
         err = e.value.args[0]
         assert err.code() == ck.KafkaError.INVALID_CONFIG, (key, err)
         assert key in err.str(), (key, err.str())
+
+
+@pytest.fixture
+def slow_cleaner(tmp_path):
+    """A broker of its own whose cleaner moves 4 MiB/s, so that a pass lasts seconds."""
+    b = Broker(tmp_path)
+    b.config_path.write_text(b.config_path.read_text() + "\n[log.cleaner]\nbackoff_ms = 100\n"
+                             "io_max_bytes_per_second = 4194304\n")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.teardown()
+
+
+def test_a_sigkill_during_a_pass_loses_nothing_and_the_next_pass_finishes(slow_cleaner):
+    """SIGKILL while the cleaner writes a pass's segments, three times, at different points:
+    after each restart a consumer from the beginning reads every key's last value at its
+    produced offset; then the pass completes and leaves no work file behind."""
+    b = slow_cleaner
+    topic = unique("killed")
+    create(b, topic, {"cleanup.policy": "compact", "segment.bytes": str(MIB),
+                      "min.cleanable.dirty.ratio": "0.01",
+                      "min.compaction.lag.ms": str(86_400_000)})
+    pairs = [(f"k{k:03}".encode(), f"{k}:{u}:".encode() + b"w" * 1000)
+             for u in range(100) for k in range(KEYS)]
+    # Then 3 MiB of ten other keys: the last values of the first hundred are in closed
+    # segments, which the pass rewrites.
+    pairs += [(f"f{k}".encode(), f"{k}:{u}:".encode() + b"f" * 1000)
+              for u in range(300) for k in range(10)]
+    produce(b, topic, pairs)
+    want = latest(pairs)
+    # Nothing cleaned yet (the lag keeps it dirty); then the lag goes to 0 and a pass begins.
+    assert "compacted" not in b.log()
+    a = cka.AdminClient(ck_conf(b.bootstrap))
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, topic, incremental_configs=[
+        cka.ConfigEntry("min.compaction.lag.ms", "0",
+                        incremental_operation=cka.AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res])[res].result(30)
+    pdir = partition_dir(b, topic)
+
+    def work_files():
+        return [p.name for p in pdir.iterdir() if p.suffix in (".cleaned", ".swap")]
+
+    mid_pass = 0
+    for delay in (0.0, 0.7, 1.6):
+        wait_until(lambda: work_files() or None, 60, "a pass writing its segments", interval=0.01)
+        time.sleep(delay)
+        b.kill()
+        mid_pass += bool(work_files())
+        b.start()
+        recs = read_all_confluent(b.bootstrap, topic, timeout=60)
+        check_latest(recs, want, f"after a SIGKILL {delay} s into writing")
+        for r in recs:
+            assert pairs[r.offset] == (r.key, r.value), f"offset {r.offset} moved"
+        assert recs[-1].offset == len(pairs) - 1
+    assert mid_pass >= 1, "no SIGKILL landed while a pass had work files"
+
+    def done():
+        recs, below, _ = compacted_view(b, topic)
+        keys = [r.key for r in below]
+        return len(set(keys)) == len(keys) and not work_files() and recs
+    recs = wait_until(done, 90, "the pass completed after the crashes", interval=0.5)
+    check_latest(recs, want, "after the last pass")
+    assert len(recs) < len(pairs) / 5
