@@ -49,6 +49,10 @@ pub struct LogConfig {
     /// The partition's prefix in the cold tier (unique to the topic's incarnation).
     #[serde(skip)]
     pub remote_key: String,
+    /// No more uploads (a topic's `remote.log.copy.disable`): what the tier holds stays
+    /// readable and under retention; the owner sets local retention to the whole log's.
+    #[serde(skip)]
+    pub remote_copy_disabled: bool,
     /// With a cold tier: bytes and age of the local copy beyond which uploaded segments are
     /// deleted locally (-1: no limit). Retention (`retention_*`) bounds the whole log.
     #[serde(skip)]
@@ -81,6 +85,7 @@ impl Default for LogConfig {
             sync_scope: SyncScope::Auto,
             remote_storage: false,
             remote_key: String::new(),
+            remote_copy_disabled: false,
             local_retention_bytes: -1,
             local_retention_ms: -1,
             compaction: None,

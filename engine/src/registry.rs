@@ -239,8 +239,12 @@ impl ShardLogs {
         if let Some(space) = &self.space {
             log.use_disk_space(space.clone());
         }
-        if let Some(tier) = self.tier.as_ref().filter(|_| log.config().remote_storage) {
-            self.attach_tier(&log, tier);
+        if let Some(tier) = &self.tier {
+            // A partition whose topic turned tiering off and that had not finished leaving
+            // the tier gets it too: the next tier pass goes on with that.
+            if log.config().remote_storage || log.has_manifest_copy().await {
+                self.attach_tier(&log, tier);
+            }
         }
         if let Some((group, dev)) = &self.sync_group {
             // A partition directory mounted elsewhere keeps fdatasyncs of its own.
@@ -336,6 +340,23 @@ impl ShardLogs {
                     continue;
                 }
                 self.attach_tier(&log, tier);
+            }
+            if !log.config().remote_storage {
+                match log.leave_tier().await {
+                    Ok(Some(removed)) => tracing::info!(
+                        partition = log.name(),
+                        removed,
+                        "tiering turned off: the log starts at its local start, its objects are removed from the cold tier"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => crate::warn_limited!(
+                        "leaving the tier failed",
+                        partition = log.name(),
+                        tier = tier.describe(),
+                        "tiering was turned off but the partition's objects are not all removed yet (the next pass retries): {e}"
+                    ),
+                }
+                continue;
             }
             match log.tier_pass(now_ms).await {
                 Ok(p) if p != crate::TierProgress::default() => tracing::debug!(

@@ -358,7 +358,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::Any,
         doc: "Determines whether tiered data for a topic should become read only, and no more data uploading on a topic. Once this config is set to true, the local retention configuration (i.e. local.retention.ms/bytes) becomes irrelevant, and all data expiration follows the topic-wide retention configuration(i.e. retention.ms/bytes).",
         read_only: false,
-        support: Support::Stored("no tiered storage yet"),
+        support: Support::Honoured("with remote.storage.enable: no more uploads; what the tier holds stays readable and under retention, and local retention follows retention.ms/bytes"),
     },
     ConfigDef {
         name: "remote.log.delete.on.disable",
@@ -368,7 +368,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::Any,
         doc: "Determines whether tiered data for a topic should be deleted after tiered storage is disabled on a topic. This configuration should be enabled when trying to set `remote.storage.enable` from true to false",
         read_only: false,
-        support: Support::Stored("no tiered storage yet"),
+        support: Support::Honoured("required to set remote.storage.enable from true to false: the partitions' objects are then removed from the tier and each log starts at its local start"),
     },
     ConfigDef {
         name: "remote.storage.enable",
@@ -378,7 +378,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         validator: Validator::Any,
         doc: "To enable tiered storage for a topic, set this configuration as true. You can not disable this config once it is enabled. It will be provided in future versions.",
         read_only: false,
-        support: Support::Honoured("closed segments go to the broker's cold tier (refused on a broker without one, and on a compacted topic); it cannot be turned off again"),
+        support: Support::Honoured("closed segments go to the broker's cold tier (refused on a broker without one, and on a compacted topic); turned off again only with remote.log.delete.on.disable=true, which removes the remote data"),
     },
     ConfigDef {
         name: "retention.bytes",
@@ -759,6 +759,12 @@ impl TopicSettings {
         };
         log.local_retention_ms = local("local.retention.ms", log.retention_ms);
         log.local_retention_bytes = local("local.retention.bytes", log.retention_bytes);
+        // Uploads stopped: local retention no longer applies, the whole log's does (KIP-950).
+        log.remote_copy_disabled = remote_storage && value("remote.log.copy.disable") == "true";
+        if log.remote_copy_disabled {
+            log.local_retention_ms = log.retention_ms;
+            log.local_retention_bytes = log.retention_bytes;
+        }
         let positive = |key: &str, fallback: u64| u64::try_from(long(key, 0)).unwrap_or(fallback);
         log.segment_bytes = positive("segment.bytes", log.segment_bytes);
         log.segment_ms = positive("segment.ms", log.segment_ms).max(1);
@@ -798,9 +804,8 @@ impl TopicSettings {
     /// partitions of a topic created at once do not all roll at once.
     pub fn log_config(&self, topic: &str, topic_id: [u8; 16], partition: u32) -> LogConfig {
         let mut log = self.log.clone();
-        if log.remote_storage {
-            log.remote_key = remote_key(topic, topic_id, partition);
-        }
+        // Also when tiering is off: a partition leaving the tier removes its objects there.
+        log.remote_key = remote_key(topic, topic_id, partition);
         if self.segment_jitter_ms > 0 {
             let h = crc32fast::hash(format!("{topic}-{partition}").as_bytes());
             let jitter = u64::from(h) % self.segment_jitter_ms.min(log.segment_ms);
@@ -962,8 +967,10 @@ pub fn apply_changes(
     let remote = |c: &TopicConfigs| {
         find("remote.storage.enable").is_some_and(|d| resolve(d, c, broker).value == "true")
     };
-    if remote(current) && !remote(&next) {
-        return Err("Invalid value \"false\" for configuration remote.storage.enable: tiered storage cannot be turned off on a topic once it is on (as in Kafka); allowed: true".into());
+    let delete_on_disable = find("remote.log.delete.on.disable")
+        .is_some_and(|d| resolve(d, &next, broker).value == "true");
+    if remote(current) && !remote(&next) && !delete_on_disable {
+        return Err("It is invalid to disable remote storage without deleting remote data. If you want to keep the remote data and turn to read only, please set `remote.storage.enable=true,remote.log.copy.disable=true`. If you want to disable remote storage and delete all remote data, please set `remote.storage.enable=false,remote.log.delete.on.disable=true`.".into());
     }
     check_topic(&next, broker)?;
     Ok(next)
@@ -1248,5 +1255,46 @@ mod tests {
             .collect();
         assert!(rolls.iter().all(|ms| (50_001..=100_000).contains(ms)));
         assert!(rolls.len() > 1, "the jitter differs between partitions");
+    }
+
+    #[test]
+    fn tiering_is_read_only_with_copy_disable_and_turns_off_only_deleting_remote_data() {
+        let b = BrokerDefaults {
+            tiered: true,
+            ..BrokerDefaults::default()
+        };
+        let on = configs(&[
+            ("remote.storage.enable", "true"),
+            ("retention.bytes", "9000000"),
+            ("local.retention.bytes", "1000000"),
+        ]);
+        let s = TopicSettings::new(&on, &b);
+        assert!(s.log.remote_storage && !s.log.remote_copy_disabled);
+        assert_eq!(s.log.local_retention_bytes, 1_000_000);
+        let read_only =
+            apply_changes(&on, &[set("remote.log.copy.disable", "true")], false, &b).unwrap();
+        let s = TopicSettings::new(&read_only, &b);
+        assert!(s.log.remote_storage && s.log.remote_copy_disabled);
+        assert_eq!(
+            s.log.local_retention_bytes, 9_000_000,
+            "retention.bytes applies"
+        );
+        let e =
+            apply_changes(&on, &[set("remote.storage.enable", "false")], false, &b).unwrap_err();
+        assert!(e.contains("remote.log.delete.on.disable=true"), "{e}");
+        let off = apply_changes(
+            &on,
+            &[
+                set("remote.storage.enable", "false"),
+                set("remote.log.delete.on.disable", "true"),
+            ],
+            false,
+            &b,
+        )
+        .unwrap();
+        let s = TopicSettings::new(&off, &b);
+        assert!(!s.log.remote_storage && !s.log.remote_copy_disabled);
+        // The partition still knows its place in the tier, to remove what is there.
+        assert!(!s.log_config("t", [1; 16], 0).remote_key.is_empty());
     }
 }

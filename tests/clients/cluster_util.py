@@ -22,6 +22,8 @@ class Node:
         self.voters = voters
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc = None
+        # Extra environment of its starts (e.g. an object store's credentials).
+        self.env = {}
         # A config file's text (TOML), if the node needs one.
         self.config_path = None
         if config is not None:
@@ -42,6 +44,7 @@ class Node:
     def start(self):
         env = dict(os.environ)
         env.setdefault("SPATE_LOG", "info")
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             offset = log.tell()
             self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL,

@@ -23,99 +23,24 @@ with the S3 tier against moto's S3 server (started on 127.0.0.1 by the module, s
 Tiering on a cluster is in test_tiered_cluster.py.
 """
 
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import confluent_kafka as ck
 import confluent_kafka.admin as cka
 import pytest
 
 from conftest import SPATE_BIN, Broker, free_port
-from tier_util import (MIB, RECORD, BucketView, FsTier, assert_tier_holds_exactly_its_manifest,
-                       consume, produce, segment_object, wait_until, watermarks)
+from tier_util import (CREDENTIALS, MIB, RECORD, FsTier, Moto, S3Tier,
+                       assert_tier_holds_exactly_its_manifest, consume, produce, segment_object,
+                       wait_until, watermarks)
 
 BROKER_KAFKA = """\
 [kafka]
 group_initial_rebalance_delay_ms = 100
 
 """
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "spate-test", "AWS_SECRET_ACCESS_KEY": "spate-test"}
-
-
-class Moto:
-    """moto's S3 server on a free port of 127.0.0.1, stopped by PID."""
-
-    def __init__(self, workdir):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        moto = Path(sys.executable).with_name("moto_server")
-        self.log = open(Path(workdir) / "moto.log", "wb")
-        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server not listening"
-                time.sleep(0.1)
-        import boto3
-        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                               aws_access_key_id="spate-test",
-                               aws_secret_access_key="spate-test")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.log.close()
-
-
-class S3Tier(BucketView):
-    """An S3 tier: a bucket of its own on the module's moto server."""
-
-    def __init__(self, moto):
-        self.moto = moto
-        self.bucket = f"spate-{uuid.uuid4().hex[:10]}"
-        self.prefix = "brokers/a"
-        moto.s3.create_bucket(Bucket=self.bucket)
-
-    def config(self):
-        return ('[tier]\nkind = "s3"\n'
-                f'bucket = "{self.bucket}"\nprefix = "{self.prefix}"\n'
-                f'endpoint = "{self.moto.endpoint}"\nregion = "us-east-1"\nallow_http = true\n'
-                # A tier call may take 10 s: a fetch from a bucket that does not answer
-                # is answered within the fetch's max wait all the same.
-                'interval_ms = 200\ntimeout_ms = 10000\nretries = 1\n')
-
-    def _keys(self, topic):
-        pages = self.moto.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}/{topic}-")
-        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
-
-    def read(self, topic, name):
-        key = f"{self.partition(topic)}/{name}"
-        return self.moto.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-    def write(self, topic, name, data):
-        key = f"{self.partition(topic)}/{name}"
-        self.moto.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def cut(self):
-        self.moto.proc.send_signal(signal.SIGSTOP)
-
-    def restore(self):
-        self.moto.proc.send_signal(signal.SIGCONT)
-
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
@@ -396,7 +321,66 @@ def test_tiering_refusals(tiered, broker):
                         incremental_operation=cka.AlterConfigOpType.SET)])
     with pytest.raises(ck.KafkaException) as e:
         list(a.incremental_alter_configs([res]).values())[0].result(15)
-    assert "cannot be turned off" in e.value.args[0].str()
+    assert "without deleting remote data" in e.value.args[0].str()
+    assert "remote.log.delete.on.disable=true" in e.value.args[0].str()
+
+
+def alter(b, topic, configs):
+    a = cka.AdminClient({"bootstrap.servers": b.bootstrap})
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, topic, incremental_configs=[
+        cka.ConfigEntry(k, v, incremental_operation=cka.AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    list(a.incremental_alter_configs([res]).values())[0].result(15)
+
+
+def tier_objects(b, topic):
+    """The partition's objects in the tier; none once its place there is gone."""
+    try:
+        return b.tier.objects(topic)
+    except AssertionError:  # a filesystem tier whose partition directory went too
+        return {}
+
+
+def test_copy_disable_stops_uploads_and_turning_tiering_off_removes_the_remote_data(tiered):
+    b = tiered
+    create(b, "off", local_retention_bytes=2 * MIB)
+    n = 12 * MIB // RECORD
+    assert produce(b, "off", 0, n) == n
+    wait_until("the older segments in the tier", lambda: remote_log_bytes(b, "off") >= 8 * MIB,
+               60)
+    wait_until("the local copy at local retention",
+               lambda: local_log_bytes(b, "off") <= 4 * MIB + 256 * 1024, 30)
+    # Read only (KIP-950): no more uploads, local retention follows retention.* (no limit
+    # here), and the remote range still reads.
+    alter(b, "off", {"remote.log.copy.disable": "true"})
+    time.sleep(0.5)
+    remote_before = tier_objects(b, "off")
+    more = 6 * MIB // RECORD
+    assert produce(b, "off", n, more) == more
+    time.sleep(2)  # ten tier passes
+    assert tier_objects(b, "off") == remote_before, "uploaded with remote.log.copy.disable"
+    assert local_log_bytes(b, "off") >= 6 * MIB, "deleted locally what the tier lacks"
+    assert watermarks(b, "off") == (0, n + more)
+    consume(b, "off", 0, n + more)
+    assert "local retention waits" not in b.log()
+    # Off, with the remote data deleted: the log starts at its local start.
+    alter(b, "off", {"remote.storage.enable": "false", "remote.log.delete.on.disable": "true"})
+    wait_until("the tier emptied of the partition", lambda: not tier_objects(b, "off"), 30)
+    pdir = b.data_dir / "topics" / "off" / "0"
+    local_start = min(int(p.name[:20]) for p in pdir.glob("*.log"))
+    assert local_start > 0
+    wait_until("the log start at the local start",
+               lambda: watermarks(b, "off") == (local_start, n + more), 10)
+    consume(b, "off", local_start, n + more - local_start)
+    assert not (pdir / "remote-manifest").exists()
+    assert "tiering turned off" in b.log()
+    b.restart()
+    assert watermarks(b, "off") == (local_start, n + more)
+    consume(b, "off", local_start, n + more - local_start)
+    # Produce goes on, and nothing is uploaded.
+    assert produce(b, "off", n + more, 1024) == 1024
+    time.sleep(1)
+    assert not tier_objects(b, "off")
 
 
 @pytest.mark.parametrize("table,says", [

@@ -1,5 +1,7 @@
 """Tiered storage on a cluster of three real `spate serve` processes on 127.0.0.1 that share
-one filesystem tier (a directory, as they would share a bucket), through librdkafka:
+one tier, through librdkafka; every test twice: with a filesystem tier (a directory the three
+share, as they would share a bucket), and with an S3 bucket on moto's S3 server (started on
+127.0.0.1 for the module, stopped by PID):
 
 - an RF 3 topic of 1 MiB segments with local.retention.bytes = 2 MiB: only the leader uploads
   (no follower logs an upload), every replica's local directory is trimmed to about local
@@ -21,8 +23,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster_util import SESSION_TIMEOUT_S, cluster_nodes, wait_for
-from tier_util import (MIB, RECORD, FsTier, assert_tier_holds_exactly_its_manifest, consume,
-                       produce, watermarks)
+from tier_util import (CREDENTIALS, MIB, RECORD, FsTier, Moto, S3Tier,
+                       assert_tier_holds_exactly_its_manifest, consume, produce, watermarks)
 
 SEGMENT = MIB
 LOCAL_RETENTION = 2 * MIB
@@ -30,14 +32,22 @@ LOCAL_RETENTION = 2 * MIB
 LOCAL_BOUND = LOCAL_RETENTION + 2 * SEGMENT + 256 * 1024
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiered-cluster")
-    tier = FsTier(root / "cold")
-    config = "[kafka]\ngroup_initial_rebalance_delay_ms = 100\n\n" + tier.config()
-    nodes = cluster_nodes(root, config=config)
+@pytest.fixture(scope="module", params=["fs", "s3"])
+def cluster(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"tiered-cluster-{request.param}")
+    moto = None
+    nodes = []
     try:
+        if request.param == "fs":
+            tier = FsTier(root / "cold")
+        else:
+            moto = Moto(root)
+            tier = S3Tier(moto)
+        config = "[kafka]\ngroup_initial_rebalance_delay_ms = 100\n\n" + tier.config()
+        nodes = cluster_nodes(root, config=config)
         for n in nodes:
+            if moto is not None:
+                n.env.update(CREDENTIALS)
             n.start()
         admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
         wait_for("three live brokers", lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30)
@@ -45,6 +55,8 @@ def cluster(tmp_path_factory):
     finally:
         for n in nodes:
             n.stop()
+        if moto is not None:
+            moto.stop()
 
 
 def live(nodes):

@@ -1,13 +1,21 @@
-"""What the tiered-storage tests share: a filesystem tier's view, the manifest's format, and
-records whose value is their sequence number, produced and read back through librdkafka."""
+"""What the tiered-storage tests share: a filesystem tier's view, moto's S3 server and an S3
+tier's view, the manifest's format, and records whose value is their sequence number, produced
+and read back through librdkafka."""
 
 import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import time
+import uuid
 import zlib
 from pathlib import Path
 
 import confluent_kafka as ck
+
+from conftest import free_port
 
 RECORD = 1024
 MIB = 1 << 20
@@ -64,6 +72,78 @@ class BucketView:
             return {}
         d = self.partition(topic)
         return {k[len(d) + 1:]: size for k, size in keys.items()}
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "spate-test", "AWS_SECRET_ACCESS_KEY": "spate-test"}
+
+
+class Moto:
+    """moto's S3 server on a free port of 127.0.0.1, stopped by PID."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        moto = Path(sys.executable).with_name("moto_server")
+        self.log = open(Path(workdir) / "moto.log", "wb")
+        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server not listening"
+                time.sleep(0.1)
+        import boto3
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                               aws_access_key_id="spate-test",
+                               aws_secret_access_key="spate-test")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+class S3Tier(BucketView):
+    """An S3 tier: a bucket of its own on the module's moto server."""
+
+    def __init__(self, moto):
+        self.moto = moto
+        self.bucket = f"spate-{uuid.uuid4().hex[:10]}"
+        self.prefix = "brokers/a"
+        moto.s3.create_bucket(Bucket=self.bucket)
+
+    def config(self):
+        return ('[tier]\nkind = "s3"\n'
+                f'bucket = "{self.bucket}"\nprefix = "{self.prefix}"\n'
+                f'endpoint = "{self.moto.endpoint}"\nregion = "us-east-1"\nallow_http = true\n'
+                # A tier call may take 10 s: a fetch from a bucket that does not answer
+                # is answered within the fetch's max wait all the same.
+                'interval_ms = 200\ntimeout_ms = 10000\nretries = 1\n')
+
+    def _keys(self, topic):
+        pages = self.moto.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/{topic}-")
+        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+    def read(self, topic, name):
+        key = f"{self.partition(topic)}/{name}"
+        return self.moto.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def write(self, topic, name, data):
+        key = f"{self.partition(topic)}/{name}"
+        self.moto.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def cut(self):
+        self.moto.proc.send_signal(signal.SIGSTOP)
+
+    def restore(self):
+        self.moto.proc.send_signal(signal.SIGCONT)
 
 
 def value_of(i):

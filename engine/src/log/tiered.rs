@@ -178,6 +178,60 @@ impl PartitionLog {
         Ok(manifests.len() + objects.len())
     }
 
+    /// Tiering turned off on the topic (`remote.storage.enable=false` with
+    /// `remote.log.delete.on.disable`, as in Kafka): the log starts at its local start from
+    /// now on, the tier's writer removes the partition's objects (a follower leaves them to
+    /// its leader), then the manifest's local copy goes and the log stops using the tier. A
+    /// crash before the copy is gone leaves it, and the next start does this again (see
+    /// [`PartitionLog::has_manifest_copy`]). Returns how many objects it removed; `None`
+    /// while a tier pass is running (the next pass tries again).
+    pub async fn leave_tier(&self) -> Result<Option<usize>> {
+        if self.inner.tier_busy.replace(true) {
+            return Ok(None);
+        }
+        let result = self.leave_tier_now().await;
+        self.inner.tier_busy.set(false);
+        result.map(Some)
+    }
+
+    async fn leave_tier_now(&self) -> Result<usize> {
+        if !self.has_tier() {
+            return Ok(0);
+        }
+        let start = {
+            let mut st = self.inner.state.borrow_mut();
+            st.remote = Manifest::default();
+            log_start(&st)
+        };
+        self.inner.remote_indexes.borrow_mut().clear();
+        self.inner
+            .cache
+            .borrow_mut()
+            .evict_below(self.inner.cache_key, start);
+        let removed = match self.tier_role() {
+            TierRole::Leader { .. } => self.remove_remote().await?,
+            TierRole::Follower => 0,
+        };
+        crate::log::retention::remove_if_present(
+            &*self.inner.storage,
+            &self.inner.dir.join(MANIFEST_COPY),
+        )
+        .await?;
+        *self.inner.tier.borrow_mut() = TierLink::None;
+        self.inner.tier_claimed.set(None);
+        Ok(removed)
+    }
+
+    /// Whether the partition's directory holds a manifest copy: it was tiered (and, if its
+    /// topic is no longer, has not finished leaving the tier).
+    pub async fn has_manifest_copy(&self) -> bool {
+        let path = self.inner.dir.join(MANIFEST_COPY);
+        matches!(
+            crate::atomic_file::read(&*self.inner.storage, &path).await,
+            Ok(Some(_))
+        )
+    }
+
     /// One pass: loads the manifest if it is not yet, uploads every closed segment below the
     /// high watermark not yet in the tier, then applies retention to the whole log (local
     /// and remote). A pass already running makes this one a no-op.
@@ -215,7 +269,8 @@ impl PartitionLog {
         }
         let mut progress = TierProgress::default();
         let mut uploads = Ok(());
-        while let Some(base) = self.next_upload() {
+        let copying = !self.inner.config.borrow().remote_copy_disabled;
+        while let Some(base) = self.next_upload().filter(|_| copying) {
             // A deposed leader stops before it puts objects no manifest will name.
             if let Err(e) = self.check_not_fenced(&tier, epoch).await {
                 uploads = Err(e);
