@@ -9,7 +9,9 @@ passes' own time, from the broker's `compacted` log lines; the broker's CPU seco
 per GiB cleaned. fio then reads and writes a 1 GiB file with O_DIRECT in 1 MiB blocks in the
 same data directory. A pass reads the dirty log twice (the key map, then the rewrite) and
 writes what it keeps, so the rate the disk allows is bytes / (2 x bytes / read + kept / write):
-the cleaner's rate is given as a share of that.
+the cleaner's rate is given as a share of that. Then the raw disk alone answers the same
+question as part 2: an appending 16 KiB write + fdatasync at 300/s (fio), alone and beside fio
+reading and appending at the pass's measured read and write rates.
 
 Part 2: rounds of spate-bench (open loop, `--rate` records/s of 1 KiB, acks=all, one partition)
 on the same shard, alternately with a fresh backlog being cleaned meanwhile and without; p50,
@@ -61,6 +63,41 @@ def fio(directory, rw):
          "--output-format=json"], check=True, capture_output=True, text=True).stdout
     job = json.loads(out)["jobs"][0][rw]
     return job["bw_bytes"] / MIB
+
+
+def disk_sync_latency(directory, read_mib_s=0.0, write_mib_s=0.0, seconds=8):
+    """The raw disk's share of the question: p50/p99/p99.9 ms of an appending 16 KiB write +
+    fdatasync at 300/s (produce's pattern, without the broker), alone or beside fio doing
+    what a pass does: 256 KiB O_DIRECT reads of an existing file and appends to a new one,
+    each at the given rate (0: no such job)."""
+    for f in Path(directory).glob("probe-*"):
+        f.unlink()
+    background = []
+    if read_mib_s:
+        background.append(["--name=probe-bgr", "--rw=read", "--size=1G",
+                           f"--rate={int(read_mib_s * MIB)}"])
+    if write_mib_s:
+        background.append(["--name=probe-bgw", "--rw=write", "--size=4G", "--fallocate=none",
+                           f"--rate=,{int(write_mib_s * MIB)}"])
+    procs = [subprocess.Popen(
+        ["fio", f"--directory={directory}", "--bs=256k", "--direct=1", "--ioengine=io_uring",
+         "--iodepth=1", "--time_based", f"--runtime={seconds + 6}", *job],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for job in background]
+    try:
+        if procs:
+            time.sleep(4)  # the read job lays out its file first
+        out = subprocess.run(
+            ["fio", "--name=probe-fg", f"--directory={directory}", "--rw=write", "--bs=16k",
+             "--size=512M", "--direct=1", "--ioengine=sync", "--fdatasync=1",
+             "--fallocate=none", "--rate_iops=300", "--time_based", f"--runtime={seconds}",
+             "--output-format=json"], check=True, capture_output=True, text=True).stdout
+    finally:
+        for p in procs:
+            p.wait(60)
+        for f in Path(directory).glob("probe-*"):
+            f.unlink()
+    pct = json.loads(out)["jobs"][0]["sync"]["lat_ns"]["percentile"]
+    return tuple(pct.get(k, 0) / 1e6 for k in ("50.000000", "99.000000", "99.900000"))
 
 
 def fill(bootstrap, topic, mib, keys):
@@ -167,6 +204,14 @@ def main():
         print(f"fio on the data disk: read {read:.0f} MiB/s, write {write:.0f} MiB/s; "
               f"the disk allows {bytes_in / MIB / disk_s:.0f} MiB/s of log for a pass "
               f"(read twice, write the kept): the cleaner ran at {bytes_in / MIB / disk_s and rate / (bytes_in / MIB / disk_s):.1%} of it")
+        # The raw disk beside I/O of the pass's shape and rate, against alone.
+        read_rate, write_rate = 2 * bytes_in / MIB / busy, bytes_out / MIB / busy
+        for kind, rates in [("alone", (0, 0)), ("beside", (read_rate, write_rate)),
+                            ("alone", (0, 0)), ("beside", (read_rate, write_rate))]:
+            lat = disk_sync_latency(data, *rates)
+            print(f"raw disk, append+fdatasync {kind} fio at the pass's rates "
+                  f"(read {read_rate:.0f}, write {write_rate:.0f} MiB/s): p50 {lat[0]:.2f} ms, "
+                  f"p99 {lat[1]:.2f} ms, p99.9 {lat[2]:.2f} ms", flush=True)
         # Part 2: produce latency beside a pass.
         # Enough for a pass to run through the whole round (warm-up included).
         backlog = max(64, int(rate * (args.duration_s + 2) * 1.2))

@@ -2,7 +2,8 @@
 to end: a real broker, real clients (confluent-kafka and kafka-python), the files it wrote.
 
 One broker for the module; its cleaner backs off 200 ms between idle passes (the default is
-15 s, Kafka's log.cleaner.backoff.ms) so that the test waits seconds, not minutes.
+15 s, Kafka's log.cleaner.backoff.ms) so that the test waits seconds, not minutes. The SIGKILL
+test has a broker of its own, its cleaner throttled so that a pass lasts seconds.
 """
 
 import re

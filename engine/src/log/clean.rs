@@ -341,6 +341,9 @@ impl PartitionLog {
             let mut frames = FrameReader::new(s.file.clone(), s.size, s.base);
             while let Some((h, payload)) = frames.next().await? {
                 report.bytes_in += h.frame_len();
+                // Paced as it is read: charged once the segment was read, the whole segment
+                // went at the disk's full rate before the pause.
+                throttle.pace(h.frame_len()).await;
                 let mut seen = 0u64;
                 let mut kept = 0u64;
                 let retained = keys
@@ -389,7 +392,6 @@ impl PartitionLog {
                     pending.clear();
                 }
             }
-            throttle.pace(s.size).await;
         }
         appender.append(&[&pending]).await.map_err(io)?;
         report.bytes_out += pending.len() as u64;
