@@ -148,6 +148,33 @@ def wait_clean(log_path, topic, mib, timeout=900):
         time.sleep(0.2)
 
 
+class Pinger:
+    """ApiVersions round trips to the broker every 5 ms while it runs, on its own connection:
+    they touch no disk, so the longest one is how long the broker's shard stopped answering."""
+
+    def __init__(self, bootstrap):
+        import threading
+        import wire
+        self.conn = wire.Connection(bootstrap)
+        self.longest = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.conn.api_versions()
+            self.longest = max(self.longest, time.monotonic() - t)
+            time.sleep(0.005)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        self.conn.close()
+        return self.longest * 1000
+
+
 def bench(bootstrap, root, rate, duration, name):
     work = root / f"{name}.yaml"
     work.write_text(f"name: {name}\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: {RECORD}\n"
@@ -224,7 +251,9 @@ def main():
                     create_backlog(admin, bootstrap, topic, backlog, args.keys)
                     set_config(admin, topic, min_compaction_lag_ms="0")
                     time.sleep(0.5)
+                pinger = Pinger(bootstrap)
                 lat = bench(bootstrap, root, args.rate, args.duration_s, f"{kind}-{r}")
+                longest = pinger.finish()
                 if kind == "cleaning":
                     done = passes(log_path, topic)
                     overlap = sum(int(m[2]) for m in done) / MIB
@@ -233,7 +262,8 @@ def main():
                     wait_clean(log_path, topic, backlog)
                 results[kind].append(lat)
                 print(f"round {r}, {kind}: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms, "
-                      f"p99.9 {lat[2]:.2f} ms", flush=True)
+                      f"p99.9 {lat[2]:.2f} ms; longest ApiVersions round trip {longest:.1f} ms",
+                      flush=True)
     finally:
         broker.terminate()
         broker.wait(60)

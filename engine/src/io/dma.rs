@@ -90,18 +90,31 @@ impl Storage for DmaStorage {
     fn remove<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             let p = path.to_path_buf();
-            off_reactor(move || std::fs::remove_file(p))
-                .await
-                .map_err(|e| with_path(e, "remove", path))
+            let held = off_reactor(move || -> io::Result<Option<std::fs::File>> {
+                let held = hold(&p);
+                std::fs::remove_file(&p)?;
+                Ok(held)
+            })
+            .await
+            .map_err(|e| with_path(e, "remove", path))?;
+            close_later(held);
+            Ok(())
         })
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             let (f, t) = (from.to_path_buf(), to.to_path_buf());
-            off_reactor(move || std::fs::rename(f, t))
-                .await
-                .map_err(|e| with_path(e, "rename", from))
+            // A rename over a file unlinks that one (a cleaned segment replacing the old).
+            let held = off_reactor(move || -> io::Result<Option<std::fs::File>> {
+                let held = hold(&t);
+                std::fs::rename(f, t)?;
+                Ok(held)
+            })
+            .await
+            .map_err(|e| with_path(e, "rename", from))?;
+            close_later(held);
+            Ok(())
         })
     }
 
@@ -115,12 +128,42 @@ impl Storage for DmaStorage {
     }
 }
 
+/// A file just unlinked (removed, or renamed over), held open: its blocks are freed (and, on
+/// a filesystem mounted `discard`, trimmed: about 9 ms per 64 MiB, the thread waiting) at its
+/// last close. The shard's own descriptors (a segment's, closed when the log lets go of it)
+/// close on the reactor; this one, closed a while later on the helper thread, is meant to be
+/// the last. Without it a cleaning pass that let go of 32 segments of 64 MiB stalled the shard
+/// for 320 ms (docs/BENCHMARKS.md).
+fn close_later(held: Option<std::fs::File>) {
+    if let Some(file) = held {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(LAST_CLOSE_DELAY).await;
+            off_reactor(move || drop(file)).await;
+        })
+        .detach();
+    }
+}
+
+/// The file at `path` open, if it is one large enough for its last close to matter.
+fn hold(path: &Path) -> Option<std::fs::File> {
+    std::fs::File::open(path).ok().filter(|f| {
+        f.metadata()
+            .is_ok_and(|m| m.is_file() && m.len() >= HOLD_MIN_BYTES)
+    })
+}
+
+/// Files smaller than this are let go at once (their close frees little).
+const HOLD_MIN_BYTES: u64 = 1 << 20;
+
+/// How long a removed file is held open before its (meant to be last) close: longer than a
+/// read in flight holds the shard's descriptor.
+const LAST_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a filesystem call that io_uring cannot make for us (glommio has no unlink, rename or
 /// directory fsync) on the shard's helper thread, so that the reactor goes on meanwhile: on
 /// ext4 mounted with `discard` an unlink of a 64 MiB segment blocks about 9 ms while its
 /// blocks are trimmed, and a directory fsync waits for a journal commit. Run on the shard
-/// thread, every produce and fetch of the shard waited for them (a cleaning pass removing
-/// forty segments stalled produce for 280 ms; docs/BENCHMARKS.md).
+/// thread, every produce and fetch of the shard waited for them.
 async fn off_reactor<R: Send + 'static>(call: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(call).await
 }

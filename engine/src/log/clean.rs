@@ -204,8 +204,17 @@ impl PartitionLog {
         }
         let horizon = now_ms.saturating_sub(policy.delete_retention_ms);
         let segment_bytes = self.inner.config.borrow().segment_bytes;
-        let to_clean: Vec<Source> = sources.into_iter().filter(|s| s.base < map_end).collect();
-        for group in groups(&to_clean, segment_bytes) {
+        let mut to_clean: Vec<Source> = sources.into_iter().filter(|s| s.base < map_end).collect();
+        let lens: Vec<usize> = groups(&to_clean, segment_bytes)
+            .iter()
+            .map(|g| g.len())
+            .collect();
+        for len in lens {
+            // Each group's files go once it is swapped, not at the end of the pass: the old
+            // segments' blocks are freed by a close off the reactor (`io::dma`) only if the
+            // pass's descriptors are closed first.
+            let group: Vec<Source> = to_clean.drain(..len).collect();
+            let group = group.as_slice();
             let keep = |r: KeyedRecord<'_>, report: &mut CleanReport| -> bool {
                 if r.offset >= map_end {
                     return true;
