@@ -77,46 +77,33 @@ fn refuses_a_port_in_use_and_bad_flags_and_config() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 
+    // A config file the start refuses: it exits, and says this on stderr.
     let cfg = dir.path().join("spate.toml");
-    std::fs::write(&cfg, "shardz = 3\n").unwrap();
-    let out = spate()
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = |text: &str| -> String {
+        std::fs::write(&cfg, text).unwrap();
+        let out = spate()
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{text}: {err}");
+        err
+    };
+    let err = refused("shardz = 3\n");
     assert!(
         err.contains("unknown field") && err.contains("shardz"),
         "{err}"
     );
-
-    std::fs::write(&cfg, "[log]\nsegment_bytes = 10\n").unwrap();
-    let out = spate()
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("log.segment_bytes"));
-
+    assert!(refused("[log]\nsegment_bytes = 10\n").contains("log.segment_bytes"));
     // A cleaner key map smaller than 1 MiB would hold too few keys for a pass to progress.
-    std::fs::write(&cfg, "[log.cleaner]\ndedupe_buffer_bytes = 4096\n").unwrap();
-    let out = spate()
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("[log.cleaner]\ndedupe_buffer_bytes = 4096\n");
     assert!(
         err.contains("log.cleaner.dedupe_buffer_bytes must be at least 1048576"),
         "{err}"
     );
-    std::fs::write(&cfg, "[log.cleaner]\ndedupe_buffer = 1048576\n").unwrap();
-    let out = spate()
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("[log.cleaner]\ndedupe_buffer = 1048576\n");
     assert!(
-        !out.status.success() && err.contains("unknown field") && err.contains("dedupe_buffer"),
+        err.contains("unknown field") && err.contains("dedupe_buffer"),
         "{err}"
     );
 

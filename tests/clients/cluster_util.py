@@ -1,11 +1,14 @@
 """What the cluster tests share: a `spate serve` process of a cluster, started, killed and
-stopped by PID, and a wait for a condition with what was last seen when it times out."""
+stopped by PID, a wait for a condition with what was last seen when it times out, and what the
+live nodes say of a partition."""
 
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 from conftest import SPATE_BIN, free_port, port_listening
 
@@ -110,3 +113,30 @@ def cluster_nodes(root, count=3, config=None):
     ports = [free_port() for _ in range(count)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
     return [Node(root, i + 1, voters, ports[i], config) for i in range(count)]
+
+
+def live(nodes):
+    return [n for n in nodes if n.proc and n.proc.poll() is None]
+
+
+def state(node, topic):
+    """(leader, sorted replicas, sorted ISR) of partition 0, as `node` answers Metadata."""
+    admin = AdminClient({"bootstrap.servers": node.bootstrap, "socket.timeout.ms": 3000})
+    p = admin.list_topics(topic, timeout=5).topics[topic].partitions[0]
+    return p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs))
+
+
+def settled(nodes, topic, members):
+    """The leader, once every live node sees exactly `members` in sync."""
+    def check():
+        states = {state(n, topic) for n in live(nodes)}
+        if len(states) != 1:
+            return None
+        leader, replicas, isr = states.pop()
+        return leader if isr == tuple(sorted(members)) == replicas else None
+    return check
+
+
+def local_bytes(node, topic):
+    d = node.data_dir / "topics" / topic / "0"
+    return sum(f.stat().st_size for f in d.glob("*.log"))

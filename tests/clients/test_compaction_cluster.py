@@ -18,7 +18,7 @@ import confluent_kafka as ck
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster_util import cluster_nodes, wait_for
+from cluster_util import cluster_nodes, live, local_bytes, settled, wait_for
 from kutil import ck_conf, read_all_confluent
 
 KEYS = 100
@@ -44,30 +44,7 @@ def cluster(tmp_path_factory):
 
 
 def bootstrap(nodes):
-    return ",".join(n.bootstrap for n in nodes if n.proc and n.proc.poll() is None)
-
-
-def state(node, topic):
-    """(leader, sorted replicas, sorted ISR) of partition 0, as `node` answers Metadata."""
-    admin = AdminClient({"bootstrap.servers": node.bootstrap, "socket.timeout.ms": 3000})
-    p = admin.list_topics(topic, timeout=5).topics[topic].partitions[0]
-    return p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs))
-
-
-def settled(nodes, topic, members):
-    """The leader, once every node sees exactly `members` as replicas and in sync."""
-    def check():
-        states = {state(n, topic) for n in nodes}
-        if len(states) != 1:
-            return None
-        leader, replicas, isr = states.pop()
-        return leader if isr == tuple(sorted(members)) == replicas else None
-    return check
-
-
-def local_bytes(node, topic):
-    d = node.data_dir / "topics" / topic / "0"
-    return sum(f.stat().st_size for f in d.glob("*.log"))
+    return ",".join(n.bootstrap for n in live(nodes))
 
 
 def passes_logged(node, topic):

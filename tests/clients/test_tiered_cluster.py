@@ -22,7 +22,8 @@ import types
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster_util import SESSION_TIMEOUT_S, cluster_nodes, wait_for
+from cluster_util import (SESSION_TIMEOUT_S, cluster_nodes, live, local_bytes, settled, state,
+                          wait_for)
 from tier_util import (CREDENTIALS, MIB, RECORD, FsTier, Moto, S3Tier,
                        assert_tier_holds_exactly_its_manifest, consume, produce, watermarks)
 
@@ -59,10 +60,6 @@ def cluster(request, tmp_path_factory):
             moto.stop()
 
 
-def live(nodes):
-    return [n for n in nodes if n.proc and n.proc.poll() is None]
-
-
 def through(nodes):
     """What tier_util's clients need: a bootstrap list of the live brokers."""
     return types.SimpleNamespace(bootstrap=",".join(n.bootstrap for n in live(nodes)))
@@ -78,29 +75,6 @@ def create(nodes, name, rf=3, assignment=None):
         topic = NewTopic(name, num_partitions=1, replication_factor=rf, config=config)
     for f in admin.create_topics([topic], operation_timeout=20).values():
         f.result(30)
-
-
-def state(node, topic):
-    """(leader, sorted replicas, sorted ISR) of partition 0, as `node` answers Metadata."""
-    admin = AdminClient({"bootstrap.servers": node.bootstrap, "socket.timeout.ms": 3000})
-    p = admin.list_topics(topic, timeout=5).topics[topic].partitions[0]
-    return p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs))
-
-
-def settled(nodes, topic, members):
-    """The leader, once every live node sees exactly `members` in sync."""
-    def check():
-        states = {state(n, topic) for n in live(nodes)}
-        if len(states) != 1:
-            return None
-        leader, replicas, isr = states.pop()
-        return leader if isr == tuple(sorted(members)) == replicas else None
-    return check
-
-
-def local_bytes(node, topic):
-    d = node.data_dir / "topics" / topic / "0"
-    return sum(f.stat().st_size for f in d.glob("*.log"))
 
 
 def remote_bytes(tier, topic):
