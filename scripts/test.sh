@@ -55,6 +55,10 @@ if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
 fi
 export SPATE_AZURITE_BLOB="$azurite_dir/node_modules/.bin/azurite-blob"
 
+# The build (~5 GB in target/) and the brokers' data (in pytest's temporary directory) need
+# room: a full disk shows up as brokers refusing produce (KAFKA_STORAGE_ERROR "disk full").
+echo "== free disk: $(df -h --output=avail . | tail -1 | tr -d ' ') here (target/), $(df -h --output=avail "${TMPDIR:-/tmp}" | tail -1 | tr -d ' ') in ${TMPDIR:-/tmp}"
+
 set -e
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

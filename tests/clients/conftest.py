@@ -4,9 +4,15 @@ The broker binary comes from env SPATE_BIN (default: <repo>/target/debug/spate).
 gets a fresh data directory and a free loopback port; the process is stopped by PID at
 teardown (SIGTERM, then SIGKILL after a timeout) however the test ends, and the tail of its
 stderr is attached to the report of a failing test.
+
+Disk: a passing test's tmp_path is removed at its teardown (pytest.ini's
+tmp_path_retention_policy = failed), and the brokers a module's tests share live in
+`module_dir`, removed at the module's end unless one of its tests failed (docs/TESTING.md,
+"The suite's disk"). A failing test's directory stays, with its broker's log.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,10 +188,27 @@ def broker(request, tmp_path):
         b.teardown()
 
 
+# Modules (by name) with a failed test: their `module_dir` is kept.
+FAILED_MODULES = set()
+
+
+@pytest.fixture(scope="module")
+def module_dir(request, tmp_path_factory):
+    """A directory for the brokers (and object stores) a module's fixtures share; removed
+    when the module is done unless one of its tests failed. Fixtures that stop processes in it
+    depend on it, so they are torn down first."""
+    path = tmp_path_factory.mktemp(request.module.__name__)
+    yield path
+    if request.module.__name__ not in FAILED_MODULES:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.failed:
+        FAILED_MODULES.add(item.module.__name__)
     b = getattr(item, "_spate_broker", None)
     if b is not None and rep.failed:
         rep.sections.append(

@@ -29,9 +29,9 @@ def view(bootstrap):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(module_dir):
     assert os.access(SPATE_BIN, os.X_OK), f"no broker binary at {SPATE_BIN}"
-    root = tmp_path_factory.mktemp("cluster")
+    root = module_dir
     ports = [free_port() for _ in range(3)]
     voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
     nodes = [Node(root, i + 1, voters, ports[i]) for i in range(3)]

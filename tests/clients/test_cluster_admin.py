@@ -52,8 +52,8 @@ retention_check_ms = 200
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster_admin")
+def cluster(module_dir):
+    root = module_dir
     nodes = cluster_nodes(root, config=NODE_CONFIG)
     try:
         for n in nodes:

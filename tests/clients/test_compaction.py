@@ -25,8 +25,8 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("compaction"))
+def broker(module_dir):
+    b = Broker(module_dir)
     b.config_path.write_text(b.config_path.read_text() + "\n[log.cleaner]\nbackoff_ms = 200\n")
     b.start()
     try:

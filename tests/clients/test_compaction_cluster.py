@@ -28,8 +28,8 @@ TOPIC = "table"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("compaction-cluster")
+def cluster(module_dir):
+    root = module_dir
     config = "[log.cleaner]\nbackoff_ms = 200\n"
     nodes = cluster_nodes(root, config=config)
     try:

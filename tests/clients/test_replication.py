@@ -38,8 +38,8 @@ from conftest import free_port
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("replication")
+def cluster(module_dir):
+    root = module_dir
     nodes = cluster_nodes(root)
     try:
         for n in nodes:

@@ -43,8 +43,8 @@ group_initial_rebalance_delay_ms = 100
 """
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    m = Moto(tmp_path_factory.mktemp("moto"))
+def moto(module_dir):
+    m = Moto(module_dir)
     try:
         yield m
     finally:

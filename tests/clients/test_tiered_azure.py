@@ -90,8 +90,8 @@ class AzureTier(BucketView):
 
 
 @pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    a = Azurite(tmp_path_factory.mktemp("azurite"))
+def azurite(module_dir):
+    a = Azurite(module_dir)
     try:
         yield a
     finally:

@@ -34,8 +34,9 @@ LOCAL_BOUND = LOCAL_RETENTION + 2 * SEGMENT + 256 * 1024
 
 
 @pytest.fixture(scope="module", params=["fs", "s3"])
-def cluster(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"tiered-cluster-{request.param}")
+def cluster(request, module_dir):
+    root = module_dir / request.param
+    root.mkdir()
     moto = None
     nodes = []
     try:
