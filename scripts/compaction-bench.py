@@ -15,11 +15,14 @@ reading and appending at the pass's measured read and write rates.
 
 Part 2: rounds of spate-bench (open loop, `--rate` records/s of 1 KiB, acks=all, one partition)
 on the same shard, alternately with a fresh backlog being cleaned meanwhile and without; p50,
-p99 and p99.9 publish latency of each, and the median of the rounds.
+p99 and p99.9 publish latency of each, and the median of the rounds; for each cleaning round
+the longest step the passes reported (`longest_step_us`: the shard's CPU time the cleaner held
+in one go). `--backlog-mib N` skips part 1 and cleans backlogs of N MiB; `--rounds 0` runs
+part 1 only.
 
     SPATE_BIN=target/release/spate SPATE_BENCH=target/release/spate-bench \\
         target/test-venv/bin/python scripts/compaction-bench.py [--mib 1024] [--keys 100000] \\
-        [--rounds 3] [--rate 5000] [--duration-s 10] [--io-mib 0]
+        [--rounds 3] [--rate 5000] [--duration-s 10] [--io-mib 0] [--backlog-mib 0]
 """
 
 import argparse
@@ -48,6 +51,7 @@ RECORD = 1024
 SEGMENT = 64 * MIB
 PASS = re.compile(r"compacted partition=(\S+) .*bytes_in=(\d+) bytes_out=(\d+) "
                   r"records_read=(\d+) records_kept=(\d+) .*elapsed_ms=(\d+)")
+STEP = re.compile(r"compacted partition=(\S+) .*longest_step_us=(\d+)")
 
 
 def cpu_seconds(pid):
@@ -198,6 +202,9 @@ def main():
     ap.add_argument("--duration-s", type=float, default=10)
     ap.add_argument("--io-mib", type=int, default=0,
                     help="[log.cleaner] io_max_bytes_per_second, MiB/s (0: unthrottled)")
+    ap.add_argument("--backlog-mib", type=int, default=0,
+                    help="part 2 only, on backlogs of this size (skips part 1, the throughput "
+                         "and raw-disk figures; 0: both parts, backlogs sized by part 1)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="spate-compaction-bench-"))
     data = root / "data"
@@ -212,36 +219,10 @@ def main():
     try:
         time.sleep(2)
         admin = cka.AdminClient({"bootstrap.servers": bootstrap})
-        # Part 1: throughput.
-        create_backlog(admin, bootstrap, "table", args.mib, args.keys)
-        c0, t0 = cpu_seconds(broker.pid), time.monotonic()
-        set_config(admin, "table", min_compaction_lag_ms="0")
-        got = wait_clean(log_path, "table", args.mib)
-        wall = time.monotonic() - t0
-        cpu = cpu_seconds(broker.pid) - c0
-        bytes_in = sum(int(m[2]) for m in got)
-        bytes_out = sum(int(m[3]) for m in got)
-        busy = sum(int(m[6]) for m in got) / 1000
-        rate = bytes_in / MIB / busy
-        read, write = fio(data, "read"), fio(data, "write")
-        disk_s = 2 * bytes_in / MIB / read + bytes_out / MIB / write
-        print(f"cleaned {bytes_in / MIB:.0f} MiB to {bytes_out / MIB:.1f} MiB in {len(got)} "
-              f"pass(es): {busy:.2f} s of passes ({wall:.2f} s wall from the config change) = "
-              f"{rate:.0f} MiB/s of log; broker CPU {cpu / (bytes_in / (1 << 30)):.2f} s/GiB")
-        print(f"fio on the data disk: read {read:.0f} MiB/s, write {write:.0f} MiB/s; "
-              f"the disk allows {bytes_in / MIB / disk_s:.0f} MiB/s of log for a pass "
-              f"(read twice, write the kept): the cleaner ran at {bytes_in / MIB / disk_s and rate / (bytes_in / MIB / disk_s):.1%} of it")
-        # The raw disk beside I/O of the pass's shape and rate, against alone.
-        read_rate, write_rate = 2 * bytes_in / MIB / busy, bytes_out / MIB / busy
-        for kind, rates in [("alone", (0, 0)), ("beside", (read_rate, write_rate)),
-                            ("alone", (0, 0)), ("beside", (read_rate, write_rate))]:
-            lat = disk_sync_latency(data, *rates)
-            print(f"raw disk, append+fdatasync {kind} fio at the pass's rates "
-                  f"(read {read_rate:.0f}, write {write_rate:.0f} MiB/s): p50 {lat[0]:.2f} ms, "
-                  f"p99 {lat[1]:.2f} ms, p99.9 {lat[2]:.2f} ms", flush=True)
-        # Part 2: produce latency beside a pass.
-        # Enough for a pass to run through the whole round (warm-up included).
-        backlog = max(64, int(rate * (args.duration_s + 2) * 1.2))
+        if args.backlog_mib:
+            backlog = args.backlog_mib
+        else:
+            backlog = part1(args, admin, bootstrap, broker, data, log_path)
         results = {"cleaning": [], "idle": []}
         for r in range(args.rounds):
             order = ["idle", "cleaning"] if r % 2 == 0 else ["cleaning", "idle"]
@@ -260,6 +241,10 @@ def main():
                     print(f"round {r}, cleaning: passes read {overlap:.0f} MiB of the "
                           f"{backlog} MiB backlog by the round's end", flush=True)
                     wait_clean(log_path, topic, backlog)
+                    text = Path(log_path).read_text(errors="replace")
+                    steps = [int(m[2]) for m in STEP.finditer(text) if m[1] == f"{topic}-0"]
+                    print(f"round {r}, cleaning: the passes' longest step on the shard "
+                          f"{max(steps, default=0) / 1000:.2f} ms", flush=True)
                 results[kind].append(lat)
                 print(f"round {r}, {kind}: p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms, "
                       f"p99.9 {lat[2]:.2f} ms; longest ApiVersions round trip {longest:.1f} ms",
@@ -269,6 +254,8 @@ def main():
         broker.wait(60)
         log.close()
     shutil.rmtree(root, ignore_errors=True)
+    if not args.rounds:
+        return
     print("\n| produce beside | p50 ms | p99 ms (median; rounds) | p99.9 ms |\n|---|---|---|---|")
     for kind, rows in results.items():
         p99s = [x[1] for x in rows]
@@ -278,6 +265,39 @@ def main():
     c = statistics.median(x[1] for x in results["cleaning"])
     i = statistics.median(x[1] for x in results["idle"])
     print(f"p99 with a pass running / without = {c / i:.2f}")
+
+
+def part1(args, admin, bootstrap, broker, data, log_path):
+    """Cleaner throughput against fio, and the raw disk's append+fdatasync beside I/O of the
+    pass's shape; returns the backlog size for part 2 (enough for a pass to run through a
+    whole round, warm-up included)."""
+    create_backlog(admin, bootstrap, "table", args.mib, args.keys)
+    c0, t0 = cpu_seconds(broker.pid), time.monotonic()
+    set_config(admin, "table", min_compaction_lag_ms="0")
+    got = wait_clean(log_path, "table", args.mib)
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(broker.pid) - c0
+    bytes_in = sum(int(m[2]) for m in got)
+    bytes_out = sum(int(m[3]) for m in got)
+    busy = sum(int(m[6]) for m in got) / 1000
+    rate = bytes_in / MIB / busy
+    read, write = fio(data, "read"), fio(data, "write")
+    disk_s = 2 * bytes_in / MIB / read + bytes_out / MIB / write
+    print(f"cleaned {bytes_in / MIB:.0f} MiB to {bytes_out / MIB:.1f} MiB in {len(got)} "
+          f"pass(es): {busy:.2f} s of passes ({wall:.2f} s wall from the config change) = "
+          f"{rate:.0f} MiB/s of log; broker CPU {cpu / (bytes_in / (1 << 30)):.2f} s/GiB")
+    print(f"fio on the data disk: read {read:.0f} MiB/s, write {write:.0f} MiB/s; "
+          f"the disk allows {bytes_in / MIB / disk_s:.0f} MiB/s of log for a pass "
+          f"(read twice, write the kept): the cleaner ran at {bytes_in / MIB / disk_s and rate / (bytes_in / MIB / disk_s):.1%} of it")
+    # The raw disk beside I/O of the pass's shape and rate, against alone.
+    read_rate, write_rate = 2 * bytes_in / MIB / busy, bytes_out / MIB / busy
+    for kind, rates in [("alone", (0, 0)), ("beside", (read_rate, write_rate)),
+                        ("alone", (0, 0)), ("beside", (read_rate, write_rate))]:
+        lat = disk_sync_latency(data, *rates)
+        print(f"raw disk, append+fdatasync {kind} fio at the pass's rates "
+              f"(read {read_rate:.0f}, write {write_rate:.0f} MiB/s): p50 {lat[0]:.2f} ms, "
+              f"p99 {lat[1]:.2f} ms, p99.9 {lat[2]:.2f} ms", flush=True)
+    return max(64, int(rate * (args.duration_s + 2) * 1.2))
 
 
 if __name__ == "__main__":

@@ -173,8 +173,9 @@ async fn shard_main(spec: ShardSpec) -> usize {
     // In a task queue of its own with a tenth of the default queue's shares: while produce,
     // fetch and replication have work, the cleaner gets little of the shard's CPU. Its
     // latency class sets the executor's preemption timer to 1 ms while it runs (else 100
-    // ms): the cleaner yields between frames once the timer fired, and the reactor then
-    // polls, so that a request that arrived meanwhile waits at most about that long.
+    // ms): the cleaner offers the core back every 128 records and between frames, and takes
+    // the offer up once the timer fired or a socket has data (glommio's latency ring), the
+    // reactor then polling. 250 µs measured no better (docs/BENCHMARKS.md).
     let cleaner = {
         let logs = logs.clone();
         let queue = glommio::executor().create_task_queue(

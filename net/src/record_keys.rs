@@ -49,7 +49,7 @@ impl RecordKeys for KafkaRecordKeys {
         if header.attributes & CONTROL_BIT != 0 {
             return Ok(());
         }
-        let records = records_section(payload, codec)?;
+        let records = Section::of(payload, codec)?;
         walk(&records, base_offset, &header, &mut |l| each(l.record))
     }
 
@@ -63,12 +63,14 @@ impl RecordKeys for KafkaRecordKeys {
         if header.attributes & CONTROL_BIT != 0 {
             return Ok(Retained::Marker);
         }
-        let records = records_section(payload, codec)?;
+        let records = Section::of(payload, codec)?;
         let mut kept = Vec::new();
+        let mut kept_bytes = 0usize;
         let mut total = 0usize;
         walk(&records, base_offset, &header, &mut |l| {
             total += 1;
             if keep(l.record) {
+                kept_bytes += l.range.len();
                 kept.push(l.range);
             }
         })?;
@@ -78,13 +80,20 @@ impl RecordKeys for KafkaRecordKeys {
         if kept.is_empty() {
             return Ok(Retained::Nothing);
         }
-        let mut body = BytesMut::new();
-        for r in &kept {
-            body.put_slice(&records[r.clone()]);
-        }
-        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+        let mut out = BytesMut::with_capacity(HEADER_LEN + kept_bytes);
         out.put_slice(&payload[..HEADER_LEN]);
-        compress(codec, &body, &mut out)?;
+        if codec == Compression::None {
+            // The kept records straight into the new batch: one copy of what stays.
+            for r in &kept {
+                out.put_slice(&records[r.clone()]);
+            }
+        } else {
+            let mut body = BytesMut::with_capacity(kept_bytes);
+            for r in &kept {
+                body.put_slice(&records[r.clone()]);
+            }
+            compress(codec, &body, &mut out)?;
+        }
         let batch_length = i32::try_from(out.len() - 12).map_err(|_| "batch too large")?;
         out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
         out[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
@@ -118,13 +127,37 @@ fn parse_header(payload: &[u8]) -> Result<(BatchHeader, Compression), String> {
     Ok((header, codec))
 }
 
-/// The batch's records, decompressed.
-fn records_section(payload: &[u8], codec: Compression) -> Result<Bytes, String> {
-    let raw = &payload[HEADER_LEN..];
-    match codec {
-        Compression::None => Ok(Bytes::copy_from_slice(raw)),
-        c => spate_client::decompress::decompress(c, raw, DECOMPRESS_LIMIT)
-            .map_err(|e| e.to_string()),
+/// A batch's records section: in place when the batch is not compressed (the cleaner's
+/// hot path reads every dirty batch twice, and a copy of each was most of its memmove),
+/// else decompressed.
+enum Section<'a> {
+    Raw(&'a [u8]),
+    Decompressed(Bytes),
+}
+
+impl<'a> Section<'a> {
+    /// `payload` must be longer than a batch header (`parse_header` said so).
+    fn of(payload: &'a [u8], codec: Compression) -> Result<Self, String> {
+        let raw = payload
+            .get(HEADER_LEN..)
+            .ok_or("shorter than a batch header")?;
+        match codec {
+            Compression::None => Ok(Section::Raw(raw)),
+            c => spate_client::decompress::decompress(c, raw, DECOMPRESS_LIMIT)
+                .map(Section::Decompressed)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl std::ops::Deref for Section<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Section::Raw(b) => b,
+            Section::Decompressed(b) => b,
+        }
     }
 }
 

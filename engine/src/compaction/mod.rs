@@ -5,10 +5,12 @@
 //!
 //! What is here: the hook, the settings of a compacted partition ([`CompactionPolicy`]), the
 //! broker-wide cleaner settings ([`CleanerConfig`]), the bounded key -> last offset map of a
-//! pass ([`offset_map`]) and the I/O throttle ([`throttle`]). The pass itself is
+//! pass ([`offset_map`]), a frame's keys held for a pass's sliced work ([`frame_keys`]) and
+//! the I/O throttle ([`throttle`]). The pass itself is
 //! `log/clean.rs`; the crash-safe swap of cleaned segments into the log is `log/swap.rs`;
 //! picking the dirtiest partition of a shard is the registry's `clean_pass`.
 
+pub mod frame_keys;
 pub mod offset_map;
 pub mod throttle;
 
@@ -137,6 +139,9 @@ pub struct CleanReport {
     pub clean_to: u64,
     /// When the first tombstone the pass kept is `delete.retention.ms` old (none kept: `None`).
     pub tombstones_due_ms: Option<i64>,
+    /// The longest the pass held its shard's core in one go (CPU time between two chances
+    /// for the shard's other work): about what a request that arrived meanwhile waited.
+    pub longest_step: std::time::Duration,
 }
 
 /// How a compacted partition stands, for `topic describe` and the scheduler.

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::compaction::frame_keys::{FrameKeys, SLICE_RECORDS};
 use crate::compaction::offset_map::OffsetMap;
 use crate::compaction::throttle::Throttle;
 use crate::compaction::{
@@ -41,6 +42,56 @@ pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset";
 /// I/O (produce's writes and fdatasyncs, fetches) does not queue long behind one.
 const IO_CHUNK_BYTES: usize = 256 << 10;
 
+/// The pass's time on its shard's core between two chances for other work: `pause` yields
+/// if the executor wants the core (a request arrived, or the cleaner's latency class ran out),
+/// and each stretch's length is kept for the report's `longest_step`. Counted in the shard
+/// thread's CPU time, not wall time: what the pass itself held the core for, without the
+/// time the kernel gave the core to another thread meanwhile.
+struct Stretch {
+    since: std::time::Duration,
+    longest: std::time::Duration,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; this clock exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Stretch {
+    fn new() -> Self {
+        Self {
+            since: thread_cpu_time(),
+            longest: std::time::Duration::ZERO,
+        }
+    }
+
+    /// CPU work begins (after an await that waited for I/O or the throttle).
+    fn start(&mut self) {
+        self.since = thread_cpu_time();
+        self.longest = std::time::Duration::ZERO;
+    }
+
+    async fn pause(&mut self) {
+        self.longest = self
+            .longest
+            .max(thread_cpu_time().saturating_sub(self.since));
+        glommio::yield_if_needed().await;
+        self.since = thread_cpu_time();
+    }
+
+    /// The longest stretch since `start`.
+    fn end(&mut self) -> std::time::Duration {
+        self.longest
+            .max(thread_cpu_time().saturating_sub(self.since))
+    }
+}
+
 /// A compacted partition's cleaner state.
 #[derive(Debug, Default)]
 pub(crate) struct CleanerState {
@@ -54,6 +105,8 @@ pub(crate) struct CleanerState {
     pub(crate) tombstones_due_ms: i64,
     /// A pass failed (an undecodable batch, an I/O error): not due again before this.
     pub(crate) retry_at_ms: i64,
+    /// Keys in the last pass's map (0: no pass yet): the next map is sized for about as many.
+    pub(crate) last_map_keys: u64,
 }
 
 /// How long a partition whose pass failed waits before the next one (others go meanwhile).
@@ -191,7 +244,14 @@ impl PartitionLog {
         let mut report = CleanReport::default();
         let budget = usize::try_from(cleaner.dedupe_buffer_bytes).unwrap_or(usize::MAX);
         let (map, map_end) = self
-            .build_map(keys, &sources, first_dirty, budget, throttle)
+            .build_map(
+                keys,
+                &sources,
+                first_dirty,
+                budget,
+                throttle,
+                &mut report.longest_step,
+            )
             .await?;
         if dirty && map_end <= first_dirty {
             crate::warn_limited!(
@@ -249,6 +309,7 @@ impl PartitionLog {
             let mut c = self.inner.cleaner.borrow_mut();
             c.cleaned_to = map_end;
             c.last_cleaned_ms = now_ms;
+            c.last_map_keys = map.len() as u64;
             c.tombstones_due_ms = due;
         }
         tracing::info!(
@@ -260,6 +321,7 @@ impl PartitionLog {
             records_read = report.records_read,
             records_kept = report.records_kept,
             clean_to = map_end,
+            longest_step_us = report.longest_step.as_micros() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted"
         );
@@ -276,35 +338,51 @@ impl PartitionLog {
         first_dirty: u64,
         budget: usize,
         throttle: &mut Throttle,
+        longest: &mut std::time::Duration,
     ) -> Result<(OffsetMap, u64)> {
-        let mut map = OffsetMap::new(budget);
+        // Sized once for the keys expected (a table that grows rehashes every key at once,
+        // milliseconds of the shard's core at 100,000 keys; one sized far past them costs
+        // cache misses and page faults on every lookup): about the last pass's keys, at
+        // first a quarter of the dirty range's offsets (a table log typically holds several
+        // updates per key), never more than the offsets.
+        let span = sources
+            .last()
+            .map_or(0, |s| s.end.saturating_sub(first_dirty));
+        let last = self.inner.cleaner.borrow().last_map_keys;
+        let expect = if last == 0 { span / 4 } else { last + last / 4 };
+        let mut map = OffsetMap::new(budget, expect.min(span));
         let mut map_end = first_dirty;
+        let mut records = FrameKeys::default();
+        let mut stretch = Stretch::new();
         for s in sources.iter().filter(|s| s.end > first_dirty) {
             let mut frames = FrameReader::new(s.file.clone(), s.size, s.base);
             while let Some((h, payload)) = frames.next().await? {
                 if h.next_offset() <= first_dirty {
                     continue;
                 }
-                let mut full = None;
-                keys.records(h.base_offset, &payload, &mut |r| {
-                    if full.is_some() || r.offset < first_dirty {
-                        return;
+                stretch.start();
+                records
+                    .load(keys, h.base_offset, &payload)
+                    .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
+                for i in 0..records.len() {
+                    if i % SLICE_RECORDS == SLICE_RECORDS - 1 {
+                        stretch.pause().await;
+                    }
+                    let Some(r) = records.get(i) else { break };
+                    if r.offset < first_dirty {
+                        continue;
                     }
                     if let Some(k) = r.key {
-                        if !map.fits(map.cost(k)) {
-                            full = Some(r.offset);
-                            return;
+                        if !map.put(k, r.offset) {
+                            *longest = (*longest).max(stretch.end());
+                            return Ok((map, r.offset));
                         }
-                        map.put(k, r.offset);
                     }
-                })
-                .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
+                }
+                *longest = (*longest).max(stretch.end());
                 throttle.pace(h.frame_len()).await;
                 // The shard's other tasks first if this one has run its share.
                 glommio::yield_if_needed().await;
-                if let Some(stop) = full {
-                    return Ok((map, stop));
-                }
             }
             map_end = s.end;
         }
@@ -344,6 +422,9 @@ impl PartitionLog {
         };
         let mut appender = Appender::new(file.clone(), 0, Vec::new(), 0, 0);
         let mut pending: Vec<u8> = Vec::with_capacity(IO_CHUNK_BYTES + FRAME_HEADER_LEN);
+        let mut records = FrameKeys::default();
+        let mut verdicts: Vec<bool> = Vec::new();
+        let mut stretch = Stretch::new();
         let mut expected = base;
         let io = |e: std::io::Error| EngineError::from_io(e, &path);
         for s in group {
@@ -353,18 +434,48 @@ impl PartitionLog {
                 // Paced as it is read: charged once the segment was read, the whole segment
                 // went at the disk's full rate before the pause.
                 throttle.pace(h.frame_len()).await;
-                let mut seen = 0u64;
-                let mut kept = 0u64;
-                let retained = keys
-                    .retain(h.base_offset, &payload, &mut |r| {
-                        seen += 1;
+                // Each record judged against the map in slices, then the batch rewritten as
+                // judged (the hook walks it in the same order). A frame that spans no more
+                // offsets than a slice is judged as the hook walks it: one walk, not two
+                // (a compressed batch is decompressed by each walk).
+                stretch.start();
+                verdicts.clear();
+                let retained = if h.next_offset() - h.base_offset <= SLICE_RECORDS as u64 {
+                    keys.retain(h.base_offset, &payload, &mut |r| {
                         let k = keep(r, report);
-                        kept += u64::from(k);
+                        verdicts.push(k);
                         k
                     })
-                    .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
-                report.records_read += seen;
-                report.records_kept += kept;
+                } else {
+                    records
+                        .load(keys, h.base_offset, &payload)
+                        .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
+                    for i in 0..records.len() {
+                        if i % SLICE_RECORDS == SLICE_RECORDS - 1 {
+                            stretch.pause().await;
+                        }
+                        let Some(r) = records.get(i) else { break };
+                        verdicts.push(keep(r, report));
+                    }
+                    let mut asked = 0usize;
+                    let retained = keys.retain(h.base_offset, &payload, &mut |_| {
+                        asked += 1;
+                        // Past what the walk above saw (it cannot be): kept, never dropped.
+                        verdicts.get(asked - 1).copied().unwrap_or(true)
+                    });
+                    if retained.is_ok() && asked != verdicts.len() {
+                        return Err(self.undecodable(
+                            &s.file,
+                            h.base_offset,
+                            format!("{asked} records rewritten of {} listed", verdicts.len()),
+                        ));
+                    }
+                    retained
+                }
+                .map_err(|e| self.undecodable(&s.file, h.base_offset, e))?;
+                report.records_read += verdicts.len() as u64;
+                report.records_kept += verdicts.iter().filter(|k| **k).count() as u64;
+                report.longest_step = report.longest_step.max(stretch.end());
                 glommio::yield_if_needed().await;
                 let (meta, body) = match retained {
                     Retained::Nothing => continue,
