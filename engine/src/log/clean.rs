@@ -86,7 +86,7 @@ impl Stretch {
     }
 
     /// The longest stretch since `start`.
-    fn end(&mut self) -> std::time::Duration {
+    fn end(&self) -> std::time::Duration {
         self.longest
             .max(thread_cpu_time().saturating_sub(self.since))
     }
